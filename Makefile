@@ -1,0 +1,41 @@
+# tessera-daemon: `make run` and `make test` each do their own set-up on a fresh Debian machine.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+ARGS ?=
+
+.PHONY: run test lint typecheck check bench system-deps clean
+
+$(STAMP): pyproject.toml
+	@python3 -m venv $(VENV) 2>/dev/null || { bash scripts/install-system-deps.sh python-venv && python3 -m venv $(VENV); }
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	@touch $(STAMP)
+
+## run: set up and run the daemon on its embedded default (in-memory transport, simulated cluster)
+run: $(STAMP)
+	$(VENV)/bin/tessera-daemon run $(ARGS)
+
+## system-deps: apt-get the servers the tests talk to, only those that are absent
+system-deps:
+	@bash scripts/install-system-deps.sh
+
+## test: set up, install the servers the tests need, lint, type-check and run the whole suite
+test: $(STAMP) system-deps
+	$(MAKE) --no-print-directory check
+	$(PY) -m pytest $(ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check tessera_daemon tests bench
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+check: lint typecheck
+
+bench: $(STAMP)
+	$(PY) bench/detector.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -1,0 +1,3 @@
+from tessera_daemon.cli import main
+
+raise SystemExit(main())

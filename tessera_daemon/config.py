@@ -1,0 +1,305 @@
+"""Frozen, typed configuration: TOML file plus ``TESSERA_SECTION__KEY`` environment overrides.
+
+Every setting is defined once, as a dataclass field with its default and its bounds in ``metadata``.
+The loader walks the type hints, so an unknown key, a wrong type or an out-of-range value raises
+:class:`ConfigError` naming the dotted field and the expected form. Durations carry an ``_s`` suffix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from tessera_daemon.errors import ConfigError
+from tessera_daemon.schema import setting as _f
+from tessera_daemon.sources.settings import SourcesConfig
+
+ENV_PREFIX = "TESSERA_"
+
+
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonConfig:
+    cluster: str = _f("default", doc="cluster name, used in MQTT topics and labels")
+    state_dir: str = _f("", doc="directory for local state; empty: none")
+    shutdown_grace_s: float = _f(5.0, lo=0.1, hi=300.0, doc="time allowed to finish the current window")
+
+
+@dataclass(frozen=True, slots=True)
+class HttpConfig:
+    host: str = _f("127.0.0.1", doc="bind address; loopback by default")
+    port: int = _f(9477, lo=0, hi=65535, doc="0 picks a free port")
+    enabled: bool = _f(True)
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    level: Literal["debug", "info", "warning", "error"] = _f("info")
+    format: Literal["auto", "json", "console"] = _f("auto", doc="auto: console on a TTY, JSON otherwise")
+
+
+@dataclass(frozen=True, slots=True)
+class WindowConfig:
+    length_s: float = _f(5.0, lo=0.001, hi=3600.0, doc="detector window length")
+    grace_s: float = _f(2.0, lo=0.0, hi=3600.0, doc="lateness allowed after a window ends")
+    stale_after_windows: int = _f(3, lo=1, hi=10_000, doc="missing windows before a shard is stale")
+
+
+@dataclass(frozen=True, slots=True)
+class DetectorConfig:
+    metrics: tuple[str, ...] = _f(
+        ("gpu_util", "sm_clock_mhz", "power_w", "temp_c", "mem_bw_util", "nvlink_tx_bytes", "step_time_ms"),
+        doc="metrics the statistical detectors watch (counters become rates)",
+    )
+    log_metrics: tuple[str, ...] = _f(("step_time_ms",), doc="heavy-tailed metrics analysed on log scale")
+    warmup_windows: int = _f(30, lo=5, hi=100_000, doc="windows used to learn offsets, scales and AR(1)")
+    false_pages_per_day: float = _f(
+        0.1, lo=1e-6, hi=1e4, doc="fleet-wide expected false pages per day (sets the evidence threshold)"
+    )
+    min_threshold_log: float = _f(6.0, lo=1.0, hi=100.0, doc="floor on the log-evidence threshold")
+    delta_min_sigma: float = _f(
+        0.25, lo=0.0, hi=3.0, doc="practical significance: shifts below this many sigma are null"
+    )
+    clip_sigma: float = _f(3.0, lo=1.0, hi=20.0, doc="standardised residuals are clipped at this many sigma")
+    bets: tuple[float, ...] = _f(
+        (0.05, 0.1, 0.2, 0.35, 0.5), doc="grid of capped bet fractions mixed by the e-detector"
+    )
+    ar_max: float = _f(0.95, lo=0.0, hi=0.999, doc="cap on the estimated AR(1) coefficient")
+    baseline_halflife_windows: float = _f(
+        2000.0, lo=0.0, hi=1e9, doc="half-life of the slow baseline follow; 0 freezes baselines after warm-up"
+    )
+    resolve_fraction: float = _f(0.5, lo=0.0, hi=1.0, doc="resolve when evidence falls below this x threshold")
+    resolve_windows: int = _f(3, lo=1, hi=10_000, doc="consecutive quiet windows before a firing resolves")
+    min_cohort: int = _f(3, lo=2, hi=1_000_000, doc="fewest reporting peers for a peer residual")
+    recent_resolved: int = _f(500, lo=0, hi=1_000_000, doc="resolved firings kept for /v1/firings")
+
+
+@dataclass(frozen=True, slots=True)
+class RulesConfig:
+    critical_xids: tuple[int, ...] = _f(
+        (48, 63, 64, 74, 79, 92, 94, 95, 119, 120),
+        doc="XID codes that open a hard-fault firing at once",
+    )
+    ecc_dbe_counter: str = _f("ecc_dbe", doc="counter whose increments are uncorrectable ECC errors")
+    clear_windows: int = _f(10, lo=1, hi=1_000_000, doc="quiet windows before a hard fault resolves")
+
+
+@dataclass(frozen=True, slots=True)
+class TransportConfig:
+    kind: Literal["memory", "redis"] = _f("memory")
+    capacity: int = _f(200_000, lo=1, hi=100_000_000, doc="in-memory queue bound, frames")
+    batch_max: int = _f(4096, lo=1, hi=1_000_000, doc="frames taken per receive")
+
+
+@dataclass(frozen=True, slots=True)
+class SimConfig:
+    seed: int = _f(7, lo=0, hi=2**63 - 1)
+    scenario: str = _f("demo", doc="fault scenario (see `tessera-daemon simulate --list`)")
+    zones: int = _f(2, lo=1, hi=1000)
+    racks_per_zone: int = _f(2, lo=1, hi=1000)
+    hosts_per_rack: int = _f(4, lo=1, hi=1000)
+    shards_per_host: int = _f(8, lo=1, hi=64)
+    cohorts: int = _f(2, lo=1, hi=10_000, doc="training jobs; each spans whole hosts")
+    tick_s: float = _f(1.0, lo=0.001, hi=3600.0, doc="sampling period of the simulated pollers")
+    speedup: float = _f(1.0, lo=0.01, hi=100_000.0, doc="simulated seconds per wall second")
+    rho: float = _f(0.8, lo=-0.99, hi=0.99, doc="AR(1) coefficient of per-shard noise")
+    tail_df: float = _f(4.0, lo=2.1, hi=1000.0, doc="Student-t degrees of freedom of the innovations")
+    diurnal_period_s: float = _f(86_400.0, lo=1.0, hi=1e9)
+    diurnal_amplitude: float = _f(0.5, lo=0.0, hi=10.0, doc="diurnal load swing in noise sigmas")
+    regime_every_s: float = _f(0.0, lo=0.0, hi=1e9, doc="mean interval between cohort regime steps; 0: none")
+    start_ts: float = _f(0.0, lo=0.0, doc="simulated start time; 0: wall clock at start")
+    duration_s: float = _f(0.0, lo=0.0, doc="stop after this long (simulated); 0: forever")
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    window: WindowConfig = field(default_factory=WindowConfig)
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    rules: RulesConfig = field(default_factory=RulesConfig)
+    transport: TransportConfig = field(default_factory=TransportConfig)
+    sim: SimConfig = field(default_factory=SimConfig)
+    sources: SourcesConfig = field(default_factory=SourcesConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(self)  # type: ignore[no-any-return]
+
+
+# ------------------------------------------------------------------------------------------ loading
+
+
+def _to_plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, tuple):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+def _describe(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        return f"a list of {_describe(typing.get_args(tp)[0])}"
+    if dataclasses.is_dataclass(tp):
+        return "a table"
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
+
+
+def _convert(tp: Any, value: Any, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise ConfigError(path, f"expected a table, got {type(value).__name__}")
+        return _build(tp, value, path)
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise ConfigError(path, f"expected {_describe(tp)}, got {value!r}")
+        return value
+    if origin is tuple:
+        (item_tp, _ellipsis) = typing.get_args(tp)
+        if isinstance(value, str) and item_tp is str:
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list | tuple):
+            raise ConfigError(path, f"expected {_describe(tp)}, got {type(value).__name__}")
+        return tuple(_convert(item_tp, v, f"{path}[{i}]") for i, v in enumerate(value))
+    if origin in (types.UnionType, typing.Union):
+        raise ConfigError(path, "unsupported union type in config schema")
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(path, f"expected a boolean (true/false), got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(path, f"expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(path, f"expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(path, f"expected a string, got {value!r}")
+        return value
+    raise ConfigError(path, f"unsupported type {tp!r}")
+
+
+def _check_range(f: dataclasses.Field[Any], value: Any, path: str) -> None:
+    lo, hi = f.metadata.get("lo"), f.metadata.get("hi")
+    items = value if isinstance(value, tuple) else (value,)
+    for v in items:
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            continue
+        if lo is not None and v < lo:
+            raise ConfigError(path, f"must be >= {lo}, got {v}")
+        if hi is not None and v > hi:
+            raise ConfigError(path, f"must be <= {hi}, got {v}")
+
+
+def _build(cls: Any, data: Mapping[str, Any], path: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        where = f"{path}.{unknown[0]}" if path else unknown[0]
+        raise ConfigError(where, f"unknown setting (known here: {', '.join(sorted(fields))})")
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        sub = f"{path}.{name}" if path else name
+        converted = _convert(hints[name], value, sub)
+        _check_range(fields[name], converted, sub)
+        kwargs[name] = converted
+    return cls(**kwargs)
+
+
+def _parse_env_value(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _merge_env(data: dict[str, Any], environ: Mapping[str, str]) -> None:
+    for key, raw in sorted(environ.items()):
+        if not key.startswith(ENV_PREFIX) or "__" not in key:
+            continue
+        parts = [p.lower() for p in key[len(ENV_PREFIX):].split("__")]
+        if not all(parts):
+            raise ConfigError(key, "malformed override; use TESSERA_SECTION__KEY")
+        node = data
+        for p in parts[:-1]:
+            child = node.setdefault(p, {})
+            if not isinstance(child, dict):
+                raise ConfigError(".".join(parts), "cannot override inside a non-table setting")
+            node = child
+        node[parts[-1]] = _parse_env_value(raw)
+
+
+def _validate(cfg: Config) -> None:
+    if cfg.window.grace_s >= 50 * cfg.window.length_s:
+        raise ConfigError("window.grace_s", "must be less than 50 window lengths")
+    unknown_log = sorted(set(cfg.detector.log_metrics) - set(cfg.detector.metrics))
+    if unknown_log:
+        raise ConfigError("detector.log_metrics", f"{unknown_log[0]!r} is not in detector.metrics")
+    if not cfg.detector.metrics:
+        raise ConfigError("detector.metrics", "must name at least one metric")
+    if not cfg.detector.bets or any(not 0 < b < 1 for b in cfg.detector.bets):
+        raise ConfigError("detector.bets", "expected bet fractions strictly between 0 and 1")
+    if cfg.transport.kind == "memory" and cfg.transport.batch_max > cfg.transport.capacity:
+        raise ConfigError("transport.batch_max", "must not exceed transport.capacity")
+
+
+def load_config(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Read ``path`` (TOML; optional), apply ``TESSERA_*`` overrides, validate, freeze."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ConfigError("--config", f"file not found: {p}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError("--config", f"{p} is not valid TOML: {exc}") from exc
+    _merge_env(data, os.environ if environ is None else environ)
+    cfg: Config = _build(Config, data, "")
+    _validate(cfg)
+    return cfg
+
+
+def dump_toml(cfg: Config) -> str:
+    """Render the effective configuration as TOML (what `tessera-daemon config` prints)."""
+
+    def scalar(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if isinstance(v, list):
+            return "[" + ", ".join(scalar(x) for x in v) + "]"
+        return repr(v)
+
+    lines: list[str] = []
+
+    def emit(table: dict[str, Any], prefix: str) -> None:
+        flat = {k: v for k, v in table.items() if not isinstance(v, dict)}
+        nested = {k: v for k, v in table.items() if isinstance(v, dict)}
+        if flat:
+            lines.append(f"[{prefix}]")
+            lines.extend(f"{k} = {scalar(v)}" for k, v in flat.items())
+            lines.append("")
+        for k, v in nested.items():
+            emit(v, f"{prefix}.{k}" if prefix else k)
+
+    emit(cfg.to_dict(), "")
+    return "\n".join(lines)

@@ -1,0 +1,71 @@
+"""Every exception tessera-daemon raises on purpose, in one place.
+
+The retry decision depends only on the class: ``TransientError`` subclasses are retried by the
+supervisor with backoff; everything else is a bug or a fatal condition and propagates.
+"""
+
+from __future__ import annotations
+
+
+class TesseraError(Exception):
+    """Base of all deliberate errors."""
+
+
+class ConfigError(TesseraError):
+    """A configuration value is missing, unknown, of the wrong type or out of range.
+
+    ``field`` is the dotted path of the offending setting (``detector.window_s``).
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        self.message = message
+        super().__init__(f"{field}: {message}")
+
+
+class TransientError(TesseraError):
+    """A failure worth retrying (network, timeout, a substrate that is briefly gone)."""
+
+
+class SubstrateError(TransientError):
+    """A source could not be read this time."""
+
+    def __init__(self, substrate: str, message: str) -> None:
+        self.substrate = substrate
+        super().__init__(f"{substrate}: {message}")
+
+
+class SubstrateUnavailable(SubstrateError):
+    """The substrate is not reachable or not installed (NVML missing, API down)."""
+
+
+class SubstrateTimeout(SubstrateError):
+    """The substrate did not answer within its per-source timeout."""
+
+
+class SubstrateFatal(TesseraError):
+    """The substrate answered with something we can never use (bad credentials, wrong format)."""
+
+    def __init__(self, substrate: str, message: str) -> None:
+        self.substrate = substrate
+        super().__init__(f"{substrate}: {message}")
+
+
+class TransportError(TransientError):
+    """The transport (Redis, MQTT) failed to publish or deliver."""
+
+
+class CodecError(TesseraError):
+    """A frame, topology, event or checkpoint could not be decoded. Never retried."""
+
+    def __init__(self, message: str, *, payload: bytes | str | None = None) -> None:
+        self.payload = payload
+        super().__init__(message)
+
+
+class CheckpointError(TesseraError):
+    """A detector checkpoint failed validation (checksum, schema version, shape) and was refused."""
+
+
+class DetectorError(TesseraError):
+    """The detector was fed something inconsistent with its state (shape mismatch, bad topology)."""

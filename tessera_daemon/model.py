@@ -1,0 +1,427 @@
+"""Value types for the stable contracts: frame, topology, cluster event, firing.
+
+Each type has a strict ``from_json`` (raising :class:`CodecError` with the reason) and a
+deterministic ``to_json`` (sorted keys where the contract does not fix an order), so replay output
+is byte-identical for the same input. Contract version: ``v = 1`` everywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from tessera_daemon.errors import CodecError
+
+CONTRACT_VERSION = 1
+
+NodeKind = Literal[
+    "shard", "host", "nvlink_domain", "rack", "psu", "cooling_zone", "pod", "cohort", "fleet", "switch"
+]
+NODE_KINDS: frozenset[str] = frozenset(
+    {"shard", "host", "nvlink_domain", "rack", "psu", "cooling_zone", "pod", "cohort", "fleet", "switch"}
+)
+EDGE_KINDS: frozenset[str] = frozenset({"nvlink", "neuron_link", "ici", "power", "cooling", "member"})
+EVENT_KINDS: frozenset[str] = frozenset(
+    {
+        "firmware_push",
+        "driver_update",
+        "model_redeploy",
+        "config_change",
+        "env_change",
+        "capacity_change",
+        "chaos_experiment",
+        "maintenance",
+    }
+)
+CLASSIFICATIONS: frozenset[str] = frozenset(
+    {"shard_fault", "common_mode", "fleet_event", "event_conditional", "hard_fault"}
+)
+
+
+def _finite_or_none(value: Any, where: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise CodecError(f"{where}: expected a number or null, got {type(value).__name__}")
+    v = float(value)
+    if not math.isfinite(v):
+        return None
+    return v
+
+
+def _require(obj: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    if key not in obj:
+        raise CodecError(f"{where}: missing field {key!r}")
+    value = obj[key]
+    if isinstance(value, bool) and kind is not bool:
+        raise CodecError(f"{where}.{key}: expected {kind}, got bool")
+    if not isinstance(value, kind):
+        raise CodecError(f"{where}.{key}: expected {kind}, got {type(value).__name__}")
+    return value
+
+
+def _check_version(obj: Mapping[str, Any], where: str) -> None:
+    v = obj.get("v")
+    if v != CONTRACT_VERSION:
+        raise CodecError(f"{where}: unsupported contract version {v!r} (this daemon reads v=1)")
+
+
+# --------------------------------------------------------------------------------------------- frame
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One shard's counters for one sampling instant (contract 1).
+
+    ``metrics`` maps metric name to value (None: not available this time). ``counters`` names the
+    metrics that are monotone counters (the daemon turns them into rates / increments). ``xid``
+    holds the XID codes that occurred in this sample only. ``lost`` marks a device the source could
+    no longer reach (NVML GPU_IS_LOST); an optional, v1-compatible extension of the contract.
+    """
+
+    ts: float
+    shard: str
+    metrics: Mapping[str, float | None]
+    counters: frozenset[str] = frozenset()
+    xid: tuple[int, ...] = ()
+    lost: bool = False
+
+    @classmethod
+    def from_obj(cls, obj: Any) -> Frame:
+        if not isinstance(obj, dict):
+            raise CodecError(f"frame: expected a JSON object, got {type(obj).__name__}")
+        _check_version(obj, "frame")
+        ts = _require(obj, "ts", (int, float), "frame")
+        if not math.isfinite(float(ts)) or ts < 0:
+            raise CodecError("frame.ts: expected a finite unix time in seconds")
+        shard = _require(obj, "shard", str, "frame")
+        if not shard:
+            raise CodecError("frame.shard: empty shard id")
+        raw_metrics = obj.get("metrics", {})
+        if not isinstance(raw_metrics, dict):
+            raise CodecError("frame.metrics: expected an object of name -> number|null")
+        metrics: dict[str, float | None] = {}
+        for name, value in raw_metrics.items():
+            metrics[str(name)] = _finite_or_none(value, f"frame.metrics.{name}")
+        raw_counters = obj.get("counters", [])
+        if not isinstance(raw_counters, list) or not all(isinstance(c, str) for c in raw_counters):
+            raise CodecError("frame.counters: expected a list of metric names")
+        raw_xid = obj.get("xid", [])
+        if isinstance(raw_xid, int) and not isinstance(raw_xid, bool):
+            xids: tuple[int, ...] = (raw_xid,)
+        elif isinstance(raw_xid, list) and all(
+            isinstance(x, int) and not isinstance(x, bool) for x in raw_xid
+        ):
+            xids = tuple(raw_xid)
+        else:
+            raise CodecError("frame.xid: expected an integer XID code or a list of them")
+        lost = obj.get("lost", False)
+        if not isinstance(lost, bool):
+            raise CodecError("frame.lost: expected a boolean")
+        return cls(float(ts), shard, metrics, frozenset(raw_counters), xids, lost)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Frame:
+        try:
+            obj = json.loads(text)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise CodecError(f"frame: not valid JSON ({exc})", payload=text) from exc
+        return cls.from_obj(obj)
+
+    def to_obj(self) -> dict[str, Any]:
+        obj: dict[str, Any] = {"v": CONTRACT_VERSION, "ts": self.ts, "shard": self.shard}
+        obj["metrics"] = {k: self.metrics[k] for k in sorted(self.metrics)}
+        if self.counters:
+            obj["counters"] = sorted(self.counters)
+        if self.xid:
+            obj["xid"] = list(self.xid) if len(self.xid) > 1 else self.xid[0]
+        if self.lost:
+            obj["lost"] = True
+        return obj
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_obj(), separators=(",", ":"), allow_nan=False)
+
+
+# ------------------------------------------------------------------------------------------ topology
+
+
+@dataclass(frozen=True, slots=True)
+class TopoNode:
+    id: str
+    kind: str
+    parent: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    def to_obj(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "parent": self.parent,
+            "labels": {k: self.labels[k] for k in sorted(self.labels)},
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class TopoEdge:
+    a: str
+    b: str
+    kind: str
+
+    def to_obj(self) -> dict[str, Any]:
+        return {"a": self.a, "b": self.b, "kind": self.kind}
+
+
+class Topology:
+    """A containment forest (parent links) plus peer edges (contract 2), with lookup indexes.
+
+    Extra containment memberships that do not fit one parent chain (a host's PSU, cooling zone)
+    are expressed as nodes whose ``labels`` name them, e.g. a shard labelled ``psu=psu-r01-a``.
+    :meth:`groups_of` returns every group node a shard belongs to, by walking parents and
+    following those labels.
+    """
+
+    GROUP_LABELS = ("psu", "cooling_zone", "nvlink_domain", "pod")
+
+    def __init__(self, nodes: Iterable[TopoNode], edges: Iterable[TopoEdge] = ()) -> None:
+        self.nodes: dict[str, TopoNode] = {}
+        for n in nodes:
+            if n.id in self.nodes:
+                raise CodecError(f"topology: duplicate node id {n.id!r}")
+            self.nodes[n.id] = n
+        self.edges: list[TopoEdge] = list(edges)
+        for n in self.nodes.values():
+            if n.parent is not None and n.parent not in self.nodes:
+                raise CodecError(f"topology.nodes[{n.id}].parent: unknown node {n.parent!r}")
+        for e in self.edges:
+            for end in (e.a, e.b):
+                if end not in self.nodes:
+                    raise CodecError(f"topology.edges: unknown node {end!r}")
+        self._check_acyclic()
+        self.children: dict[str, list[str]] = {}
+        for n in self.nodes.values():
+            if n.parent is not None:
+                self.children.setdefault(n.parent, []).append(n.id)
+        for kids in self.children.values():
+            kids.sort()
+
+    def _check_acyclic(self) -> None:
+        for start in self.nodes:
+            seen: set[str] = set()
+            cur: str | None = start
+            while cur is not None:
+                if cur in seen:
+                    raise CodecError(f"topology: containment cycle through {cur!r}")
+                seen.add(cur)
+                cur = self.nodes[cur].parent
+
+    @property
+    def shards(self) -> list[str]:
+        return sorted(n.id for n in self.nodes.values() if n.kind == "shard")
+
+    def cohort_of(self, shard: str) -> str:
+        node = self.nodes[shard]
+        return node.labels.get("cohort") or f"model:{node.labels.get('model', 'unknown')}"
+
+    def ancestors(self, node_id: str) -> list[str]:
+        out: list[str] = []
+        cur = self.nodes[node_id].parent
+        while cur is not None:
+            out.append(cur)
+            cur = self.nodes[cur].parent
+        return out
+
+    def groups_of(self, shard: str) -> list[str]:
+        """Every group node containing ``shard``: parent chain plus label-declared groups."""
+        out = list(self.ancestors(shard))
+        labels = self.nodes[shard].labels
+        for key in self.GROUP_LABELS:
+            gid = labels.get(key)
+            if gid and gid in self.nodes and gid not in out:
+                out.append(gid)
+        return out
+
+    def members(self) -> dict[str, list[str]]:
+        """Group node id -> sorted shard ids it contains."""
+        out: dict[str, list[str]] = {}
+        for s in self.shards:
+            for g in self.groups_of(s):
+                out.setdefault(g, []).append(s)
+        return out
+
+    def to_obj(self) -> dict[str, Any]:
+        return {
+            "v": CONTRACT_VERSION,
+            "nodes": [self.nodes[k].to_obj() for k in sorted(self.nodes)],
+            "edges": [e.to_obj() for e in sorted(self.edges, key=lambda e: (e.a, e.b, e.kind))],
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_obj(), separators=(",", ":"), sort_keys=False)
+
+    def content_hash(self) -> str:
+        return hashlib.sha256(self.to_json().encode()).hexdigest()
+
+    @classmethod
+    def from_obj(cls, obj: Any) -> Topology:
+        if not isinstance(obj, dict):
+            raise CodecError("topology: expected a JSON object")
+        _check_version(obj, "topology")
+        raw_nodes = _require(obj, "nodes", list, "topology")
+        nodes = []
+        for i, rn in enumerate(raw_nodes):
+            where = f"topology.nodes[{i}]"
+            if not isinstance(rn, dict):
+                raise CodecError(f"{where}: expected an object")
+            nid = _require(rn, "id", str, where)
+            kind = _require(rn, "kind", str, where)
+            if kind not in NODE_KINDS:
+                raise CodecError(f"{where}.kind: unknown kind {kind!r} (one of {sorted(NODE_KINDS)})")
+            parent = rn.get("parent")
+            if parent is not None and not isinstance(parent, str):
+                raise CodecError(f"{where}.parent: expected a node id or null")
+            labels = rn.get("labels", {})
+            if not isinstance(labels, dict):
+                raise CodecError(f"{where}.labels: expected an object")
+            nodes.append(TopoNode(nid, kind, parent, {str(k): str(v) for k, v in labels.items()}))
+        edges = []
+        for i, re_ in enumerate(obj.get("edges", [])):
+            where = f"topology.edges[{i}]"
+            if not isinstance(re_, dict):
+                raise CodecError(f"{where}: expected an object")
+            edges.append(
+                TopoEdge(_require(re_, "a", str, where), _require(re_, "b", str, where),
+                         _require(re_, "kind", str, where))
+            )
+        return cls(nodes, edges)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Topology:
+        try:
+            obj = json.loads(text)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise CodecError(f"topology: not valid JSON ({exc})") from exc
+        return cls.from_obj(obj)
+
+
+# ------------------------------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterEvent:
+    """An announced change (contract 3). ``scope`` is a tuple of node ids, or ``("fleet",)``."""
+
+    id: str
+    kind: str
+    ts: float
+    scope: tuple[str, ...]
+    end_ts: float | None = None
+
+    @property
+    def fleet_wide(self) -> bool:
+        return self.scope == ("fleet",)
+
+    @classmethod
+    def from_obj(cls, obj: Any) -> ClusterEvent:
+        if not isinstance(obj, dict):
+            raise CodecError("event: expected a JSON object")
+        _check_version(obj, "event")
+        eid = _require(obj, "id", str, "event")
+        kind = _require(obj, "kind", str, "event")
+        if kind not in EVENT_KINDS:
+            raise CodecError(f"event.kind: unknown kind {kind!r} (one of {sorted(EVENT_KINDS)})")
+        ts = float(_require(obj, "ts", (int, float), "event"))
+        end_ts = obj.get("end_ts")
+        if end_ts is not None:
+            if isinstance(end_ts, bool) or not isinstance(end_ts, int | float):
+                raise CodecError("event.end_ts: expected a number")
+            if end_ts < ts:
+                raise CodecError("event.end_ts: must not be before ts")
+            end_ts = float(end_ts)
+        scope = obj.get("scope", "fleet")
+        if scope == "fleet":
+            scope_t: tuple[str, ...] = ("fleet",)
+        elif isinstance(scope, list) and scope and all(isinstance(s, str) for s in scope):
+            scope_t = tuple(scope)
+        else:
+            raise CodecError('event.scope: expected "fleet" or a non-empty list of node ids')
+        return cls(eid, kind, ts, scope_t, end_ts)
+
+    def to_obj(self) -> dict[str, Any]:
+        obj: dict[str, Any] = {"v": CONTRACT_VERSION, "id": self.id, "kind": self.kind, "ts": self.ts}
+        if self.end_ts is not None:
+            obj["end_ts"] = self.end_ts
+        obj["scope"] = "fleet" if self.fleet_wide else list(self.scope)
+        return obj
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_obj(), separators=(",", ":"))
+
+
+# ------------------------------------------------------------------------------------------ firings
+
+
+@dataclass(slots=True)
+class Firing:
+    """An alarm (contract 4). Mutable only through the lifecycle in ``engine.firings``."""
+
+    id: str
+    state: Literal["open", "resolved"]
+    opened_ts: float
+    window: int
+    scope: str
+    target: str
+    members: list[str]
+    detector: str
+    metric: str | None
+    log_evidence: float
+    threshold_log: float
+    classification: str
+    receipt: dict[str, Any]
+    event_id: str | None = None
+    resolved_ts: float | None = None
+    resolved_window: int | None = None
+
+    def to_obj(self) -> dict[str, Any]:
+        obj: dict[str, Any] = {
+            "v": CONTRACT_VERSION,
+            "id": self.id,
+            "state": self.state,
+            "opened_ts": self.opened_ts,
+            "window": self.window,
+            "scope": self.scope,
+            "target": self.target,
+            "members": list(self.members),
+            "detector": self.detector,
+            "metric": self.metric,
+            "log_evidence": round(self.log_evidence, 6),
+            "threshold_log": round(self.threshold_log, 6),
+            "classification": self.classification,
+        }
+        if self.event_id is not None:
+            obj["event_id"] = self.event_id
+        if self.resolved_ts is not None:
+            obj["resolved_ts"] = self.resolved_ts
+            obj["resolved_window"] = self.resolved_window
+        obj["receipt"] = self.receipt
+        return obj
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_obj(), separators=(",", ":"), allow_nan=False)
+
+
+def firing_id(*parts: object) -> str:
+    """Deterministic firing id from its identifying parts (target, detector, metric, window)."""
+    return hashlib.sha256("|".join(str(p) for p in parts).encode()).hexdigest()[:16]
+
+
+def read_jsonl(lines: Sequence[str] | Iterable[str]) -> Iterable[tuple[int, str]]:
+    """Yield (line number, text) of non-empty lines."""
+    for i, line in enumerate(lines, start=1):
+        s = line.strip()
+        if s:
+            yield i, s

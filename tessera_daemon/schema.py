@@ -1,0 +1,13 @@
+"""The one way to declare a setting: default, bounds and a line of help (read by config loading)."""
+
+from __future__ import annotations
+
+from dataclasses import field
+from typing import Any
+
+
+def setting(default: Any, *, lo: float | None = None, hi: float | None = None, doc: str = "") -> Any:
+    """A dataclass field for a config setting. Sequences must be tuples (configs are frozen)."""
+    if isinstance(default, list | dict | set):
+        raise TypeError("use tuples for sequence defaults")
+    return field(default=default, metadata={"lo": lo, "hi": hi, "doc": doc})
