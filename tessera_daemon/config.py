@@ -60,7 +60,7 @@ class DetectorConfig:
         doc="metrics the statistical detectors watch (counters become rates)",
     )
     log_metrics: tuple[str, ...] = _f(("step_time_ms",), doc="heavy-tailed metrics analysed on log scale")
-    warmup_windows: int = _f(30, lo=5, hi=100_000, doc="windows used to learn offsets, scales and AR(1)")
+    warmup_windows: int = _f(60, lo=5, hi=100_000, doc="windows used to learn offsets, scales and AR(1)")
     false_pages_per_day: float = _f(
         0.1, lo=1e-6, hi=1e4, doc="fleet-wide expected false pages per day (sets the evidence threshold)"
     )
@@ -68,13 +68,16 @@ class DetectorConfig:
     delta_min_sigma: float = _f(
         0.25, lo=0.0, hi=3.0, doc="practical significance: shifts below this many sigma are null"
     )
-    clip_sigma: float = _f(3.0, lo=1.0, hi=20.0, doc="standardised residuals are clipped at this many sigma")
+    clip_sigma: float = _f(4.0, lo=1.0, hi=20.0, doc="standardised residuals are clipped at this many sigma")
     bets: tuple[float, ...] = _f(
         (0.05, 0.1, 0.2, 0.35, 0.5), doc="grid of capped bet fractions mixed by the e-detector"
     )
     ar_max: float = _f(0.95, lo=0.0, hi=0.999, doc="cap on the estimated AR(1) coefficient")
     baseline_halflife_windows: float = _f(
         2000.0, lo=0.0, hi=1e9, doc="half-life of the slow baseline follow; 0 freezes baselines after warm-up"
+    )
+    learn_below_log: float = _f(
+        1.0, lo=-10.0, hi=100.0, doc="baselines learn only from streams whose log-evidence is below this"
     )
     resolve_fraction: float = _f(0.5, lo=0.0, hi=1.0, doc="resolve when evidence falls below this x threshold")
     resolve_windows: int = _f(3, lo=1, hi=10_000, doc="consecutive quiet windows before a firing resolves")

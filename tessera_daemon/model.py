@@ -351,6 +351,14 @@ class ClusterEvent:
             raise CodecError('event.scope: expected "fleet" or a non-empty list of node ids')
         return cls(eid, kind, ts, scope_t, end_ts)
 
+    @classmethod
+    def from_json(cls, text: str | bytes) -> ClusterEvent:
+        try:
+            obj = json.loads(text)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise CodecError(f"event: not valid JSON ({exc})", payload=text) from exc
+        return cls.from_obj(obj)
+
     def to_obj(self) -> dict[str, Any]:
         obj: dict[str, Any] = {"v": CONTRACT_VERSION, "id": self.id, "kind": self.kind, "ts": self.ts}
         if self.end_ts is not None:

@@ -1,0 +1,226 @@
+"""``run(cfg)``: the all-in-one daemon. One TaskGroup, a stop Event, and a fixed shutdown order.
+
+Start-up: sources and topology, detector kernels compiled (before readiness), HTTP server, then the
+TaskGroup of supervised pollers, the detector loop and housekeeping. SIGTERM / SIGINT only set the
+stop event (a second one forces exit). Shutdown: mark not ready, stop the pollers, let the detector
+drain the transport and finish the windows that can close, render /metrics a last time, stop HTTP,
+log one summary line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from tessera_daemon.config import Config
+from tessera_daemon.detect.kernels import warm_up
+from tessera_daemon.engine.pipeline import Pipeline, WindowResult
+from tessera_daemon.log import get_logger
+from tessera_daemon.model import Topology
+from tessera_daemon.notify import sd_notify, watchdog_interval_s
+from tessera_daemon.sources.base import Source
+from tessera_daemon.sources.synthetic import SyntheticSource
+from tessera_daemon.status import Status
+from tessera_daemon.supervise import SourceHealth, supervise_source
+from tessera_daemon.transport.memory import MemoryTransport
+from tessera_daemon.web.app import make_app
+from tessera_daemon.web.metrics import MetricsRenderer
+
+log = get_logger("tessera.daemon")
+
+
+@dataclass(slots=True)
+class Running:
+    """Handles a caller (tests, the drill) gets once the daemon is serving."""
+
+    status: Status
+    port: int
+    stop: asyncio.Event
+
+
+def _make_sources(cfg: Config) -> tuple[list[Source], bool]:
+    if not cfg.sources.enabled:
+        return [SyntheticSource(cfg)], True
+    from tessera_daemon.sources import build_sources  # noqa: PLC0415 - vendor modules load only when used
+
+    return build_sources(cfg), False
+
+
+async def _topology(sources: list[Source], cfg: Config) -> Topology:
+    parts = []
+    for s in sources:
+        try:
+            async with asyncio.timeout(cfg.sources.timeout_s * 5):
+                parts.append(await s.topology())
+        except Exception as exc:  # noqa: BLE001 - a source without topology must not stop the daemon
+            log.warning("topology unavailable", source=s.name, error=str(exc))
+    if len(parts) == 1 and not parts[0].partial:
+        return Topology(parts[0].nodes, parts[0].edges)
+    from tessera_daemon.sources import merge_topology  # noqa: PLC0415
+
+    return merge_topology(parts)
+
+
+async def run(
+    cfg: Config,
+    *,
+    on_running: Callable[[Running], None] | None = None,
+    stop: asyncio.Event | None = None,
+    install_signals: bool = True,
+) -> int:
+    """Run until stopped; return the process exit code."""
+    loop = asyncio.get_running_loop()
+    stop = stop or asyncio.Event()
+    sources, simulated = _make_sources(cfg)
+    if simulated:
+        sim = sources[0]
+        assert isinstance(sim, SyntheticSource)
+        topo_nodes = sim.sim.topology
+        log.info("no sources configured: watching the built-in simulated cluster",
+                 scenario=cfg.sim.scenario, shards=len(topo_nodes.shards), seed=cfg.sim.seed,
+                 speedup=cfg.sim.speedup)
+    else:
+        log.info("starting sources", sources=[s.name for s in sources])
+    topology = await _topology(sources, cfg)
+    transport = MemoryTransport(cfg.transport.capacity)
+    pipeline = Pipeline(cfg, topology)
+    t0 = time.perf_counter()
+    await asyncio.to_thread(warm_up)
+    log.info("detector kernels ready", compile_s=round(time.perf_counter() - t0, 3),
+             shards=len(pipeline.shards), metrics=pipeline.metrics, threshold_log=round(pipeline.threshold_log, 3))
+
+    status = Status(cfg, pipeline, transport, {s.name: SourceHealth(s.name) for s in sources})
+    renderer = MetricsRenderer(status)
+    renderer.render()
+
+    runner = web.AppRunner(make_app(status), handle_signals=False, shutdown_timeout=2.0, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, cfg.http.host, cfg.http.port)
+    await site.start()
+    server = site._server  # noqa: SLF001 - aiohttp exposes the bound socket only here
+    port = server.sockets[0].getsockname()[1] if server is not None and server.sockets else cfg.http.port
+    log.info("serving", metrics=f"http://{cfg.http.host}:{port}/metrics",
+             health=f"http://{cfg.http.host}:{port}/healthz", firings=f"http://{cfg.http.host}:{port}/v1/firings")
+
+    signals_seen = 0
+
+    def on_signal(sig: signal.Signals) -> None:
+        nonlocal signals_seen
+        signals_seen += 1
+        if signals_seen > 1:
+            log.warning("second signal: forcing exit", signal=sig.name)
+            raise SystemExit(1)
+        log.info("stopping", signal=sig.name)
+        stop.set()
+
+    if install_signals:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal, sig)
+    sd_notify("READY=1")
+    if on_running:
+        on_running(Running(status, port, stop))
+
+    totals = {"windows": 0, "opened": 0, "resolved": 0}
+    speed = cfg.sim.speedup if simulated else 1.0
+
+    def handle(results: list[WindowResult]) -> None:
+        for r in results:
+            totals["windows"] += 1
+            renderer.window_duration.observe(r.duration_s)
+            for f in r.opened:
+                totals["opened"] += 1
+                log.warning("firing opened", id=f.id, target=f.target, detector=f.detector, metric=f.metric,
+                            classification=f.classification, window=f.window,
+                            log_evidence=round(f.log_evidence, 2))
+            for f in r.resolved:
+                totals["resolved"] += 1
+                log.info("firing resolved", id=f.id, target=f.target, detector=f.detector, metric=f.metric,
+                         window=r.index, reason=f.receipt.get("resolved_reason"))
+        if results:
+            renderer.render()
+
+    async def detector_loop() -> None:
+        last_frame_wall = time.monotonic()
+        idle_after = cfg.window.length_s + cfg.window.grace_s
+        while True:
+            stopping = stop.is_set()
+            deliveries = await transport.receive(cfg.transport.batch_max, 0.0 if stopping else 0.1)
+            for d in deliveries:
+                pipeline.ingest(d.frames)
+            if deliveries:
+                last_frame_wall = time.monotonic()
+                handle(pipeline.advance())
+                await transport.ack(deliveries)
+            else:
+                idle = (time.monotonic() - last_frame_wall) * speed
+                if idle > idle_after and pipeline.assembler.watermark > float("-inf"):
+                    handle(pipeline.advance(pipeline.assembler.watermark + idle))
+                if stopping:
+                    return
+            if not stopping:
+                await asyncio.sleep(0)
+
+    async def housekeeping() -> None:
+        wd = watchdog_interval_s()
+        interval = min(1.0, cfg.window.length_s, wd or 1.0)
+        last_render = 0.0
+        while True:
+            status.beat()
+            if wd:
+                sd_notify("WATCHDOG=1")
+            now = time.monotonic()
+            if now - last_render >= cfg.window.length_s:
+                renderer.render()
+                last_render = now
+            if simulated and isinstance(sources[0], SyntheticSource) and sources[0].finished:
+                if not stop.is_set():
+                    log.info("simulation finished", duration_s=cfg.sim.duration_s)
+                stop.set()
+            await asyncio.sleep(interval)
+
+    exit_code = 0
+    try:
+        async with asyncio.TaskGroup() as tg:
+            pollers = [
+                tg.create_task(
+                    supervise_source(s, status.health[s.name], transport.publish,
+                                     interval_s=cfg.sources.poll_interval_s, timeout_s=cfg.sources.timeout_s,
+                                     stop=stop),
+                    name=f"source:{s.name}",
+                )
+                for s in sources
+            ]
+            detector = tg.create_task(detector_loop(), name="detector")
+            hk = tg.create_task(housekeeping(), name="housekeeping")
+            await stop.wait()
+            status.stopping = True
+            sd_notify("STOPPING=1")
+            for t in pollers:
+                t.cancel()
+            hk.cancel()
+            try:
+                async with asyncio.timeout(cfg.daemon.shutdown_grace_s):
+                    await detector
+            except TimeoutError:
+                detector.cancel(msg="shutdown grace exceeded")
+                log.warning("detector did not finish within the grace period",
+                            grace_s=cfg.daemon.shutdown_grace_s)
+    finally:
+        renderer.render()
+        with contextlib.suppress(Exception):
+            await runner.cleanup()
+        await transport.close()
+        if install_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+    tstats = transport.stats()
+    log.info("shutdown complete", windows=totals["windows"], firings_opened=totals["opened"],
+             firings_resolved=totals["resolved"], frames=pipeline.assembler.stats.frames,
+             dropped=tstats.dropped_frames, active_firings=len(pipeline.book.active()))
+    return exit_code

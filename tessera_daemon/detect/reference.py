@@ -1,0 +1,45 @@
+"""NumPy twins of the numba kernels in ``detect.kernels``: same signatures, same results.
+
+Written for clarity (vectorised, no loops over shards), used by the agreement tests and by the
+benchmark as the baseline the kernel is compared against.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tessera_daemon.detect.kernels import F64, I64
+
+
+def family_a_update(
+    x: F64,
+    delta: F64,
+    v: F64,
+    bets: F64,
+    clip: float,
+    window: int,
+    w_state: F64,
+    run_start: I64,
+    log_m: F64,
+    side: I64,
+) -> None:
+    obs = ~np.isnan(x)
+    if not obs.any():
+        return
+    xc = np.clip(np.where(obs, x, 0.0), -clip, clip)
+    prev_max = w_state.max(axis=2)
+    run_start[obs & (prev_max <= 0.0)] = window
+    n_k = bets.shape[0]
+    lam = bets[None, None, :]  # [1, 1, K]
+    norm = np.log1p(lam * delta[..., None] + 0.5 * lam * lam * v[..., None])  # [S, M, K]
+    sgn = np.array([1.0, -1.0])
+    y = lam[..., None] * sgn[None, None, None, :] * xc[..., None, None]  # [S, M, K, 2]
+    phi = np.sign(y) * np.log1p(np.abs(y) + 0.5 * y * y)
+    inc = (phi - norm[..., None]).reshape(x.shape[0], x.shape[1], 2 * n_k)
+    new_w = np.maximum(w_state, 0.0) + inc
+    w_state[obs] = new_w[obs]
+    best_j = np.argmax(w_state, axis=2)
+    best = np.take_along_axis(w_state, best_j[..., None], axis=2)[..., 0]
+    lm = best + np.log(np.exp(w_state - best[..., None]).sum(axis=2)) - np.log(2.0 * n_k)
+    log_m[obs] = lm[obs]
+    side[obs] = np.where(best_j[obs] % 2 == 0, 1, -1)

@@ -1,0 +1,295 @@
+"""The detector pipeline: frames -> windows -> residuals -> e-detectors -> rules -> firings.
+
+Synchronous and deterministic: the live daemon and ``replay`` drive the very same object, so the
+same frames give the same firings. No asyncio, Redis or HTTP here.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from tessera_daemon.config import Config
+from tessera_daemon.detect.kernels import family_a_update
+from tessera_daemon.detect.residuals import ResidualParams, residual_step
+from tessera_daemon.detect.state import DetectorState
+from tessera_daemon.engine.firings import FiringBook, Key
+from tessera_daemon.engine.rules import RuleHit, evaluate_rules
+from tessera_daemon.engine.window import WindowAssembler, WindowData
+from tessera_daemon.model import Firing, Frame, Topology, firing_id
+
+V_INFLATION = 1.2  # null second-moment bound of a standardised innovation (plus estimation slack)
+RULE_METRIC = {"xid": "xid", "ecc_dbe": "ecc_dbe", "device_lost": None}
+
+
+@dataclass(slots=True)
+class WindowResult:
+    index: int
+    end_ts: float
+    opened: list[Firing]
+    resolved: list[Firing]
+    duration_s: float
+    n_frames: int
+
+
+@dataclass(slots=True)
+class ShardTable:
+    """Per-window copy of what /v1/shards and /metrics read (immune to the next window's update)."""
+
+    window: int = -1
+    end_ts: float = 0.0
+    log_m: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros((0, 0)))
+    last_x: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros((0, 0)))
+    last_w: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros((0, 0)))
+    warm: npt.NDArray[np.bool_] = field(default_factory=lambda: np.zeros((0, 0), np.bool_))
+    stale: npt.NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, np.bool_))
+    present: npt.NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, np.bool_))
+    lost: frozenset[str] = frozenset()
+
+
+class Pipeline:
+    def __init__(self, cfg: Config, topology: Topology) -> None:
+        d = cfg.detector
+        self.cfg = cfg
+        self.metrics = list(d.metrics)
+        self.log_cols = np.array([j for j, m in enumerate(self.metrics) if m in d.log_metrics], np.int64)
+        self.params = ResidualParams(
+            warmup=d.warmup_windows,
+            ar_max=d.ar_max,
+            halflife=d.baseline_halflife_windows,
+            min_cohort=d.min_cohort,
+            delta_min=d.delta_min_sigma,
+            v_inflation=V_INFLATION,
+        )
+        self.bets = np.array(d.bets, np.float64)
+        self.critical_xids = frozenset(cfg.rules.critical_xids)
+        self.book = FiringBook(recent_limit=d.recent_resolved)
+        self.assembler = WindowAssembler(
+            [], self.metrics, cfg.window.length_s, cfg.window.grace_s, cfg.rules.ecc_dbe_counter
+        )
+        self.state = DetectorState.empty(0, len(self.metrics), d.warmup_windows, len(self.bets))
+        self.missing_run = np.zeros(0, np.int64)
+        self.shards: list[str] = []
+        self.row: dict[str, int] = {}
+        self.table = ShardTable()
+        self.windows_processed = 0
+        self.last_duration_s = 0.0
+        self.topology = topology
+        self.set_topology(topology)
+
+    # ------------------------------------------------------------------------------ topology
+
+    def set_topology(self, topology: Topology) -> None:
+        """Adopt a (new) topology, keeping the state of shards that persist by id."""
+        shards = topology.shards
+        rows = np.array([self.row.get(s, -1) for s in shards], np.int64)
+        self.state = self.state.take(rows)
+        missing = np.zeros(len(shards), np.int64)
+        keep = rows >= 0
+        missing[keep] = self.missing_run[rows[keep]]
+        self.missing_run = missing
+        self.topology = topology
+        self.shards = shards
+        self.row = {s: i for i, s in enumerate(shards)}
+        cohorts = sorted({topology.cohort_of(s) for s in shards})
+        self.cohorts = cohorts
+        cidx = {c: i for i, c in enumerate(cohorts)}
+        self.cohort_of = np.array([cidx[topology.cohort_of(s)] for s in shards], np.int64)
+        self.assembler.set_shards(shards)
+        n_streams = max(1, len(shards) * len(self.metrics))
+        windows_per_day = 86_400.0 / self.cfg.window.length_s
+        self.threshold_log = max(
+            self.cfg.detector.min_threshold_log,
+            math.log(n_streams * windows_per_day / self.cfg.detector.false_pages_per_day),
+        )
+
+    # ------------------------------------------------------------------------------ ingest
+
+    def ingest(self, frames: Iterable[Frame]) -> None:
+        for f in frames:
+            self.assembler.add(f)
+
+    def advance(self, watermark: float | None = None) -> list[WindowResult]:
+        return [self.process(w) for w in self.assembler.close_ready(watermark)]
+
+    def flush(self) -> list[WindowResult]:
+        return [self.process(w) for w in self.assembler.flush()]
+
+    def warm_fraction(self) -> float:
+        fresh = self.missing_run == 0
+        if not fresh.any():
+            return 0.0
+        return float(self.state.warm()[fresh].mean())
+
+    # ------------------------------------------------------------------------------ one window
+
+    def process(self, win: WindowData) -> WindowResult:
+        t0 = time.perf_counter()
+        st = self.state
+        thr = self.threshold_log
+        resolve_below = self.cfg.detector.resolve_fraction * thr
+
+        self.missing_run = np.where(win.present, 0, self.missing_run + 1)
+        stale = self.missing_run >= self.cfg.window.stale_after_windows
+        x = win.values.copy()
+        if self.log_cols.size:
+            lx = x[:, self.log_cols]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                x[:, self.log_cols] = np.where(lx > 0, np.log(lx), np.nan)
+        lost_rows = np.array([self.row[s] for s in win.lost if s in self.row], np.int64)
+        if lost_rows.size:
+            x[lost_rows] = np.nan
+        x[stale] = np.nan
+        fresh_rows = [np.nonzero((self.cohort_of == c) & ~stale)[0] for c in range(len(self.cohorts))]
+
+        frozen = st.log_m >= self.cfg.detector.learn_below_log
+        for target, det, metric in self.book.active_keys():
+            if det == "A" and metric is not None and target in self.row:
+                frozen[self.row[target], self.metrics.index(metric)] = True
+
+        res = residual_step(st, x, self.cohort_of, fresh_rows, frozen, self.params)
+        family_a_update(
+            res.w, res.delta, res.v, self.bets, self.cfg.detector.clip_sigma, win.index,
+            st.w_state, st.run_start, st.log_m, st.side,
+        )
+
+        opened: list[Firing] = []
+        resolved: list[Firing] = []
+        self._lifecycle_family_a(win, res.centre, stale, thr, resolve_below, opened, resolved)
+        hits = evaluate_rules(win.xids, win.ecc_increments, win.lost, self.critical_xids)
+        self._lifecycle_rules(win, hits, thr, opened, resolved)
+
+        self.table = ShardTable(
+            window=win.index, end_ts=win.end_ts, log_m=st.log_m.copy(), last_x=x,
+            last_w=np.where(np.isnan(res.w), np.nan, res.w), warm=st.warm(), stale=stale,
+            present=win.present.copy(), lost=frozenset(win.lost),
+        )
+        self.windows_processed += 1
+        self.last_duration_s = time.perf_counter() - t0
+        return WindowResult(win.index, win.end_ts, opened, resolved, self.last_duration_s, win.n_frames)
+
+    def _lifecycle_family_a(
+        self,
+        win: WindowData,
+        centre: npt.NDArray[np.float64],
+        stale: npt.NDArray[np.bool_],
+        thr: float,
+        resolve_below: float,
+        opened: list[Firing],
+        resolved: list[Firing],
+    ) -> None:
+        st = self.state
+        n_resolve = self.cfg.detector.resolve_windows
+        for key in self.book.active_keys():
+            target, det, metric = key
+            if det != "A" or metric is None:
+                continue
+            i, j = self.row.get(target, -1), self.metrics.index(metric)
+            if i < 0 or stale[i]:
+                resolved.append(self.book.resolve(key, ts=win.end_ts, window=win.index, reason="stale"))
+                if i >= 0:
+                    st.rearm(np.array([i]), np.array([j]))
+                continue
+            if np.isnan(st.last_w[i, j]):
+                continue  # no observation this window: neither evidence nor quiet
+            ev = float(st.log_m[i, j])
+            self.book.observe(key, above=ev >= thr, quiet=ev < resolve_below, evidence=ev, window=win.index)
+            if self.book.quiet_windows(key) >= n_resolve:
+                resolved.append(self.book.resolve(key, ts=win.end_ts, window=win.index, reason="evidence"))
+                st.rearm(np.array([i]), np.array([j]))
+        cross = (st.log_m >= thr) & ~np.isnan(st.last_w) & ~stale[:, None]
+        for i, j in zip(*np.nonzero(cross), strict=True):
+            shard, metric = self.shards[i], self.metrics[j]
+            key: Key = (shard, "A", metric)
+            if self.book.is_active(key):
+                continue
+            f = self._family_a_firing(win, int(i), int(j), centre, thr)
+            self.book.open(f)
+            opened.append(f)
+
+    def _family_a_firing(
+        self, win: WindowData, i: int, j: int, centre: npt.NDArray[np.float64], thr: float
+    ) -> Firing:
+        st = self.state
+        shard, metric = self.shards[i], self.metrics[j]
+        log_scale = j in set(self.log_cols.tolist())
+
+        def raw(v: float) -> float | None:
+            if not math.isfinite(v):
+                return None
+            return round(math.exp(v) if log_scale else v, 6)
+
+        c = float(centre[self.cohort_of[i], j])
+        receipt: dict[str, Any] = {
+            "window_start_ts": win.start_ts,
+            "window_end_ts": win.end_ts,
+            "change_window": int(st.run_start[i, j]),
+            "direction": "up" if st.side[i, j] > 0 else "down",
+            "value": raw(float(st.last_x[i, j])),
+            "cohort": self.cohorts[self.cohort_of[i]],
+            "cohort_centre": raw(c),
+            "scale": "log" if log_scale else "linear",
+            "offset": round(float(st.offset[i, j]), 6),
+            "innovation_scale": round(float(st.scale[i, j]), 6),
+            "ar1_phi": round(float(st.phi[i, j]), 4),
+            "residual": round(float(st.last_r[i, j]), 6),
+            "innovation_z": round(float(st.last_w[i, j]), 4),
+            "delta_min_sigma": self.params.delta_min,
+            "bets": [float(b) for b in self.bets],
+            "threshold": "log(streams x windows_per_day / false_pages_per_day)",
+        }
+        return Firing(
+            id=firing_id(shard, "A", metric, win.index),
+            state="open",
+            opened_ts=win.end_ts,
+            window=win.index,
+            scope="shard",
+            target=shard,
+            members=[shard],
+            detector="A",
+            metric=metric,
+            log_evidence=float(st.log_m[i, j]),
+            threshold_log=thr,
+            classification="shard_fault",
+            receipt=receipt,
+        )
+
+    def _lifecycle_rules(
+        self, win: WindowData, hits: list[RuleHit], thr: float, opened: list[Firing], resolved: list[Firing]
+    ) -> None:
+        hit_keys: set[Key] = set()
+        for h in hits:
+            key: Key = (h.shard, f"rule:{h.rule}", RULE_METRIC[h.rule])
+            hit_keys.add(key)
+            if self.book.is_active(key):
+                self.book.observe(key, above=True, quiet=False, evidence=thr, window=win.index)
+                continue
+            f = Firing(
+                id=firing_id(h.shard, key[1], key[2], win.index),
+                state="open",
+                opened_ts=win.end_ts,
+                window=win.index,
+                scope="shard",
+                target=h.shard,
+                members=[h.shard],
+                detector=key[1],
+                metric=key[2],
+                log_evidence=thr,
+                threshold_log=thr,
+                classification="hard_fault",
+                receipt={"window_start_ts": win.start_ts, "window_end_ts": win.end_ts, **h.detail},
+            )
+            self.book.open(f)
+            opened.append(f)
+        clear = self.cfg.rules.clear_windows
+        for key in self.book.active_keys():
+            if not key[1].startswith("rule:") or key in hit_keys:
+                continue
+            if win.index - self.book.last_hit(key) >= clear:
+                resolved.append(self.book.resolve(key, ts=win.end_ts, window=win.index, reason="cleared"))

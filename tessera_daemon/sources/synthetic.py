@@ -1,0 +1,62 @@
+"""The built-in simulated cluster as a live source: the embedded default when no source is configured.
+
+Simulated time runs ``sim.speedup`` times faster than the wall clock (1 by default), from
+``sim.start_ts`` (0: the wall clock at open). Each poll returns every simulated tick due by now.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from tessera_daemon.config import Config
+from tessera_daemon.model import ClusterEvent, Frame
+from tessera_daemon.sources.base import TopologyPart
+
+MAX_TICKS_PER_POLL = 100_000
+
+
+class SyntheticSource:
+    name = "synthetic"
+
+    def __init__(self, cfg: Config, *, wall_clock: bool = True) -> None:
+        from tessera_daemon.sim import ClusterSim  # the simulator is only imported when used
+
+        self.cfg = cfg.sim
+        start = self.cfg.start_ts or (time.time() if wall_clock else 0.0) or None
+        self.sim = ClusterSim(self.cfg, scenario=self.cfg.scenario, start_ts=start)
+        self.start_ts = self.sim_ts = float(self.sim.labels()["start_ts"])
+        self._wall_start: float | None = None
+        self.finished = False
+
+    @property
+    def events(self) -> list[ClusterEvent]:
+        return list(self.sim.events)
+
+    async def open(self) -> None:
+        if self._wall_start is None:
+            self._wall_start = time.time()
+
+    async def poll(self, now: float) -> Sequence[Frame]:
+        if self._wall_start is None:
+            self._wall_start = now
+        target = self.start_ts + (now - self._wall_start) * self.cfg.speedup
+        if self.cfg.duration_s > 0:
+            target = min(target, self.start_ts + self.cfg.duration_s)
+        frames: list[Frame] = []
+        for _ in range(MAX_TICKS_PER_POLL):
+            if self.sim_ts + self.sim.tick_s > target + 1e-9:
+                break
+            ts, fr = self.sim.step()
+            self.sim_ts = ts
+            frames.extend(fr)
+        if self.cfg.duration_s > 0 and self.sim_ts + self.sim.tick_s > self.start_ts + self.cfg.duration_s:
+            self.finished = True
+        return frames
+
+    async def topology(self) -> TopologyPart:
+        topo = self.sim.topology
+        return TopologyPart(self.name, list(topo.nodes.values()), list(topo.edges))
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,63 @@
+"""What the web layer reads: one mutable holder the daemon updates and handlers only read.
+
+Readiness: the detector has finished warm-up for most fresh shards, at least one window has been
+processed, and no configured source is stale. Liveness: the main loop ticked recently.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from tessera_daemon.config import Config
+from tessera_daemon.engine.pipeline import Pipeline
+from tessera_daemon.supervise import SourceHealth
+from tessera_daemon.transport.base import Transport
+
+READY_WARM_FRACTION = 0.8
+LIVENESS_TIMEOUT_S = 30.0
+
+
+@dataclass(slots=True)
+class Status:
+    cfg: Config
+    pipeline: Pipeline
+    transport: Transport
+    health: dict[str, SourceHealth] = field(default_factory=dict)
+    started_ts: float = field(default_factory=time.time)
+    heartbeat_ts: float = field(default_factory=time.time)
+    metrics_bytes: bytes = b""
+    stopping: bool = False
+    extra_ready_checks: list[Any] = field(default_factory=list)  # callables -> str | None (reason)
+
+    def beat(self) -> None:
+        self.heartbeat_ts = time.time()
+
+    def alive(self, now: float | None = None) -> bool:
+        now = time.time() if now is None else now
+        return now - self.heartbeat_ts < LIVENESS_TIMEOUT_S
+
+    def not_ready_reasons(self, now: float | None = None) -> list[str]:
+        now = time.time() if now is None else now
+        reasons: list[str] = []
+        if self.stopping:
+            reasons.append("shutting down")
+        p = self.pipeline
+        if p.windows_processed == 0:
+            reasons.append("no window processed yet")
+        warm = p.warm_fraction()
+        if warm < READY_WARM_FRACTION:
+            reasons.append(f"warming up: {warm:.0%} of fresh shard-metrics have a baseline "
+                           f"({self.cfg.detector.warmup_windows} windows needed)")
+        stale_after = self.cfg.sources.stale_after_s
+        for name, h in sorted(self.health.items()):
+            if h.last_success_ts == 0.0:
+                reasons.append(f"source {name}: no successful poll yet")
+            elif h.stale(now, stale_after):
+                reasons.append(f"source {name}: stale ({now - h.last_success_ts:.0f}s since last success)")
+        for check in self.extra_ready_checks:
+            r = check()
+            if r:
+                reasons.append(r)
+        return reasons

@@ -1,0 +1,213 @@
+"""/metrics: self-metrics and detector output rendered once per window into bytes.
+
+A private ``CollectorRegistry`` (never the global one) holds the instrumented histograms and one
+custom collector that reads the daemon ``Status``. ``render()`` is called by the daemon after each
+window (and on a timer when no windows close); a scrape only returns the cached bytes, so its cost
+does not depend on the fleet or on any substrate. Per-shard series exist only for shards with an
+active firing or in the top-N by evidence; fleet histograms and per-group series always exist.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import time
+from collections.abc import Iterator
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from tessera_daemon import __version__
+from tessera_daemon.model import CLASSIFICATIONS
+from tessera_daemon.status import Status
+from tessera_daemon.supervise import POLL_BUCKETS
+
+TOP_N = 10
+EVIDENCE_BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 50.0, 100.0)
+WINDOW_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+GROUP_KINDS = ("host", "rack", "cooling_zone", "psu", "cohort")
+
+
+def _log_mean_exp(a: np.ndarray, axis: int) -> np.ndarray:
+    m = np.max(a, axis=axis, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    return np.squeeze(m, axis) + np.log(np.mean(np.exp(a - m), axis=axis))
+
+
+class _StatusCollector(Collector):
+    def __init__(self, status: Status) -> None:
+        self.status = status
+
+    def collect(self) -> Iterator[Metric]:  # noqa: C901, PLR0912, PLR0915 - one place lists every series
+        st = self.status
+        p = st.pipeline
+        asm = p.assembler.stats
+        now = time.time()
+
+        info = GaugeMetricFamily("tessera_build_info", "Build information.", labels=["version", "python"])
+        info.add_metric([__version__, platform.python_version()], 1.0)
+        yield info
+        yield GaugeMetricFamily("tessera_ready", "1 when /readyz answers 200.",
+                                value=0.0 if st.not_ready_reasons(now) else 1.0)
+        yield CounterMetricFamily("tessera_windows_processed", "Detector windows processed.",
+                                  value=p.windows_processed)
+        yield GaugeMetricFamily("tessera_window_index", "Index of the last processed window.",
+                                value=float(p.table.window))
+        lag = 0.0
+        if p.table.window >= 0 and math.isfinite(p.assembler.watermark):
+            lag = max(0.0, p.assembler.watermark - p.table.end_ts - p.cfg.window.grace_s)
+        yield GaugeMetricFamily("tessera_window_lag_seconds",
+                                "Event time between the newest frame and the end of the last processed window, "
+                                "beyond the lateness grace.", value=lag)
+        yield CounterMetricFamily("tessera_frames_ingested", "Frames accepted into a window.", value=asm.frames)
+        yield CounterMetricFamily("tessera_frames_late", "Frames that arrived after their window closed.",
+                                  value=asm.late)
+        tstats = st.transport.stats()
+        dropped = CounterMetricFamily("tessera_frames_dropped", "Frames dropped, by reason.", labels=["reason"])
+        dropped.add_metric(["transport_full"], tstats.dropped_frames)
+        dropped.add_metric(["unknown_shard"], asm.unknown_shard)
+        dropped.add_metric(["malformed"], tstats.dead_lettered)
+        yield dropped
+        yield CounterMetricFamily("tessera_samples_missing", "Shard-windows with no sample.",
+                                  value=asm.missing_samples)
+        yield GaugeMetricFamily("tessera_transport_queued_frames", "Frames waiting in the transport.",
+                                value=tstats.queued_frames)
+
+        up = GaugeMetricFamily("tessera_source_up", "1 if the source's last poll succeeded.", labels=["source"])
+        polls = CounterMetricFamily("tessera_source_polls", "Source polls, by outcome.", labels=["source", "outcome"])
+        last = GaugeMetricFamily("tessera_source_last_success_timestamp_seconds",
+                                 "Unix time of the source's last successful poll.", labels=["source"])
+        for name, h in sorted(st.health.items()):
+            up.add_metric([name], 1.0 if h.up else 0.0)
+            for outcome, n in sorted(h.polls.items()):
+                polls.add_metric([name, outcome], n)
+            last.add_metric([name], h.last_success_ts)
+        yield up
+        yield polls
+        yield last
+
+        t = p.table
+        shards = GaugeMetricFamily("tessera_shards", "Shards by state.", labels=["state"])
+        n = len(p.shards)
+        if t.window >= 0 and n:
+            lost = len(t.lost)
+            stale = int(t.stale.sum())
+            warming = int((~t.warm.all(axis=1) & ~t.stale).sum())
+            shards.add_metric(["reporting"], float(int(t.present.sum()) - lost))
+            shards.add_metric(["stale"], float(stale))
+            shards.add_metric(["warming"], float(warming))
+            shards.add_metric(["lost"], float(lost))
+        else:
+            for s in ("reporting", "stale", "warming", "lost"):
+                shards.add_metric([s], 0.0)
+        yield shards
+        yield GaugeMetricFamily("tessera_threshold_log", "Log-evidence threshold of the shard detectors.",
+                                value=p.threshold_log)
+
+        active = p.book.active()
+        by_cls = GaugeMetricFamily("tessera_firings_active", "Active firings.", labels=["classification", "scope"])
+        counts: dict[tuple[str, str], int] = {}
+        for f in active:
+            counts[(f.classification, f.scope)] = counts.get((f.classification, f.scope), 0) + 1
+        for c in sorted(CLASSIFICATIONS):
+            counts.setdefault((c, "shard"), 0)
+        for (c, s), k in sorted(counts.items()):
+            by_cls.add_metric([c, s], float(k))
+        yield by_cls
+        one = GaugeMetricFamily(
+            "tessera_firing_active", "1 per active firing (bounded by the active set).",
+            labels=["id", "target", "scope", "classification", "detector", "metric", "host", "rack",
+                    "cooling_zone", "cohort"],
+        )
+        for f in active:
+            labels = self._labels_of(f.target)
+            one.add_metric([f.id, f.target, f.scope, f.classification, f.detector, f.metric or "",
+                            labels.get("host", ""), labels.get("rack", ""), labels.get("cooling_zone", ""),
+                            labels.get("cohort", "")], 1.0)
+        yield one
+        opened = CounterMetricFamily("tessera_firings_opened", "Firings opened.", labels=["classification", "detector"])
+        for (c, d), k in sorted(p.book.opened_total.items()):
+            opened.add_metric([c, d], k)
+        yield opened
+        resolved = CounterMetricFamily("tessera_firings_resolved", "Firings resolved.", labels=["classification"])
+        for c, k in sorted(p.book.resolved_total.items()):
+            resolved.add_metric([c], k)
+        yield resolved
+        yield from self._evidence(t)
+
+    def _labels_of(self, node_id: str) -> dict[str, str]:
+        topo = self.status.pipeline.topology
+        node = topo.nodes.get(node_id)
+        if node is None:
+            return {}
+        out = dict(node.labels)
+        if node.kind == "shard" and "host" not in out and node.parent:
+            out["host"] = node.parent
+        return out
+
+    def _evidence(self, t: object) -> Iterator[Metric]:
+        p = self.status.pipeline
+        table = p.table
+        hist = HistogramMetricFamily("tessera_shard_evidence_log",
+                                     "Distribution over shards of the largest log-evidence of any metric.")
+        top = GaugeMetricFamily("tessera_top_shard_evidence_log", "Log-evidence of the top shards.",
+                                labels=["shard", "metric", "host", "rack"])
+        group = GaugeMetricFamily("tessera_group_evidence_log",
+                                  "Log of the mean of member e-values per topology group.", labels=["kind", "group"])
+        if table.window >= 0 and table.log_m.size:
+            lm = np.where(table.stale[:, None], -np.inf, table.log_m)
+            best = lm.max(axis=1)
+            finite = best[np.isfinite(best)]
+            clipped = np.maximum(finite, 0.0)
+            buckets = [(str(b), float(np.sum(clipped <= b))) for b in EVIDENCE_BUCKETS]
+            buckets.append(("+Inf", float(clipped.size)))
+            hist.add_metric([], buckets, float(clipped.sum()))
+            order = np.argsort(-np.where(np.isfinite(best), best, -1e300), kind="stable")[:TOP_N]
+            for i in order:
+                if not np.isfinite(best[i]):
+                    continue
+                j = int(np.argmax(lm[i]))
+                labels = self._labels_of(p.shards[i])
+                top.add_metric([p.shards[i], p.metrics[j], labels.get("host", ""), labels.get("rack", "")],
+                               float(best[i]))
+            shard_e = _log_mean_exp(np.where(np.isfinite(lm), lm, -50.0), axis=1)  # mean over metrics
+            members = p.topology.members()
+            for gid in sorted(members):
+                node = p.topology.nodes[gid]
+                if node.kind not in GROUP_KINDS:
+                    continue
+                rows = [p.row[s] for s in members[gid] if s in p.row]
+                if rows:
+                    group.add_metric([node.kind, gid], float(_log_mean_exp(shard_e[rows], axis=0)))
+        else:
+            hist.add_metric([], [(str(b), 0.0) for b in EVIDENCE_BUCKETS] + [("+Inf", 0.0)], 0.0)
+        yield hist
+        yield top
+        yield group
+
+
+class MetricsRenderer:
+    def __init__(self, status: Status) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.window_duration = Histogram(
+            "tessera_window_duration_seconds", "Wall time to process one detector window.",
+            buckets=WINDOW_BUCKETS, registry=self.registry,
+        )
+        self.poll_duration = Histogram(
+            "tessera_source_poll_duration_seconds", "Wall time of one source poll.", ["source"],
+            buckets=POLL_BUCKETS, registry=self.registry,
+        )
+        self.registry.register(_StatusCollector(status))
+        self.status = status
+
+    def render(self) -> bytes:
+        for name, h in self.status.health.items():
+            child = self.poll_duration.labels(name)
+            for d in h.durations:
+                child.observe(d)
+            h.durations.clear()
+        data = generate_latest(self.registry)
+        self.status.metrics_bytes = data
+        return data
