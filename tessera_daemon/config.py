@@ -70,7 +70,7 @@ class DetectorConfig:
     )
     clip_sigma: float = _f(4.0, lo=1.0, hi=20.0, doc="standardised residuals are clipped at this many sigma")
     bets: tuple[float, ...] = _f(
-        (0.05, 0.1, 0.2, 0.35, 0.5), doc="grid of capped bet fractions mixed by the e-detector"
+        (0.1, 0.25, 0.5, 1.0, 1.5), doc="grid of bets (Catoni scale) mixed by the e-detector"
     )
     ar_max: float = _f(0.95, lo=0.0, hi=0.999, doc="cap on the estimated AR(1) coefficient")
     baseline_halflife_windows: float = _f(
@@ -257,8 +257,8 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("detector.log_metrics", f"{unknown_log[0]!r} is not in detector.metrics")
     if not cfg.detector.metrics:
         raise ConfigError("detector.metrics", "must name at least one metric")
-    if not cfg.detector.bets or any(not 0 < b < 1 for b in cfg.detector.bets):
-        raise ConfigError("detector.bets", "expected bet fractions strictly between 0 and 1")
+    if not cfg.detector.bets or any(not 0 < b <= 4 for b in cfg.detector.bets):
+        raise ConfigError("detector.bets", "expected bets in (0, 4]")
     if cfg.transport.kind == "memory" and cfg.transport.batch_max > cfg.transport.capacity:
         raise ConfigError("transport.batch_max", "must not exceed transport.capacity")
 

@@ -34,8 +34,8 @@ BoolA = npt.NDArray[np.bool_]
 MAD_TO_SD = 1.4826
 LEARN_Z = 4.0  # windows with a larger |innovation| never teach the baseline
 WINSOR = 6.0  # innovations beyond this many robust sigmas are winsorised when learning
-DELTA_SE = 1.5  # margin added for offset estimation error, in standard errors (1/sqrt(n) innovation units)
-V_SE = 2.0  # slack added to the second-moment bound for scale estimation error, x 1/sqrt(n)
+DELTA_SE = 1.0  # margin added for offset estimation error, in standard errors (1/sqrt(n) innovation units)
+V_SE = 1.0  # slack added to the second-moment bound for scale estimation error, x 1/sqrt(n)
 RESOLUTION = 1e-3  # scale floor relative to the cohort level: quantised counters are not noise-free
 
 
