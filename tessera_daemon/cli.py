@@ -96,12 +96,12 @@ def cmd_replay(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_check(cfg: Config, args: argparse.Namespace) -> int:
-    host = cfg.http.host if cfg.http.host not in ("0.0.0.0", "::") else "127.0.0.1"  # noqa: S104
+    host = cfg.http.host if cfg.http.host not in ("0.0.0.0", "::") else "127.0.0.1"
     base = args.url or f"http://{host}:{cfg.http.port}"
     ok = True
     for path in ("/healthz", "/readyz"):
         try:
-            with urllib.request.urlopen(base + path, timeout=args.timeout_s) as resp:  # noqa: S310
+            with urllib.request.urlopen(base + path, timeout=args.timeout_s) as resp:
                 status = resp.status
                 body = resp.read().decode(errors="replace")
         except urllib.error.HTTPError as exc:

@@ -58,7 +58,7 @@ async def _topology(sources: list[Source], cfg: Config) -> Topology:
         try:
             async with asyncio.timeout(cfg.sources.timeout_s * 5):
                 parts.append(await s.topology())
-        except Exception as exc:  # noqa: BLE001 - a source without topology must not stop the daemon
+        except Exception as exc:
             log.warning("topology unavailable", source=s.name, error=str(exc))
     if len(parts) == 1 and not parts[0].partial:
         return Topology(parts[0].nodes, parts[0].edges)
@@ -67,7 +67,7 @@ async def _topology(sources: list[Source], cfg: Config) -> Topology:
     return merge_topology(parts)
 
 
-async def run(
+async def run(  # noqa: C901 - start-up and shutdown order read best in one place
     cfg: Config,
     *,
     on_running: Callable[[Running], None] | None = None,
@@ -103,8 +103,10 @@ async def run(
     await runner.setup()
     site = web.TCPSite(runner, cfg.http.host, cfg.http.port)
     await site.start()
-    server = site._server  # noqa: SLF001 - aiohttp exposes the bound socket only here
-    port = server.sockets[0].getsockname()[1] if server is not None and server.sockets else cfg.http.port
+    port = cfg.http.port
+    for addr in runner.addresses:  # the bound address: port 0 picks a free one
+        port = int(addr[1])
+        break
     log.info("serving", metrics=f"http://{cfg.http.host}:{port}/metrics",
              health=f"http://{cfg.http.host}:{port}/healthz", firings=f"http://{cfg.http.host}:{port}/v1/firings")
 
@@ -147,7 +149,9 @@ async def run(
 
     async def detector_loop() -> None:
         last_frame_wall = time.monotonic()
-        idle_after = cfg.window.length_s + cfg.window.grace_s
+        # event time only moves with data; if sources go quiet for longer than a window plus grace
+        # (and longer than two poll intervals), close windows on the clock so staleness shows up
+        idle_after = max(cfg.window.length_s + cfg.window.grace_s, 2 * cfg.sources.poll_interval_s * speed)
         while True:
             stopping = stop.is_set()
             deliveries = await transport.receive(cfg.transport.batch_max, 0.0 if stopping else 0.1)

@@ -34,7 +34,7 @@ class ReplaySummary:
     by_classification: dict[str, int] = field(default_factory=dict)
 
     def to_obj(self) -> dict[str, object]:
-        return {k: getattr(self, k) for k in self.__slots__}  # type: ignore[attr-defined]
+        return {k: getattr(self, k) for k in self.__slots__}
 
 
 def load_events(path: Path | None) -> list[ClusterEvent]:

@@ -48,7 +48,7 @@ def _family_a_update(
     for i in range(n_s):
         for m in range(n_m):
             xi = x[i, m]
-            if xi != xi:  # NaN: carry state
+            if math.isnan(xi):  # no observation: carry state
                 continue
             if xi > clip:
                 xi = clip
@@ -58,8 +58,7 @@ def _family_a_update(
             vv = v[i, m]
             prev_max = -1e300
             for j in range(2 * n_k):
-                if w_state[i, m, j] > prev_max:
-                    prev_max = w_state[i, m, j]
+                prev_max = max(prev_max, w_state[i, m, j])
             if prev_max <= 0.0:
                 run_start[i, m] = window
             best = -1e300
@@ -76,8 +75,7 @@ def _family_a_update(
                         phi = -phi
                     j = 2 * k + s
                     w = w_state[i, m, j]
-                    if w < 0.0:
-                        w = 0.0
+                    w = max(w, 0.0)
                     w += phi - norm
                     w_state[i, m, j] = w
                     if w > best:

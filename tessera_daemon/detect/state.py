@@ -70,7 +70,8 @@ class DetectorState:
         return int(s), int(m)
 
     def warm(self) -> npt.NDArray[np.bool_]:
-        return self.n_warm >= self.buf.shape[2]
+        warm: npt.NDArray[np.bool_] = self.n_warm >= self.buf.shape[2]
+        return warm
 
     def rearm(self, rows: npt.NDArray[np.int64], cols: npt.NDArray[np.int64]) -> None:
         """Reset the evidence of the given streams (after a firing resolves)."""

@@ -54,8 +54,7 @@ class FiringBook:
     def observe(self, key: Key, *, above: bool, quiet: bool, evidence: float, window: int) -> None:
         """Record one window of an active firing: ``above`` refreshes it, ``quiet`` counts toward resolve."""
         t = self._active[key]
-        if evidence > t.firing.log_evidence:
-            t.firing.log_evidence = evidence
+        t.firing.log_evidence = max(t.firing.log_evidence, evidence)
         if above:
             t.last_hit_window = window
         t.quiet = t.quiet + 1 if quiet else 0

@@ -199,15 +199,19 @@ class Pipeline:
             if np.isnan(st.last_w[i, j]):
                 continue  # no observation this window: neither evidence nor quiet
             ev = float(st.log_m[i, j])
-            self.book.observe(key, above=ev >= thr, quiet=ev < resolve_below, evidence=ev, window=win.index)
+            f = self.book.get(key)
+            peak = f.log_evidence if f is not None else ev
+            # quiet: evidence is low, or has fallen by (1 - resolve_fraction) x threshold from its peak
+            # (the e-CUSUM is moving back toward the null; the slow small-bet components lag behind)
+            quiet = ev < resolve_below or ev <= peak - (thr - resolve_below)
+            self.book.observe(key, above=ev >= thr, quiet=quiet, evidence=ev, window=win.index)
             if self.book.quiet_windows(key) >= n_resolve:
                 resolved.append(self.book.resolve(key, ts=win.end_ts, window=win.index, reason="evidence"))
                 st.rearm(np.array([i]), np.array([j]))
         cross = (st.log_m >= thr) & ~np.isnan(st.last_w) & ~stale[:, None]
         for i, j in zip(*np.nonzero(cross), strict=True):
             shard, metric = self.shards[i], self.metrics[j]
-            key: Key = (shard, "A", metric)
-            if self.book.is_active(key):
+            if self.book.is_active((shard, "A", metric)):
                 continue
             f = self._family_a_firing(win, int(i), int(j), centre, thr)
             self.book.open(f)

@@ -107,8 +107,7 @@ class WindowAssembler:
             self.stats.late += 1
             return
         self.stats.frames += 1
-        if frame.ts > self.watermark:
-            self.watermark = frame.ts
+        self.watermark = max(self.watermark, frame.ts)
         acc = self._open.get(k)
         if acc is None:
             acc = self._open[k] = self._new_acc()
@@ -119,13 +118,10 @@ class WindowAssembler:
         if frame.lost:
             acc.lost.add(frame.shard)
             return
-        for name, value in frame.metrics.items():
+        for name, raw in frame.metrics.items():
+            value = self._counter(frame, name, raw, acc) if raw is not None and name in frame.counters else raw
             if value is None:
                 continue
-            if name in frame.counters:
-                value = self._counter(frame, name, value, acc)
-                if value is None:
-                    continue
             j = self._col.get(name)
             if j is not None:
                 acc.sums[row, j] += value

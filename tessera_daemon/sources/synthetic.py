@@ -20,7 +20,7 @@ class SyntheticSource:
     name = "synthetic"
 
     def __init__(self, cfg: Config, *, wall_clock: bool = True) -> None:
-        from tessera_daemon.sim import ClusterSim  # the simulator is only imported when used
+        from tessera_daemon.sim import ClusterSim  # noqa: PLC0415 - imported only when the simulator runs
 
         self.cfg = cfg.sim
         start = self.cfg.start_ts or (time.time() if wall_clock else 0.0) or None
