@@ -63,20 +63,20 @@ def _family_a_update(
                 run_start[i, m] = window
             best = -1e300
             best_j = 0
+            ax = abs(xi)
             for k in range(n_k):
                 lam = bets[k]
                 norm = math.log1p(lam * d + 0.5 * lam * lam * vv)
+                y = lam * ax
+                phi = math.log1p(y + 0.5 * y * y)  # phi is odd: one log serves both sides
+                if xi < 0.0:
+                    phi = -phi
                 for s in range(2):
-                    sgn = 1.0 if s == 0 else -1.0
-                    y = lam * sgn * xi
-                    ay = abs(y)
-                    phi = math.log1p(ay + 0.5 * ay * ay)
-                    if y < 0.0:
-                        phi = -phi
                     j = 2 * k + s
                     w = w_state[i, m, j]
-                    w = max(w, 0.0)
-                    w += phi - norm
+                    if w < 0.0:
+                        w = 0.0
+                    w += (phi if s == 0 else -phi) - norm
                     w_state[i, m, j] = w
                     if w > best:
                         best = w

@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -191,6 +191,7 @@ class _StatusCollector(Collector):
 
 class MetricsRenderer:
     def __init__(self, status: Status) -> None:
+        disable_created_metrics()  # `_created` samples double the series count for no operator value
         self.registry = CollectorRegistry(auto_describe=False)
         self.window_duration = Histogram(
             "tessera_window_duration_seconds", "Wall time to process one detector window.",
