@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import os
 import sys
@@ -33,6 +34,8 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("run", help="run everything in one process (simulated cluster when no source is set)")
     sub.add_parser("config", help="print the effective configuration as TOML")
+    sub.add_parser("agent", help="run the configured sources and publish frames to Redis")
+    sub.add_parser("detector", help="run a detector worker in the Redis consumer group")
 
     sim = sub.add_parser("simulate", help="write a simulated scenario to files")
     sim.add_argument("--scenario", default=None, help="scenario name (default: sim.scenario)")
@@ -64,6 +67,18 @@ def cmd_run(cfg: Config) -> int:
     from tessera_daemon.daemon import run  # noqa: PLC0415 - keeps `config` and `check` fast
 
     return asyncio.run(run(cfg))
+
+
+def cmd_split(cfg: Config, command: str) -> int:
+    """The agent / detector split over Redis Streams (``tessera_daemon.agent`` / ``.worker``)."""
+    module, func = ("tessera_daemon.agent", "run_agent") if command == "agent" else ("tessera_daemon.worker",
+                                                                                      "run_detector")
+    try:
+        entry = getattr(importlib.import_module(module), func)
+    except ModuleNotFoundError as exc:
+        raise ConfigError(command, f"the {command} process is not available in this build ({exc})") from exc
+    rc: int = asyncio.run(entry(cfg))
+    return rc
 
 
 def cmd_simulate(cfg: Config, args: argparse.Namespace) -> int:
@@ -123,6 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_OK
         if args.command == "run":
             return cmd_run(cfg)
+        if args.command in ("agent", "detector"):
+            return cmd_split(cfg, args.command)
         if args.command == "simulate":
             return cmd_simulate(cfg, args)
         if args.command == "replay":

@@ -20,6 +20,7 @@ from typing import Any, Literal
 from tessera_daemon.errors import ConfigError
 from tessera_daemon.schema import setting as _f
 from tessera_daemon.sources.settings import SourcesConfig
+from tessera_daemon.transport.settings import TransportConfig
 
 ENV_PREFIX = "TESSERA_"
 
@@ -93,13 +94,6 @@ class RulesConfig:
     )
     ecc_dbe_counter: str = _f("ecc_dbe", doc="counter whose increments are uncorrectable ECC errors")
     clear_windows: int = _f(10, lo=1, hi=1_000_000, doc="quiet windows before a hard fault resolves")
-
-
-@dataclass(frozen=True, slots=True)
-class TransportConfig:
-    kind: Literal["memory", "redis"] = _f("memory")
-    capacity: int = _f(200_000, lo=1, hi=100_000_000, doc="in-memory queue bound, frames")
-    batch_max: int = _f(4096, lo=1, hi=1_000_000, doc="frames taken per receive")
 
 
 @dataclass(frozen=True, slots=True)

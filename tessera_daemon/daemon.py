@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
@@ -44,12 +46,16 @@ class Running:
     stop: asyncio.Event
 
 
+def _source_registry() -> Any:
+    """The vendor-source registry, imported only when a vendor source is configured."""
+    return importlib.import_module("tessera_daemon.sources")
+
+
 def _make_sources(cfg: Config) -> tuple[list[Source], bool]:
     if not cfg.sources.enabled:
         return [SyntheticSource(cfg)], True
-    from tessera_daemon.sources import build_sources  # noqa: PLC0415 - vendor modules load only when used
-
-    return build_sources(cfg), False
+    built: list[Source] = _source_registry().build_sources(cfg)
+    return built, False
 
 
 async def _topology(sources: list[Source], cfg: Config) -> Topology:
@@ -62,9 +68,8 @@ async def _topology(sources: list[Source], cfg: Config) -> Topology:
             log.warning("topology unavailable", source=s.name, error=str(exc))
     if len(parts) == 1 and not parts[0].partial:
         return Topology(parts[0].nodes, parts[0].edges)
-    from tessera_daemon.sources import merge_topology  # noqa: PLC0415
-
-    return merge_topology(parts)
+    merged: Topology = _source_registry().merge_topology(parts)
+    return merged
 
 
 async def run(  # noqa: C901 - start-up and shutdown order read best in one place

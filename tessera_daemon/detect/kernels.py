@@ -73,9 +73,7 @@ def _family_a_update(
                     phi = -phi
                 for s in range(2):
                     j = 2 * k + s
-                    w = w_state[i, m, j]
-                    if w < 0.0:
-                        w = 0.0
+                    w = max(w_state[i, m, j], 0.0)
                     w += (phi if s == 0 else -phi) - norm
                     w_state[i, m, j] = w
                     if w > best:
