@@ -37,6 +37,7 @@ def _family_a_update(
     bets: np.ndarray,  # float64[K]
     clip: float,
     window: int,
+    floor: float,  # 0.0: e-CUSUM (change detection); -inf: mixture test martingale (Ville)
     w_state: np.ndarray,  # float64[S, M, 2K] log e-CUSUM values (in/out)
     run_start: np.ndarray,  # int64[S, M] window at which the current run began (in/out)
     log_m: np.ndarray,  # float64[S, M] mixture log evidence (out)
@@ -59,7 +60,7 @@ def _family_a_update(
             prev_max = -1e300
             for j in range(2 * n_k):
                 prev_max = max(prev_max, w_state[i, m, j])
-            if prev_max <= 0.0:
+            if prev_max <= floor:
                 run_start[i, m] = window
             best = -1e300
             best_j = 0
@@ -73,7 +74,7 @@ def _family_a_update(
                     phi = -phi
                 for s in range(2):
                     j = 2 * k + s
-                    w = max(w_state[i, m, j], 0.0)
+                    w = max(w_state[i, m, j], floor)
                     w += (phi if s == 0 else -phi) - norm
                     w_state[i, m, j] = w
                     if w > best:
@@ -97,9 +98,13 @@ def family_a_update(
     run_start: I64,
     log_m: F64,
     side: I64,
+    floor: float = 0.0,
 ) -> None:
-    """Typed wrapper: update Family A state in place for one window (see module docstring)."""
-    _family_a_update(x, delta, v, bets, float(clip), int(window), w_state, run_start, log_m, side)
+    """Typed wrapper: update Family A state in place for one window (see module docstring).
+
+    ``floor=0`` runs the e-CUSUM change detector (ARL >= c); ``floor=-inf`` runs the plain mixture
+    test martingale for fixed-horizon tests (Ville: P(sup log M >= log(1/alpha)) <= alpha)."""
+    _family_a_update(x, delta, v, bets, float(clip), int(window), float(floor), w_state, run_start, log_m, side)
 
 
 def warm_up() -> None:

@@ -22,13 +22,14 @@ def family_a_update(
     run_start: I64,
     log_m: F64,
     side: I64,
+    floor: float = 0.0,
 ) -> None:
     obs = ~np.isnan(x)
     if not obs.any():
         return
     xc = np.clip(np.where(obs, x, 0.0), -clip, clip)
     prev_max = w_state.max(axis=2)
-    run_start[obs & (prev_max <= 0.0)] = window
+    run_start[obs & (prev_max <= floor)] = window
     n_k = bets.shape[0]
     lam = bets[None, None, :]  # [1, 1, K]
     norm = np.log1p(lam * delta[..., None] + 0.5 * lam * lam * v[..., None])  # [S, M, K]
@@ -36,7 +37,7 @@ def family_a_update(
     y = lam[..., None] * sgn[None, None, None, :] * xc[..., None, None]  # [S, M, K, 2]
     phi = np.sign(y) * np.log1p(np.abs(y) + 0.5 * y * y)
     inc = (phi - norm[..., None]).reshape(x.shape[0], x.shape[1], 2 * n_k)
-    new_w = np.maximum(w_state, 0.0) + inc
+    new_w = np.maximum(w_state, floor) + inc
     w_state[obs] = new_w[obs]
     best_j = np.argmax(w_state, axis=2)
     best = np.take_along_axis(w_state, best_j[..., None], axis=2)[..., 0]

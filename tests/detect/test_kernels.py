@@ -90,3 +90,31 @@ def test_nan_carries_state(fn) -> None:  # type: ignore[no-untyped-def]
     before = [a.copy() for a in st_]
     fn(np.array([[np.nan]]), np.zeros((1, 1)), np.ones((1, 1)), BETS, 4.0, 1, *st_)
     _assert_same(st_, before)
+
+
+def test_ville_mode_agrees_and_never_resets() -> None:
+    """floor=-inf is the plain mixture test martingale: no reset, kernel == twin."""
+    rng = np.random.default_rng(5)
+    s, m = 64, 2
+    a, b = _state(s, m, len(BETS)), _state(s, m, len(BETS))
+    delta, v = np.zeros((s, m)), np.ones((s, m))
+    for w in range(50):
+        x = rng.standard_normal((s, m)) - 0.5
+        kernels.family_a_update(x, delta, v, BETS, 4.0, w, *a, floor=-np.inf)
+        reference.family_a_update(x, delta, v, BETS, 4.0, w, *b, floor=-np.inf)
+    _assert_same(a, b)
+    assert (a[0] < -1.0).any()  # a negative drift drives components far below 0: nothing reset them
+
+
+def test_ville_false_alarm_probability_at_most_alpha() -> None:
+    """Fixed-horizon: P(sup_t log M_t >= log 1/alpha) <= alpha on i.i.d. N(0, 1) (Ville)."""
+    rng = np.random.default_rng(6)
+    s, alpha = 4000, 0.05
+    st_ = _state(s, 1, len(BETS))
+    crossed = np.zeros(s, bool)
+    for w in range(200):
+        kernels.family_a_update(rng.standard_normal((s, 1)), np.zeros((s, 1)), np.ones((s, 1)), BETS, 4.0, w,
+                                *st_, floor=-np.inf)
+        crossed |= st_[2][:, 0] >= np.log(1 / alpha)
+    rate = crossed.mean()
+    assert rate <= alpha + 3 * np.sqrt(alpha * (1 - alpha) / s)

@@ -32,7 +32,11 @@ def cfg_for(**env: str) -> Config:
 async def daemon(cfg: Config) -> AsyncIterator[tuple[Running, asyncio.Task[int]]]:
     got: asyncio.Future[Running] = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(run(cfg, on_running=got.set_result, install_signals=False))
-    running = await asyncio.wait_for(got, 60)
+    done, _ = await asyncio.wait({got, task}, timeout=120, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        raise AssertionError(f"daemon exited before serving: {task.result()!r}")
+    assert got in done, "daemon did not start serving within 120 s"
+    running = got.result()
     try:
         yield running, task
     finally:
