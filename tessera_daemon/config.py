@@ -82,6 +82,16 @@ class DetectorConfig:
     )
     resolve_fraction: float = _f(0.5, lo=0.0, hi=1.0, doc="resolve when evidence falls below this x threshold")
     resolve_windows: int = _f(3, lo=1, hi=10_000, doc="consecutive quiet windows before a firing resolves")
+    attribution_p0: float = _f(
+        1e-3, lo=1e-12, hi=0.5, doc="chance that a healthy shard is firing at a given time (binomial null)"
+    )
+    attribution_alpha: float = _f(0.01, lo=1e-9, hi=0.5, doc="level of the 'k of n fired by chance' test")
+    attribution_kinds: tuple[str, ...] = _f(
+        ("host", "nvlink_domain", "psu", "rack", "cooling_zone"), doc="topology node kinds that can explain co-firing"
+    )
+    selection: Literal["e-d-bh", "bonferroni"] = _f(
+        "e-d-bh", doc="multi-stream selection: e-d-BH lowers the bar when several streams are elevated together"
+    )
     min_cohort: int = _f(3, lo=2, hi=1_000_000, doc="fewest reporting peers for a peer residual")
     recent_resolved: int = _f(500, lo=0, hi=1_000_000, doc="resolved firings kept for /v1/firings")
 

@@ -19,6 +19,8 @@ from tessera_daemon.config import Config
 from tessera_daemon.detect.kernels import family_a_update
 from tessera_daemon.detect.residuals import ResidualParams, residual_step
 from tessera_daemon.detect.state import DetectorState
+from tessera_daemon.engine.attribution import Candidate, attribute
+from tessera_daemon.engine.ebh import e_d_bh_selected
 from tessera_daemon.engine.firings import FiringBook, Key
 from tessera_daemon.engine.rules import RuleHit, evaluate_rules
 from tessera_daemon.engine.window import WindowAssembler, WindowData
@@ -95,6 +97,7 @@ class Pipeline:
         missing[keep] = self.missing_run[rows[keep]]
         self.missing_run = missing
         self.topology = topology
+        self._members = topology.members()
         self.shards = shards
         self.row = {s: i for i, s in enumerate(shards)}
         cohorts = sorted({topology.cohort_of(s) for s in shards})
@@ -162,6 +165,7 @@ class Pipeline:
         opened: list[Firing] = []
         resolved: list[Firing] = []
         self._lifecycle_family_a(win, res.centre, stale, thr, resolve_below, opened, resolved)
+        self._attribution(win, stale, thr, opened, resolved)
         hits = evaluate_rules(win.xids, win.ecc_increments, win.lost, self.critical_xids)
         self._lifecycle_rules(win, hits, thr, opened, resolved)
 
@@ -188,13 +192,12 @@ class Pipeline:
         n_resolve = self.cfg.detector.resolve_windows
         for key in self.book.active_keys():
             target, det, metric = key
-            if det != "A" or metric is None:
-                continue
-            i, j = self.row.get(target, -1), self.metrics.index(metric)
-            if i < 0 or stale[i]:
+            if det != "A" or metric is None or target not in self.row:
+                continue  # rules and group firings have their own lifecycle
+            i, j = self.row[target], self.metrics.index(metric)
+            if stale[i]:
                 resolved.append(self.book.resolve(key, ts=win.end_ts, window=win.index, reason="stale"))
-                if i >= 0:
-                    st.rearm(np.array([i]), np.array([j]))
+                st.rearm(np.array([i]), np.array([j]))
                 continue
             if np.isnan(st.last_w[i, j]):
                 continue  # no observation this window: neither evidence nor quiet
@@ -208,7 +211,11 @@ class Pipeline:
             if self.book.quiet_windows(key) >= n_resolve:
                 resolved.append(self.book.resolve(key, ts=win.end_ts, window=win.index, reason="evidence"))
                 st.rearm(np.array([i]), np.array([j]))
-        cross = (st.log_m >= thr) & ~np.isnan(st.last_w) & ~stale[:, None]
+        eligible = ~np.isnan(st.last_w) & ~stale[:, None]
+        if self.cfg.detector.selection == "e-d-bh":
+            cross = e_d_bh_selected(np.where(eligible, st.log_m, -np.inf), thr)
+        else:
+            cross = (st.log_m >= thr) & eligible
         for i, j in zip(*np.nonzero(cross), strict=True):
             shard, metric = self.shards[i], self.metrics[j]
             if self.book.is_active((shard, "A", metric)):
@@ -216,6 +223,83 @@ class Pipeline:
             f = self._family_a_firing(win, int(i), int(j), centre, thr)
             self.book.open(f)
             opened.append(f)
+
+    def _attribution(
+        self, win: WindowData, stale: npt.NDArray[np.bool_], thr: float, opened: list[Firing],
+        resolved: list[Firing],
+    ) -> None:
+        """Localise co-firing shards (per metric) to the most specific topology node that explains them."""
+        d = self.cfg.detector
+        firing_by_metric: dict[str, list[str]] = {}
+        for target, det, metric in self.book.active_keys():
+            if det == "A" and metric is not None and target in self.row:
+                firing_by_metric.setdefault(metric, []).append(target)
+        present: set[Key] = set()
+        for metric, shards in sorted(firing_by_metric.items()):
+            if len(shards) < 2:
+                continue
+            cands = attribute(shards, self.topology, p0=d.attribution_p0, alpha=d.attribution_alpha,
+                              kinds=d.attribution_kinds, members=self._members)
+            j = self.metrics.index(metric)
+            for c in cands:
+                key: Key = (c.node, "A", metric)
+                present.add(key)
+                group_e = self._group_log_e(c.node, j)
+                f = self.book.get(key)
+                if f is None:
+                    f = self._common_mode_firing(win, c, metric, group_e, thr)
+                    self.book.open(f)
+                    opened.append(f)
+                else:
+                    f.members = list(c.members)
+                    f.receipt["candidate"] = c.to_obj()
+                    self.book.observe(key, above=True, quiet=False, evidence=group_e, window=win.index)
+                for s in c.members:
+                    sf = self.book.get((s, "A", metric))
+                    if sf is not None:
+                        sf.classification = "common_mode"
+                        sf.receipt["group"] = c.node
+        for key in self.book.active_keys():
+            node, det, metric = key
+            if det != "A" or key in present or node in self.row:
+                continue
+            self.book.observe(key, above=False, quiet=True, evidence=-math.inf, window=win.index)
+            if self.book.quiet_windows(key) >= d.resolve_windows:
+                resolved.append(self.book.resolve(key, ts=win.end_ts, window=win.index, reason="no co-firing"))
+
+    def _group_log_e(self, node: str, j: int) -> float:
+        """Log of the mean of the members' e-values on metric column j (valid under any dependence)."""
+        rows = [self.row[s] for s in self._members.get(node, []) if s in self.row]
+        if not rows:
+            return -math.inf
+        lm = self.state.log_m[rows, j]
+        top = float(np.max(lm))
+        return top + math.log(float(np.mean(np.exp(lm - top))))
+
+    def _common_mode_firing(self, win: WindowData, c: Candidate, metric: str, group_e: float, thr: float) -> Firing:
+        return Firing(
+            id=firing_id(c.node, "A", metric, win.index),
+            state="open",
+            opened_ts=win.end_ts,
+            window=win.index,
+            scope=c.kind,
+            target=c.node,
+            members=list(c.members),
+            detector="A",
+            metric=metric,
+            log_evidence=group_e,
+            threshold_log=thr,
+            classification="common_mode",
+            receipt={
+                "window_start_ts": win.start_ts,
+                "window_end_ts": win.end_ts,
+                "candidate": c.to_obj(),
+                "null": "P(Binomial(n, p0) >= k) <= alpha / groups tested",
+                "p0": self.cfg.detector.attribution_p0,
+                "alpha": self.cfg.detector.attribution_alpha,
+                "group_log_e": "log mean of member e-values",
+            },
+        )
 
     def _family_a_firing(
         self, win: WindowData, i: int, j: int, centre: npt.NDArray[np.float64], thr: float
