@@ -59,9 +59,10 @@ WORKDIR /var/lib/tessera
 
 EXPOSE 9477
 
-# GET /healthz and /readyz on the configured address; exit 0 when both answer 200.
-# start-period covers the numba JIT compile at start.
-HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
+# GET /healthz and /readyz on the configured address; exit 0 when both answer 200. /readyz waits for the
+# detector's warm-up (detector.warmup_windows windows, about 5 minutes with the defaults), which the
+# start period covers; a failure after a first success counts at once.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=6m --retries=3 \
     CMD ["tessera-daemon", "check"]
 
 # SIGTERM (the default stop signal) finishes the current window and exits 0 within a few seconds.

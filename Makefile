@@ -27,7 +27,7 @@ test: $(STAMP) system-deps
 	$(PY) -m pytest $(ARGS)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check tessera_daemon tests bench
+	$(VENV)/bin/ruff check tessera_daemon tests bench scripts
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy

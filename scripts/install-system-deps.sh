@@ -9,6 +9,7 @@ declare -A want=(
   [prometheus]="prometheus"
   [prometheus-alertmanager]="prometheus-alertmanager"
   [slurmctld]="slurmctld slurmd slurm-client munge"
+  [systemd-analyze]="systemd"
 )
 if [[ "${1:-}" == "python-venv" ]]; then
   want=([python3-venv-marker]="python3-venv")

@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Histogram, disable_created_metrics, generate_latest
+from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, disable_created_metrics, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -139,13 +139,20 @@ class _StatusCollector(Collector):
         yield from self._evidence(t)
 
     def _labels_of(self, node_id: str) -> dict[str, str]:
+        """Topology labels of a firing target: a shard's own labels, or for a group node its own id
+        under its kind plus its ancestors (a rack firing carries rack= and cooling_zone=)."""
         topo = self.status.pipeline.topology
         node = topo.nodes.get(node_id)
         if node is None:
-            return {}
-        out = dict(node.labels)
-        if node.kind == "shard" and "host" not in out and node.parent:
-            out["host"] = node.parent
+            return {"cohort": node_id} if node_id in self.status.pipeline.cohorts else {}
+        if node.kind == "shard":
+            out = dict(node.labels)
+            if "host" not in out and node.parent:
+                out["host"] = node.parent
+            return out
+        out = {node.kind: node.id}
+        for anc in topo.ancestors(node_id):
+            out.setdefault(topo.nodes[anc].kind, anc)
         return out
 
     def _evidence(self, t: object) -> Iterator[Metric]:
@@ -202,6 +209,7 @@ class MetricsRenderer:
             buckets=POLL_BUCKETS, registry=self.registry,
         )
         self.registry.register(_StatusCollector(status))
+        ProcessCollector(registry=self.registry)  # process_* series: memory, CPU, file descriptors
         self.status = status
 
     def render(self) -> bytes:

@@ -65,7 +65,8 @@ def promql(base_url: str, expr: str, timeout_s: float = 5.0) -> JSON:
         with urllib.request.urlopen(req, timeout=timeout_s) as resp:
             answer: JSON = json.loads(resp.read())
     except urllib.error.HTTPError as exc:
-        answer = json.loads(exc.read())
+        with exc:
+            answer = json.loads(exc.read())
     return answer
 
 
