@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tessera_daemon.errors import ConfigError
+from tessera_daemon.events_settings import EventsConfig
 from tessera_daemon.schema import setting as _f
 from tessera_daemon.sources.settings import SourcesConfig
 from tessera_daemon.transport.settings import TransportConfig
@@ -137,6 +138,7 @@ class Config:
     transport: TransportConfig = field(default_factory=TransportConfig)
     sim: SimConfig = field(default_factory=SimConfig)
     sources: SourcesConfig = field(default_factory=SourcesConfig)
+    events: EventsConfig = field(default_factory=EventsConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(self)  # type: ignore[no-any-return]
@@ -287,7 +289,10 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
 def dump_toml(cfg: Config) -> str:
     """Render the effective configuration as TOML (what `tessera-daemon config` prints)."""
 
-    def scalar(v: Any) -> str:
+    def scalar(v: Any, key: str = "") -> str:
+        if key.endswith("token") and isinstance(v, str) and v:
+            return '"<redacted>"'
+
         if isinstance(v, bool):
             return "true" if v else "false"
         if isinstance(v, str):
@@ -303,7 +308,7 @@ def dump_toml(cfg: Config) -> str:
         nested = {k: v for k, v in table.items() if isinstance(v, dict)}
         if flat:
             lines.append(f"[{prefix}]")
-            lines.extend(f"{k} = {scalar(v)}" for k, v in flat.items())
+            lines.extend(f"{k} = {scalar(v, k)}" for k, v in flat.items())
             lines.append("")
         for k, v in nested.items():
             emit(v, f"{prefix}.{k}" if prefix else k)

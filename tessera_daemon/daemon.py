@@ -22,16 +22,21 @@ from aiohttp import web
 
 from tessera_daemon.config import Config
 from tessera_daemon.detect.kernels import warm_up
+from tessera_daemon.engine.events import EventRecord
 from tessera_daemon.engine.pipeline import Pipeline, WindowResult
+from tessera_daemon.events_settings import Secret
 from tessera_daemon.log import get_logger
 from tessera_daemon.model import Topology
 from tessera_daemon.notify import sd_notify, watchdog_interval_s
+from tessera_daemon.outputs.verdict_feed import VerdictFeed, verdict_group_for_event
 from tessera_daemon.sources.base import Source
 from tessera_daemon.sources.synthetic import SyntheticSource
 from tessera_daemon.status import Status
 from tessera_daemon.supervise import SourceHealth, supervise_source
 from tessera_daemon.transport.memory import MemoryTransport
 from tessera_daemon.web.app import make_app
+from tessera_daemon.web.deploysignal import deploysignal_routes
+from tessera_daemon.web.events import events_routes
 from tessera_daemon.web.metrics import MetricsRenderer
 
 log = get_logger("tessera.daemon")
@@ -44,6 +49,31 @@ class Running:
     status: Status
     port: int
     stop: asyncio.Event
+
+
+def _event_routes(cfg: Config, pipeline: Pipeline) -> list[web.RouteDef]:
+    """POST/GET /v1/events and the DeploySignal v1 inbound route, when enabled."""
+    e = cfg.events
+    if not e.enabled:
+        return []
+
+    def now() -> float:  # the daemon's event time: the end of the last processed window
+        return pipeline.table.end_ts if pipeline.windows_processed else time.time()
+
+    def on_event(rec: EventRecord) -> None:
+        log.info("cluster event", id=rec.id, kind=rec.event.kind, shards=len(rec.shards),
+                 freeze_until=rec.freeze_end_ts, source=rec.source)
+
+    routes = events_routes(lambda: pipeline.events, on_event=on_event, now=now,
+                           token=Secret(e.api_token, e.api_token_file, setting_name="events.api_token").get,
+                           max_body=e.max_body_bytes)
+    ds = e.deploysignal
+    if ds.enabled:
+        routes += deploysignal_routes(
+            lambda: pipeline.events, on_event=on_event, now=now, max_body=e.max_body_bytes,
+            token=Secret(ds.token, ds.token_file, setting_name="events.deploysignal.token").get,
+        )
+    return routes
 
 
 def _source_registry() -> Any:
@@ -104,7 +134,10 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
     renderer = MetricsRenderer(status)
     renderer.render()
 
-    runner = web.AppRunner(make_app(status), handle_signals=False, shutdown_timeout=2.0, access_log=None)
+    feed = VerdictFeed.from_settings(cfg.events.deploysignal, cluster=cfg.daemon.cluster)
+    status.feed = feed
+    app = make_app(status, extra_routes=_event_routes(cfg, pipeline))
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2.0, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, cfg.http.host, cfg.http.port)
     await site.start()
@@ -129,6 +162,8 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
     if install_signals:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal, sig)
+    if feed is not None:
+        await feed.start()
     sd_notify("READY=1")
     if on_running:
         on_running(Running(status, port, stop))
@@ -139,6 +174,12 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
     def handle(results: list[WindowResult]) -> None:
         for r in results:
             totals["windows"] += 1
+            for ev, _shards in r.ended_events:
+                rec = pipeline.events.get(ev.id)
+                if feed is not None and rec is not None:
+                    group = verdict_group_for_event(rec, [*pipeline.book.active(), *pipeline.book.recent])
+                    if group.firing_family_count > 0:
+                        feed.submit(group)
             renderer.window_duration.observe(r.duration_s)
             for f in r.opened:
                 totals["opened"] += 1
@@ -221,6 +262,8 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
                 log.warning("detector did not finish within the grace period",
                             grace_s=cfg.daemon.shutdown_grace_s)
     finally:
+        if feed is not None:
+            await feed.close(cfg.events.deploysignal.feed_close_deadline_s)
         renderer.render()
         with contextlib.suppress(Exception):
             await runner.cleanup()

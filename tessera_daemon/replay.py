@@ -55,6 +55,10 @@ def replay(cfg: Config, frames_path: Path, topology_path: Path, out_path: Path,
     topology = Topology.from_json(topology_path.read_bytes())
     events = load_events(events_path)
     pipeline = Pipeline(cfg, topology)
+    for ev in events:
+        added = pipeline.events.add(ev, source="replay")
+        if not added.ok:
+            raise CodecError(f"event {ev.id}: {added.reason}")
     summary = ReplaySummary(events=len(events))
     dead_path = out_path.with_name(out_path.name + ".dead-letter.jsonl")
     dead: IO[str] | None = None

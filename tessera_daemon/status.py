@@ -30,6 +30,7 @@ class Status:
     metrics_bytes: bytes = b""
     stopping: bool = False
     extra_ready_checks: list[Any] = field(default_factory=list)  # callables -> str | None (reason)
+    feed: Any = None  # outputs.verdict_feed.VerdictFeed when the DeploySignal feed is configured
 
     def beat(self) -> None:
         self.heartbeat_ts = time.time()

@@ -126,13 +126,16 @@ def residual_step(
     cohort_rows: list[npt.NDArray[np.int64]],
     frozen: BoolA,
     p: ResidualParams,
+    centre: F64 | None = None,
 ) -> ResidualOut:
     """Update the residual model with one window ``x`` [S, M] (NaN: missing) and return innovations.
 
     ``cohort_rows`` lists the rows of each cohort that are fresh (not stale); ``frozen`` [S, M] marks
     streams whose baseline must not move this window (alarmed, or inside an event's freeze).
+    ``centre`` [C, M] overrides the peer centre (e.g. zeros: each row against its own past only).
     """
-    centre = cohort_centres(state, x, cohort_rows, p.min_cohort)
+    if centre is None:
+        centre = cohort_centres(state, x, cohort_rows, p.min_cohort)
     c = centre[cohort_of] if len(cohort_rows) else np.full_like(x, np.nan)
     observed = ~np.isnan(x) & ~np.isnan(c)
     warm = state.warm()

@@ -21,12 +21,14 @@ from tessera_daemon.detect.residuals import ResidualParams, residual_step
 from tessera_daemon.detect.state import DetectorState
 from tessera_daemon.engine.attribution import Candidate, attribute
 from tessera_daemon.engine.ebh import e_d_bh_selected
+from tessera_daemon.engine.events import EventBook
 from tessera_daemon.engine.firings import FiringBook, Key
 from tessera_daemon.engine.rules import RuleHit, evaluate_rules
 from tessera_daemon.engine.window import WindowAssembler, WindowData
-from tessera_daemon.model import Firing, Frame, Topology, firing_id
+from tessera_daemon.model import ClusterEvent, Firing, Frame, Topology, firing_id
 
 V_INFLATION = 1.2  # null second-moment bound of a standardised innovation (plus estimation slack)
+BROAD_FRACTION = 0.6  # share of a cohort that must move for a fleet_event
 RULE_METRIC = {"xid": "xid", "ecc_dbe": "ecc_dbe", "device_lost": None}
 
 
@@ -38,6 +40,7 @@ class WindowResult:
     resolved: list[Firing]
     duration_s: float
     n_frames: int
+    ended_events: list[tuple[ClusterEvent, list[str]]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -76,6 +79,8 @@ class Pipeline:
             [], self.metrics, cfg.window.length_s, cfg.window.grace_s, cfg.rules.ecc_dbe_counter
         )
         self.state = DetectorState.empty(0, len(self.metrics), d.warmup_windows, len(self.bets))
+        self.cstate = DetectorState.empty(0, len(self.metrics), d.warmup_windows, len(self.bets))
+        self.cohorts: list[str] = []
         self.missing_run = np.zeros(0, np.int64)
         self.shards: list[str] = []
         self.row: dict[str, int] = {}
@@ -83,6 +88,7 @@ class Pipeline:
         self.windows_processed = 0
         self.last_duration_s = 0.0
         self.topology = topology
+        self.events = EventBook(topology, cfg.events)
         self.set_topology(topology)
 
     # ------------------------------------------------------------------------------ topology
@@ -101,10 +107,15 @@ class Pipeline:
         self.shards = shards
         self.row = {s: i for i, s in enumerate(shards)}
         cohorts = sorted({topology.cohort_of(s) for s in shards})
+        old_c = {c: i for i, c in enumerate(self.cohorts)}
+        self.cstate = self.cstate.take(np.array([old_c.get(c, -1) for c in cohorts], np.int64))
         self.cohorts = cohorts
         cidx = {c: i for i, c in enumerate(cohorts)}
+        self._cohort_members = {c: [s for s in shards if topology.cohort_of(s) == c] for c in cohorts}
         self.cohort_of = np.array([cidx[topology.cohort_of(s)] for s in shards], np.int64)
         self.assembler.set_shards(shards)
+        if hasattr(self, "events"):
+            self.events.set_topology(topology)
         n_streams = max(1, len(shards) * len(self.metrics))
         windows_per_day = 86_400.0 / self.cfg.window.length_s
         self.threshold_log = max(
@@ -138,6 +149,15 @@ class Pipeline:
         thr = self.threshold_log
         resolve_below = self.cfg.detector.resolve_fraction * thr
 
+        # announced events: shards whose event window ended re-learn their baseline (a firmware push
+        # legitimately moves clocks); shards inside a window do not learn, and what opens there is
+        # labelled event_conditional instead of paged
+        ended = self.events.take_ended(win.end_ts)
+        for _ev, ev_shards in ended:
+            rows = np.array([self.row[s] for s in ev_shards if s in self.row], np.int64)
+            if rows.size:
+                st.relearn(rows)
+        event_frozen = [self.row[s] for s in self.events.frozen(win.end_ts) if s in self.row]
         self.missing_run = np.where(win.present, 0, self.missing_run + 1)
         stale = self.missing_run >= self.cfg.window.stale_after_windows
         x = win.values.copy()
@@ -152,6 +172,8 @@ class Pipeline:
         fresh_rows = [np.nonzero((self.cohort_of == c) & ~stale)[0] for c in range(len(self.cohorts))]
 
         frozen = st.log_m >= self.cfg.detector.learn_below_log
+        if event_frozen:
+            frozen[event_frozen, :] = True
         for target, det, metric in self.book.active_keys():
             if det == "A" and metric is not None and target in self.row:
                 frozen[self.row[target], self.metrics.index(metric)] = True
@@ -164,6 +186,8 @@ class Pipeline:
 
         opened: list[Firing] = []
         resolved: list[Firing] = []
+        self._resolve_relearned(win, ended, resolved)
+        self._cohort_streams(win, res.centre, thr, resolve_below, opened, resolved)
         self._lifecycle_family_a(win, res.centre, stale, thr, resolve_below, opened, resolved)
         self._attribution(win, stale, thr, opened, resolved)
         hits = evaluate_rules(win.xids, win.ecc_increments, win.lost, self.critical_xids)
@@ -176,7 +200,25 @@ class Pipeline:
         )
         self.windows_processed += 1
         self.last_duration_s = time.perf_counter() - t0
-        return WindowResult(win.index, win.end_ts, opened, resolved, self.last_duration_s, win.n_frames)
+        return WindowResult(win.index, win.end_ts, opened, resolved, self.last_duration_s, win.n_frames, ended)
+
+    def _open(self, f: Firing, opened: list[Firing]) -> None:
+        """Open a firing, labelled event_conditional when it starts inside an announced event's window."""
+        self.events.attribute(f)
+        self.book.open(f)
+        opened.append(f)
+
+    def _resolve_relearned(
+        self, win: WindowData, ended: list[tuple[ClusterEvent, list[str]]], resolved: list[Firing]
+    ) -> None:
+        """Statistical firings of shards that just re-learned their baseline close with the event."""
+        shards = {s for _ev, ss in ended for s in ss}
+        if not shards:
+            return
+        for key in self.book.active_keys():
+            target, det, _metric = key
+            if target in shards and not det.startswith("rule:"):
+                resolved.append(self.book.resolve(key, ts=win.end_ts, window=win.index, reason="event_ended"))
 
     def _lifecycle_family_a(
         self,
@@ -221,8 +263,77 @@ class Pipeline:
             if self.book.is_active((shard, "A", metric)):
                 continue
             f = self._family_a_firing(win, int(i), int(j), centre, thr)
-            self.book.open(f)
-            opened.append(f)
+            self._open(f, opened)
+
+    def _cohort_streams(
+        self, win: WindowData, centre: npt.NDArray[np.float64], thr: float, resolve_below: float,
+        opened: list[Firing], resolved: list[Firing],
+    ) -> None:
+        """Each cohort's centre against its own past: the cohort itself moved (fleet_event).
+
+        Peer residuals cancel anything the whole cohort does, by design; this stream set sees exactly
+        that. Same residual model (offset = the cohort's usual level, AR(1), scale) and Family A kernel.
+        """
+        cs = self.cstate
+        n_c, m = cs.shape
+        if n_c == 0:
+            return
+        frozen = cs.log_m >= self.cfg.detector.learn_below_log
+        res = residual_step(cs, centre, np.zeros(n_c, np.int64), [np.arange(n_c)], frozen, self.params,
+                            centre=np.zeros((1, m)))
+        family_a_update(res.w, res.delta, res.v, self.bets, self.cfg.detector.clip_sigma, win.index,
+                        cs.w_state, cs.run_start, cs.log_m, cs.side)
+        n_resolve = self.cfg.detector.resolve_windows
+        for ci, cohort in enumerate(self.cohorts):
+            for j, metric in enumerate(self.metrics):
+                key: Key = (cohort, "A", metric)
+                ev = float(cs.log_m[ci, j])
+                f = self.book.get(key)
+                if f is None:
+                    if ev >= thr and not np.isnan(cs.last_w[ci, j]) and self._broad_shift(
+                        ci, j, float(cs.offset[ci, j]), int(cs.side[ci, j])
+                    ):
+                        f = Firing(
+                            id=firing_id(cohort, "A", metric, win.index), state="open", opened_ts=win.end_ts,
+                            window=win.index, scope="cohort", target=cohort,
+                            members=list(self._cohort_members.get(cohort, [])), detector="A", metric=metric,
+                            log_evidence=ev, threshold_log=thr, classification="fleet_event",
+                            receipt={"window_start_ts": win.start_ts, "window_end_ts": win.end_ts,
+                                     "change_window": int(cs.run_start[ci, j]),
+                                     "direction": "up" if cs.side[ci, j] > 0 else "down",
+                                     "cohort_level": round(float(centre[ci, j]), 6),
+                                     "usual_level": round(float(cs.offset[ci, j]), 6),
+                                     "note": "the whole cohort moved together; peer residuals cancel it"})
+                        self._open(f, opened)
+                    continue
+                if np.isnan(cs.last_w[ci, j]):
+                    continue
+                quiet = ev < resolve_below or ev <= f.log_evidence - (thr - resolve_below)
+                self.book.observe(key, above=ev >= thr, quiet=quiet, evidence=ev, window=win.index)
+                if self.book.quiet_windows(key) >= n_resolve:
+                    resolved.append(self.book.resolve(key, ts=win.end_ts, window=win.index, reason="evidence"))
+                    cs.rearm(np.array([ci]), np.array([j]))
+
+    def _broad_shift(self, ci: int, j: int, usual: float, side: int) -> bool:
+        """A fleet event moves most of the cohort: at least BROAD_FRACTION of its reporting shards sit
+        1 sigma or more from their own baseline in the direction of the cohort shift. A rack or PSU
+        fault drags the cohort median too, but only its own shards move: that is not a fleet event."""
+        st = self.state
+        metric = self.metrics[j]
+        members = set(self._cohort_members.get(self.cohorts[ci], []))
+        for node, det, m in self.book.active_keys():  # a common mode already explains the movement
+            if (det == "A" and m == metric and node not in self.row and node in self._members
+                    and members & set(self._members[node])):
+                return False
+        rows = np.nonzero(self.cohort_of == ci)[0]
+        x = st.last_x[rows, j]
+        ok = ~np.isnan(x) & st.warm()[rows, j]
+        if ok.sum() < self.cfg.detector.min_cohort:
+            return False
+        phi = st.phi[rows, j][ok]
+        marg = st.scale[rows, j][ok] / np.sqrt(np.maximum(1.0 - phi * phi, 1e-3))
+        dev = side * (x[ok] - st.offset[rows, j][ok] - usual) / marg
+        return bool(np.mean(dev >= 1.0) >= BROAD_FRACTION)
 
     def _attribution(
         self, win: WindowData, stale: npt.NDArray[np.bool_], thr: float, opened: list[Firing],
@@ -248,8 +359,7 @@ class Pipeline:
                 f = self.book.get(key)
                 if f is None:
                     f = self._common_mode_firing(win, c, metric, group_e, thr)
-                    self.book.open(f)
-                    opened.append(f)
+                    self._open(f, opened)
                 else:
                     f.members = list(c.members)
                     f.receipt["candidate"] = c.to_obj()
@@ -261,7 +371,7 @@ class Pipeline:
                         sf.receipt["group"] = c.node
         for key in self.book.active_keys():
             node, det, metric = key
-            if det != "A" or key in present or node in self.row:
+            if det != "A" or key in present or node in self.row or node in self._cohort_members:
                 continue
             self.book.observe(key, above=False, quiet=True, evidence=-math.inf, window=win.index)
             if self.book.quiet_windows(key) >= d.resolve_windows:
@@ -373,8 +483,7 @@ class Pipeline:
                 classification="hard_fault",
                 receipt={"window_start_ts": win.start_ts, "window_end_ts": win.end_ts, **h.detail},
             )
-            self.book.open(f)
-            opened.append(f)
+            self._open(f, opened)
         clear = self.cfg.rules.clear_windows
         for key in self.book.active_keys():
             if not key[1].startswith("rule:") or key in hit_keys:

@@ -137,6 +137,22 @@ class _StatusCollector(Collector):
             resolved.add_metric([c], k)
         yield resolved
         yield from self._evidence(t)
+        yield from self._events()
+
+    def _events(self) -> Iterator[Metric]:
+        p = self.status.pipeline
+        end = p.table.end_ts if p.windows_processed else time.time()
+        yield GaugeMetricFamily("tessera_cluster_events", "Announced cluster events held in the event book.",
+                                value=float(len(p.events)))
+        yield GaugeMetricFamily("tessera_event_frozen_shards",
+                                "Shards inside an announced event's freeze window (baselines frozen).",
+                                value=float(len(p.events.frozen(end))))
+        feed = self.status.feed
+        out = CounterMetricFamily("tessera_verdict_feed", "DeploySignal verdict-group feed outcomes.",
+                                  labels=["outcome"])
+        for outcome in ("sent", "retried", "failed", "dropped"):
+            out.add_metric([outcome], float(getattr(feed, outcome, 0)) if feed is not None else 0.0)
+        yield out
 
     def _labels_of(self, node_id: str) -> dict[str, str]:
         """Topology labels of a firing target: a shard's own labels, or for a group node its own id

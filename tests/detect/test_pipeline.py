@@ -85,8 +85,11 @@ def test_hard_faults_fire_in_their_window() -> None:
     assert xid.receipt["xid"] == [79]
 
 
-def test_cohort_wide_step_fires_nothing() -> None:
+def test_cohort_wide_step_fires_no_shard_but_a_fleet_event() -> None:
     cfg = cfg_for()
     sc = Scenario("t", "benign", (FaultSpec("fleet_regime_change", 400, None, 3.0),))
     _, events = drive(cfg, sc, 1200)
-    assert [f for f in events if f.detector == "A"] == []
+    assert [f for f in events if f.scope == "shard"] == []  # peer residuals cancel it
+    fleet = [f for f in events if f.scope == "cohort"]
+    assert fleet and {f.classification for f in fleet} == {"fleet_event"}
+    assert {f.metric for f in fleet} >= {"gpu_util", "power_w"}

@@ -20,7 +20,7 @@ from tessera_daemon.daemon import Running, run
 from tessera_daemon.sim import ClusterSim
 from tests.servers import free_port
 
-SIM = {"TESSERA_SIM__ZONES": "1", "TESSERA_SIM__RACKS_PER_ZONE": "2", "TESSERA_SIM__HOSTS_PER_RACK": "4",
+SIM = {"TESSERA_SIM__ZONES": "1", "TESSERA_SIM__RACKS_PER_ZONE": "4", "TESSERA_SIM__HOSTS_PER_RACK": "2",
        "TESSERA_SIM__COHORTS": "2", "TESSERA_LOG__LEVEL": "warning"}
 
 
@@ -73,7 +73,7 @@ async def test_faults_fire_on_exactly_their_shards_and_metrics_parse() -> None:
     families = {m.name: m for m in text_string_to_metric_families(running.status.metrics_bytes.decode())}
     assert families["tessera_windows_processed"].samples[0].value >= 190
     assert "tessera_firings_opened" in families and "tessera_shard_evidence_log" in families
-    assert all(m.name.startswith("tessera_") for m in families.values())
+    assert all(m.name.startswith(("tessera_", "process_")) for m in families.values())
 
 
 async def test_clean_run_fires_nothing_and_serves_api() -> None:
