@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from aiohttp import web
 
@@ -29,6 +27,7 @@ from tessera_daemon.log import get_logger
 from tessera_daemon.model import Topology
 from tessera_daemon.notify import sd_notify, watchdog_interval_s
 from tessera_daemon.outputs.verdict_feed import VerdictFeed, verdict_group_for_event
+from tessera_daemon.sources import build_sources, load_static_topology, merge_topology
 from tessera_daemon.sources.base import Source
 from tessera_daemon.sources.synthetic import SyntheticSource
 from tessera_daemon.status import Status
@@ -76,16 +75,10 @@ def _event_routes(cfg: Config, pipeline: Pipeline) -> list[web.RouteDef]:
     return routes
 
 
-def _source_registry() -> Any:
-    """The vendor-source registry, imported only when a vendor source is configured."""
-    return importlib.import_module("tessera_daemon.sources")
-
-
 def _make_sources(cfg: Config) -> tuple[list[Source], bool]:
     if not cfg.sources.enabled:
         return [SyntheticSource(cfg)], True
-    built: list[Source] = _source_registry().build_sources(cfg)
-    return built, False
+    return build_sources(cfg), False
 
 
 async def _topology(sources: list[Source], cfg: Config) -> Topology:
@@ -96,10 +89,10 @@ async def _topology(sources: list[Source], cfg: Config) -> Topology:
                 parts.append(await s.topology())
         except Exception as exc:
             log.warning("topology unavailable", source=s.name, error=str(exc))
-    if len(parts) == 1 and not parts[0].partial:
+    static = load_static_topology(cfg.sources.static_topology) if cfg.sources.static_topology else None
+    if len(parts) == 1 and not parts[0].partial and static is None:
         return Topology(parts[0].nodes, parts[0].edges)
-    merged: Topology = _source_registry().merge_topology(parts)
-    return merged
+    return merge_topology(parts, static)
 
 
 async def run(  # noqa: C901 - start-up and shutdown order read best in one place
