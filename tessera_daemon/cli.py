@@ -50,6 +50,16 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--events", type=Path, default=None, help="cluster events, JSON lines")
     rp.add_argument("--out", type=Path, required=True, help="firings output, JSON lines")
 
+    dr = sub.add_parser("drill", help="end-to-end drill: simulator -> daemon -> Prometheus -> Alertmanager -> "
+                                      "a local PagerDuty receiver; prints the timeline")
+    dr.add_argument("--out", type=Path, default=None, help="write the timeline as JSON here")
+    dr.add_argument("--speedup", type=float, default=20.0, help="simulated seconds per wall second")
+
+    ev = sub.add_parser("evaluate", help="run an evaluation matrix (r72, r77, r78, r79, calibration, realistic, all)")
+    ev.add_argument("matrix", choices=["r72", "r77", "r78", "r79", "calibration", "realistic", "all"])
+    ev.add_argument("--out", type=Path, default=None, help="write markdown and JSON results here")
+    ev.add_argument("--fast", action="store_true", help="the reduced subset that `make test` runs")
+
     ck = sub.add_parser("check", help="exit 0 if /healthz and /readyz answer 200 (container HEALTHCHECK)")
     ck.add_argument("--url", default=None, help="base URL (default: from http.host / http.port)")
     ck.add_argument("--timeout-s", type=float, default=3.0)
@@ -110,6 +120,19 @@ def cmd_replay(cfg: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_drill(cfg: Config, args: argparse.Namespace) -> int:
+    drill = importlib.import_module("tessera_daemon.drill")
+    rc: int = asyncio.run(drill.run_drill(cfg, out=args.out, speedup=args.speedup))
+    return rc
+
+
+def cmd_evaluate(cfg: Config, args: argparse.Namespace) -> int:
+    evaluation = importlib.import_module("tessera_daemon.evaluation")
+    summary = evaluation.run_matrix(args.matrix, cfg, args.out, fast=args.fast)
+    print(json.dumps(summary, sort_keys=True, default=str))
+    return EXIT_OK if summary.get("ok", True) else EXIT_FAIL
+
+
 def cmd_check(cfg: Config, args: argparse.Namespace) -> int:
     host = cfg.http.host if cfg.http.host not in ("0.0.0.0", "::") else "127.0.0.1"
     base = args.url or f"http://{host}:{cfg.http.port}"
@@ -146,6 +169,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_replay(cfg, args)
         if args.command == "check":
             return cmd_check(cfg, args)
+        if args.command == "drill":
+            return cmd_drill(cfg, args)
+        if args.command == "evaluate":
+            return cmd_evaluate(cfg, args)
     except ConfigError as exc:
         print(f"tessera-daemon: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
