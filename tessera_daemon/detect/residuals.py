@@ -53,6 +53,7 @@ class ResidualParams:
 class ResidualOut:
     w: F64  # [S, M] standardised innovations (NaN: no update)
     delta: F64  # [S, M] composite-null margin in innovation units
+    delta_min: F64  # [S, M] practical-significance part of delta alone (no estimation margin)
     v: F64  # [S, M] second-moment bound
     centre: F64  # [C, M] cohort centre this window
 
@@ -186,4 +187,4 @@ def residual_step(
     state.last_x = np.where(observed, x, np.nan)
     state.last_r = r
     state.last_w = w
-    return ResidualOut(w=w, delta=delta, v=v, centre=centre)
+    return ResidualOut(w=w, delta=delta, delta_min=delta - DELTA_SE * inv_sqrt_n, v=v, centre=centre)

@@ -23,6 +23,7 @@ from tessera_daemon.engine.attribution import Candidate, attribute
 from tessera_daemon.engine.ebh import e_d_bh_selected
 from tessera_daemon.engine.events import EventBook
 from tessera_daemon.engine.firings import FiringBook, Key
+from tessera_daemon.engine.groups import GroupDetector, GroupResult
 from tessera_daemon.engine.rules import RuleHit, evaluate_rules
 from tessera_daemon.engine.window import WindowAssembler, WindowData
 from tessera_daemon.model import ClusterEvent, Firing, Frame, Topology, firing_id
@@ -116,7 +117,11 @@ class Pipeline:
         self.assembler.set_shards(shards)
         if hasattr(self, "events"):
             self.events.set_topology(topology)
-        n_streams = max(1, len(shards) * len(self.metrics))
+        d = self.cfg.detector
+        self.groups = GroupDetector(topology, self.row, len(self.metrics), d.attribution_kinds, self.bets,
+                                    d.warmup_windows, d.baseline_halflife_windows)
+        # every e-detector stream counts toward the false-page budget: shards, groups and cohorts
+        n_streams = max(1, (len(shards) + len(self.groups) + len(cohorts)) * len(self.metrics))
         windows_per_day = 86_400.0 / self.cfg.window.length_s
         self.threshold_log = max(
             self.cfg.detector.min_threshold_log,
@@ -174,6 +179,8 @@ class Pipeline:
         frozen = st.log_m >= self.cfg.detector.learn_below_log
         if event_frozen:
             frozen[event_frozen, :] = True
+        for gi, j in zip(*np.nonzero(self.groups.log_m >= self.cfg.detector.learn_below_log), strict=True):
+            frozen[self.groups.rows[gi], j] = True  # a group showing evidence: its members must not absorb it
         for target, det, metric in self.book.active_keys():
             if det == "A" and metric is not None and target in self.row:
                 frozen[self.row[target], self.metrics.index(metric)] = True
@@ -184,12 +191,14 @@ class Pipeline:
             st.w_state, st.run_start, st.log_m, st.side,
         )
 
+        gres = self.groups.update(res.w, res.delta_min, V_INFLATION, self.cfg.detector.clip_sigma, win.index, thr,
+                                  self.cfg.detector.learn_below_log)
         opened: list[Firing] = []
         resolved: list[Firing] = []
         self._resolve_relearned(win, ended, resolved)
         self._cohort_streams(win, res.centre, thr, resolve_below, opened, resolved)
         self._lifecycle_family_a(win, res.centre, stale, thr, resolve_below, opened, resolved)
-        self._attribution(win, stale, thr, opened, resolved)
+        self._attribution(win, gres, thr, resolve_below, opened, resolved)
         hits = evaluate_rules(win.xids, win.ecc_increments, win.lost, self.critical_xids)
         self._lifecycle_rules(win, hits, thr, opened, resolved)
 
@@ -336,10 +345,16 @@ class Pipeline:
         return bool(np.mean(dev >= 1.0) >= BROAD_FRACTION)
 
     def _attribution(
-        self, win: WindowData, stale: npt.NDArray[np.bool_], thr: float, opened: list[Firing],
+        self, win: WindowData, gres: GroupResult, thr: float, resolve_below: float, opened: list[Firing],
         resolved: list[Firing],
     ) -> None:
-        """Localise co-firing shards (per metric) to the most specific topology node that explains them."""
+        """Common modes: co-firing shards (per metric) localised to the most specific node that explains
+        them, and pooled group detectors for shifts too small to fire single shards."""
+        present = self._cofiring(win, gres, thr, opened)
+        present |= self._pooled(win, gres, thr, resolve_below, opened, present)
+        self._resolve_groups(win, present, resolved)
+
+    def _cofiring(self, win: WindowData, gres: GroupResult, thr: float, opened: list[Firing]) -> set[Key]:
         d = self.cfg.detector
         firing_by_metric: dict[str, list[str]] = {}
         for target, det, metric in self.book.active_keys():
@@ -353,13 +368,14 @@ class Pipeline:
                               kinds=d.attribution_kinds, members=self._members)
             j = self.metrics.index(metric)
             for c in cands:
+                if self._explained_above(c.node, j, gres):
+                    continue  # a firing on a larger group already explains these shards
                 key: Key = (c.node, "A", metric)
                 present.add(key)
                 group_e = self._group_log_e(c.node, j)
                 f = self.book.get(key)
                 if f is None:
-                    f = self._common_mode_firing(win, c, metric, group_e, thr)
-                    self._open(f, opened)
+                    self._open(self._common_mode_firing(win, c, metric, group_e, thr), opened)
                 else:
                     f.members = list(c.members)
                     f.receipt["candidate"] = c.to_obj()
@@ -369,13 +385,70 @@ class Pipeline:
                     if sf is not None:
                         sf.classification = "common_mode"
                         sf.receipt["group"] = c.node
+        return present
+
+    def _pooled(
+        self, win: WindowData, gres: GroupResult, thr: float, resolve_below: float, opened: list[Firing],
+        present: set[Key],
+    ) -> set[Key]:
+        g = self.groups
+        out: set[Key] = set()
+        for gi, j in gres.selected:
+            key: Key = (g.ids[gi], "A", self.metrics[j])
+            if key in present or self._explained_above(g.ids[gi], j, gres):
+                continue
+            out.add(key)
+            if self.book.get(key) is None:
+                self._open(self._pooled_firing(win, gi, j, thr), opened)
+        for key in self.book.active_keys():  # pooled group firings stay while their evidence stays up,
+            gi = g.index.get(key[0], -1)     # unless a larger group now explains them
+            if gi < 0 or key[2] is None or key in present or key in out:
+                continue
+            j = self.metrics.index(key[2])
+            if g.log_m[gi, j] >= resolve_below and not self._explained_above(key[0], j, gres):
+                out.add(key)
+                self.book.observe(key, above=bool(gres.crossing[gi, j]), quiet=False,
+                                  evidence=float(g.log_m[gi, j]), window=win.index)
+        return out
+
+    def _resolve_groups(self, win: WindowData, present: set[Key], resolved: list[Firing]) -> None:
+        g = self.groups
         for key in self.book.active_keys():
             node, det, metric = key
             if det != "A" or key in present or node in self.row or node in self._cohort_members:
                 continue
             self.book.observe(key, above=False, quiet=True, evidence=-math.inf, window=win.index)
-            if self.book.quiet_windows(key) >= d.resolve_windows:
+            if self.book.quiet_windows(key) >= self.cfg.detector.resolve_windows:
                 resolved.append(self.book.resolve(key, ts=win.end_ts, window=win.index, reason="no co-firing"))
+                gi = g.index.get(node, -1)
+                if gi >= 0 and metric is not None:
+                    g.rearm(gi, self.metrics.index(metric))
+
+    def _explained_above(self, node: str, j: int, gres: GroupResult) -> bool:
+        """A larger group containing ``node`` is reported on metric column j: selected by the pooled
+        detectors this window, or already holding an open firing (sticky, so children do not flap)."""
+        g = self.groups
+        gi = g.index.get(node, -1)
+        if gi < 0:
+            return False
+        chosen = set(gres.selected)
+        metric = self.metrics[j]
+        return any((pa, j) in chosen or self.book.is_active((g.ids[pa], "A", metric)) for pa in g.parents[gi])
+
+    def _pooled_firing(self, win: WindowData, gi: int, j: int, thr: float) -> Firing:
+        g = self.groups
+        node, metric = g.ids[gi], self.metrics[j]
+        members = sorted(self.shards[r] for r in g.rows[gi])
+        return Firing(
+            id=firing_id(node, "A", metric, win.index), state="open", opened_ts=win.end_ts, window=win.index,
+            scope=g.kinds[gi], target=node, members=members, detector="A", metric=metric,
+            log_evidence=float(g.log_m[gi, j]), threshold_log=thr, classification="common_mode",
+            receipt={"window_start_ts": win.start_ts, "window_end_ts": win.end_ts, "pooled": True,
+                     "pooled_z": round(float(g.last_z[gi, j]), 4), "pooled_variance": round(float(g.var[gi, j]), 4),
+                     "change_window": int(g.run_start[gi, j]),
+                     "direction": "up" if g.side[gi, j] > 0 else "down",
+                     "statistic": "sum of member innovations / sqrt(n), standardised by its learnt variance"},
+        )
 
     def _group_log_e(self, node: str, j: int) -> float:
         """Log of the mean of the members' e-values on metric column j (valid under any dependence)."""

@@ -93,3 +93,21 @@ def test_cohort_wide_step_fires_no_shard_but_a_fleet_event() -> None:
     fleet = [f for f in events if f.scope == "cohort"]
     assert fleet and {f.classification for f in fleet} == {"fleet_event"}
     assert {f.metric for f in fleet} >= {"gpu_util", "power_w"}
+
+
+def test_weak_rack_shift_is_found_by_the_pooled_group_detector() -> None:
+    """0.8 sigma on every shard of one rack: pooled residuals see it before any single shard does."""
+    cfg = load_config(None, {"TESSERA_SIM__ZONES": "1", "TESSERA_SIM__RACKS_PER_ZONE": "4",
+                             "TESSERA_SIM__HOSTS_PER_RACK": "2", "TESSERA_SIM__COHORTS": "1"})
+    sc = Scenario("t", "weak rack", (FaultSpec("thermal_rack", 1500, None, 0.8),))
+    rack = ClusterSim(cfg.sim, scenario=sc, seed=3).labels()["faults"][0]["target"]
+    _, events = drive(cfg, sc, 2600, seed=3)
+    pooled = [f for f in events if f.receipt.get("pooled")]
+    assert pooled, "the pooled group detector did not fire"
+    rack_f = [f for f in pooled if f.target == rack]
+    assert rack_f and rack_f[0].scope == "rack" and rack_f[0].classification == "common_mode"
+    assert all(f.target == rack or f.target.startswith(rack + "-") for f in pooled)  # never outside the rack
+    first_shard = min((f.window for f in events if f.scope == "shard"), default=10**12)
+    assert min(f.window for f in pooled) < first_shard
+    # once the rack explains it, the host-level firing gives way
+    assert all(f.state == "resolved" for f in pooled if f.target != rack)
