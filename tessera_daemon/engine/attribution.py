@@ -8,8 +8,8 @@ a group is significant when that is <= ``alpha`` / (number of groups tested) and
 Parsimony, bottom-up: groups are visited from the smallest. A group is selected if it is significant
 and no selected group lies inside it; a group that contains selected groups replaces them only if it
 adds evidence: its fired members outside the selected ones are themselves significant (remainder test),
-or it covers two or more selected groups exactly (one node explains them all). An ancestor whose extra
-members did not fire is never reported, and a candidate's members are only the fired shards inside it,
+or it contains two or more selected groups and is significant as a whole (one node explains them all:
+two faulty hosts of one rack point at the rack). An ancestor that adds no evidence is never reported, and a candidate's members are only the fired shards inside it,
 never a foreign shard (Tessera's "shadow rack").
 """
 
@@ -100,7 +100,7 @@ def attribute(
         same_set = rest_n == 0 and len(inner) == 1  # e.g. NVLink domain vs its host: keep the host
         if same_set:
             continue
-        if significant(rest_k, rest_n) or (rest_n == 0 and len(inner) >= 2):
+        if significant(rest_k, rest_n) or (len(inner) >= 2 and significant(k, n)):
             for c in inner:
                 del selected[c]
             selected[g] = touched[g]
