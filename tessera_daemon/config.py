@@ -93,6 +93,13 @@ class DetectorConfig:
     selection: Literal["e-d-bh", "bonferroni"] = _f(
         "e-d-bh", doc="multi-stream selection: e-d-BH lowers the bar when several streams are elevated together"
     )
+    families: tuple[str, ...] = _f(
+        ("C", "D", "E"), doc="detector families beside A: C multivariate, D oscillation, E conformal novelty"
+    )
+    oscillation_metrics: tuple[str, ...] = _f(
+        ("step_time_ms", "sm_clock_mhz"), doc="metrics Family D watches for periodic stalls / throttling cycles"
+    )
+    conformal_seed: int = _f(0, lo=0, hi=2**63 - 1, doc="seed of Family E's deterministic tie-breaking")
     min_cohort: int = _f(3, lo=2, hi=1_000_000, doc="fewest reporting peers for a peer residual")
     recent_resolved: int = _f(500, lo=0, hi=1_000_000, doc="resolved firings kept for /v1/firings")
 
@@ -261,6 +268,9 @@ def _validate(cfg: Config) -> None:
     unknown_log = sorted(set(cfg.detector.log_metrics) - set(cfg.detector.metrics))
     if unknown_log:
         raise ConfigError("detector.log_metrics", f"{unknown_log[0]!r} is not in detector.metrics")
+    unknown_fam = sorted(set(cfg.detector.families) - {"C", "D", "E"})
+    if unknown_fam:
+        raise ConfigError("detector.families", f"unknown family {unknown_fam[0]!r} (C, D, E; A always runs)")
     if not cfg.detector.metrics:
         raise ConfigError("detector.metrics", "must name at least one metric")
     if not cfg.detector.bets or any(not 0 < b <= 4 for b in cfg.detector.bets):

@@ -21,6 +21,7 @@ from aiohttp import web
 from tessera_daemon.config import Config
 from tessera_daemon.detect.kernels import warm_up
 from tessera_daemon.engine.events import EventRecord
+from tessera_daemon.engine.families import warm_up as warm_up_families
 from tessera_daemon.engine.pipeline import Pipeline, WindowResult
 from tessera_daemon.events_settings import Secret
 from tessera_daemon.log import get_logger
@@ -120,6 +121,7 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
     pipeline = Pipeline(cfg, topology)
     t0 = time.perf_counter()
     await asyncio.to_thread(warm_up)
+    await asyncio.to_thread(warm_up_families)
     log.info("detector kernels ready", compile_s=round(time.perf_counter() - t0, 3),
              shards=len(pipeline.shards), metrics=pipeline.metrics, threshold_log=round(pipeline.threshold_log, 3))
 

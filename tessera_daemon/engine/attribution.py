@@ -6,11 +6,11 @@ shards of which ``k`` fired, the null "k of n fired by chance" has p-value P(Bin
 a group is significant when that is <= ``alpha`` / (number of groups tested) and k >= 2.
 
 Parsimony, bottom-up: groups are visited from the smallest. A group is selected if it is significant
-and no selected group lies inside it; a group that contains selected groups replaces them only if it
-adds evidence: its fired members outside the selected ones are themselves significant (remainder test),
-or it contains two or more selected groups and is significant as a whole (one node explains them all:
-two faulty hosts of one rack point at the rack). An ancestor that adds no evidence is never reported, and a candidate's members are only the fired shards inside it,
-never a foreign shard (Tessera's "shadow rack").
+and no selected group lies inside it. A group that contains selected groups replaces them only if it
+adds evidence: its fired members outside them are significant on their own (remainder test), or it
+contains two or more selected groups and is significant as a whole (one node explains them all: two
+faulty hosts of one rack point at the rack). An ancestor that adds no evidence is never reported, and
+a candidate's members are only the fired shards inside it, never a foreign shard ("shadow rack").
 """
 
 from __future__ import annotations

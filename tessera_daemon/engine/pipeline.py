@@ -22,6 +22,7 @@ from tessera_daemon.detect.state import DetectorState
 from tessera_daemon.engine.attribution import Candidate, attribute
 from tessera_daemon.engine.ebh import e_d_bh_selected
 from tessera_daemon.engine.events import EventBook
+from tessera_daemon.engine.families import Families, FamilyView
 from tessera_daemon.engine.firings import FiringBook, Key
 from tessera_daemon.engine.groups import GroupDetector, GroupResult
 from tessera_daemon.engine.rules import RuleHit, evaluate_rules
@@ -29,6 +30,7 @@ from tessera_daemon.engine.window import WindowAssembler, WindowData
 from tessera_daemon.model import ClusterEvent, Firing, Frame, Topology, firing_id
 
 V_INFLATION = 1.2  # null second-moment bound of a standardised innovation (plus estimation slack)
+FAMILY_NAMES = {"C": "multivariate", "D": "oscillation", "E": "conformal novelty"}
 BROAD_FRACTION = 0.6  # share of a cohort that must move for a fleet_event
 RULE_METRIC = {"xid": "xid", "ecc_dbe": "ecc_dbe", "device_lost": None}
 
@@ -81,6 +83,7 @@ class Pipeline:
         )
         self.state = DetectorState.empty(0, len(self.metrics), d.warmup_windows, len(self.bets))
         self.cstate = DetectorState.empty(0, len(self.metrics), d.warmup_windows, len(self.bets))
+        self.families = Families(0, self.metrics, d.families, d.oscillation_metrics, d.conformal_seed)
         self.cohorts: list[str] = []
         self.missing_run = np.zeros(0, np.int64)
         self.shards: list[str] = []
@@ -99,6 +102,7 @@ class Pipeline:
         shards = topology.shards
         rows = np.array([self.row.get(s, -1) for s in shards], np.int64)
         self.state = self.state.take(rows)
+        self.families.take(rows)
         missing = np.zeros(len(shards), np.int64)
         keep = rows >= 0
         missing[keep] = self.missing_run[rows[keep]]
@@ -121,7 +125,8 @@ class Pipeline:
         self.groups = GroupDetector(topology, self.row, len(self.metrics), d.attribution_kinds, self.bets,
                                     d.warmup_windows, d.baseline_halflife_windows)
         # every e-detector stream counts toward the false-page budget: shards, groups and cohorts
-        n_streams = max(1, (len(shards) + len(self.groups) + len(cohorts)) * len(self.metrics))
+        n_streams = max(1, (len(shards) + len(self.groups) + len(cohorts)) * len(self.metrics)
+                        + len(shards) * self.families.n_streams_per_shard)
         windows_per_day = 86_400.0 / self.cfg.window.length_s
         self.threshold_log = max(
             self.cfg.detector.min_threshold_log,
@@ -162,6 +167,7 @@ class Pipeline:
             rows = np.array([self.row[s] for s in ev_shards if s in self.row], np.int64)
             if rows.size:
                 st.relearn(rows)
+                self.families.relearn(rows)
         event_frozen = [self.row[s] for s in self.events.frozen(win.end_ts) if s in self.row]
         self.missing_run = np.where(win.present, 0, self.missing_run + 1)
         stale = self.missing_run >= self.cfg.window.stale_after_windows
@@ -191,6 +197,8 @@ class Pipeline:
             st.w_state, st.run_start, st.log_m, st.side,
         )
 
+        views = self.families.update(res.w, res.delta, res.v, self.cohort_of, len(self.cohorts),
+                                     self.cfg.detector.clip_sigma, win.index)
         gres = self.groups.update(res.w, res.delta_min, V_INFLATION, self.cfg.detector.clip_sigma, win.index, thr,
                                   self.cfg.detector.learn_below_log)
         opened: list[Firing] = []
@@ -198,6 +206,8 @@ class Pipeline:
         self._resolve_relearned(win, ended, resolved)
         self._cohort_streams(win, res.centre, thr, resolve_below, opened, resolved)
         self._lifecycle_family_a(win, res.centre, stale, thr, resolve_below, opened, resolved)
+        for view in views:
+            self._lifecycle_view(win, view, stale, thr, resolve_below, opened, resolved)
         self._attribution(win, gres, thr, resolve_below, opened, resolved)
         hits = evaluate_rules(win.xids, win.ecc_increments, win.lost, self.critical_xids)
         self._lifecycle_rules(win, hits, thr, opened, resolved)
@@ -483,6 +493,44 @@ class Pipeline:
                 "group_log_e": "log mean of member e-values",
             },
         )
+
+    def _lifecycle_view(
+        self, win: WindowData, view: FamilyView, stale: npt.NDArray[np.bool_], thr: float, resolve_below: float,
+        opened: list[Firing], resolved: list[Firing],
+    ) -> None:
+        """Open / resolve / re-arm for Families C, D and E (same rules as Family A)."""
+        for key in self.book.active_keys():
+            target, det, metric = key
+            if det != view.name or target not in self.row:
+                continue
+            i, col = self.row[target], view.metrics.index(metric)
+            if stale[i]:
+                resolved.append(self.book.resolve(key, ts=win.end_ts, window=win.index, reason="stale"))
+                self.families.rearm(view.name, i, col)
+                continue
+            if not view.observed[i, col]:
+                continue
+            ev = float(view.log_m[i, col])
+            f = self.book.get(key)
+            peak = f.log_evidence if f is not None else ev
+            quiet = ev < resolve_below or ev <= peak - (thr - resolve_below)
+            self.book.observe(key, above=ev >= thr, quiet=quiet, evidence=ev, window=win.index)
+            if self.book.quiet_windows(key) >= self.cfg.detector.resolve_windows:
+                resolved.append(self.book.resolve(key, ts=win.end_ts, window=win.index, reason="evidence"))
+                self.families.rearm(view.name, i, col)
+        cross = (view.log_m >= thr) & view.observed & ~stale[:, None]
+        for i, col in zip(*np.nonzero(cross), strict=True):
+            shard, metric = self.shards[i], view.metrics[col]
+            if self.book.is_active((shard, view.name, metric)):
+                continue
+            detail = {k: (v[i, col] if v.ndim == 2 else v[i]).item() for k, v in view.detail.items()}
+            self._open(Firing(
+                id=firing_id(shard, view.name, metric, win.index), state="open", opened_ts=win.end_ts,
+                window=win.index, scope="shard", target=shard, members=[shard], detector=view.name, metric=metric,
+                log_evidence=float(view.log_m[i, col]), threshold_log=thr, classification="shard_fault",
+                receipt={"window_start_ts": win.start_ts, "window_end_ts": win.end_ts,
+                         "family": FAMILY_NAMES[view.name], "cohort": self.cohorts[self.cohort_of[i]], **detail},
+            ), opened)
 
     def _family_a_firing(
         self, win: WindowData, i: int, j: int, centre: npt.NDArray[np.float64], thr: float
