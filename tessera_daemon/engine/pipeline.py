@@ -390,12 +390,20 @@ class Pipeline:
                     f.members = list(c.members)
                     f.receipt["candidate"] = c.to_obj()
                     self.book.observe(key, above=True, quiet=False, evidence=group_e, window=win.index)
-                for s in c.members:
-                    sf = self.book.get((s, "A", metric))
-                    if sf is not None:
-                        sf.classification = "common_mode"
-                        sf.receipt["group"] = c.node
+                self._relabel_members(c.members, c.node)
         return present
+
+    def _relabel_members(self, members: Iterable[str], node: str) -> None:
+        """Every statistical firing of a common mode's members is part of it (not a shard fault):
+        Family A on the metric, and the multivariate / novelty families that see the same shift."""
+        wanted = set(members)
+        for key in self.book.active_keys():
+            target, det, _metric = key
+            if target in wanted and not det.startswith("rule:"):
+                f = self.book.get(key)
+                if f is not None and f.classification == "shard_fault":
+                    f.classification = "common_mode"
+                    f.receipt["group"] = node
 
     def _pooled(
         self, win: WindowData, gres: GroupResult, thr: float, resolve_below: float, opened: list[Firing],
@@ -410,6 +418,7 @@ class Pipeline:
             out.add(key)
             if self.book.get(key) is None:
                 self._open(self._pooled_firing(win, gi, j, thr), opened)
+            self._relabel_members((self.shards[r] for r in g.rows[gi]), g.ids[gi])
         for key in self.book.active_keys():  # pooled group firings stay while their evidence stays up,
             gi = g.index.get(key[0], -1)     # unless a larger group now explains them
             if gi < 0 or key[2] is None or key in present or key in out:

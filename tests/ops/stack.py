@@ -1,7 +1,9 @@
 """The monitoring stack as test helpers: real Prometheus and Alertmanager on free loopback ports, a local
 PagerDuty Events API v2 receiver, a static exporter, and rewrites of the shipped configs for drills.
 
-Everything here is reusable outside tests/ops (the end-to-end drill imports it)::
+The implementation lives in the package (:mod:`tessera_daemon.drill_stack`, used by ``tessera-daemon drill``);
+this module re-exports it for the tests, the only difference being that the servers *skip* the test when
+their binary is missing (the package raises ``MissingBinaryError`` instead)::
 
     from tests.ops.stack import (PagerDutyReceiver, alertmanager_server, drill_alert_rules,
                                  drill_alertmanager_config, prometheus_server)
@@ -13,388 +15,65 @@ Everything here is reusable outside tests/ops (the end-to-end drill imports it):
         with alertmanager_server(tmp_path, am_cfg) as am_url, \\
              prometheus_server(tmp_path, ["127.0.0.1:9477"], rules, am_url) as prom_url:
             event = pd.wait_for(lambda e: e["event_action"] == "trigger", 60)
-
-Servers are started with ``tests.servers.running`` (stopped by PID) and skipped when the binary is absent.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
-import re
-import threading
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
-from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
-from typing import Any
+import functools
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
 
-import yaml
-from aiohttp import web
+from tessera_daemon import drill_stack
+from tessera_daemon.drill_stack import (
+    ALERT_RULES,
+    ALERTMANAGER_YML,
+    JSON,
+    ROOT,
+    PagerDutyReceiver,
+    StaticExporter,
+    _seconds,
+    drill_alert_rules,
+    drill_alertmanager_config,
+    http_json,
+    promql,
+    wait_until,
+)
+from tests.servers import find_exe
 
-from tests.servers import find_exe, free_port, running
+__all__ = [
+    "ALERTMANAGER_YML",
+    "ALERT_RULES",
+    "JSON",
+    "ROOT",
+    "PagerDutyReceiver",
+    "StaticExporter",
+    "_seconds",
+    "alertmanager_server",
+    "drill_alert_rules",
+    "drill_alertmanager_config",
+    "http_json",
+    "prometheus_server",
+    "promql",
+    "wait_until",
+]
 
-ROOT = Path(__file__).resolve().parents[2]
-ALERT_RULES = ROOT / "alert_rules.yml"
-ALERTMANAGER_YML = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
-
-JSON = dict[str, Any]
-
-
-# ------------------------------------------------------------------------------------------ HTTP
-
-def http_json(url: str, data: Any = None, timeout_s: float = 5.0) -> Any:
-    """GET (or POST ``data`` as JSON) and decode the JSON answer; HTTP errors raise."""
-    body = None if data is None else json.dumps(data).encode()
-    req = urllib.request.Request(url, data=body, method="GET" if body is None else "POST")
-    if body is not None:
-        req.add_header("Content-Type", "application/json")
-    with urllib.request.urlopen(req, timeout=timeout_s) as resp:
-        raw = resp.read()
-    return json.loads(raw) if raw else None
-
-
-def promql(base_url: str, expr: str, timeout_s: float = 5.0) -> JSON:
-    """POST /api/v1/query; returns the decoded answer, also for 400 (bad PromQL), as Prometheus reports it."""
-    data = urllib.parse.urlencode({"query": expr}).encode()
-    req = urllib.request.Request(f"{base_url}/api/v1/query", data=data, method="POST")
-    try:
-        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
-            answer: JSON = json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        with exc:
-            answer = json.loads(exc.read())
-    return answer
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
-def wait_until(check: Callable[[], Any], timeout_s: float, interval_s: float = 0.1, what: str = "") -> Any:
-    """Call ``check`` until it returns something truthy; return that, or raise TimeoutError."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        with contextlib.suppress(OSError, ValueError):
-            result = check()
-            if result:
-                return result
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"not true after {timeout_s}s: {what or check}")
-        time.sleep(interval_s)
+def _skip_without(*exes: str) -> Callable[[Callable[P, T]], Callable[P, T]]:
+    """Skip the calling test (tests.servers.find_exe) when none of ``exes`` is installed."""
+
+    def wrap(fn: Callable[P, T]) -> Callable[P, T]:
+        @functools.wraps(fn)
+        def call(*args: P.args, **kwargs: P.kwargs) -> T:
+            find_exe(*exes)
+            return fn(*args, **kwargs)
+
+        return call
+
+    return wrap
 
 
-def _wait_ready(base_url: str, timeout_s: float = 15.0) -> None:
-    def ready() -> bool:
-        with urllib.request.urlopen(f"{base_url}/-/ready", timeout=1.0) as resp:
-            return bool(resp.status == 200)
-
-    wait_until(ready, timeout_s, 0.05, f"{base_url}/-/ready")
-
-
-# ------------------------------------------------------------------------------------------ servers
-
-@contextlib.contextmanager
-def prometheus_server(
-    tmp_path: Path,
-    scrape_targets: Sequence[str] = (),
-    rule_files: Sequence[Path] = (),
-    alertmanager_url: str | None = None,
-    *,
-    job: str = "tessera",
-    scrape_interval: str = "1s",
-    evaluation_interval: str = "1s",
-    external_labels: dict[str, str] | None = None,
-) -> Iterator[str]:
-    """A real Prometheus on a free loopback port; yields its base URL (``http://127.0.0.1:PORT``).
-
-    ``scrape_targets`` are ``host:port`` of one job ``job`` (empty: nothing is scraped);
-    ``rule_files`` are loaded as they are; ``alertmanager_url`` (``http://host:port``) receives alerts.
-    The first scraped sample becomes queryable about 5 s after start (service discovery tick).
-    """
-    exe = find_exe("prometheus")
-    port = free_port()
-    d = tmp_path / f"prometheus-{port}"
-    d.mkdir(parents=True)
-    config: JSON = {
-        "global": {
-            "scrape_interval": scrape_interval,
-            "scrape_timeout": scrape_interval,
-            "evaluation_interval": evaluation_interval,
-            "external_labels": external_labels or {"cluster": "test"},
-        },
-        "rule_files": [str(Path(p).resolve()) for p in rule_files],
-        "scrape_configs": [],
-    }
-    if scrape_targets:
-        config["scrape_configs"].append(
-            {"job_name": job, "static_configs": [{"targets": list(scrape_targets)}]})
-    if alertmanager_url:
-        am = urllib.parse.urlsplit(alertmanager_url)
-        config["alerting"] = {"alertmanagers": [{
-            "scheme": am.scheme or "http",
-            "path_prefix": am.path or "/",
-            "static_configs": [{"targets": [am.netloc]}],
-        }]}
-    (d / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
-    argv = [
-        exe, f"--config.file={d / 'prometheus.yml'}", f"--storage.tsdb.path={d / 'tsdb'}",
-        f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn",
-    ]
-    with running(argv, port, d / "prometheus.log"):
-        base = f"http://127.0.0.1:{port}"
-        _wait_ready(base)
-        yield base
-
-
-@contextlib.contextmanager
-def alertmanager_server(tmp_path: Path, config_text: str) -> Iterator[str]:
-    """A real Alertmanager (gossip off) with ``config_text`` on a free loopback port; yields its base URL."""
-    exe = find_exe("prometheus-alertmanager", "alertmanager")
-    port = free_port()
-    d = tmp_path / f"alertmanager-{port}"
-    d.mkdir(parents=True)
-    (d / "alertmanager.yml").write_text(config_text)
-    argv = [
-        exe, f"--config.file={d / 'alertmanager.yml'}", f"--storage.path={d / 'data'}",
-        f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=", "--log.level=warn",
-    ]
-    with running(argv, port, d / "alertmanager.log"):
-        base = f"http://127.0.0.1:{port}"
-        _wait_ready(base)
-        yield base
-
-
-# ---------------------------------------------------------------------------------- aiohttp in a thread
-
-class _ThreadedApp:
-    """An aiohttp application served from its own event loop in a daemon thread, usable from sync and async
-    tests alike. Use as a context manager; ``url`` is ``http://127.0.0.1:PORT``."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._started = threading.Event()
-        self._error: BaseException | None = None
-
-    def make_app(self) -> web.Application:
-        raise NotImplementedError
-
-    def _serve(self) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        runner = web.AppRunner(self.make_app(), access_log=None)
-        try:
-            loop.run_until_complete(runner.setup())
-            loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
-        except BaseException as exc:  # reported to the starting thread
-            self._error = exc
-            self._started.set()
-            loop.run_until_complete(runner.cleanup())
-            loop.close()
-            return
-        self._started.set()
-        try:
-            loop.run_forever()
-        finally:
-            loop.run_until_complete(runner.cleanup())
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
-
-    def __enter__(self) -> _ThreadedApp:
-        self._thread = threading.Thread(target=self._serve, name=type(self).__name__, daemon=True)
-        self._thread.start()
-        self._started.wait(15)
-        if self._error is not None:
-            raise RuntimeError(f"{type(self).__name__} did not start") from self._error
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._loop is not None and self._thread is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(15)
-
-
-_PD_ACTIONS = {"trigger", "acknowledge", "resolve"}
-_PD_SEVERITIES = {"critical", "error", "warning", "info"}
-
-
-class PagerDutyReceiver(_ThreadedApp):
-    """A local stand-in for PagerDuty's Events API v2 (``POST /v2/enqueue``) that records what it gets.
-
-    Events are checked the way PagerDuty checks them (routing_key, event_action; for triggers
-    payload.summary, payload.source and payload.severity); valid ones are answered 202 and appended to
-    ``events``, invalid ones answered 400 and appended to ``rejected``. ``POST /ticket`` records
-    Alertmanager webhook payloads in ``tickets`` (point the ticket receiver there).
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.enqueue_url = f"{self.url}/v2/enqueue"
-        self.ticket_url = f"{self.url}/ticket"
-        self.events: list[JSON] = []
-        self.rejected: list[JSON] = []
-        self.tickets: list[JSON] = []
-        self._cond = threading.Condition()
-
-    def __enter__(self) -> PagerDutyReceiver:
-        super().__enter__()
-        return self
-
-    @staticmethod
-    def problems(event: JSON) -> list[str]:
-        errors = []
-        if not isinstance(event.get("routing_key"), str) or len(event["routing_key"]) != 32:
-            errors.append("routing_key must be a 32-character string")
-        if event.get("event_action") not in _PD_ACTIONS:
-            errors.append("event_action must be trigger, acknowledge or resolve")
-        if event.get("event_action") == "trigger":
-            payload = event.get("payload") or {}
-            for key in ("summary", "source", "severity"):
-                if not payload.get(key):
-                    errors.append(f"payload.{key} is missing")
-            if payload.get("severity") and payload["severity"] not in _PD_SEVERITIES:
-                errors.append("payload.severity must be critical, error, warning or info")
-            if len(str(payload.get("summary", ""))) > 1024:
-                errors.append("payload.summary is longer than 1024 characters")
-        elif not event.get("dedup_key"):
-            errors.append("dedup_key is required to acknowledge or resolve")
-        return errors
-
-    def make_app(self) -> web.Application:
-        async def enqueue(request: web.Request) -> web.Response:
-            try:
-                event = await request.json()
-            except ValueError:
-                return web.json_response({"status": "invalid event", "errors": ["not JSON"]}, status=400)
-            errors = self.problems(event) if isinstance(event, dict) else ["not an object"]
-            with self._cond:
-                (self.rejected if errors else self.events).append(event)
-                self._cond.notify_all()
-            if errors:
-                return web.json_response({"status": "invalid event", "message": "Event object is invalid",
-                                          "errors": errors}, status=400)
-            return web.json_response({"status": "success", "message": "Event processed",
-                                      "dedup_key": event.get("dedup_key", "")}, status=202)
-
-        async def ticket(request: web.Request) -> web.Response:
-            body = await request.json()
-            with self._cond:
-                self.tickets.append(body)
-                self._cond.notify_all()
-            return web.json_response({"status": "ok"})
-
-        app = web.Application()
-        app.router.add_post("/v2/enqueue", enqueue)
-        app.router.add_post("/ticket", ticket)
-        return app
-
-    def wait_for(
-        self, match: Callable[[JSON], bool], timeout_s: float = 30.0, *, tickets: bool = False
-    ) -> JSON:
-        """Block until a recorded event (or ticket payload) satisfies ``match``; return it."""
-        deadline = time.monotonic() + timeout_s
-        with self._cond:
-            while True:
-                for item in self.tickets if tickets else self.events:
-                    if match(item):
-                        return item
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(
-                        f"no matching {'ticket' if tickets else 'PagerDuty event'} after {timeout_s}s; "
-                        f"got {len(self.events)} events, {len(self.rejected)} rejected, "
-                        f"{len(self.tickets)} tickets"
-                    )
-                self._cond.wait(left)
-
-    @staticmethod
-    def write_routing_key(directory: Path, key: str = "0123456789abcdef0123456789abcdef") -> Path:
-        path = directory / "pagerduty.key"
-        path.write_text(key + "\n")
-        return path
-
-
-class StaticExporter(_ThreadedApp):
-    """Serves ``text`` (Prometheus text format, mutable attribute) at /metrics: a stand-in scrape target for
-    alert plumbing tests that need no daemon."""
-
-    def __init__(self, text: str = "") -> None:
-        super().__init__()
-        self.text = text
-        self.target = f"127.0.0.1:{self.port}"
-
-    def __enter__(self) -> StaticExporter:
-        super().__enter__()
-        return self
-
-    def make_app(self) -> web.Application:
-        async def metrics(_: web.Request) -> web.Response:
-            return web.Response(text=self.text, content_type="text/plain", charset="utf-8")
-
-        app = web.Application()
-        app.router.add_get("/metrics", metrics)
-        return app
-
-
-# ------------------------------------------------------------------------------------------ config rewrites
-
-def drill_alertmanager_config(
-    pagerduty_url: str,
-    routing_key_file: Path,
-    *,
-    ticket_url: str | None = None,
-    group_wait: str = "1s",
-    group_interval: str = "1s",
-    repeat_interval: str = "1h",
-    source: Path = ALERTMANAGER_YML,
-) -> str:
-    """deploy/alertmanager/alertmanager.yml with every PagerDuty ``url:`` pointed at ``pagerduty_url``
-    (e.g. ``PagerDutyReceiver.enqueue_url``), ``routing_key_file`` replaced, the ticket webhooks pointed at
-    ``ticket_url`` (when given) and the routing tree's timers shortened for a drill. Routes, receivers,
-    templates and inhibitions stay as shipped."""
-    cfg = yaml.safe_load(source.read_text())
-    for receiver in cfg.get("receivers", []):
-        for pd in receiver.get("pagerduty_configs", []):
-            pd["url"] = pagerduty_url
-            pd.pop("routing_key", None)
-            pd["routing_key_file"] = str(routing_key_file)
-        if ticket_url is not None:
-            for hook in receiver.get("webhook_configs", []):
-                hook["url"] = ticket_url
-
-    def shorten(route: JSON) -> None:
-        route["group_wait"], route["group_interval"], route["repeat_interval"] = (
-            group_wait, group_interval, repeat_interval)
-        for child in route.get("routes", []):
-            shorten(child)
-
-    shorten(cfg["route"])
-    return yaml.safe_dump(cfg, sort_keys=False, width=1000)
-
-
-_DURATION = re.compile(r"(\d+)(ms|s|m|h|d)")
-_UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def _seconds(duration: str) -> float:
-    return sum(int(n) * _UNIT_S[u] for n, u in _DURATION.findall(duration))
-
-
-def drill_alert_rules(
-    tmp_path: Path, *, max_for: str = "0s", interval: str = "1s", source: Path = ALERT_RULES
-) -> Path:
-    """A copy of alert_rules.yml in ``tmp_path`` with every ``for:`` capped at ``max_for`` and every group
-    evaluated each ``interval``, so a drill does not wait minutes; expressions, labels and annotations
-    are unchanged."""
-    cfg = yaml.safe_load(source.read_text())
-    cap = _seconds(max_for)
-    for group in cfg["groups"]:
-        group["interval"] = interval
-        for rule in group["rules"]:
-            if "for" in rule and _seconds(rule["for"]) > cap:
-                rule["for"] = max_for
-    out = tmp_path / "alert_rules.drill.yml"
-    out.write_text(yaml.safe_dump(cfg, sort_keys=False, width=1000))
-    return out
+prometheus_server = _skip_without("prometheus")(drill_stack.prometheus_server)
+alertmanager_server = _skip_without("prometheus-alertmanager", "alertmanager")(drill_stack.alertmanager_server)
