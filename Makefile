@@ -36,6 +36,7 @@ check: lint typecheck
 
 bench: $(STAMP)
 	$(PY) bench/detector.py
+	$(PY) bench/transport.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -23,6 +23,7 @@ from tessera_daemon.detect.kernels import warm_up
 from tessera_daemon.engine.events import EventRecord
 from tessera_daemon.engine.families import warm_up as warm_up_families
 from tessera_daemon.engine.pipeline import Pipeline, WindowResult
+from tessera_daemon.errors import ConfigError
 from tessera_daemon.events_settings import Secret
 from tessera_daemon.log import get_logger
 from tessera_daemon.model import Topology
@@ -76,13 +77,13 @@ def _event_routes(cfg: Config, pipeline: Pipeline) -> list[web.RouteDef]:
     return routes
 
 
-def _make_sources(cfg: Config) -> tuple[list[Source], bool]:
+def make_sources(cfg: Config) -> tuple[list[Source], bool]:
     if not cfg.sources.enabled:
         return [SyntheticSource(cfg)], True
     return build_sources(cfg), False
 
 
-async def _topology(sources: list[Source], cfg: Config) -> Topology:
+async def gather_topology(sources: list[Source], cfg: Config) -> Topology:
     parts = []
     for s in sources:
         try:
@@ -106,7 +107,10 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
     """Run until stopped; return the process exit code."""
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
-    sources, simulated = _make_sources(cfg)
+    if cfg.transport.kind != "memory":
+        raise ConfigError("transport.kind", f"`run` is the all-in-one process and uses the in-memory transport; "
+                          f"for {cfg.transport.kind!r} run `tessera-daemon agent` and `tessera-daemon detector`")
+    sources, simulated = make_sources(cfg)
     if simulated:
         sim = sources[0]
         assert isinstance(sim, SyntheticSource)
@@ -116,7 +120,7 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
                  speedup=cfg.sim.speedup)
     else:
         log.info("starting sources", sources=[s.name for s in sources])
-    topology = await _topology(sources, cfg)
+    topology = await gather_topology(sources, cfg)
     transport = MemoryTransport(cfg.transport.capacity)
     pipeline = Pipeline(cfg, topology)
     t0 = time.perf_counter()

@@ -1,0 +1,223 @@
+"""One partition held by a detector worker: its pipeline, position, commits and checkpoints.
+
+Windows are idempotent by index. ``<p>:{t}:committed`` holds the last window whose results were
+committed; a window at or below it (re-computed after a takeover, to rebuild state) produces no
+output again. A window commit is one Lua script, fenced by the lease: set the mark, append to the
+partition's window log and, with a standalone Redis, append the firings to ``tessera:firings`` in the
+same atomic step (exactly once). Under Redis Cluster the firings stream lives in another slot: they
+are appended just before the script, so a crash in between can repeat them (at least once; dedupe
+by firing id and state), never lose them.
+
+Firings are serialised as each window is processed (not at commit time), so what is published does
+not depend on how entries were batched: a firing opened in window w is published with its state and
+evidence at w even when the same batch resolves it later.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from tessera_daemon.config import Config
+from tessera_daemon.engine import checkpoint
+from tessera_daemon.engine.pipeline import Pipeline
+from tessera_daemon.model import Firing
+from tessera_daemon.transport.base import Delivery
+from tessera_daemon.transport.keys import Keys
+from tessera_daemon.transport.lease import Lease
+from tessera_daemon.transport.link import RedisLink
+
+COMMIT = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+local done = tonumber(redis.call('GET', KEYS[2]) or '-1')
+if done >= tonumber(ARGV[2]) then return 0 end
+redis.call('SET', KEYS[2], ARGV[2])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', 'window', ARGV[2], 'frames', ARGV[3],
+           'worker', ARGV[4], 'firings', ARGV[7])
+if #KEYS >= 4 then
+  for i = 9, #ARGV, 3 do
+    redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[6], '*', 'partition', ARGV[8], 'window', ARGV[2],
+               'id', ARGV[i], 'state', ARGV[i + 1], 'firing', ARGV[i + 2])
+  end
+end
+return 1
+"""
+
+SAVE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[2], ARGV[2])
+return 1
+"""
+
+
+def open_view(f: Firing) -> dict[str, Any]:
+    """The firing as it was when it opened (state open, no resolution fields)."""
+    obj = f.to_obj()
+    obj["state"] = "open"
+    obj.pop("resolved_ts", None)
+    obj.pop("resolved_window", None)
+    receipt = dict(obj["receipt"])
+    receipt.pop("resolved_reason", None)
+    obj["receipt"] = receipt
+    return obj
+
+
+@dataclass(slots=True)
+class WindowRecord:
+    index: int
+    end_ts: float
+    frames: int
+    firings: list[tuple[str, str, str]]  # (id, state, contract JSON)
+    targets: dict[tuple[str, str], list[dict[str, Any]]]  # (scope, target) -> its active firings
+
+
+@dataclass(slots=True)
+class PartitionWork:
+    token: str
+    cohort: str
+    pipeline: Pipeline
+    lease: Lease
+    committed: int
+    position: bytes = b"0-0"
+    dedupe: OrderedDict[str, int] = field(default_factory=OrderedDict)
+    unacked: list[bytes] = field(default_factory=list)
+    since_checkpoint: int = 0
+    last_entry_mono: float = field(default_factory=time.monotonic)
+    duplicates: int = 0
+    max_sources: int = 4096
+    release: str = ""  # reason a release was requested ("rebalance", "shutdown")
+    changed: bool = False  # state moved since the last checkpoint
+
+    # ------------------------------------------------------------------------------------ ingest
+
+    def ingest(self, deliveries: Sequence[Delivery]) -> None:
+        for d in deliveries:
+            tok = d.token
+            self.unacked.append(tok.id)
+            self.position = tok.id
+            last = self.dedupe.get(tok.src)
+            if last is not None and tok.seq <= last:
+                self.duplicates += 1
+                continue
+            self.dedupe[tok.src] = tok.seq
+            self.dedupe.move_to_end(tok.src)
+            while len(self.dedupe) > self.max_sources:
+                self.dedupe.popitem(last=False)
+            self.pipeline.ingest(d.frames)
+        if deliveries:
+            self.last_entry_mono = time.monotonic()
+            self.changed = True
+
+    def advance(self, watermark: float | None = None, *, targets: bool = False) -> list[WindowRecord]:
+        """Close and process ready windows one at a time, serialising each window's firings."""
+        out: list[WindowRecord] = []
+        p = self.pipeline
+        for w in p.assembler.close_ready(watermark):
+            r = p.process(w)
+            firings = [(f.id, "open", _dumps(open_view(f))) for f in r.opened]
+            firings += [(f.id, "resolved", f.to_json()) for f in r.resolved]
+            by_target: dict[tuple[str, str], list[dict[str, Any]]] = {}
+            if targets and (r.opened or r.resolved):
+                touched = {(f.scope, f.target) for f in (*r.opened, *r.resolved)}
+                by_target = {k: [] for k in touched}
+                for f in p.book.active():
+                    if (f.scope, f.target) in by_target:
+                        by_target[(f.scope, f.target)].append(f.to_obj())
+            out.append(WindowRecord(r.index, r.end_ts, r.n_frames, firings, by_target))
+            self.changed = True
+        return out
+
+    def idle_close(self, idle_s: float, *, targets: bool = False) -> list[WindowRecord]:
+        """Close every open window once the partition has been silent for ``idle_s`` wall seconds."""
+        asm = self.pipeline.assembler
+        if idle_s <= 0 or not asm._open or time.monotonic() - self.last_entry_mono < idle_s:
+            return []
+        cfg = self.pipeline.cfg.window
+        return self.advance(asm.watermark + cfg.length_s + cfg.grace_s, targets=targets)
+
+    def snapshot(self) -> bytes:
+        return checkpoint.snapshot(self.pipeline, partition=self.token, position=self.position.decode(),
+                                   extra={"dedupe": [[k, v] for k, v in self.dedupe.items()]})
+
+    @classmethod
+    def from_checkpoint(
+        cls, blob: bytes, cfg: Config, token: str, cohort: str, lease: Lease, committed: int
+    ) -> PartitionWork:
+        """Restore (CheckpointError when the blob fails validation)."""
+        pipeline, meta = checkpoint.restore(blob, cfg, partition=token)
+        work = cls(token, cohort, pipeline, lease, committed, meta.position.encode(),
+                   max_sources=cfg.transport.detector.max_dedupe_sources)
+        for src, seq in meta.extra.get("dedupe", []):
+            work.dedupe[str(src)] = int(seq)
+        return work
+
+
+def _dumps(obj: dict[str, Any]) -> str:
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False)
+
+
+class Committer:
+    """The Redis writes of a partition: window commits, checkpoints, and reading them back."""
+
+    def __init__(self, link: RedisLink, cfg: Config, worker: str) -> None:
+        self.link = link
+        self.cfg = cfg
+        self.keys = Keys(cfg.transport.redis.prefix)
+        self.worker = worker
+
+    async def load(self, token: str) -> tuple[bytes | None, int]:
+        """(checkpoint blob or None, committed window mark or -1)."""
+        async def get(client: Any) -> list[Any]:
+            pipe = client.pipeline(transaction=False)
+            pipe.get(self.keys.checkpoint(token))
+            pipe.get(self.keys.committed(token))
+            res: list[Any] = await pipe.execute()
+            return res
+
+        blob, mark = await self.link.call(get)
+        return blob, int(mark) if mark is not None else -1
+
+    async def commit(self, work: PartitionWork, rec: WindowRecord) -> Literal["committed", "skipped", "lost"]:
+        r = self.cfg.transport.redis
+        k = self.keys
+        t = work.token
+        keys = [k.lease(t), k.committed(t), k.windows(t)]
+        args: list[Any] = [work.lease.value, rec.index, rec.frames, self.worker, r.windows_maxlen,
+                           r.firings_maxlen, len(rec.firings), t]
+        if self.link.cluster:
+            if rec.firings:
+                await self._append_firings(t, rec)
+        else:
+            keys.append(k.firings)
+            for fid, state, text in rec.firings:
+                args.extend([fid, state, text])
+        script = self.link.script("commit_window", COMMIT)
+        res: Any = await self.link.call(lambda c: script(keys=keys, args=args, client=c))
+        out = int(res)
+        if out > 0:
+            work.committed = rec.index
+            return "committed"
+        return "skipped" if out == 0 else "lost"
+
+    async def _append_firings(self, token: str, rec: WindowRecord) -> None:
+        maxlen = self.cfg.transport.redis.firings_maxlen
+
+        async def write(client: Any) -> None:
+            pipe = client.pipeline(transaction=False)
+            for fid, state, text in rec.firings:
+                pipe.xadd(self.keys.firings, {"partition": token, "window": rec.index, "id": fid, "state": state,
+                                              "firing": text}, maxlen=maxlen, approximate=True)
+            await pipe.execute()
+
+        await self.link.call(write)
+
+    async def save(self, work: PartitionWork, blob: bytes) -> bool:
+        """Write a checkpoint if the lease still holds; False when it does not (lease lost)."""
+        script = self.link.script("save_checkpoint", SAVE)
+        keys = [self.keys.lease(work.token), self.keys.checkpoint(work.token)]
+        res: Any = await self.link.call(lambda c: script(keys=keys, args=[work.lease.value, blob], client=c))
+        return bool(int(res))

@@ -1,0 +1,117 @@
+"""Wire formats: packed host entries round-trip exactly; anything else is a CodecError, never a crash."""
+
+from __future__ import annotations
+
+import math
+
+import msgpack
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tessera_daemon.errors import CodecError
+from tessera_daemon.model import Frame
+from tessera_daemon.sim import ClusterSim
+from tessera_daemon.transport.codec import EntryError, decode_entry, encode_host, frame_from_json
+from tessera_daemon.transport.keys import Keys, partition_token
+from tests.transport.helpers import SIM, make_cfg
+
+
+def test_simulated_host_round_trips_exactly() -> None:
+    cfg = make_cfg("redis://127.0.0.1:1/0", **{k: v for k, v in SIM.items() if k.startswith("TESSERA_SIM")})
+    sim = ClusterSim(cfg.sim, scenario="xid79")
+    for _ in range(402):
+        _ts, frames = sim.step()
+    host = [f for f in frames if f.shard.startswith("z0-r00-h00-")]
+    fields = encode_host(host, "z0-r00-h00", "agent/1", 7)
+    e = decode_entry(fields)
+    assert (e.src, e.seq, e.host) == ("agent/1", 7, "z0-r00-h00")
+    assert e.frames == host  # counters up to 2**64, lost frames and XIDs included
+    assert len(fields[b"d"]) < 1200
+
+
+def test_mixed_frames_keep_none_absent_xid_lost_and_counters() -> None:
+    frames = [
+        Frame(10.0, "h/g0", {"a": 1.5, "b": None, "c": 2.0**64 - 5}, frozenset({"c"}), (79,)),
+        Frame(10.0, "h/g1", {"a": -0.25}, frozenset(), (), lost=False),
+        Frame(10.5, "h/g2", {"a": None, "b": None, "c": None}, frozenset({"c"}), (48, 79), lost=True),
+    ]
+    e = decode_entry(encode_host(frames, "h", "s", 1))
+    assert e.frames == frames
+    assert e.n_values == 7
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        (None, "undecodable"),
+        ({}, "undecodable"),
+        ({b"v": b"2", b"src": b"a", b"seq": b"1", b"d": b""}, "version"),
+        ({b"v": b"1", b"src": b"a", b"seq": b"x", b"d": b""}, "undecodable"),
+        ({b"v": b"1", b"src": b"a", b"seq": b"1", b"d": b"\xc1"}, "undecodable"),
+        ({b"v": b"1", b"src": b"a", b"seq": b"1", b"d": msgpack.packb([1, 2])}, "undecodable"),
+        ({b"v": b"1", b"src": b"a", b"seq": b"1", b"d": msgpack.packb({"h": "h", "s": [], "m": []})}, "invalid"),
+    ],
+)
+def test_unreadable_entries_name_their_reason(fields: dict[bytes, bytes] | None, reason: str) -> None:
+    with pytest.raises(EntryError) as info:
+        decode_entry(fields)
+    assert info.value.reason == reason
+    assert isinstance(info.value, CodecError)
+
+
+def _valid_payload() -> dict[str, object]:
+    return dict(msgpack.unpackb(encode_host([Frame(1.0, "s0", {"m": 1.0}, frozenset(), (3,)),
+                                        Frame(1.0, "s1", {"m": 2.0})], "h", "a", 1)[b"d"]))
+
+
+PAYLOAD_KEYS = ["h", "s", "t", "m", "x", "a", "c", "cf", "e", "l"]
+values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats(allow_nan=True) | st.text(max_size=8)
+    | st.binary(max_size=64),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(key=st.sampled_from(PAYLOAD_KEYS), value=values, raw=st.binary(max_size=200), mode=st.integers(0, 2))
+def test_fuzzed_payloads_only_ever_raise_codec_errors(key: str, value: object, raw: bytes, mode: int) -> None:
+    payload = _valid_payload()
+    if mode == 0:
+        payload[key] = value
+        data = msgpack.packb(payload, use_bin_type=True)
+    elif mode == 1:
+        payload.pop(key, None)
+        data = msgpack.packb(payload, use_bin_type=True)
+    else:
+        data = raw
+    try:
+        e = decode_entry({b"v": b"1", b"src": b"a", b"seq": b"1", b"d": data})
+    except CodecError:
+        return
+    for f in e.frames:  # whatever decodes is a well-formed frame
+        assert f.shard and math.isfinite(f.ts) and f.ts >= 0
+        assert all(v is None or math.isfinite(v) for v in f.metrics.values())
+
+
+def test_json_frames_from_mqtt_topics() -> None:
+    f = frame_from_json(b'{"v":1,"ts":5,"metrics":{"loss":0.5,"grad_norm":1.25}}', shard="job7/rank3")
+    assert f == Frame(5.0, "job7/rank3", {"loss": 0.5, "grad_norm": 1.25})
+    with pytest.raises(CodecError, match="does not match"):
+        frame_from_json(b'{"v":1,"ts":5,"shard":"other","metrics":{}}', shard="job7/rank3")
+    with pytest.raises(CodecError):
+        frame_from_json(b"{not json", shard="x")
+    with pytest.raises(CodecError):
+        frame_from_json(b'{"v":2,"ts":5,"metrics":{}}', shard="x")
+
+
+def test_keys_carry_hash_tags_and_safe_tokens() -> None:
+    k = Keys("tessera")
+    assert k.stream("job-0") == "tessera:{job-0}:frames"
+    assert k.token_of_stream(k.stream("model:H100")) == "model:H100"
+    assert partition_token("job-0") == "job-0"
+    odd = partition_token("team {a}/job 1")
+    assert odd.startswith("h-") and "{" not in odd and odd == partition_token("team {a}/job 1")
+    assert np.all([k.lease("t").startswith("tessera:{t}"), k.checkpoint("t").startswith("tessera:{t}")])
