@@ -1,0 +1,152 @@
+"""Our detectors, driven on the matrices' scalar streams (no estimation shortcuts of our own).
+
+Two ways in:
+
+* :func:`oracle_ville` - the matrices whose null is exactly N(0, 1) with oracle mu = 0, sigma = 1
+  (R72 sdc-drift / FDR / hierarchical, R77): the draw itself is the standardised innovation, fed to
+  our Family A kernel (``detect.kernels.family_a_update``) in Ville mode (``floor=-inf``: a mixture
+  test martingale, so ``P(sup log M >= log(1/alpha)) <= alpha``), delta 0, v 1, our bet grid and clip.
+* :func:`estimated_ville` - the misspecified nulls (R79, calibration envelope): our residual
+  pipeline (``detect.residuals.residual_step``: offset, AR(1) phi and scale learned in warm-up and
+  followed online, never given) in front of the same kernel in Ville mode, with the composite-null
+  margin ``delta`` and second-moment bound ``v`` that the residual step itself returns.
+
+  A matrix stream has no peers, so :func:`estimated_ville` runs the residual step with the cohort
+  centre fixed at 0 (``residual_step(..., centre=0)``, as the pipeline does for its cohort-level
+  streams): every stream is compared with its own learned offset, AR(1) and scale only. Streams with
+  real peers (:func:`cohort_ville`) use the ordinary cohort median.
+
+The learning gate mirrors ``engine.pipeline``: a stream's baseline stops learning once its e-CUSUM
+evidence (the pipeline's own statistic, ``floor=0``, run alongside) reaches
+``detector.learn_below_log``; the decision reads the Ville-mode mixture.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from tessera_daemon.config import Config
+from tessera_daemon.detect.kernels import family_a_update
+from tessera_daemon.detect.residuals import ResidualParams, residual_step
+from tessera_daemon.detect.state import DetectorState
+from tessera_daemon.engine.pipeline import V_INFLATION
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+VILLE_FLOOR = -math.inf
+
+
+@dataclass(frozen=True, slots=True)
+class OurSettings:
+    """What our detector takes from the configuration (defaults: ``DetectorConfig``)."""
+
+    bets: tuple[float, ...]
+    clip: float
+    params: ResidualParams
+    learn_below_log: float
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> OurSettings:
+        d = cfg.detector
+        return cls(
+            bets=tuple(d.bets),
+            clip=d.clip_sigma,
+            params=ResidualParams(
+                warmup=d.warmup_windows,
+                ar_max=d.ar_max,
+                halflife=d.baseline_halflife_windows,
+                min_cohort=d.min_cohort,
+                delta_min=d.delta_min_sigma,
+                v_inflation=V_INFLATION,
+            ),
+            learn_below_log=d.learn_below_log,
+        )
+
+    @property
+    def warmup(self) -> int:
+        return self.params.warmup
+
+
+def oracle_ville(x: F64, s: OurSettings) -> F64:
+    """Log evidence after every window, ``[streams, windows]``, for standardised draws ``x``."""
+    n, n_w = x.shape
+    bets = np.asarray(s.bets, np.float64)
+    k = len(bets)
+    w_state = np.zeros((n, 1, 2 * k))
+    run_start = np.zeros((n, 1), np.int64)
+    log_m = np.zeros((n, 1))
+    side = np.zeros((n, 1), np.int64)
+    delta = np.zeros((n, 1))
+    v = np.ones((n, 1))
+    out = np.empty((n, n_w))
+    for w in range(n_w):
+        xw = np.ascontiguousarray(x[:, w : w + 1])
+        family_a_update(xw, delta, v, bets, s.clip, w, w_state, run_start, log_m, side, floor=VILLE_FLOOR)
+        out[:, w] = log_m[:, 0]
+    return out
+
+
+@dataclass(slots=True)
+class EstimatedRun:
+    log_m: F64  # [rows, windows] Ville-mode mixture (the decision); 0 during warm-up
+    cusum: F64  # [rows, windows] the pipeline's e-CUSUM on the same innovations (the learning gate)
+    phi: F64  # [rows] AR(1) coefficient at the end
+    scale: F64  # [rows] innovation scale at the end
+
+
+def _residual_ville(x: F64, s: OurSettings, *, centre_zero: bool) -> EstimatedRun:
+    """Residual step + Family A over ``x`` ``[members, columns, windows]``.
+
+    The rows of one column are one cohort (peers of each other); columns are independent (the
+    state is ``[members, columns]``, the residual step's shard x metric layout), so many trials run
+    as columns of one vectorised call.
+    """
+    n_s, n_c, n_w = x.shape
+    bets = np.asarray(s.bets, np.float64)
+    st = DetectorState.empty(n_s, n_c, s.warmup, len(bets))
+    gate = DetectorState.empty(n_s, n_c, 1, len(bets))  # e-CUSUM state (floor 0), as in the pipeline
+    cohort_of = np.zeros(n_s, np.int64)
+    cohort_rows = [np.arange(n_s, dtype=np.int64)]
+    zero = np.zeros((1, n_c)) if centre_zero else None
+    out = np.empty((n_s, n_c, n_w))
+    cusum = np.empty((n_s, n_c, n_w))
+    for w in range(n_w):
+        xw = np.ascontiguousarray(x[:, :, w])
+        frozen = gate.log_m >= s.learn_below_log
+        res = residual_step(st, xw, cohort_of, cohort_rows, frozen, s.params, centre=zero)
+        family_a_update(
+            res.w, res.delta, res.v, bets, s.clip, w, st.w_state, st.run_start, st.log_m, st.side,
+            floor=VILLE_FLOOR,
+        )
+        family_a_update(
+            res.w, res.delta, res.v, bets, s.clip, w, gate.w_state, gate.run_start, gate.log_m, gate.side,
+        )
+        out[:, :, w] = st.log_m
+        cusum[:, :, w] = gate.log_m
+    return EstimatedRun(out.reshape(n_s * n_c, n_w), cusum.reshape(n_s * n_c, n_w),
+                        st.phi.reshape(-1).copy(), st.scale.reshape(-1).copy())
+
+
+def estimated_ville(x: F64, s: OurSettings) -> EstimatedRun:
+    """Lone streams ``x`` ``[streams, windows]`` (warm-up prefix included), centre fixed at 0."""
+    return _residual_ville(x[None, :, :], s, centre_zero=True)
+
+
+def cohort_ville(x: F64, s: OurSettings) -> EstimatedRun:
+    """Cohorts ``x`` ``[trials, members, windows]``: each trial's members are peers of each other.
+
+    Returns rows in member-major order (``member * trials + trial``).
+    """
+    return _residual_ville(np.ascontiguousarray(x.transpose(1, 0, 2)), s, centre_zero=False)
+
+
+def first_crossing(log_m: F64, log_threshold: float) -> I64:
+    """Index of the first window with ``log_m >= log_threshold`` per row (-1: never)."""
+    hit = log_m >= log_threshold
+    idx = np.argmax(hit, axis=1).astype(np.int64)
+    out: I64 = np.where(hit.any(axis=1), idx, -1)
+    return out
