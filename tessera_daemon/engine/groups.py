@@ -42,9 +42,23 @@ class GroupDetector:
     def __init__(self, topology: Topology, shard_row: dict[str, int], n_metrics: int, kinds: tuple[str, ...],
                  bets: npt.NDArray[np.float64], warmup: int, halflife: float) -> None:
         members = topology.members()
+        cohort_size: dict[str, int] = {}
+        for s in topology.shards:
+            c = topology.cohort_of(s)
+            cohort_size[c] = cohort_size.get(c, 0) + 1
+
+        def peer_group(gid: str) -> bool:
+            """Peer residuals are centred on the cohort median, so a group holding more than half of a
+            cohort sums to about zero by construction: it cannot be compared with its peers."""
+            inside: dict[str, int] = {}
+            for s in members[gid]:
+                c = topology.cohort_of(s)
+                inside[c] = inside.get(c, 0) + 1
+            return all(k <= cohort_size[c] / 2 for c, k in inside.items())
+
         seen: set[frozenset[str]] = set()
         order = {k: i for i, k in enumerate(KIND_ORDER)}
-        groups = sorted((g for g in members if topology.nodes[g].kind in kinds),
+        groups = sorted((g for g in members if topology.nodes[g].kind in kinds and peer_group(g)),
                         key=lambda g: (len(members[g]), order.get(topology.nodes[g].kind, 99), g))
         self.ids: list[str] = []
         self.kinds: list[str] = []
@@ -123,10 +137,15 @@ class GroupDetector:
 
     def _select(self, crossing: npt.NDArray[np.bool_]) -> list[tuple[int, int]]:
         out: list[tuple[int, int]] = []
+        side = self.side
+
+        def complete(gi: int, j: int) -> bool:  # every sub-group crosses, in the same direction
+            return all(crossing[c, j] and side[c, j] == side[gi, j] for c in self.children[gi])
+
         for gi, j in zip(*np.nonzero(crossing), strict=True):
-            if not all(crossing[c, j] for c in self.children[gi]):
+            if not complete(gi, j):
                 continue
-            if any(crossing[p, j] and all(crossing[c, j] for c in self.children[p]) for p in self.parents[gi]):
+            if any(crossing[p, j] and side[p, j] == side[gi, j] and complete(p, j) for p in self.parents[gi]):
                 continue  # a larger group explains it
             out.append((int(gi), int(j)))
         return out
