@@ -23,7 +23,7 @@ from tessera_daemon.detect.kernels import warm_up
 from tessera_daemon.engine.events import EventRecord
 from tessera_daemon.engine.families import warm_up as warm_up_families
 from tessera_daemon.engine.pipeline import Pipeline, WindowResult
-from tessera_daemon.errors import ConfigError
+from tessera_daemon.errors import ConfigError, TesseraError
 from tessera_daemon.events_settings import Secret
 from tessera_daemon.log import get_logger
 from tessera_daemon.model import Topology
@@ -233,6 +233,23 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
                 stop.set()
             await asyncio.sleep(interval)
 
+    async def topology_refresh() -> None:
+        """Sources learn about shards over time (a GPU that comes back, a new Kubernetes node, a Slurm
+        job): re-read topology every sources.topology_refresh_s and adopt it when it changed."""
+        current = pipeline.topology.content_hash()
+        while True:
+            await asyncio.sleep(cfg.sources.topology_refresh_s)
+            try:
+                fresh = await gather_topology(sources, cfg)
+            except TesseraError as exc:  # a bad merge keeps the current topology; the daemon goes on
+                log.warning("topology refresh failed", error=str(exc))
+                continue
+            digest = fresh.content_hash()
+            if digest != current and fresh.shards:
+                pipeline.set_topology(fresh)
+                current = digest
+                log.info("topology changed", shards=len(fresh.shards), hash=digest[:12])
+
     exit_code = 0
     try:
         async with asyncio.TaskGroup() as tg:
@@ -247,12 +264,15 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
             ]
             detector = tg.create_task(detector_loop(), name="detector")
             hk = tg.create_task(housekeeping(), name="housekeeping")
+            topo_task = None if simulated else tg.create_task(topology_refresh(), name="topology")
             await stop.wait()
             status.stopping = True
             sd_notify("STOPPING=1")
             for t in pollers:
                 t.cancel()
             hk.cancel()
+            if topo_task is not None:
+                topo_task.cancel()
             try:
                 async with asyncio.timeout(cfg.daemon.shutdown_grace_s):
                     await detector
