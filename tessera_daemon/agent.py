@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import platform
-import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ from tessera_daemon.notify import sd_notify
 from tessera_daemon.outputs.mqtt import MqttHealth
 from tessera_daemon.sources.base import Source
 from tessera_daemon.sources.synthetic import SyntheticSource
-from tessera_daemon.supervise import POLL_BUCKETS, SourceHealth, supervise_source
+from tessera_daemon.supervise import POLL_BUCKETS, SourceHealth, install_stop_signals, supervise_source
 from tessera_daemon.transport.exporter import LinkCollector, MqttCollector
 from tessera_daemon.transport.keys import Keys
 from tessera_daemon.transport.link import RedisLink
@@ -182,7 +181,7 @@ class AgentRunning:
     stop: asyncio.Event
 
 
-async def run_agent(  # noqa: C901 - start-up and shutdown order read best in one place
+async def run_agent(
     cfg: Config,
     *,
     stop: asyncio.Event | None = None,
@@ -190,7 +189,6 @@ async def run_agent(  # noqa: C901 - start-up and shutdown order read best in on
     on_running: Callable[[AgentRunning], None] | None = None,
 ) -> int:
     """Run the agent until stopped (or the simulation ends); return the process exit code."""
-    loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
     sources, simulated = make_sources(cfg)
     router = Router(await gather_topology(sources, cfg))
@@ -212,19 +210,7 @@ async def run_agent(  # noqa: C901 - start-up and shutdown order read best in on
     await site.start()
     port = next((int(a[1]) for a in runner.addresses), cfg.http.port)
 
-    seen = 0
-
-    def on_signal(sig: signal.Signals) -> None:
-        nonlocal seen
-        seen += 1
-        if seen > 1:
-            raise SystemExit(1)
-        log.info("stopping", signal=sig.name)
-        stop.set()
-
-    if install_signals:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, on_signal, sig)
+    remove_signals = install_stop_signals(stop) if install_signals else None
     sd_notify("READY=1")
     if on_running:
         on_running(AgentRunning(status, port, stop))
@@ -291,9 +277,8 @@ async def run_agent(  # noqa: C901 - start-up and shutdown order read best in on
             await runner.cleanup()
         await transport.close()
         await link.close()
-        if install_signals:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)
+        if remove_signals is not None:
+            remove_signals()
     st = producer.stats
     if st.buffered_frames:
         log.warning("stopped with frames still buffered (Redis unreachable)", frames=st.buffered_frames)

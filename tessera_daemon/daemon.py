@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from tessera_daemon.sources import build_sources, load_static_topology, merge_to
 from tessera_daemon.sources.base import Source
 from tessera_daemon.sources.synthetic import SyntheticSource
 from tessera_daemon.status import Status
-from tessera_daemon.supervise import SourceHealth, supervise_source
+from tessera_daemon.supervise import SourceHealth, install_stop_signals, supervise_source
 from tessera_daemon.transport.memory import MemoryTransport
 from tessera_daemon.web.app import make_app
 from tessera_daemon.web.deploysignal import deploysignal_routes
@@ -105,7 +104,6 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
     install_signals: bool = True,
 ) -> int:
     """Run until stopped; return the process exit code."""
-    loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
     if cfg.transport.kind != "memory":
         raise ConfigError("transport.kind", f"`run` is the all-in-one process and uses the in-memory transport; "
@@ -147,20 +145,7 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
     log.info("serving", metrics=f"http://{cfg.http.host}:{port}/metrics",
              health=f"http://{cfg.http.host}:{port}/healthz", firings=f"http://{cfg.http.host}:{port}/v1/firings")
 
-    signals_seen = 0
-
-    def on_signal(sig: signal.Signals) -> None:
-        nonlocal signals_seen
-        signals_seen += 1
-        if signals_seen > 1:
-            log.warning("second signal: forcing exit", signal=sig.name)
-            raise SystemExit(1)
-        log.info("stopping", signal=sig.name)
-        stop.set()
-
-    if install_signals:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, on_signal, sig)
+    remove_signals = install_stop_signals(stop) if install_signals else None
     if feed is not None:
         await feed.start()
     sd_notify("READY=1")
@@ -287,9 +272,8 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
         with contextlib.suppress(Exception):
             await runner.cleanup()
         await transport.close()
-        if install_signals:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)
+        if remove_signals is not None:
+            remove_signals()
     tstats = transport.stats()
     log.info("shutdown complete", windows=totals["windows"], firings_opened=totals["opened"],
              firings_resolved=totals["resolved"], frames=pipeline.assembler.stats.frames,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,31 @@ from tessera_daemon.sources.base import Source
 log = get_logger("tessera.supervise")
 
 POLL_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+def install_stop_signals(stop: asyncio.Event) -> Callable[[], None]:
+    """SIGTERM / SIGINT set ``stop`` (finish the current window, then exit 0); a second one forces
+    exit. Returns the function that removes the handlers again."""
+    loop = asyncio.get_running_loop()
+    seen = 0
+
+    def on_signal(sig: signal.Signals) -> None:
+        nonlocal seen
+        seen += 1
+        if seen > 1:
+            log.warning("second signal: forcing exit", signal=sig.name)
+            raise SystemExit(1)
+        log.info("stopping", signal=sig.name)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
+
+    def remove() -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+    return remove
 
 
 async def ticker(interval_s: float) -> AsyncIterator[float]:

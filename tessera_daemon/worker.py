@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import os
 import secrets
-import signal
 import socket
 import time
 from collections.abc import Callable
@@ -34,6 +33,7 @@ from tessera_daemon.log import get_logger
 from tessera_daemon.notify import sd_notify
 from tessera_daemon.outputs.mqtt import MqttFiringPublisher
 from tessera_daemon.status import Status
+from tessera_daemon.supervise import install_stop_signals
 from tessera_daemon.transport.base import Delivery
 from tessera_daemon.transport.coordinator import Coordinator
 from tessera_daemon.transport.exporter import (
@@ -264,7 +264,7 @@ class Detector:
         return out
 
 
-async def run_detector(  # noqa: C901 - start-up and shutdown order read best in one place
+async def run_detector(
     cfg: Config,
     *,
     stop: asyncio.Event | None = None,
@@ -272,7 +272,6 @@ async def run_detector(  # noqa: C901 - start-up and shutdown order read best in
     on_running: Callable[[DetectorRunning], None] | None = None,
 ) -> int:
     """Run a detector worker until stopped; return the process exit code."""
-    loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
     wid = worker_id(cfg)
     det = Detector(cfg, wid)
@@ -306,19 +305,7 @@ async def run_detector(  # noqa: C901 - start-up and shutdown order read best in
     port = next((int(a[1]) for a in runner.addresses), cfg.http.port)
     log.info("serving", metrics=f"http://{cfg.http.host}:{port}/metrics", worker=wid)
 
-    seen = 0
-
-    def on_signal(sig: signal.Signals) -> None:
-        nonlocal seen
-        seen += 1
-        if seen > 1:
-            raise SystemExit(1)
-        log.info("stopping", signal=sig.name)
-        stop.set()
-
-    if install_signals:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, on_signal, sig)
+    remove_signals = install_stop_signals(stop) if install_signals else None
     sd_notify("READY=1")
     if on_running:
         on_running(DetectorRunning(status, port, stop, wid, det))
@@ -364,9 +351,8 @@ async def run_detector(  # noqa: C901 - start-up and shutdown order read best in
             await runner.cleanup()
         await det.transport.close()
         await det.link.close()
-        if install_signals:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)
+        if remove_signals is not None:
+            remove_signals()
     log.info("detector worker stopped", worker=wid, windows=det.counters.windows["committed"],
              skipped=det.counters.windows["skipped"], checkpoints=det.counters.checkpoints["written"],
              dead_letters=sum(det.transport.dead_letters.values()))

@@ -22,11 +22,15 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
 from tessera_daemon.detect.state import DetectorState
+
+if TYPE_CHECKING:
+    from tessera_daemon.config import DetectorConfig
 
 F64 = npt.NDArray[np.float64]
 BoolA = npt.NDArray[np.bool_]
@@ -47,6 +51,11 @@ class ResidualParams:
     min_cohort: int
     delta_min: float  # marginal sigmas
     v_inflation: float  # null second-moment bound of a standardised innovation, before delta^2
+
+    @classmethod
+    def from_config(cls, d: DetectorConfig, v_inflation: float) -> ResidualParams:
+        return cls(warmup=d.warmup_windows, ar_max=d.ar_max, halflife=d.baseline_halflife_windows,
+                   min_cohort=d.min_cohort, delta_min=d.delta_min_sigma, v_inflation=v_inflation)
 
 
 @dataclass(slots=True)

@@ -67,14 +67,7 @@ class Pipeline:
         self.cfg = cfg
         self.metrics = list(d.metrics)
         self.log_cols = np.array([j for j, m in enumerate(self.metrics) if m in d.log_metrics], np.int64)
-        self.params = ResidualParams(
-            warmup=d.warmup_windows,
-            ar_max=d.ar_max,
-            halflife=d.baseline_halflife_windows,
-            min_cohort=d.min_cohort,
-            delta_min=d.delta_min_sigma,
-            v_inflation=V_INFLATION,
-        )
+        self.params = ResidualParams.from_config(d, V_INFLATION)
         self.bets = np.array(d.bets, np.float64)
         self.critical_xids = frozenset(cfg.rules.critical_xids)
         self.book = FiringBook(recent_limit=d.recent_resolved)

@@ -55,14 +55,7 @@ class OurSettings:
         return cls(
             bets=tuple(d.bets),
             clip=d.clip_sigma,
-            params=ResidualParams(
-                warmup=d.warmup_windows,
-                ar_max=d.ar_max,
-                halflife=d.baseline_halflife_windows,
-                min_cohort=d.min_cohort,
-                delta_min=d.delta_min_sigma,
-                v_inflation=V_INFLATION,
-            ),
+            params=ResidualParams.from_config(d, V_INFLATION),
             learn_below_log=d.learn_below_log,
         )
 
