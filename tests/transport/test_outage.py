@@ -72,7 +72,7 @@ async def test_agent_buffer_rides_out_redis_outage(redis_aof: Server, bound: int
     else:
         assert st.dropped_frames > 0 and st.peak_buffered_frames > bound - 8 * 4  # dropped only once full
 
-    # what reached Redis, per host: strictly increasing timestamps, one contiguous gap at most
+    # what reached Redis, per host: strictly increasing timestamps, gaps only where frames were dropped
     keys = Keys(cfg.transport.redis.prefix)
     client = client_for(redis_aof.url)
     try:
@@ -90,4 +90,6 @@ async def test_agent_buffer_rides_out_redis_outage(redis_aof: Server, bound: int
     for host, ts in seen.items():
         assert ts == sorted(set(ts)), f"{host}: order not kept"
         gaps = [b - a for a, b in itertools.pairwise(ts) if b - a > tick * 1.5]
-        assert len(gaps) <= (0 if st.dropped_frames == 0 else 1), f"{host}: {gaps}"
+        # entries in flight are never dropped: a batch kept across a failed reconnect probe can split
+        # the dropped (oldest) region, so a few gaps are possible, none at all without drops
+        assert len(gaps) <= (0 if st.dropped_frames == 0 else 3), f"{host}: {gaps}"
