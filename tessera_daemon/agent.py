@@ -42,6 +42,7 @@ from tessera_daemon.transport.link import RedisLink
 from tessera_daemon.transport.producer import StreamProducer, default_agent_id
 from tessera_daemon.transport.redis import RedisTransport
 from tessera_daemon.transport.registry import Router, publish_registry
+from tessera_daemon.web.metrics import source_families
 
 log = get_logger("tessera.agent")
 
@@ -112,18 +113,7 @@ class _AgentCollector(Collector):
                                   value=p.published_entries)
         yield CounterMetricFamily("tessera_agent_unrouted_frames", "Frames of shards missing from the topology "
                                   "(no partition), dropped.", value=p.unrouted_frames)
-        up = GaugeMetricFamily("tessera_source_up", "1 if the source's last poll succeeded.", labels=["source"])
-        polls = CounterMetricFamily("tessera_source_polls", "Source polls, by outcome.", labels=["source", "outcome"])
-        last = GaugeMetricFamily("tessera_source_last_success_timestamp_seconds",
-                                 "Unix time of the source's last successful poll.", labels=["source"])
-        for name, h in sorted(st.health.items()):
-            up.add_metric([name], 1.0 if h.up else 0.0)
-            for outcome, n in sorted(h.polls.items()):
-                polls.add_metric([name, outcome], n)
-            last.add_metric([name], h.last_success_ts)
-        yield up
-        yield polls
-        yield last
+        yield from source_families(st.health)
 
 
 class AgentMetrics:

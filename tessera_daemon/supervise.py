@@ -50,6 +50,16 @@ def install_stop_signals(stop: asyncio.Event) -> Callable[[], None]:
     return remove
 
 
+async def wait_any(*events: asyncio.Event) -> None:
+    """Return as soon as any of ``events`` is set."""
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
+
+
 async def ticker(interval_s: float) -> AsyncIterator[float]:
     """Yield the loop time every ``interval_s``, compensating for drift; skip ticks that were missed."""
     loop = asyncio.get_running_loop()

@@ -20,7 +20,7 @@ rack cross, so the rack is reported, not each host.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -36,6 +36,10 @@ VAR_FLOOR = 0.25
 class GroupResult:
     crossing: npt.NDArray[np.bool_]  # [G, M]
     selected: list[tuple[int, int]]  # (group, metric) pairs to report
+    chosen: frozenset[tuple[int, int]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.chosen = frozenset(self.selected)
 
 
 class GroupDetector:

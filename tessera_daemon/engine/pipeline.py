@@ -443,9 +443,8 @@ class Pipeline:
         gi = g.index.get(node, -1)
         if gi < 0:
             return False
-        chosen = set(gres.selected)
         metric = self.metrics[j]
-        return any((pa, j) in chosen or self.book.is_active((g.ids[pa], "A", metric)) for pa in g.parents[gi])
+        return any((pa, j) in gres.chosen or self.book.is_active((g.ids[pa], "A", metric)) for pa in g.parents[gi])
 
     def _pooled_firing(self, win: WindowData, gi: int, j: int, thr: float) -> Firing:
         g = self.groups

@@ -24,6 +24,7 @@ from typing import Any
 import aiomqtt
 
 from tessera_daemon.log import get_logger
+from tessera_daemon.supervise import wait_any
 from tessera_daemon.transport.settings import MqttSettings
 
 log = get_logger("tessera.mqtt.firings")
@@ -119,10 +120,4 @@ class MqttFiringPublisher:
             if stop.is_set():
                 return
             self._wake.clear()
-            waiter = asyncio.ensure_future(self._wake.wait())
-            stopper = asyncio.ensure_future(stop.wait())
-            try:
-                await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                waiter.cancel()
-                stopper.cancel()
+            await wait_any(self._wake, stop)

@@ -23,6 +23,7 @@ from typing import Any
 from tessera_daemon.errors import TransportError
 from tessera_daemon.log import get_logger
 from tessera_daemon.model import Frame
+from tessera_daemon.supervise import wait_any
 from tessera_daemon.transport.codec import encode_host
 from tessera_daemon.transport.keys import Keys
 from tessera_daemon.transport.link import RedisLink
@@ -123,13 +124,7 @@ class StreamProducer:
                 if stop.is_set():
                     return
                 self._wake.clear()
-                waiter = asyncio.ensure_future(self._wake.wait())
-                stopper = asyncio.ensure_future(stop.wait())
-                try:
-                    await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    waiter.cancel()
-                    stopper.cancel()
+                await wait_any(self._wake, stop)
                 continue
             if not self.link.breaker.allow():
                 await self.link.wait_allowed(None if stop.is_set() else stop)

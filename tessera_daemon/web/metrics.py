@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import platform
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, disable_created_metrics, generate_latest
@@ -22,7 +22,7 @@ from prometheus_client.registry import Collector
 from tessera_daemon import __version__
 from tessera_daemon.model import CLASSIFICATIONS
 from tessera_daemon.status import Status
-from tessera_daemon.supervise import POLL_BUCKETS
+from tessera_daemon.supervise import POLL_BUCKETS, SourceHealth
 
 TOP_N = 10
 EVIDENCE_BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 50.0, 100.0)
@@ -35,6 +35,22 @@ def _log_mean_exp(a: np.ndarray, axis: int) -> np.ndarray:
     m = np.where(np.isfinite(m), m, 0.0)
     out: np.ndarray = np.squeeze(m, axis) + np.log(np.mean(np.exp(a - m), axis=axis))
     return out
+
+
+def source_families(health: Mapping[str, SourceHealth]) -> Iterator[Metric]:
+    """Per-source up / polls / last-success series (shared by `run`, `agent` and `detector`)."""
+    up = GaugeMetricFamily("tessera_source_up", "1 if the source's last poll succeeded.", labels=["source"])
+    polls = CounterMetricFamily("tessera_source_polls", "Source polls, by outcome.", labels=["source", "outcome"])
+    last = GaugeMetricFamily("tessera_source_last_success_timestamp_seconds",
+                             "Unix time of the source's last successful poll.", labels=["source"])
+    for name, h in sorted(health.items()):
+        up.add_metric([name], 1.0 if h.up else 0.0)
+        for outcome, n in sorted(h.polls.items()):
+            polls.add_metric([name, outcome], n)
+        last.add_metric([name], h.last_success_ts)
+    yield up
+    yield polls
+    yield last
 
 
 class _StatusCollector(Collector):
@@ -76,18 +92,7 @@ class _StatusCollector(Collector):
         yield GaugeMetricFamily("tessera_transport_queued_frames", "Frames waiting in the transport.",
                                 value=tstats.queued_frames)
 
-        up = GaugeMetricFamily("tessera_source_up", "1 if the source's last poll succeeded.", labels=["source"])
-        polls = CounterMetricFamily("tessera_source_polls", "Source polls, by outcome.", labels=["source", "outcome"])
-        last = GaugeMetricFamily("tessera_source_last_success_timestamp_seconds",
-                                 "Unix time of the source's last successful poll.", labels=["source"])
-        for name, h in sorted(st.health.items()):
-            up.add_metric([name], 1.0 if h.up else 0.0)
-            for outcome, n in sorted(h.polls.items()):
-                polls.add_metric([name, outcome], n)
-            last.add_metric([name], h.last_success_ts)
-        yield up
-        yield polls
-        yield last
+        yield from source_families(st.health)
 
         t = p.table
         shards = GaugeMetricFamily("tessera_shards", "Shards by state.", labels=["state"])
