@@ -62,7 +62,18 @@ class DetectorConfig:
         doc="metrics the statistical detectors watch (counters become rates)",
     )
     log_metrics: tuple[str, ...] = _f(("step_time_ms",), doc="heavy-tailed metrics analysed on log scale")
-    warmup_windows: int = _f(60, lo=5, hi=100_000, doc="windows used to learn offsets, scales and AR(1)")
+    warmup_windows: int = _f(
+        60, lo=5, hi=100_000, doc="fewest windows used to learn offsets, scales and AR(1) (the warm-up minimum)"
+    )
+    warmup_persistence: float = _f(
+        14.0, lo=0.0, hi=1e6,
+        doc="warm-up ends once n (1 - phi) reaches this (n windows, phi their AR(1) estimate read 3 standard "
+            "errors high): near a unit root the offset error persists ~1/(1 - phi) windows, so persistent streams "
+            "learn longer; 0: a fixed warm-up of warmup_windows",
+    )
+    warmup_max_windows: int = _f(
+        240, lo=5, hi=100_000, doc="longest warm-up, whatever phi (>= warmup_windows; the warm-up buffer depth)"
+    )
     false_pages_per_day: float = _f(
         0.1, lo=1e-6, hi=1e4, doc="fleet-wide expected false pages per day (sets the evidence threshold)"
     )
@@ -273,6 +284,10 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("detector.families", f"unknown family {unknown_fam[0]!r} (C, D, E; A always runs)")
     if not cfg.detector.metrics:
         raise ConfigError("detector.metrics", "must name at least one metric")
+    if cfg.detector.warmup_max_windows < cfg.detector.warmup_windows:
+        raise ConfigError("detector.warmup_max_windows",
+                          f"must be >= detector.warmup_windows ({cfg.detector.warmup_windows}), "
+                          f"got {cfg.detector.warmup_max_windows}")
     if not cfg.detector.bets or any(not 0 < b <= 4 for b in cfg.detector.bets):
         raise ConfigError("detector.bets", "expected bets in (0, 4]")
     if cfg.transport.kind == "memory" and cfg.transport.batch_max > cfg.transport.capacity:

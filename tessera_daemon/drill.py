@@ -158,6 +158,8 @@ def fault_ticks(speedup: float) -> int:
 
 
 def drill_cases(warmup_windows: int, speedup: float) -> list[Case]:
+    """The drill's faults; ``warmup_windows`` is the longest warm-up (``detector.warmup_max_windows``):
+    a fault inside a stream's adaptive warm-up would be learnt as its baseline."""
     start = math.ceil(warmup_windows * WINDOW_S / TICK_S) + READY_MARGIN_TICKS
     d = fault_ticks(speedup)
     shard, rack, hard = "z0-r00-h00-g3", "z0-r02", "z0-r03-h01-g5"
@@ -662,18 +664,18 @@ async def run_drill(cfg: Config, *, out: Path | None = None, speedup: float = 20
         return 1
     start_ts = DEFAULT_START_TS  # fixed, window-aligned: the same seed gives the same firings in event time
     dcfg = drill_config(cfg, speedup, start_ts)
-    cases = drill_cases(dcfg.detector.warmup_windows, speedup)
+    cases = drill_cases(dcfg.detector.warmup_max_windows, speedup)
     scenario = Scenario(SCENARIO_NAME, "end-to-end alerting drill: shard, rack and hard fault",
                         tuple(c.spec for c in cases))
     last_clear = max(c.spec.start_tick + (c.spec.duration_ticks or 0) for c in cases)
     budget_s = (last_clear + RESOLVE_TICKS) * TICK_S / speedup + SLACK_WALL_S
     meta: JSON = {
         "speedup": speedup, "tick_s": TICK_S, "window_s": WINDOW_S, "topology": TOPOLOGY,
-        "warmup_windows": dcfg.detector.warmup_windows, "for_cap_firings": for_cap(speedup),
+        "warmup_windows": dcfg.detector.warmup_max_windows, "for_cap_firings": for_cap(speedup),
         "poll_interval_s": dcfg.sources.poll_interval_s, "budget_s": round(budget_s, 1),
     }
-    print(f"drill: speedup {speedup:g}, warm-up {dcfg.detector.warmup_windows} windows "
-          f"({dcfg.detector.warmup_windows * WINDOW_S / speedup:.1f} s wall), faults at ticks "
+    print(f"drill: speedup {speedup:g}, warm-up up to {dcfg.detector.warmup_max_windows} windows "
+          f"({dcfg.detector.warmup_max_windows * WINDOW_S / speedup:.1f} s wall), faults at ticks "
           f"{[c.spec.start_tick for c in cases]} for {cases[0].spec.duration_ticks} ticks, "
           f"for: capped at {for_cap(speedup)}, budget {budget_s:.0f} s", flush=True)
     try:

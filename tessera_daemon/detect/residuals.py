@@ -6,9 +6,21 @@ Per cohort (shards that should behave alike), per metric, per window:
    cross-section), so fleet-wide benign changes (a new batch size, diurnal load) cancel. Before enough
    members are warm, the median of raw ``x`` is used (bootstrap).
 2. ``r_i = x_i - l_i - c_t``: the peer residual. ``l_i`` is the shard's persistent offset learned in
-   warm-up as the median of ``x_i - c_t`` over ``warmup`` windows.
+   warm-up as the median of ``x_i - c_t`` over the stream's warm-up windows.
 3. ``u_i = r_i - phi_i * r_i(prev)``: AR(1) pre-whitening with ``phi_i`` estimated from the warm-up
    (lag-1 autocorrelation with Kendall's small-sample bias correction), never given by an oracle.
+
+   The warm-up is adaptive: a stream is warm at the first ``n >= warmup`` (the minimum) where
+   ``n (1 - phi_up) >= persistence``, or at ``n = warmup_max``. ``phi_up`` is that same estimate
+   ``phi_n`` on the stream's first ``n`` windows read ``WARMUP_Z`` standard errors high,
+   ``min(ar_max, phi_n + WARMUP_Z sqrt((1 - phi_n^2) / n))``. The offset's estimation error is a
+   bias of about ``1/sqrt(n)`` (innovation units) that persists for about ``1/(1 - phi)`` windows,
+   so what must be large is ``n (1 - phi)``, the number of effectively independent warm-up
+   windows: low-phi streams are warm after the minimum, streams near a unit root take longer. The
+   bound is read high because the rule stops on its own estimate, checked every window: with
+   ``phi_n`` itself a persistent stream stops exactly when a short sample happens to look
+   uncorrelated, which is when its offset and scale are worst (R79 at rho 0.95: 45/2000 null false
+   fires with ``phi_n``, 10/2000 with ``phi_up``; docs/statistics.md, "Warm-up length").
 4. ``w_i = u_i / s_i`` with ``s_i`` a robust (MAD) innovation scale with a resolution floor.
 5. After warm-up, offset, scale and phi follow slow benign motion with half-life
    ``baseline_halflife_windows``, but never for streams that are alarmed or frozen by an event.
@@ -40,22 +52,31 @@ LEARN_Z = 4.0  # windows with a larger |innovation| never teach the baseline
 WINSOR = 6.0  # innovations beyond this many robust sigmas are winsorised when learning
 DELTA_SE = 1.0  # margin added for offset estimation error, in standard errors (1/sqrt(n) innovation units)
 V_SE = 1.0  # slack added to the second-moment bound for scale estimation error, x 1/sqrt(n)
+WARMUP_Z = 3.0  # the warm-up rule reads phi at this many standard errors above its estimate
 RESOLUTION = 1e-3  # scale floor relative to the cohort level: quantised counters are not noise-free
 
 
 @dataclass(frozen=True, slots=True)
 class ResidualParams:
-    warmup: int
+    warmup: int  # fewest warm-up windows
     ar_max: float
     halflife: float  # windows; 0 freezes baselines after warm-up
     min_cohort: int
     delta_min: float  # marginal sigmas
     v_inflation: float  # null second-moment bound of a standardised innovation, before delta^2
+    warmup_max: int = 0  # most warm-up windows (the buffer depth); 0: ``warmup`` (a fixed warm-up)
+    persistence: float = 0.0  # warm once n (1 - phi_up) reaches this (after ``warmup`` windows); 0: fixed
 
     @classmethod
     def from_config(cls, d: DetectorConfig, v_inflation: float) -> ResidualParams:
         return cls(warmup=d.warmup_windows, ar_max=d.ar_max, halflife=d.baseline_halflife_windows,
-                   min_cohort=d.min_cohort, delta_min=d.delta_min_sigma, v_inflation=v_inflation)
+                   min_cohort=d.min_cohort, delta_min=d.delta_min_sigma, v_inflation=v_inflation,
+                   warmup_max=d.warmup_max_windows, persistence=d.warmup_persistence)
+
+    @property
+    def buffer(self) -> int:
+        """Warm-up buffer depth a ``DetectorState`` needs: the longest warm-up."""
+        return max(self.warmup, self.warmup_max)
 
 
 @dataclass(slots=True)
@@ -77,9 +98,23 @@ def cohort_centres(
     state: DetectorState, x: F64, cohort_rows: list[npt.NDArray[np.int64]], min_cohort: int
 ) -> F64:
     """Robust cohort location per metric: median of offset-adjusted warm members (or raw, bootstrap)."""
+    return _centres(state, x, cohort_rows, min_cohort)[0]
+
+
+def _centres(
+    state: DetectorState, x: F64, cohort_rows: list[npt.NDArray[np.int64]], min_cohort: int
+) -> tuple[F64, BoolA]:
+    """(centre [C, M], whether it is the offset-adjusted median of warm members [C, M]).
+
+    With fewer than ``min_cohort`` warm members reporting, the centre is the raw median (bootstrap):
+    members still warming keep buffering against it (warm-up ends at different windows for different
+    streams, so a cohort passes through this state), while the few warm members wait: their offsets
+    are only meaningful against the adjusted median, so they get no innovation until it exists.
+    """
     warm = state.warm()
     n_c, m = len(cohort_rows), x.shape[1]
     centre = np.full((n_c, m), np.nan)
+    adjusted = np.zeros((n_c, m), np.bool_)
     for c, rows in enumerate(cohort_rows):
         if rows.size == 0:
             continue
@@ -90,43 +125,99 @@ def cohort_centres(
         med_adj = _nanmedian(adj, 0)
         med_raw = _nanmedian(xc, 0)
         use_adj = n_adj >= min_cohort
-        use_raw = ~use_adj & (n_raw >= min_cohort) & (n_adj == 0)
+        use_raw = ~use_adj & (n_raw >= min_cohort)
         centre[c] = np.where(use_adj, med_adj, np.where(use_raw, med_raw, np.nan))
-    return centre
+        adjusted[c] = use_adj
+    return centre, adjusted
 
 
-def _finish_warmup(state: DetectorState, done: BoolA, level: F64, p: ResidualParams) -> None:
-    """Estimate offset, AR(1) coefficient and innovation scale for streams completing warm-up."""
-    if not done.any():
-        return
-    d = state.buf[done].astype(np.float64)  # [n, B]
-    offset = _nanmedian(d, 1)
+@dataclass(slots=True)
+class _Fit:
+    """The warm-up estimates of some streams, from their first ``n`` buffered windows."""
+
+    e: F64  # [k, n] deviations from the offset
+    offset: F64  # [k]
+    phi: F64  # [k] Kendall-corrected lag-1 coefficient, clipped to [-0.5, ar_max]
+    n_pairs: npt.NDArray[np.int64]  # [k]
+
+
+def _median(a: F64) -> F64:
+    """Row medians; the plain (faster) median where nothing is missing. No columns: NaN."""
+    if a.shape[1] == 0:
+        return np.full(a.shape[0], np.nan)
+    if np.isnan(a).any():
+        return _nanmedian(a, 1)
+    return np.asarray(np.median(a, axis=1), dtype=np.float64)
+
+
+def _fit(d: F64, ar_max: float) -> _Fit:
+    """Offset (median) and AR(1) coefficient of warm-up deviations ``d`` [k, n] (NaN: none)."""
+    offset = _median(d)
     e = d - offset[:, None]
-    sd0 = np.maximum(MAD_TO_SD * _nanmedian(np.abs(e), 1), 1e-12)
+    sd0 = np.maximum(MAD_TO_SD * _median(np.abs(e)), 1e-12)
     ew = np.clip(e / sd0[:, None], -4.0, 4.0)  # winsorised for the autocorrelation estimate
     a, b = ew[:, 1:], ew[:, :-1]
-    pair = ~(np.isnan(a) | np.isnan(b))
-    num = np.where(pair, a * b, 0.0).sum(axis=1)
-    den = np.where(pair, b * b, 0.0).sum(axis=1)
-    n_pairs = pair.sum(axis=1)
+    if np.isnan(ew).any():
+        pair = ~(np.isnan(a) | np.isnan(b))
+        a, b = np.where(pair, a, 0.0), np.where(pair, b, 0.0)
+        n_pairs = pair.sum(axis=1)
+    else:  # the usual case (a warm-up buffer is filled without gaps): no masks
+        n_pairs = np.full(d.shape[0], a.shape[1], np.int64)
+    num = np.einsum("ij,ij->i", a, b)
+    den = np.einsum("ij,ij->i", b, b)
     phi = np.where(den > 0, num / np.maximum(den, 1e-300), 0.0)
     phi = phi + (1.0 + 3.0 * phi) / np.maximum(n_pairs, 1)  # Kendall's bias correction
-    phi = np.clip(phi, -0.5, p.ar_max)
+    phi = np.clip(phi, -0.5, ar_max)
+    return _Fit(e, offset, phi, n_pairs)
+
+
+def _finish(state: DetectorState, rows: npt.NDArray[np.intp], cols: npt.NDArray[np.intp], f: _Fit,
+            level: F64) -> None:
+    """Set offset, phi and innovation scale of streams (rows, cols) from their warm-up fit; mark them warm."""
+    e, phi = f.e, f.phi
     u = e[:, 1:] - phi[:, None] * e[:, :-1]
-    u_med = _nanmedian(u, 1)
-    mad = MAD_TO_SD * _nanmedian(np.abs(u - u_med[:, None]), 1)
+    u_med = _median(u)
+    mad = MAD_TO_SD * _median(np.abs(u - u_med[:, None]))
     cap = (WINSOR * np.maximum(mad, 1e-12)) ** 2
-    rms = np.sqrt(np.nanmean(np.minimum(u * u, cap[:, None]), axis=1))  # second moment, not MAD
-    floor = np.maximum(RESOLUTION * np.abs(level[done]), 1e-9)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a stream with a single window has no pair
+        rms = np.sqrt(np.nanmean(np.minimum(u * u, cap[:, None]), axis=1))  # second moment, not MAD
+    floor = np.maximum(RESOLUTION * np.abs(level[rows, cols]), 1e-9)
     scale = np.maximum(np.nan_to_num(rms, nan=0.0), floor)
-    state.offset[done] = np.nan_to_num(offset)
-    state.phi[done] = phi
-    state.scale[done] = scale
-    state.ew_uu[done] = scale * scale
+    state.offset[rows, cols] = np.nan_to_num(f.offset)
+    state.phi[rows, cols] = phi
+    state.scale[rows, cols] = scale
+    state.ew_uu[rows, cols] = scale * scale
     marg = scale * scale / np.maximum(1.0 - phi * phi, 1e-3)
-    state.ew_xx[done] = marg
-    state.ew_xy[done] = phi * marg
-    state.n_learn[done] = np.maximum(n_pairs, 1)
+    state.ew_xx[rows, cols] = marg
+    state.ew_xy[rows, cols] = phi * marg
+    state.n_learn[rows, cols] = np.maximum(f.n_pairs, 1)
+    state.n_warm[rows, cols] = state.buf.shape[2]  # warm (``DetectorState.warm``)
+
+
+def _advance_warmup(state: DetectorState, learning: BoolA, level: F64, p: ResidualParams) -> None:
+    """After a warm-up window: finish the streams of ``learning`` whose warm-up is long enough.
+
+    A stream is done at ``n >= warmup`` once ``n (1 - phi_up) >= persistence``, ``phi_up`` its
+    estimate from its first ``n`` windows (as it would be learnt) plus ``WARMUP_Z`` standard errors,
+    or at the buffer depth / ``warmup_max``. Streams are fitted in groups of equal ``n``, so the
+    slices hold no missing values.
+    """
+    b = state.buf.shape[2]
+    limit = min(b, p.warmup_max) if p.warmup_max > 0 else min(b, p.warmup)
+    cand = learning & (state.n_warm >= min(p.warmup, limit))
+    if not cand.any():
+        return
+    rows, cols = np.nonzero(cand)
+    n_of = state.n_warm[rows, cols]
+    for n in np.unique(n_of):
+        k = n_of == n
+        r, c = rows[k], cols[k]
+        f = _fit(state.buf[r, c, :n].astype(np.float64), p.ar_max)
+        phi_up = np.minimum(f.phi + WARMUP_Z * np.sqrt(np.maximum(1.0 - f.phi * f.phi, 0.0) / n), p.ar_max)
+        done = np.full(r.size, n >= limit) | (n * (1.0 - phi_up) >= p.persistence)
+        if done.any():
+            _finish(state, r[done], c[done], _Fit(f.e[done], f.offset[done], f.phi[done], f.n_pairs[done]), level)
 
 
 def residual_step(
@@ -145,22 +236,25 @@ def residual_step(
     ``centre`` [C, M] overrides the peer centre (e.g. zeros: each row against its own past only).
     """
     if centre is None:
-        centre = cohort_centres(state, x, cohort_rows, p.min_cohort)
+        centre, adjusted = _centres(state, x, cohort_rows, p.min_cohort)
+    else:
+        adjusted = np.ones(centre.shape, np.bool_)
     c = centre[cohort_of] if len(cohort_rows) else np.full_like(x, np.nan)
     observed = ~np.isnan(x) & ~np.isnan(c)
     warm = state.warm()
-    b = state.buf.shape[2]
+    # warm streams need the adjusted centre (raw, bootstrap: warming streams only)
+    ready = adjusted[cohort_of] if len(cohort_rows) else np.zeros_like(observed)
 
-    # warm-up: buffer x - c_t
+    # warm-up: buffer x - c_t until the stream's warm-up is long enough (adaptive, see the module doc)
     learning = observed & ~warm
     if learning.any():
         rows, cols = np.nonzero(learning)
         state.buf[rows, cols, state.n_warm[rows, cols]] = (x - c)[rows, cols]
         state.n_warm[rows, cols] += 1
-        _finish_warmup(state, learning & (state.n_warm >= b), c, p)
+        _advance_warmup(state, learning, c, p)
 
     # innovations for streams that were warm at the start of this window
-    active = observed & warm
+    active = observed & warm & ready
     r = np.where(active, x - state.offset - c, np.nan)
     phi = state.phi
     has_prev = ~np.isnan(state.r_prev)

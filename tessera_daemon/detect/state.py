@@ -20,9 +20,9 @@ SCHEMA_VERSION = 1
 @dataclass(slots=True)
 class DetectorState:
     # residual model (detect.residuals)
-    n_warm: npt.NDArray[np.int64]  # [S, M] warm-up observations so far
+    n_warm: npt.NDArray[np.int64]  # [S, M] warm-up observations so far; B once warm (see ``warm``)
     n_learn: npt.NDArray[np.int64]  # [S, M] windows that informed the baseline (sets learning rate)
-    buf: npt.NDArray[np.float32]  # [S, M, B] warm-up deviations from the cohort centre
+    buf: npt.NDArray[np.float32]  # [S, M, B] warm-up deviations from the cohort centre; B: longest warm-up
     offset: npt.NDArray[np.float64]  # [S, M] persistent shard offset l_i
     scale: npt.NDArray[np.float64]  # [S, M] innovation scale
     phi: npt.NDArray[np.float64]  # [S, M] AR(1) coefficient (estimated)
@@ -70,6 +70,8 @@ class DetectorState:
         return int(s), int(m)
 
     def warm(self) -> npt.NDArray[np.bool_]:
+        """Streams past warm-up. The warm-up is adaptive (``detect.residuals``): a stream may finish
+        before its buffer is full, and its ``n_warm`` is then set to the buffer depth."""
         warm: npt.NDArray[np.bool_] = self.n_warm >= self.buf.shape[2]
         return warm
 

@@ -7,10 +7,26 @@ a group is significant when that is <= ``alpha`` / (number of groups tested) and
 
 Parsimony, bottom-up: groups are visited from the smallest. A group is selected if it is significant
 and no selected group lies inside it. A group that contains selected groups replaces them only if it
-adds evidence: its fired members outside them are significant on their own (remainder test), or it
-contains two or more selected groups and is significant as a whole (one node explains them all: two
-faulty hosts of one rack point at the rack). An ancestor that adds no evidence is never reported, and
-a candidate's members are only the fired shards inside it, never a foreign shard ("shadow rack").
+adds evidence, in one of three ways:
+
+1. remainder: its fired members outside them are significant on their own;
+2. merge: it contains two or more selected groups and is significant as a whole (one node explains
+   them all: two faulty hosts of one rack point at the rack);
+3. absorb: it is significant as a whole (all its fired members, k of n) and it explains fired shards
+   that the selected groups inside it leave unexplained (at least one fired member outside them).
+
+Rule 3 is the minimum-description choice: one node explaining every fired shard beneath it is a
+shorter account than "a group plus lone shards that fired by chance", and it is taken only when that
+one node is itself significant under the null. A cooling zone whose one rack fired in full and whose
+other rack has one fired shard is named as the zone, with all four shards; the same pattern where the
+zone is not significant (a base rate high enough, or a zone large enough) stays the rack plus a lone
+shard. The whole-node test counts the inner group's shards too, so at small p0 a zone holding a
+significant rack is significant unless very large: a concurrent unrelated shard fire in the zone on
+the same metric is absorbed.
+
+An ancestor that adds no evidence is never reported: one that explains no fired shard beyond a
+single selected group inside it never replaces that group, however significant it is as a whole. A
+candidate's members are only the fired shards inside it, never a foreign shard ("shadow rack").
 """
 
 from __future__ import annotations
@@ -100,7 +116,10 @@ def attribute(
         same_set = rest_n == 0 and len(inner) == 1  # e.g. NVLink domain vs its host: keep the host
         if same_set:
             continue
-        if significant(rest_k, rest_n) or (len(inner) >= 2 and significant(k, n)):
+        remainder = significant(rest_k, rest_n)  # rule 1: the rest is evidence on its own
+        merge = len(inner) >= 2 and significant(k, n)  # rule 2: one node for several selected groups
+        absorb = rest_k >= 1 and significant(k, n)  # rule 3: one node for a group plus lone fired shards
+        if remainder or merge or absorb:
             for c in inner:
                 del selected[c]
             selected[g] = touched[g]

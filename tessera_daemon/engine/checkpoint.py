@@ -240,10 +240,12 @@ def _dtype(d: Any) -> str:
 
 
 def _config_fingerprint(cfg: Config) -> dict[str, Any]:
+    # "warmup_max" (the warm-up buffer depth) arrived with the adaptive warm-up: checkpoints written
+    # before it lack the key and are refused here, before any state is decoded
     d = cfg.detector
     return {"metrics": list(d.metrics), "log_metrics": list(d.log_metrics), "bets": [float(b) for b in d.bets],
-            "warmup": d.warmup_windows, "length_s": cfg.window.length_s, "grace_s": cfg.window.grace_s,
-            "ecc_counter": cfg.rules.ecc_dbe_counter}
+            "warmup": d.warmup_windows, "warmup_max": d.warmup_max_windows, "length_s": cfg.window.length_s,
+            "grace_s": cfg.window.grace_s, "ecc_counter": cfg.rules.ecc_dbe_counter}
 
 
 def snapshot(
@@ -333,8 +335,10 @@ def _check_shapes(p: Pipeline) -> None:
     for name, a in p.state.to_arrays().items():
         if a.shape[:2] != (s, m):
             raise CheckpointError(f"checkpoint: state.{name} has shape {a.shape}, expected ({s}, {m}, ...)")
-    if p.state.buf.shape[2] != p.cfg.detector.warmup_windows or p.state.w_state.shape[2] != 2 * len(p.bets):
-        raise CheckpointError("checkpoint: state depth does not match warm-up / bets")
+    depth = p.cfg.detector.warmup_max_windows  # the warm-up buffer holds the longest warm-up
+    for st in (p.state, p.cstate):
+        if st.buf.shape[2] != depth or st.w_state.shape[2] != 2 * len(p.bets):
+            raise CheckpointError("checkpoint: state depth does not match warm-up (warmup_max_windows) / bets")
     for k, acc in p.assembler._open.items():
         if acc.sums.shape != (s, m) or acc.counts.shape != (s, m) or acc.present.shape != (s,):
             raise CheckpointError(f"checkpoint: open window {k} does not match the topology")

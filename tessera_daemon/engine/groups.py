@@ -11,10 +11,23 @@ variance (learnt from quiet windows, so shared noise inside a group does not inf
 then fed to the same Family A e-detector as the shards, with the practical-significance margin scaled
 to the group (delta x sqrt(n): a shift below delta_min per member stays null).
 
-Parsimony: a crossing group is reported when all of its immediate sub-groups are crossing too (or it
-has none), and no larger reported group contains it. A host fault makes its host cross but not its
-rack's other hosts, so the host is reported, not the rack; a rack fault makes every PSU / host of the
-rack cross, so the rack is reported, not each host.
+Members' innovations are winsorised at ``clip`` before pooling, so one shard's glitch moves z_g by at
+most clip / sqrt(n); z_g itself is winsorised at ``GROUP_CLIP x clip``, so a shift shared by many members
+is worth more evidence per window than any single shard can give.
+
+Warm-up: a group's variance is seeded from its members' own warm-up buffers (their buffered deviations,
+whitened with the offset, AR(1) coefficient and scale they learnt), at the window half of its members
+have finished their warm-up (members still warming join the pool when they are warm). The group is
+live from the first window its members are, instead of spending a second warm-up of its own that would
+learn a fault starting in between as group noise; after a restart from a checkpoint or a topology
+change it re-seeds at once. Groups whose members warmed without a
+usable buffer fall back to an online warm-up of ``warmup`` windows.
+
+Parsimony: a crossing group is reported when all of its immediate sub-groups show evidence in the same
+direction (at least ``CHILD_FRACTION`` of the threshold; or it has none), and no larger reported group
+contains it. A host fault makes its host cross but leaves its rack's other hosts null, so the host is
+reported, not the rack; a rack fault moves every PSU / host of the rack, so the rack is reported, not
+each host, and without waiting for each host to cross on its own.
 """
 
 from __future__ import annotations
@@ -26,10 +39,15 @@ import numpy as np
 import numpy.typing as npt
 
 from tessera_daemon.detect.kernels import family_a_update
+from tessera_daemon.detect.state import DetectorState
 from tessera_daemon.model import Topology
 
 KIND_ORDER = ("host", "nvlink_domain", "psu", "rack", "cooling_zone")
 VAR_FLOOR = 0.25
+GROUP_CLIP = 3.0  # pooled z is winsorised at this many times the per-shard clip
+GROUP_BET_EXTRA = (2.0, 3.0)  # pooled streams also bet these multiples of the largest shard bet
+CHILD_FRACTION = 0.25  # a sub-group "shows evidence" at this fraction of the threshold (parsimony only)
+MIN_SEED = 20  # innovations needed to seed a group's variance from its members' warm-up buffers
 
 
 @dataclass(slots=True)
@@ -86,24 +104,62 @@ class GroupDetector:
             subs = [j for j, sj in enumerate(sets) if j != i and sj < si]
             self.children.append([j for j in subs if not any(sets[j] < sets[k] for k in subs if k != j)])
         self.parents = [[j for j, sj in enumerate(sets) if j != i and si < sj] for i, si in enumerate(sets)]
-        g, m, k = len(self.ids), n_metrics, len(bets)
-        self.bets = bets
+        g, m, k = len(self.ids), n_metrics, len(bets) + len(GROUP_BET_EXTRA)
+        self.bets = np.concatenate([bets, bets.max() * np.asarray(GROUP_BET_EXTRA)])
         self.warmup = warmup
         self.halflife = halflife
         self.var = np.ones((g, m))
         self.n = np.zeros((g, m), np.int64)
+        self.ready = np.zeros((g, m), np.bool_)  # variance known: seeded, or online warm-up done
         self.w_state = np.zeros((g, m, 2 * k))
         self.run_start = np.zeros((g, m), np.int64)
         self.log_m = np.zeros((g, m))
         self.side = np.zeros((g, m), np.int64)
         self.last_z = np.full((g, m), np.nan)
+        self.last_x = np.full((g, m), np.nan)
+        self.thr = math.inf
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def pooled(self, w: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-        """Sum of observed member innovations and the count observed, per group and metric."""
-        vals = w[self.flat]
+    def seed(self, state: DetectorState, clip: float) -> int:
+        """Seed the variance of groups once half their members have finished warm-up, from their buffers.
+
+        For each (group, metric) not yet ready with at least half of its members warm:
+        the members' buffered deviations are whitened exactly as live ones are (offset, phi, scale),
+        winsorised, pooled window by window into z_g, and the group's variance is the mean of z_g^2
+        over the buffered windows (floored). Returns the number of (group, metric) pairs seeded.
+        """
+        if len(self.ids) == 0 or state.shape[0] == 0 or self.ready.all():
+            return 0
+        warm = state.warm()
+        seeded = 0
+        for gi in np.nonzero(~self.ready.all(axis=1))[0]:
+            rows = self.rows[gi]
+            for j in np.nonzero(~self.ready[gi])[0]:
+                w_rows = rows[warm[rows, j]]
+                if w_rows.size < max(2, (rows.size + 1) // 2):
+                    continue  # too few members warm yet (the others join the pool when they are)
+                e = state.buf[w_rows, j, :].astype(np.float64) - state.offset[w_rows, j][:, None]
+                u = e[:, 1:] - state.phi[w_rows, j][:, None] * e[:, :-1]
+                wv = np.clip(u / state.scale[w_rows, j][:, None], -clip, clip)
+                obs = ~np.isnan(wv)
+                cnt = obs.sum(axis=0)
+                ok = cnt >= 2
+                if ok.sum() < MIN_SEED:
+                    continue
+                z = np.where(obs, wv, 0.0).sum(axis=0)[ok] / np.sqrt(cnt[ok])
+                self.var[gi, j] = max(float(np.mean(z * z)), VAR_FLOOR)
+                self.n[gi, j] = int(ok.sum())
+                self.ready[gi, j] = True
+                seeded += 1
+        return seeded
+
+    def pooled(self, w: npt.NDArray[np.float64], clip: float = math.inf
+               ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """Sum of observed member innovations (winsorised at ``clip``) and the count observed, per group
+        and metric."""
+        vals = np.clip(w[self.flat], -clip, clip)
         obs = ~np.isnan(vals)
         sums = np.add.reduceat(np.where(obs, vals, 0.0), self.starts, axis=0)
         counts = np.add.reduceat(obs.astype(np.float64), self.starts, axis=0)
@@ -114,10 +170,11 @@ class GroupDetector:
         g, m = self.var.shape
         if g == 0:
             return GroupResult(np.zeros((0, m), np.bool_), [])
-        sums, counts = self.pooled(w)
+        sums, counts = self.pooled(w, clip)
         with np.errstate(invalid="ignore", divide="ignore"):
             z = np.where(counts >= 2, sums / np.sqrt(counts), np.nan)
-        warm = self.n >= self.warmup
+        self.ready |= self.n >= self.warmup
+        warm = self.ready
         x = np.where(warm, z / np.sqrt(self.var), np.nan)
         # practical significance scales with the group (a shift below delta_min per member is null);
         # the members' offset-estimation errors average out in z_g, so that margin does not
@@ -126,25 +183,41 @@ class GroupDetector:
         dg = dmean * np.sqrt(np.maximum(counts, 1.0)) + 1.0 / np.sqrt(np.maximum(self.n, 1))
         vg = v_inflation + 1.0 / np.sqrt(np.maximum(self.n, 1)) + dg * dg
         learn = ~np.isnan(z) & (self.log_m < learn_below) & (np.abs(np.nan_to_num(x)) < 4.0)
-        family_a_update(x, dg, vg, self.bets, clip, window, self.w_state, self.run_start, self.log_m, self.side)
+        family_a_update(x, dg, vg, self.bets, GROUP_CLIP * clip, window, self.w_state, self.run_start, self.log_m,
+                        self.side)
         if self.halflife > 0:
             # cumulative during the group's warm-up, then the slow exponential follow, as for shards:
             # a fault must not teach the group that its shift is noise
             slow = math.log(2.0) / self.halflife
-            eta = np.where(self.n < self.warmup, 1.0 / (self.n + 1.0), slow)
+            eta = np.where(~warm, 1.0 / (self.n + 1.0), slow)
             self.var = np.where(learn, np.maximum(self.var + eta * (np.nan_to_num(z) ** 2 - self.var), VAR_FLOOR),
                                 self.var)
             self.n += learn
         self.last_z = z
-        crossing = (self.log_m >= thr) & ~np.isnan(x)
+        self.last_x = x
+        self.thr = thr
+        return self.result((self.log_m >= thr) & ~np.isnan(x))
+
+    def live_log_m(self) -> npt.NDArray[np.float64]:
+        """Log evidence of the streams observed (and warm) this window, -inf elsewhere: the group part of
+        a joint e-d-BH selection."""
+        return np.where(np.isnan(self.last_x), -np.inf, self.log_m)
+
+    def result(self, crossing: npt.NDArray[np.bool_]) -> GroupResult:
+        """The groups to report given which (group, metric) streams are selected this window."""
         return GroupResult(crossing, self._select(crossing))
 
     def _select(self, crossing: npt.NDArray[np.bool_]) -> list[tuple[int, int]]:
+        """Parsimony: a selected group is reported when every immediate sub-group shows evidence in the
+        same direction (log evidence >= CHILD_FRACTION x threshold: the shift is spread over the group,
+        not confined to one part of it), and no larger such group contains it. Selection itself comes
+        from the group's own crossing; the children only decide which level is named."""
         out: list[tuple[int, int]] = []
         side = self.side
+        elevated = self.log_m >= CHILD_FRACTION * self.thr
 
-        def complete(gi: int, j: int) -> bool:  # every sub-group crosses, in the same direction
-            return all(crossing[c, j] and side[c, j] == side[gi, j] for c in self.children[gi])
+        def complete(gi: int, j: int) -> bool:
+            return all((crossing[c, j] or elevated[c, j]) and side[c, j] == side[gi, j] for c in self.children[gi])
 
         for gi, j in zip(*np.nonzero(crossing), strict=True):
             if not complete(gi, j):
@@ -153,6 +226,22 @@ class GroupDetector:
                 continue  # a larger group explains it
             out.append((int(gi), int(j)))
         return out
+
+    def relearn(self, rows: npt.NDArray[np.int64]) -> None:
+        """Members re-learn their baselines (an announced event ended): every group holding one of them
+        forgets its evidence and variance and re-seeds once half its members are warm again, so
+        evidence gathered while the event moved them never outlives it."""
+        hit = np.zeros(self.var.shape[0], np.bool_)
+        wanted = set(rows.tolist())
+        for gi, r in enumerate(self.rows):
+            hit[gi] = not wanted.isdisjoint(r.tolist())
+        self.w_state[hit] = 0.0
+        self.log_m[hit] = 0.0
+        self.var[hit] = 1.0
+        self.n[hit] = 0
+        self.ready[hit] = False
+        self.last_z[hit] = np.nan
+        self.last_x[hit] = np.nan
 
     def rearm(self, gi: int, j: int) -> None:
         self.w_state[gi, j] = 0.0

@@ -74,8 +74,8 @@ class Pipeline:
         self.assembler = WindowAssembler(
             [], self.metrics, cfg.window.length_s, cfg.window.grace_s, cfg.rules.ecc_dbe_counter
         )
-        self.state = DetectorState.empty(0, len(self.metrics), d.warmup_windows, len(self.bets))
-        self.cstate = DetectorState.empty(0, len(self.metrics), d.warmup_windows, len(self.bets))
+        self.state = DetectorState.empty(0, len(self.metrics), d.warmup_max_windows, len(self.bets))
+        self.cstate = DetectorState.empty(0, len(self.metrics), d.warmup_max_windows, len(self.bets))
         self.families = Families(0, self.metrics, d.families, d.oscillation_metrics, d.conformal_seed)
         self.cohorts: list[str] = []
         self.missing_run = np.zeros(0, np.int64)
@@ -161,6 +161,7 @@ class Pipeline:
             if rows.size:
                 st.relearn(rows)
                 self.families.relearn(rows)
+                self.groups.relearn(rows)
         event_frozen = [self.row[s] for s in self.events.frozen(win.end_ts) if s in self.row]
         self.missing_run = np.where(win.present, 0, self.missing_run + 1)
         stale = self.missing_run >= self.cfg.window.stale_after_windows
@@ -180,9 +181,13 @@ class Pipeline:
             frozen[event_frozen, :] = True
         for gi, j in zip(*np.nonzero(self.groups.log_m >= self.cfg.detector.learn_below_log), strict=True):
             frozen[self.groups.rows[gi], j] = True  # a group showing evidence: its members must not absorb it
-        for target, det, metric in self.book.active_keys():
+        lone = np.zeros_like(frozen)  # streams with an open shard_fault firing of their own
+        for key in self.book.active_keys():
+            target, det, metric = key
             if det == "A" and metric is not None and target in self.row:
                 frozen[self.row[target], self.metrics.index(metric)] = True
+                f = self.book.get(key)
+                lone[self.row[target], self.metrics.index(metric)] = f is not None and f.classification == "shard_fault"
 
         res = residual_step(st, x, self.cohort_of, fresh_rows, frozen, self.params)
         family_a_update(
@@ -192,13 +197,20 @@ class Pipeline:
 
         views = self.families.update(res.w, res.delta, res.v, self.cohort_of, len(self.cohorts),
                                      self.cfg.detector.clip_sigma, win.index)
-        gres = self.groups.update(res.w, res.delta_min, V_INFLATION, self.cfg.detector.clip_sigma, win.index, thr,
-                                  self.cfg.detector.learn_below_log)
+        self.groups.seed(st, self.cfg.detector.clip_sigma)
+        # pooled detectors are for shifts too small to fire single shards: a member already firing as a
+        # shard fault is explained by its own firing and left out of its groups' pools (a straggler must
+        # not slowly drag its host over the threshold with seven healthy GPUs in it)
+        gres = self.groups.update(np.where(lone, np.nan, res.w), res.delta_min, V_INFLATION,
+                                  self.cfg.detector.clip_sigma, win.index, thr, self.cfg.detector.learn_below_log)
+        shard_cross = self._selection(st, stale, thr)
+        if self.cfg.detector.selection == "e-d-bh" and len(self.groups):
+            gres = self.groups.result(shard_cross[1])
         opened: list[Firing] = []
         resolved: list[Firing] = []
         self._resolve_relearned(win, ended, resolved)
         self._cohort_streams(win, res.centre, thr, resolve_below, opened, resolved)
-        self._lifecycle_family_a(win, res.centre, stale, thr, resolve_below, opened, resolved)
+        self._lifecycle_family_a(win, res.centre, stale, shard_cross[0], thr, resolve_below, opened, resolved)
         for view in views:
             self._lifecycle_view(win, view, stale, thr, resolve_below, opened, resolved)
         self._attribution(win, gres, thr, resolve_below, opened, resolved)
@@ -232,11 +244,30 @@ class Pipeline:
             if target in shards and not det.startswith("rule:"):
                 resolved.append(self.book.resolve(key, ts=win.end_ts, window=win.index, reason="event_ended"))
 
+    def _selection(
+        self, st: DetectorState, stale: npt.NDArray[np.bool_], thr: float
+    ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+        """Family A shard streams and pooled group streams selected this window.
+
+        e-d-BH runs over both sets jointly (every one of them counts in the threshold's stream count):
+        a common mode that elevates many shard and group streams at once lowers the bar by log k for
+        all of them. Bonferroni: each stream against the threshold on its own.
+        """
+        eligible = ~np.isnan(st.last_w) & ~stale[:, None]
+        shard_lm = np.where(eligible, st.log_m, -np.inf)
+        group_lm = self.groups.live_log_m() if len(self.groups) else np.zeros((0, shard_lm.shape[1]))
+        if self.cfg.detector.selection != "e-d-bh":
+            return shard_lm >= thr, group_lm >= thr
+        sel = e_d_bh_selected(np.concatenate([shard_lm, group_lm], axis=0), thr)
+        n = shard_lm.shape[0]
+        return sel[:n], sel[n:]
+
     def _lifecycle_family_a(
         self,
         win: WindowData,
         centre: npt.NDArray[np.float64],
         stale: npt.NDArray[np.bool_],
+        cross: npt.NDArray[np.bool_],
         thr: float,
         resolve_below: float,
         opened: list[Firing],
@@ -265,11 +296,6 @@ class Pipeline:
             if self.book.quiet_windows(key) >= n_resolve:
                 resolved.append(self.book.resolve(key, ts=win.end_ts, window=win.index, reason="evidence"))
                 st.rearm(np.array([i]), np.array([j]))
-        eligible = ~np.isnan(st.last_w) & ~stale[:, None]
-        if self.cfg.detector.selection == "e-d-bh":
-            cross = e_d_bh_selected(np.where(eligible, st.log_m, -np.inf), thr)
-        else:
-            cross = (st.log_m >= thr) & eligible
         for i, j in zip(*np.nonzero(cross), strict=True):
             shard, metric = self.shards[i], self.metrics[j]
             if self.book.is_active((shard, "A", metric)):
@@ -380,7 +406,9 @@ class Pipeline:
                 if f is None:
                     self._open(self._common_mode_firing(win, c, metric, group_e, thr), opened)
                 else:
-                    f.members = list(c.members)
+                    # an open firing's members only grow: a pooled group firing already names every
+                    # member, and a shard that stops co-firing is still part of the incident
+                    f.members = sorted(set(f.members) | set(c.members))
                     f.receipt["candidate"] = c.to_obj()
                     self.book.observe(key, above=True, quiet=False, evidence=group_e, window=win.index)
                 self._relabel_members(c.members, c.node)
@@ -408,16 +436,22 @@ class Pipeline:
             key: Key = (g.ids[gi], "A", self.metrics[j])
             if key in present or self._explained_above(g.ids[gi], j, gres):
                 continue
-            out.add(key)
             if self.book.get(key) is None:
                 self._open(self._pooled_firing(win, gi, j, thr), opened)
+                out.add(key)
             self._relabel_members((self.shards[r] for r in g.rows[gi]), g.ids[gi])
         for key in self.book.active_keys():  # pooled group firings stay while their evidence stays up,
             gi = g.index.get(key[0], -1)     # unless a larger group now explains them
             if gi < 0 or key[2] is None or key in present or key in out:
                 continue
             j = self.metrics.index(key[2])
-            if g.log_m[gi, j] >= resolve_below and not self._explained_above(key[0], j, gres):
+            ev = float(g.log_m[gi, j])
+            f = self.book.get(key)
+            peak = max(f.log_evidence, ev) if f is not None else ev
+            # as for shards: quiet once evidence is low or has fallen by (1 - resolve_fraction) x threshold
+            # from its peak (the small-bet components of a large pooled shift take long to decay)
+            live = ev >= resolve_below and ev > peak - (thr - resolve_below)
+            if live and not self._explained_above(key[0], j, gres):
                 out.add(key)
                 self.book.observe(key, above=bool(gres.crossing[gi, j]), quiet=False,
                                   evidence=float(g.log_m[gi, j]), window=win.index)

@@ -7,9 +7,10 @@ Two ways in:
   our Family A kernel (``detect.kernels.family_a_update``) in Ville mode (``floor=-inf``: a mixture
   test martingale, so ``P(sup log M >= log(1/alpha)) <= alpha``), delta 0, v 1, our bet grid and clip.
 * :func:`estimated_ville` - the misspecified nulls (R79, calibration envelope): our residual
-  pipeline (``detect.residuals.residual_step``: offset, AR(1) phi and scale learned in warm-up and
-  followed online, never given) in front of the same kernel in Ville mode, with the composite-null
-  margin ``delta`` and second-moment bound ``v`` that the residual step itself returns.
+  pipeline (``detect.residuals.residual_step``: offset, AR(1) phi and scale learned in an adaptive
+  warm-up and followed online, never given) in front of the same kernel in Ville mode, with the
+  composite-null margin ``delta`` and second-moment bound ``v`` that the residual step itself
+  returns. ``EstimatedRun.warm_at`` says where each stream's warm-up ended.
 
   A matrix stream has no peers, so :func:`estimated_ville` runs the residual step with the cohort
   centre fixed at 0 (``residual_step(..., centre=0)``, as the pipeline does for its cohort-level
@@ -61,7 +62,13 @@ class OurSettings:
 
     @property
     def warmup(self) -> int:
+        """Fewest warm-up windows (``detector.warmup_windows``)."""
         return self.params.warmup
+
+    @property
+    def warmup_max(self) -> int:
+        """Most warm-up windows (``detector.warmup_max_windows``): the clean prefix the harness feeds."""
+        return self.params.buffer
 
 
 def oracle_ville(x: F64, s: OurSettings) -> F64:
@@ -89,28 +96,37 @@ class EstimatedRun:
     cusum: F64  # [rows, windows] the pipeline's e-CUSUM on the same innovations (the learning gate)
     phi: F64  # [rows] AR(1) coefficient at the end
     scale: F64  # [rows] innovation scale at the end
+    warm_at: I64  # [rows] first window with an innovation (the stream's warm-up ended before it); -1: never
 
 
-def _residual_ville(x: F64, s: OurSettings, *, centre_zero: bool) -> EstimatedRun:
+def _residual_ville(x: F64, s: OurSettings, *, centre_zero: bool, test_from: int | None) -> EstimatedRun:
     """Residual step + Family A over ``x`` ``[members, columns, windows]``.
 
     The rows of one column are one cohort (peers of each other); columns are independent (the
     state is ``[members, columns]``, the residual step's shard x metric layout), so many trials run
-    as columns of one vectorised call.
+    as columns of one vectorised call. The state's warm-up buffer holds ``detector.warmup_max_windows``
+    and each stream ends its (adaptive) warm-up when its own rule says. ``test_from``: the Ville
+    mixture starts afresh (M = 1) at that window, as a test begun at a change point; the baseline and
+    the learning gate carry on.
     """
     n_s, n_c, n_w = x.shape
     bets = np.asarray(s.bets, np.float64)
-    st = DetectorState.empty(n_s, n_c, s.warmup, len(bets))
+    st = DetectorState.empty(n_s, n_c, s.warmup_max, len(bets))
     gate = DetectorState.empty(n_s, n_c, 1, len(bets))  # e-CUSUM state (floor 0), as in the pipeline
     cohort_of = np.zeros(n_s, np.int64)
     cohort_rows = [np.arange(n_s, dtype=np.int64)]
     zero = np.zeros((1, n_c)) if centre_zero else None
     out = np.empty((n_s, n_c, n_w))
     cusum = np.empty((n_s, n_c, n_w))
+    warm_at = np.full((n_s, n_c), -1, np.int64)
     for w in range(n_w):
         xw = np.ascontiguousarray(x[:, :, w])
         frozen = gate.log_m >= s.learn_below_log
+        if w == test_from:
+            st.w_state[:] = 0.0
+            st.log_m[:] = 0.0
         res = residual_step(st, xw, cohort_of, cohort_rows, frozen, s.params, centre=zero)
+        warm_at = np.where((warm_at < 0) & ~np.isnan(res.w), w, warm_at)
         family_a_update(
             res.w, res.delta, res.v, bets, s.clip, w, st.w_state, st.run_start, st.log_m, st.side,
             floor=VILLE_FLOOR,
@@ -121,20 +137,20 @@ def _residual_ville(x: F64, s: OurSettings, *, centre_zero: bool) -> EstimatedRu
         out[:, :, w] = st.log_m
         cusum[:, :, w] = gate.log_m
     return EstimatedRun(out.reshape(n_s * n_c, n_w), cusum.reshape(n_s * n_c, n_w),
-                        st.phi.reshape(-1).copy(), st.scale.reshape(-1).copy())
+                        st.phi.reshape(-1).copy(), st.scale.reshape(-1).copy(), warm_at.reshape(-1))
 
 
-def estimated_ville(x: F64, s: OurSettings) -> EstimatedRun:
+def estimated_ville(x: F64, s: OurSettings, *, test_from: int | None = None) -> EstimatedRun:
     """Lone streams ``x`` ``[streams, windows]`` (warm-up prefix included), centre fixed at 0."""
-    return _residual_ville(x[None, :, :], s, centre_zero=True)
+    return _residual_ville(x[None, :, :], s, centre_zero=True, test_from=test_from)
 
 
-def cohort_ville(x: F64, s: OurSettings) -> EstimatedRun:
+def cohort_ville(x: F64, s: OurSettings, *, test_from: int | None = None) -> EstimatedRun:
     """Cohorts ``x`` ``[trials, members, windows]``: each trial's members are peers of each other.
 
     Returns rows in member-major order (``member * trials + trial``).
     """
-    return _residual_ville(np.ascontiguousarray(x.transpose(1, 0, 2)), s, centre_zero=False)
+    return _residual_ville(np.ascontiguousarray(x.transpose(1, 0, 2)), s, centre_zero=False, test_from=test_from)
 
 
 def first_crossing(log_m: F64, log_threshold: float) -> I64:

@@ -6,9 +6,17 @@ normal drawn into the state before window 0, ramp ``0.05 (w + 1)``. Its rule is 
 re-generated streams and must give the published rates.
 
 Ours, on the same 200 windows of every stream: the residual pipeline estimates offset, AR(1) phi
-and scale online (never oracle) from a clean warm-up prefix of ``detector.warmup_windows`` windows
-of the same null process (:meth:`Dgp.prefix`, from an LCG seeded ``seed + 0x9E3779B9``), then our
-Family A in Ville mode at threshold log(1/alpha). Lone streams have their centre fixed at 0.
+and scale online (never oracle) from a clean warm-up prefix of ``detector.warmup_max_windows``
+windows of the same null process (:meth:`Dgp.prefix`, from an LCG seeded ``seed + 0x9E3779B9``,
+joined to the stream without a seam), then our Family A in Ville mode at threshold log(1/alpha).
+Lone streams have their centre fixed at 0. The warm-up is adaptive, so each stream decides when it
+is warm (between ``detector.warmup_windows`` and the whole prefix). Null arms: its evidence starts
+there, and a false fire counts from that window on, prefix windows included (a stream warm early
+is watched for longer than Tessera's 200 windows: conservative). Detection arms (ramp, one-shard
+step): the Ville test starts at Tessera's window 0, as Tessera's own does (the baseline learnt
+until then carries on), and a detection counts in Tessera's 200 windows. A test begun at the
+stream's warm-up would first pay for up to 180 null windows of the prefix: the Ville mixture has
+no floor, unlike the pipeline's e-CUSUM.
 
 The regime step is what peer residuals exist for, so it is run on cohorts: each trial's stream is
 shard 0 of a 10-shard cohort whose 9 peers are the same null process (LCG seeds
@@ -39,6 +47,7 @@ from tessera_daemon.evaluation.tessera_bettor import TesseraFamilyA
 from tessera_daemon.evaluation.tessera_lcg import MASK32, LcgArray
 
 F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
 ALPHA = 0.005
 WINDOWS = 200
 TRIALS = 200
@@ -84,19 +93,45 @@ def tessera_fires(x: F64, alpha: float, mean: float = 0.0, var: float = 1.0, phi
     return fired
 
 
-def with_prefix(dgp: Dgp, rng: NormalSource, prng: NormalSource, warmup: int, windows: int,
+def with_prefix(dgp: Dgp, rng: NormalSource, prng: NormalSource, prefix: int, windows: int,
                 drift: float) -> tuple[F64, F64]:
-    """(Tessera's ``[n, windows]`` stream, ``[n, warmup + windows]`` prefix + stream for ours)."""
+    """(Tessera's ``[n, windows]`` stream, ``[n, prefix + windows]`` prefix + stream for ours)."""
     x, init = dgp.generate(rng, windows, drift)
-    pre = dgp.prefix(prng, init, warmup)
+    pre = dgp.prefix(prng, init, prefix)
     return x, np.concatenate([pre, x], axis=1)
 
 
-def ours_first(full: F64, s: OurSettings, alpha: float) -> npt.NDArray[np.int64]:
-    """First window (counted from Tessera's window 0) at which ours fires; -1: never."""
-    run = estimated_ville(full, s)
-    fc = first_crossing(run.log_m[:, s.warmup:], math.log(1.0 / alpha))
-    return fc
+def ours_first(full: F64, s: OurSettings, alpha: float, *, null: bool) -> tuple[npt.NDArray[np.int64], I64]:
+    """(first window at which ours fires, counted from Tessera's window 0 (-1: never), warm-up length).
+
+    ``full`` starts with a ``s.warmup_max`` prefix. ``null``: the test runs from the stream's warm-up
+    and a crossing anywhere counts (negative windows: in the prefix); otherwise the test starts at
+    Tessera's window 0.
+    """
+    pre = s.warmup_max
+    run = estimated_ville(full, s, test_from=None if null else pre)
+    thr = math.log(1.0 / alpha)
+    if null:
+        fc = first_crossing(run.log_m, thr)
+        fc = np.where(fc >= 0, fc - pre, np.iinfo(np.int64).min)
+    else:
+        fc = first_crossing(run.log_m[:, pre:], thr)
+        fc = np.where(fc >= 0, fc, np.iinfo(np.int64).min)
+    return fc, run.warm_at
+
+
+def fired(fc: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
+    out: npt.NDArray[np.bool_] = fc > np.iinfo(np.int64).min
+    return out
+
+
+def warmup_summary(warm_at: I64) -> dict[str, float | None]:
+    """Warm-up lengths (windows before a stream's first innovation): median, 90th percentile, most."""
+    w = warm_at[warm_at >= 0]
+    if w.size == 0:
+        return {"median": None, "p90": None, "max": None, "never": int(warm_at.size)}
+    return {"median": float(np.median(w)), "p90": float(np.percentile(w, 90)), "max": float(w.max()),
+            "never": int(np.sum(warm_at < 0))}
 
 
 def run(cfg: Config, *, fast: bool = False) -> MatrixResult:
@@ -111,15 +146,17 @@ def run(cfg: Config, *, fast: bool = False) -> MatrixResult:
         arms = (("null", 1000 + i * 100000, n_null, 0.0), ("ramp", 5000 + i * 100000, n_ramp, RAMP))
         for arm, base, n, drift in arms:
             seeds = seeds_for(base, n)
-            x, full = with_prefix(dgp, lcg(seeds), lcg_prefix(seeds), s.warmup, WINDOWS, drift)
+            x, full = with_prefix(dgp, lcg(seeds), lcg_prefix(seeds), s.warmup_max, WINDOWS, drift)
             t_fired = tessera_fires(x[:TRIALS], ALPHA)
             row[f"tessera_rerun_{arm}"] = float(t_fired.mean())
             if dgp.kind == "step" and arm == "null":
                 continue  # ours: cohort cells below
-            fc = ours_first(full, s, ALPHA)
-            row[f"ours_{arm}_fires"] = int(np.sum(fc >= 0))
+            fc, warm_at = ours_first(full, s, ALPHA, null=arm == "null")
+            hit = fired(fc)
+            row[f"ours_{arm}_fires"] = int(np.sum(hit))
             row[f"ours_{arm}_runs"] = n
-            row[f"ours_{arm}_median_window"] = median([float(v) for v in fc if v >= 0])
+            row[f"ours_{arm}_median_window"] = median([float(v) for v in fc[hit]])
+            row[f"ours_{arm}_warmup"] = warmup_summary(warm_at)
         rows.append(row)
     cohort = _cohort_cells(s, n_cohort)
 
@@ -155,6 +192,7 @@ def run(cfg: Config, *, fast: bool = False) -> MatrixResult:
     body = []
     for r in rows:
         p = r["tessera_published"] or {}
+        wu = r.get("ours_null_warmup") or r["ours_ramp_warmup"]
         if r["name"] == "regime-step":
             ours_null = (f"whole cohort: {cohort['whole_trials_fired']}/{cohort['trials']} trials; "
                          f"one shard: fires on it in {cohort['one_detected']}/{cohort['trials']}")
@@ -162,13 +200,18 @@ def run(cfg: Config, *, fast: bool = False) -> MatrixResult:
             k, n = r["ours_null_fires"], r["ours_null_runs"]
             ours_null = f"{k}/{n} = {k / n:.4f}"
         body.append([r["name"], _f3(p.get("nullFireRate")), ours_null, _f3(p.get("rampDetectRate")),
-                     f"{r['ours_ramp_fires']}/{r['ours_ramp_runs']}", r["ours_ramp_median_window"]])
+                     f"{r['ours_ramp_fires']}/{r['ours_ramp_runs']}", r["ours_ramp_median_window"],
+                     f"{_f0(wu['median'])} / {_f0(wu['p90'])} / {_f0(wu['max'])}"])
     res.sections.append("## Tessera (published) vs ours\n\n" + table(
         ["DGP", "Tessera null FPR", "ours null false fires", "Tessera ramp det.", "ours ramp det.",
-         "ours median ramp window"], body)
-        + f"\n\nalpha = {ALPHA}; {WINDOWS} windows; ours sees a clean warm-up prefix of {s.warmup} windows "
-        "first (estimation only, no evidence). The regime-step row is run on 10-shard cohorts (see above).")
-    res.data = {"alpha": ALPHA, "windows": WINDOWS, "warmup": s.warmup, "rows": rows, "cohort_cells": cohort}
+         "ours median ramp window", "ours warm-up windows (median / p90 / max)"], body)
+        + f"\n\nalpha = {ALPHA}; {WINDOWS} windows; ours sees a clean warm-up prefix of {s.warmup_max} windows "
+        f"first and is warm when its adaptive warm-up says (at least {s.warmup} windows, at most the prefix; "
+        "estimation only, no evidence). Null false fires count from the stream's warm-up on, prefix included; "
+        "ramp detections in the 200 windows, by a test started at window 0. The regime-step row is run on "
+        "10-shard cohorts (see above).")
+    res.data = {"alpha": ALPHA, "windows": WINDOWS, "warmup": s.warmup, "warmup_max": s.warmup_max, "rows": rows,
+                "cohort_cells": cohort}
     res.elapsed_s = time.perf_counter() - t0
     return res
 
@@ -177,37 +220,45 @@ def _f3(v: object) -> str:
     return f"{v:.3f}" if isinstance(v, float | int) else "-"
 
 
+def _f0(v: object) -> str:
+    return f"{v:.0f}" if isinstance(v, float | int) else "-"
+
+
 def _cohort_cells(s: OurSettings, trials: int) -> dict[str, Any]:
     """Regime step on 10-shard cohorts: shard 0 = Tessera's regime-step null stream, 9 null peers."""
     step_dgp = DGPS[5]
     i = 5
     seeds = seeds_for(1000 + i * 100000, trials)
-    _, full0 = with_prefix(step_dgp, lcg(seeds), lcg_prefix(seeds), s.warmup, WINDOWS, 0.0)
+    pre = s.warmup_max
+    _, full0 = with_prefix(step_dgp, lcg(seeds), lcg_prefix(seeds), pre, WINDOWS, 0.0)
     peers = []
     for k in range(1, COHORT):
         ps = (seeds + PEER_STRIDE * k) & MASK32
-        _, fk = with_prefix(GAUSS, lcg(ps), lcg_prefix(ps), s.warmup, WINDOWS, 0.0)
+        _, fk = with_prefix(GAUSS, lcg(ps), lcg_prefix(ps), pre, WINDOWS, 0.0)
         peers.append(fk)
-    step = np.zeros(s.warmup + WINDOWS)
-    step[s.warmup + step_dgp.at:] = step_dgp.amp
+    step = np.zeros(pre + WINDOWS)
+    step[pre + step_dgp.at:] = step_dgp.amp
     thr = math.log(1.0 / ALPHA)
     out: dict[str, Any] = {"trials": trials, "cohort": COHORT}
     for cell in ("whole", "one"):
         members = [full0] + [p + step if cell == "whole" else p for p in peers]
         cube = np.stack(members, axis=1)  # [trials, members, windows]
-        run = cohort_ville(np.ascontiguousarray(cube), s)
-        fired = (run.log_m[:, s.warmup:] >= thr).any(axis=1).reshape(COHORT, trials).T
+        # whole cohort (null): tests from each stream's warm-up, any fire counts (prefix included);
+        # one shard (detection): the test starts at Tessera's window 0, as in the ramp arms
+        run = cohort_ville(np.ascontiguousarray(cube), s, test_from=None if cell == "whole" else pre)
+        any_fire = (run.log_m >= thr).any(axis=1).reshape(COHORT, trials).T
         if cell == "whole":
-            out["whole_trials_fired"] = int(fired.any(axis=1).sum())
-            out["whole_shard_fires"] = int(fired.sum())
+            out["whole_trials_fired"] = int(any_fire.any(axis=1).sum())
+            out["whole_shard_fires"] = int(any_fire.sum())
         else:
-            out["one_detected"] = int(fired[:, 0].sum())
-            out["one_peer_trials_fired"] = int(fired[:, 1:].any(axis=1).sum())
-            fc = first_crossing(run.log_m[:, s.warmup:], thr).reshape(COHORT, trials)[0]
+            detected = (run.log_m[:, pre:] >= thr).any(axis=1).reshape(COHORT, trials).T
+            out["one_detected"] = int(detected[:, 0].sum())
+            out["one_peer_trials_fired"] = int(detected[:, 1:].any(axis=1).sum())
+            fc = first_crossing(run.log_m[:, pre:], thr).reshape(COHORT, trials)[0]
             out["one_median_window"] = median([float(v) for v in fc if v >= 0])
             # informational: the pipeline's own e-CUSUM on the same innovations, at the fixed-horizon
             # threshold log(H / alpha) (an e-detector has P(alarm within H) <= H / c)
-            cu = (run.cusum[:, s.warmup:] >= math.log(WINDOWS / ALPHA)).any(axis=1).reshape(COHORT, trials).T
+            cu = (run.cusum[:, pre:] >= math.log(WINDOWS / ALPHA)).any(axis=1).reshape(COHORT, trials).T
             out["one_cusum_detected"] = int(cu[:, 0].sum())
             out["one_cusum_peer_trials_fired"] = int(cu[:, 1:].any(axis=1).sum())
     return out

@@ -86,7 +86,10 @@ def _merged_books(books: list[FiringBook], recent_limit: int) -> FiringBook:
     opened: Counter[tuple[str, str]] = Counter()
     resolved: Counter[str] = Counter()
     for b in books:
-        out._active.update(b._active)
+        for key, track in b._active.items():
+            # a node spanning partitions (a cooling zone over two jobs) can hold a firing in each: the
+            # view keeps both, keyed apart by firing id (the view is read-only; keys only index it)
+            out._active[(f"{key[0]}#{track.firing.id}", key[1], key[2]) if key in out._active else key] = track
         recent.extend(b.recent)
         opened.update(b.opened_total)
         resolved.update(b.resolved_total)

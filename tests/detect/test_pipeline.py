@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from tessera_daemon.config import Config, load_config
-from tessera_daemon.engine.pipeline import Pipeline
+from tessera_daemon.detect.residuals import ResidualParams, residual_step
+from tessera_daemon.detect.state import DetectorState
+from tessera_daemon.engine import checkpoint
+from tessera_daemon.engine.pipeline import V_INFLATION, Pipeline
+from tessera_daemon.errors import CheckpointError
 from tessera_daemon.model import Firing
 from tessera_daemon.sim import ClusterSim, FaultSpec, Scenario
 
+_BASE_ENV = {"TESSERA_SIM__ZONES": "1", "TESSERA_SIM__RACKS_PER_ZONE": "2", "TESSERA_SIM__HOSTS_PER_RACK": "4",
+             "TESSERA_SIM__COHORTS": "1"}
+
 
 def cfg_for(**env: str) -> Config:
-    base = {"TESSERA_SIM__ZONES": "1", "TESSERA_SIM__RACKS_PER_ZONE": "2", "TESSERA_SIM__HOSTS_PER_RACK": "4",
-            "TESSERA_SIM__COHORTS": "1"}
-    return load_config(None, {**base, **env})
+    return load_config(None, {**_BASE_ENV, **env})
 
 
 def drive(cfg: Config, scenario: Scenario | str, ticks: int, seed: int = 1) -> tuple[Pipeline, list[Firing]]:
@@ -111,3 +117,148 @@ def test_weak_rack_shift_is_found_by_the_pooled_group_detector() -> None:
     assert min(f.window for f in pooled) < first_shard
     # once the rack explains it, the host-level firing gives way
     assert all(f.state == "resolved" for f in pooled if f.target != rack)
+
+
+def _rack_warm_tick(cfg: Config, seed: int) -> int:
+    """The tick at which every stream of the thermal_rack fault's rack has finished its (adaptive)
+    warm-up; the simulator is deterministic up to a fault's start, so a probe run with the fault far
+    ahead sees the same warm-up."""
+    far = 4 * cfg.detector.warmup_max_windows * int(cfg.window.length_s / cfg.sim.tick_s)
+    sim = ClusterSim(cfg.sim, scenario=Scenario("t", "probe", (FaultSpec("thermal_rack", far, None, 1.5),)),
+                     seed=seed)
+    p = Pipeline(cfg, sim.topology)
+    rows = [p.row[s] for s in sim.labels()["faults"][0]["shards"]]
+    for t in range(far):
+        p.ingest(sim.step()[1])
+        p.advance()
+        if p.state.warm()[rows].all():
+            return t
+    raise AssertionError("the rack never finished warm-up")
+
+
+def test_group_detector_is_live_when_its_members_are_and_names_every_member() -> None:
+    """A rack fault 20 windows after the rack's shards finish warm-up: the rack's pooled detector seeded
+    its variance from the members' warm-up buffers (no second warm-up that would learn the fault as group
+    noise), fires, and its firing keeps every rack member even after single shards co-fire."""
+    cfg = load_config(None, {"TESSERA_SIM__ZONES": "1", "TESSERA_SIM__RACKS_PER_ZONE": "4",
+                             "TESSERA_SIM__HOSTS_PER_RACK": "2", "TESSERA_SIM__COHORTS": "1"})
+    start = _rack_warm_tick(cfg, 5) + 20 * int(cfg.window.length_s / cfg.sim.tick_s)
+    sc = Scenario("t", "early rack", (FaultSpec("thermal_rack", start, None, 1.5),))
+    sim = ClusterSim(cfg.sim, scenario=sc, seed=5)
+    label = sim.labels()["faults"][0]
+    p = Pipeline(cfg, sim.topology)
+    opened: list[Firing] = []
+    ready_at_onset = None
+    for t in range(start + 400):
+        _, frames = sim.step()
+        p.ingest(frames)
+        for r in p.advance():
+            opened.extend(r.opened)
+        if t == start:
+            gi = p.groups.index[label["target"]]
+            ready_at_onset = bool(p.groups.ready[gi].all())
+            assert p.state.warm()[[p.row[s] for s in label["shards"]]].all()
+    assert ready_at_onset, "the rack's group detector was still warming up when the fault began"
+    rack = [f for f in opened if f.target == label["target"] and f.classification == "common_mode"]
+    assert rack, "the rack fault was not found"
+    assert set(rack[0].members) == set(label["shards"])
+    assert not [f for f in opened if f.classification == "shard_fault"]
+
+
+# ------------------------------------------------------------------------------ adaptive warm-up
+
+
+def ar1_streams(n: int, windows: int, rho: float, seed: int) -> np.ndarray:
+    """``[n, windows]`` stationary AR(1) paths with unit marginal variance."""
+    rng = np.random.default_rng(seed)
+    x = np.empty((n, windows))
+    x[:, 0] = rng.standard_normal(n)
+    for w in range(1, windows):
+        x[:, w] = rho * x[:, w - 1] + np.sqrt(1.0 - rho * rho) * rng.standard_normal(n)
+    return x
+
+
+def warm_after(x: np.ndarray, cfg: Config) -> np.ndarray:
+    """Feed lone streams ``x`` [n, windows] (centre fixed at 0, one metric) through the residual step;
+    the number of windows each took to finish warm-up (-1: never)."""
+    d = cfg.detector
+    n = x.shape[0]
+    st = DetectorState.empty(n, 1, d.warmup_max_windows, len(d.bets))
+    params = ResidualParams.from_config(d, V_INFLATION)
+    out = np.full(n, -1)
+    for w in range(x.shape[1]):
+        residual_step(st, x[:, w:w + 1], np.zeros(n, np.int64), [np.arange(n, dtype=np.int64)],
+                      np.zeros((n, 1), np.bool_), params, centre=np.zeros((1, 1)))
+        out = np.where((out < 0) & st.warm()[:, 0], w + 1, out)
+    return out
+
+
+def test_warmup_low_phi_stream_is_warm_after_the_minimum() -> None:
+    cfg = load_config(None, {})
+    assert cfg.detector.warmup_windows == 60
+    n = warm_after(ar1_streams(20, 100, 0.0, seed=11), cfg)
+    assert n.tolist() == [cfg.detector.warmup_windows] * 20
+    n = warm_after(ar1_streams(40, 150, 0.3, seed=11), cfg)  # mostly at the minimum, never much later
+    assert np.mean(n == cfg.detector.warmup_windows) >= 0.8 and (n > 0).all() and n.max() <= 100
+
+
+def test_warmup_high_phi_stream_keeps_learning_then_stops_at_the_maximum() -> None:
+    cfg = load_config(None, {})
+    d = cfg.detector
+    x = ar1_streams(20, d.warmup_max_windows + 40, 0.97, seed=12)
+    n = warm_after(x, cfg)
+    assert (n > d.warmup_windows).all()  # 60 windows of a near-unit-root stream are not enough
+    assert (n <= d.warmup_max_windows).all() and (n > 0).all()
+    # a moderately persistent stream lands in between: longer than the minimum, shorter than the maximum
+    n_mid = warm_after(ar1_streams(20, d.warmup_max_windows + 40, 0.7, seed=13), cfg)
+    assert np.median(n_mid) > d.warmup_windows and (n_mid < d.warmup_max_windows).all()
+
+
+def test_warmup_persistence_zero_is_the_fixed_warmup() -> None:
+    cfg = load_config(None, {"TESSERA_DETECTOR__WARMUP_PERSISTENCE": "0"})
+    n = warm_after(ar1_streams(10, 100, 0.97, seed=14), cfg)
+    assert n.tolist() == [cfg.detector.warmup_windows] * 10
+    cfg = load_config(None, {"TESSERA_DETECTOR__WARMUP_MAX_WINDOWS": "60"})
+    n = warm_after(ar1_streams(10, 100, 0.97, seed=14), cfg)
+    assert n.tolist() == [60] * 10
+
+
+def test_warmup_staggered_cohort_keeps_learning_until_enough_members_are_warm() -> None:
+    """One white member finishes at 60 windows, three persistent ones later: the cohort centre falls back
+    to the raw median meanwhile (no deadlock on a NaN centre), and the early member waits for an
+    offset-adjusted centre (at least min_cohort warm members) before it gets innovations."""
+    cfg = load_config(None, {})
+    d = cfg.detector
+    x = np.concatenate([ar1_streams(1, 400, 0.0, seed=15), ar1_streams(3, 400, 0.97, seed=16)]) + 10.0
+    n = x.shape[0]
+    st = DetectorState.empty(n, 1, d.warmup_max_windows, len(d.bets))
+    params = ResidualParams.from_config(d, V_INFLATION)
+    warm_at = np.full(n, -1)
+    first_w = -1
+    for w in range(x.shape[1]):
+        res = residual_step(st, x[:, w:w + 1], np.zeros(n, np.int64), [np.arange(n, dtype=np.int64)],
+                            np.zeros((n, 1), np.bool_), params)
+        warm_before = int((warm_at >= 0).sum())
+        if not np.isnan(res.w[0, 0]) and first_w < 0:
+            first_w = w
+            assert warm_before >= d.min_cohort
+        warm_at = np.where((warm_at < 0) & st.warm()[:, 0], w + 1, warm_at)
+    assert warm_at[0] == d.warmup_windows
+    assert (warm_at[1:] > d.warmup_windows).all() and (warm_at[1:] <= d.warmup_max_windows).all()
+    assert first_w > 0 and np.sum(np.isnan(st.last_w)) == 0  # everyone has innovations at the end
+
+
+def test_checkpoint_holds_the_longest_warmup_and_names_it() -> None:
+    cfg = cfg_for()
+    sim = ClusterSim(cfg.sim, scenario="clean", seed=2)
+    p = Pipeline(cfg, sim.topology)
+    assert p.state.buf.shape[2] == cfg.detector.warmup_max_windows
+    for _ in range(80):
+        p.ingest(sim.step()[1])
+        p.advance()
+    blob = checkpoint.snapshot(p, partition="p", position="0")
+    q, _ = checkpoint.restore(blob, cfg, partition="p")
+    assert np.array_equal(q.state.n_warm, p.state.n_warm)
+    shorter = load_config(None, {**_BASE_ENV, "TESSERA_DETECTOR__WARMUP_MAX_WINDOWS": "120"})
+    with pytest.raises(CheckpointError, match="warmup_max"):
+        checkpoint.restore(blob, shorter, partition="p")

@@ -34,6 +34,48 @@ def test_rack_only_fire_gives_the_rack_and_no_ancestor_or_shadow() -> None:
     assert [(x.node, x.members) for x in c] == [("rack-A", ("shard-00", "shard-01"))]
 
 
+def zone_fixture(rack_b_size: int) -> Topology:
+    """cz-1 > rack-A {shard-00, 01, 02}, rack-B {shard-03 .. shard-(02 + rack_b_size)}."""
+    nodes = [TopoNode("cz-1", "cooling_zone"), TopoNode("rack-A", "rack", "cz-1"), TopoNode("rack-B", "rack", "cz-1")]
+    nodes += [TopoNode(f"shard-{i:02d}", "shard", "rack-A" if i < 3 else "rack-B") for i in range(3 + rack_b_size)]
+    return Topology(nodes)
+
+
+@pytest.mark.parametrize("p0", [1e-3, 1e-2])
+def test_full_rack_plus_lone_sibling_shard_is_the_zone_when_the_zone_is_significant(p0: float) -> None:
+    # rack-A fired in full, shard-03 of rack-B fired alone; cz-1 (4 of 6) is significant: one node
+    # explaining every fired shard beats "rack-A + an unexplained lone shard"
+    fired = ["shard-00", "shard-01", "shard-02", "shard-03"]
+    c = attribute(fired, tessera_fixture(), p0=p0)
+    assert [(x.node, x.members, x.k, x.n) for x in c] == [("cz-1", tuple(fired), 4, 6)]
+
+
+def test_full_rack_plus_lone_sibling_shard_stays_the_rack_when_the_zone_is_not_significant() -> None:
+    # same pattern in a 10-shard zone at p0 = 0.1: rack-A (3 of 3, p = 1e-3) is significant at
+    # 0.01 / 3 groups, cz-1 (4 of 10, p ~ 0.013) is not; shard-03 stays a lone, unexplained shard
+    topo = zone_fixture(rack_b_size=7)
+    c = attribute(["shard-00", "shard-01", "shard-02", "shard-03"], topo, p0=0.1)
+    assert binom_sf(4, 10, 0.1) > 0.01 / 3 >= binom_sf(3, 3, 0.1)
+    assert [(x.node, x.members) for x in c] == [("rack-A", ("shard-00", "shard-01", "shard-02"))]
+
+
+@pytest.mark.parametrize("p0", [1e-6, 1e-3, 1e-2])
+def test_an_ancestor_explaining_no_extra_fired_shard_is_never_reported(p0: float) -> None:
+    # rack-A fired in full, nothing else: cz-1 (3 of 6) is significant as a whole, yet it explains no
+    # fired shard beyond rack-A, so it never replaces the rack (at any base rate)
+    full = ["shard-00", "shard-01", "shard-02"]
+    c = attribute(full, tessera_fixture(), p0=p0)
+    assert [(x.node, x.members) for x in c] == [("rack-A", tuple(full))]
+    # deeper: a host inside the rack, the rack and the zone all hold exactly the same fired shards
+    nodes = [TopoNode("cz-1", "cooling_zone"), TopoNode("rack-A", "rack", "cz-1"), TopoNode("rack-B", "rack", "cz-1"),
+             TopoNode("host-A0", "host", "rack-A"), TopoNode("host-A1", "host", "rack-A"),
+             TopoNode("host-B0", "host", "rack-B")]
+    nodes += [TopoNode(f"shard-0{i}", "shard", "host-A0" if i < 2 else "host-A1" if i < 4 else "host-B0")
+              for i in range(6)]
+    c = attribute(["shard-00", "shard-01"], Topology(nodes), p0=p0)
+    assert [(x.node, x.members) for x in c] == [("host-A0", ("shard-00", "shard-01"))]
+
+
 def test_chance_pairs_are_not_candidates_when_the_base_rate_is_high() -> None:
     assert attribute(["shard-00", "shard-01"], tessera_fixture(), p0=0.5) == []
     assert attribute(["shard-00"], tessera_fixture(), p0=1e-6) == []

@@ -32,12 +32,31 @@ def test_estimated_streams_learn_phi_and_stay_quiet(cfg: Config) -> None:
     dgp = ar1("ar", 0.6, init_draw=True)
     rng, prng = LcgArray(np.arange(300, dtype=np.int64) + 5), LcgArray(np.arange(300, dtype=np.int64) + 9)
     x, init = dgp.generate(rng, 150)
-    full = np.concatenate([dgp.prefix(prng, init, s.warmup), x], axis=1)
-    assert full[:, s.warmup - 1].tolist() == init.tolist()  # the prefix ends on the stream's initial state
+    pre = s.warmup_max
+    full = np.concatenate([dgp.prefix(prng, init, pre), x], axis=1)
+    assert full[:, pre - 1].tolist() == init.tolist()  # the prefix ends on the stream's initial state
     run = estimated_ville(full, s)
     assert abs(float(np.median(run.phi)) - 0.6) < 0.1
     assert np.all(run.log_m[:, : s.warmup] == 0.0)  # warm-up gives no evidence
     assert int((run.log_m >= math.log(200)).any(axis=1).sum()) <= 3
+    # the warm-up is the stream's own: longer than the minimum for phi 0.6, within the prefix
+    assert (run.warm_at >= s.warmup).all() and (run.warm_at <= pre).all()
+    assert float(np.median(run.warm_at)) > s.warmup
+    cols = np.arange(full.shape[1])[None, :]
+    assert np.all(run.log_m[cols < run.warm_at[:, None]] == 0.0)
+
+
+def test_warm_up_length_follows_persistence(cfg: Config) -> None:
+    """White streams are warm after the minimum, near-unit-root ones learn up to the whole prefix."""
+    s = OurSettings.from_config(cfg)
+    assert (s.warmup, s.warmup_max) == (cfg.detector.warmup_windows, cfg.detector.warmup_max_windows)
+    white = LcgArray(np.arange(100, dtype=np.int64) * 3 + 1).normals(s.warmup_max)
+    assert np.all(estimated_ville(white, s).warm_at == s.warmup)
+    dgp = ar1("ar", 0.95, init_draw=True)
+    x, init = dgp.generate(LcgArray(np.arange(100, dtype=np.int64) + 77), 10)
+    full = np.concatenate([dgp.prefix(LcgArray(np.arange(100, dtype=np.int64) + 99), init, s.warmup_max), x], axis=1)
+    wa = estimated_ville(full, s).warm_at
+    assert (wa > s.warmup).all() and (wa <= s.warmup_max).all() and float(np.median(wa)) == s.warmup_max
 
 
 def test_cohort_peers_cancel_a_shared_step(cfg: Config) -> None:

@@ -33,7 +33,7 @@ SPEEDUP = 20.0
 
 def _scenario(speedup: float = SPEEDUP) -> tuple[Scenario, list[str]]:
     cfg = load_config(environ={})
-    cases = drill_cases(cfg.detector.warmup_windows, speedup)
+    cases = drill_cases(cfg.detector.warmup_max_windows, speedup)
     return Scenario(SCENARIO_NAME, "drill", tuple(c.spec for c in cases)), [c.target for c in cases]
 
 
@@ -49,7 +49,7 @@ def test_drill_topology_makes_a_rack_a_minority_of_each_cohort() -> None:
         in_cohort = {s for s in topo.shards if topo.cohort_of(s) == cohort}
         assert 0 < len(in_cohort & rack) < len(in_cohort) / 2
     # the faults start after warm-up and clear, with the wall time the alerting chain needs
-    warmup_ticks = cfg.detector.warmup_windows * cfg.window.length_s / cfg.sim.tick_s
+    warmup_ticks = cfg.detector.warmup_max_windows * cfg.window.length_s / cfg.sim.tick_s
     for spec in scenario.faults:
         assert spec.start_tick > warmup_ticks
         assert spec.duration_ticks is not None and spec.duration_ticks / SPEEDUP >= 15.0

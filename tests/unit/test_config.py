@@ -39,6 +39,13 @@ def test_toml_and_env_override(tmp_path: Path) -> None:
         ('[detector]\nbets = [0.5, "x"]\n', {}, "detector.bets[1]", "expected a number"),
         ("", {"TESSERA_SIM__SEED": "-3"}, "sim.seed", ">= 0"),
         ("", {"TESSERA_DETECTOR__LOG_METRICS": '["nope"]'}, "detector.log_metrics", "not in detector.metrics"),
+        ("[detector]\nwarmup_windows = 100\nwarmup_max_windows = 80\n", {}, "detector.warmup_max_windows",
+         "must be >= detector.warmup_windows (100)"),
+        ("", {"TESSERA_DETECTOR__WARMUP_MAX_WINDOWS": "30"}, "detector.warmup_max_windows",
+         "must be >= detector.warmup_windows (60)"),
+        ("[detector]\nwarmup_persistence = -1\n", {}, "detector.warmup_persistence", ">= 0.0"),
+        ('[detector]\nwarmup_persistence = "long"\n', {}, "detector.warmup_persistence", "expected a number"),
+        ("[detector]\nwarmup_max_windows = 2\n", {}, "detector.warmup_max_windows", ">= 5"),
     ],
 )
 def test_errors_name_the_field(tmp_path: Path, toml: str, env: dict[str, str], field: str, words: str) -> None:
@@ -64,3 +71,12 @@ def test_dump_round_trips(tmp_path: Path) -> None:
     p = tmp_path / "eff.toml"
     p.write_text(dump_toml(cfg))
     assert load_config(p, {}) == cfg
+
+
+def test_warmup_defaults_and_bounds() -> None:
+    d = load_config(None, {}).detector
+    assert (d.warmup_windows, d.warmup_max_windows, d.warmup_persistence) == (60, 240, 14.0)
+    same = load_config(None, {"TESSERA_DETECTOR__WARMUP_MAX_WINDOWS": "60"}).detector  # max = min: fixed warm-up
+    assert same.warmup_max_windows == same.warmup_windows == 60
+    fixed = load_config(None, {"TESSERA_DETECTOR__WARMUP_PERSISTENCE": "0"}).detector
+    assert fixed.warmup_persistence == 0.0
