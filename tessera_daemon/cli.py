@@ -40,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("simulate", help="write a simulated scenario to files")
     sim.add_argument("--scenario", default=None, help="scenario name (default: sim.scenario)")
     sim.add_argument("--seed", type=int, default=None, help="seed (default: sim.seed)")
-    sim.add_argument("--duration-s", type=float, default=None, help="simulated seconds (default 1200)")
+    sim.add_argument("--duration-s", type=float, default=None, help="simulated seconds (default 1800)")
     sim.add_argument("--out", type=Path, help="output directory")
     sim.add_argument("--list", action="store_true", help="list scenarios and exit")
 
@@ -102,7 +102,7 @@ def cmd_simulate(cfg: Config, args: argparse.Namespace) -> int:
         raise ConfigError("--out", "an output directory is required")
     scenario = args.scenario or cfg.sim.scenario
     seed = cfg.sim.seed if args.seed is None else args.seed
-    duration = args.duration_s if args.duration_s is not None else (cfg.sim.duration_s or 1200.0)
+    duration = args.duration_s if args.duration_s is not None else (cfg.sim.duration_s or 1800.0)
     summary = write_simulation(cfg.sim, args.out, scenario=scenario, seed=seed, duration_s=duration)
     print(json.dumps(summary, sort_keys=True))
     return EXIT_OK

@@ -118,13 +118,13 @@ _CATALOGUE: tuple[Scenario, ...] = (
     _single("sparse", "3% of shards stop reporting for ticks 400-600", duration_ticks=200),
     Scenario(
         "demo",
-        "live default, all within 1200 ticks: straggler (400-600), sdc_drift (640-860, 100-tick ramp), "
-        "thermal_rack (900-1100), xid79 (1120, lost for 60 ticks)",
+        "live default, all within 1800 ticks and after the warm-up: straggler (900-1100), "
+        "sdc_drift (1140-1360, 100-tick ramp), thermal_rack (1400-1600), xid79 (1620, lost for 60 ticks)",
         (
-            FaultSpec("straggler", start_tick=400, duration_ticks=200, magnitude=4.0),
-            FaultSpec("sdc_drift", start_tick=640, duration_ticks=220, magnitude=4.0, ramp_ticks=100),
-            FaultSpec("thermal_rack", start_tick=900, duration_ticks=200, magnitude=3.0),
-            FaultSpec("xid79", start_tick=1120, duration_ticks=60),
+            FaultSpec("straggler", start_tick=900, duration_ticks=200, magnitude=4.0),
+            FaultSpec("sdc_drift", start_tick=1140, duration_ticks=220, magnitude=4.0, ramp_ticks=100),
+            FaultSpec("thermal_rack", start_tick=1400, duration_ticks=200, magnitude=3.0),
+            FaultSpec("xid79", start_tick=1620, duration_ticks=60),
         ),
     ),
     Scenario(
