@@ -104,6 +104,7 @@ class GroupDetector:
             subs = [j for j, sj in enumerate(sets) if j != i and sj < si]
             self.children.append([j for j in subs if not any(sets[j] < sets[k] for k in subs if k != j)])
         self.parents = [[j for j, sj in enumerate(sets) if j != i and si < sj] for i, si in enumerate(sets)]
+        self.descendants = [[j for j, sj in enumerate(sets) if j != i and sj < si] for i, si in enumerate(sets)]
         g, m, k = len(self.ids), n_metrics, len(bets) + len(GROUP_BET_EXTRA)
         self.bets = np.concatenate([bets, bets.max() * np.asarray(GROUP_BET_EXTRA)])
         self.warmup = warmup
@@ -242,6 +243,12 @@ class GroupDetector:
         self.ready[hit] = False
         self.last_z[hit] = np.nan
         self.last_x[hit] = np.nan
+
+    def rearm_within(self, gi: int, j: int) -> None:
+        """Re-arm a group and every group inside it on metric column j: the incident the group's firing
+        stood for has closed, and the evidence its sub-groups gathered belonged to it."""
+        for c in (gi, *self.descendants[gi]):
+            self.rearm(c, j)
 
     def rearm(self, gi: int, j: int) -> None:
         self.w_state[gi, j] = 0.0

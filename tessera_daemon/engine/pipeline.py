@@ -275,6 +275,7 @@ class Pipeline:
     ) -> None:
         st = self.state
         n_resolve = self.cfg.detector.resolve_windows
+        cross = cross.copy()
         for key in self.book.active_keys():
             target, det, metric = key
             if det != "A" or metric is None or target not in self.row:
@@ -283,6 +284,7 @@ class Pipeline:
             if stale[i]:
                 resolved.append(self.book.resolve(key, ts=win.end_ts, window=win.index, reason="stale"))
                 st.rearm(np.array([i]), np.array([j]))
+                cross[i, j] = False
                 continue
             if np.isnan(st.last_w[i, j]):
                 continue  # no observation this window: neither evidence nor quiet
@@ -296,6 +298,7 @@ class Pipeline:
             if self.book.quiet_windows(key) >= n_resolve:
                 resolved.append(self.book.resolve(key, ts=win.end_ts, window=win.index, reason="evidence"))
                 st.rearm(np.array([i]), np.array([j]))
+                cross[i, j] = False  # selected on the evidence it had before this resolve re-armed it
         for i, j in zip(*np.nonzero(cross), strict=True):
             shard, metric = self.shards[i], self.metrics[j]
             if self.book.is_active((shard, "A", metric)):
@@ -468,7 +471,13 @@ class Pipeline:
                 resolved.append(self.book.resolve(key, ts=win.end_ts, window=win.index, reason="no co-firing"))
                 gi = g.index.get(node, -1)
                 if gi >= 0 and metric is not None:
-                    g.rearm(gi, self.metrics.index(metric))
+                    # the incident closed: neither its sub-groups nor its quiet members may page later on
+                    # evidence they gathered during it (a rack's PSUs re-fired 35 windows after a fault)
+                    j = self.metrics.index(metric)
+                    g.rearm_within(gi, j)
+                    quiet = [r for r in g.rows[gi] if not self.book.is_active((self.shards[r], "A", metric))]
+                    if quiet:
+                        self.state.rearm(np.array(quiet, np.int64), np.full(len(quiet), j, np.int64))
 
     def _explained_above(self, node: str, j: int, gres: GroupResult) -> bool:
         """A larger group containing ``node`` is reported on metric column j: selected by the pooled

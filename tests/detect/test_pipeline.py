@@ -68,6 +68,9 @@ def test_straggler_fires_only_on_its_shard_then_resolves_and_rearms() -> None:
     assert step and step[0].receipt["direction"] == "up"
     assert step[0].classification == "shard_fault" and step[0].members == [target]
     assert step[0].log_evidence >= step[0].threshold_log
+    # every statistical firing opened on evidence at the threshold (none re-opened on re-armed evidence)
+    assert all(f.log_evidence >= f.threshold_log - 1e-9 for f in stat), [(f.window, f.log_evidence) for f in stat]
+    assert len({f.id for f in step}) == 1
     # the fault ends at tick 650: the firing resolves with hysteresis and the stream is re-armed
     assert step[0].state == "resolved" and step[0].resolved_window is not None
     assert step[0].resolved_window > step[0].window
@@ -262,3 +265,22 @@ def test_checkpoint_holds_the_longest_warmup_and_names_it() -> None:
     shorter = load_config(None, {**_BASE_ENV, "TESSERA_DETECTOR__WARMUP_MAX_WINDOWS": "120"})
     with pytest.raises(CheckpointError, match="warmup_max"):
         checkpoint.restore(blob, shorter, partition="p")
+
+
+def test_a_cleared_rack_fault_pages_once_and_nothing_inside_it_pages_afterwards() -> None:
+    """When the rack's firing closes, its PSUs, hosts and quiet members are re-armed on that metric: the
+    evidence they gathered during the incident must not page again after it cleared."""
+    cfg = load_config(None, {"TESSERA_SIM__ZONES": "1", "TESSERA_SIM__RACKS_PER_ZONE": "4",
+                             "TESSERA_SIM__HOSTS_PER_RACK": "2", "TESSERA_SIM__COHORTS": "1"})
+    start, duration = 900, 200
+    sc = Scenario("t", "rack on, off", (FaultSpec("thermal_rack", start, duration, 3.0),))
+    label = ClusterSim(cfg.sim, scenario=sc, seed=2).labels()["faults"][0]
+    rack = label["target"]
+    _, events = drive(cfg, sc, start + duration + 600, seed=2)
+    opened = {f.id: f for f in events}.values()
+    rack_f = [f for f in opened if f.target == rack]
+    assert rack_f and rack_f[0].classification == "common_mode"
+    clear_window = int(label["end_ts"] // cfg.window.length_s)
+    late = [(f.window - clear_window, f.target, f.metric) for f in opened
+            if f.window > clear_window + 3 and f.classification != "fleet_event"]
+    assert late == [], late
