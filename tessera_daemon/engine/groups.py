@@ -118,7 +118,6 @@ class GroupDetector:
         self.side = np.zeros((g, m), np.int64)
         self.last_z = np.full((g, m), np.nan)
         self.last_x = np.full((g, m), np.nan)
-        self.thr = math.inf
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -196,26 +195,25 @@ class GroupDetector:
             self.n += learn
         self.last_z = z
         self.last_x = x
-        self.thr = thr
-        return self.result((self.log_m >= thr) & ~np.isnan(x))
+        return self.result((self.log_m >= thr) & ~np.isnan(x), thr)
 
     def live_log_m(self) -> npt.NDArray[np.float64]:
         """Log evidence of the streams observed (and warm) this window, -inf elsewhere: the group part of
         a joint e-d-BH selection."""
         return np.where(np.isnan(self.last_x), -np.inf, self.log_m)
 
-    def result(self, crossing: npt.NDArray[np.bool_]) -> GroupResult:
+    def result(self, crossing: npt.NDArray[np.bool_], thr: float) -> GroupResult:
         """The groups to report given which (group, metric) streams are selected this window."""
-        return GroupResult(crossing, self._select(crossing))
+        return GroupResult(crossing, self._select(crossing, thr))
 
-    def _select(self, crossing: npt.NDArray[np.bool_]) -> list[tuple[int, int]]:
+    def _select(self, crossing: npt.NDArray[np.bool_], thr: float) -> list[tuple[int, int]]:
         """Parsimony: a selected group is reported when every immediate sub-group shows evidence in the
         same direction (log evidence >= CHILD_FRACTION x threshold: the shift is spread over the group,
         not confined to one part of it), and no larger such group contains it. Selection itself comes
         from the group's own crossing; the children only decide which level is named."""
         out: list[tuple[int, int]] = []
         side = self.side
-        elevated = self.log_m >= CHILD_FRACTION * self.thr
+        elevated = self.log_m >= CHILD_FRACTION * thr
 
         def complete(gi: int, j: int) -> bool:
             return all((crossing[c, j] or elevated[c, j]) and side[c, j] == side[gi, j] for c in self.children[gi])

@@ -205,7 +205,7 @@ class Pipeline:
                                   self.cfg.detector.clip_sigma, win.index, thr, self.cfg.detector.learn_below_log)
         shard_cross = self._selection(st, stale, thr)
         if self.cfg.detector.selection == "e-d-bh" and len(self.groups):
-            gres = self.groups.result(shard_cross[1])
+            gres = self.groups.result(shard_cross[1], thr)
         opened: list[Firing] = []
         resolved: list[Firing] = []
         self._resolve_relearned(win, ended, resolved)
@@ -456,8 +456,8 @@ class Pipeline:
             live = ev >= resolve_below and ev > peak - (thr - resolve_below)
             if live and not self._explained_above(key[0], j, gres):
                 out.add(key)
-                self.book.observe(key, above=bool(gres.crossing[gi, j]), quiet=False,
-                                  evidence=float(g.log_m[gi, j]), window=win.index)
+                self.book.observe(key, above=bool(gres.crossing[gi, j]), quiet=False, evidence=ev,
+                                  window=win.index)
         return out
 
     def _resolve_groups(self, win: WindowData, present: set[Key], resolved: list[Firing]) -> None:
