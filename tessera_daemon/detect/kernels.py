@@ -15,6 +15,18 @@ bets lambda_k. For a standardised innovation x (winsorised at +-clip) and side s
 Because exp(phi(y)) <= 1 + y + y^2/2, under the null E[s x | past] <= delta and E[x^2 | past] <= v
 each exp(inc) has conditional mean <= 1, so every exp(W_ks) is an e-CUSUM e-detector and so is the
 mixture: alarming at logM >= log c gives average run length >= c (Shin, Ramdas & Rinaldo 2024).
+
+Three ways to carry W from one window to the next, chosen by ``floor`` and ``renew``:
+
+* ``floor = 0``: the e-CUSUM above (the pipeline's change detector);
+* ``floor = -inf``: the plain mixture test martingale started once (W = 0 at the start), for a
+  fixed-start test: Ville gives ``P(sup logM >= log(1/alpha)) <= alpha``;
+* ``floor = -inf, renew = log(pi)``: a change-point mixture. State starts at -inf (no mass) and each
+  observed window a new test starts with mass ``pi``: ``W_ks = logaddexp(W_ks, log pi) + inc``, so
+  ``exp(logM) = sum_j pi Prod_{i=j..t} e_i`` (a Shiryaev-Roberts sum with weights). Plus the mass not
+  yet started, ``1 - n pi`` after n windows, it is a test supermartingale over all time when
+  ``sum pi <= 1`` (e.g. ``pi = 1/H`` for H windows): Ville's inequality holds for a change at any
+  window, at a cost of log(1/pi) instead of a fixed start's wait through the pre-change windows.
 """
 
 from __future__ import annotations
@@ -38,6 +50,7 @@ def _family_a_update(
     clip: float,
     window: int,
     floor: float,  # 0.0: e-CUSUM (change detection); -inf: mixture test martingale (Ville)
+    renew: float,  # -inf: none; else log of the mass of a test started every window (change-point mixture)
     w_state: np.ndarray,  # float64[S, M, 2K] log e-CUSUM values (in/out)
     run_start: np.ndarray,  # int64[S, M] window at which the current run began (in/out)
     log_m: np.ndarray,  # float64[S, M] mixture log evidence (out)
@@ -57,7 +70,7 @@ def _family_a_update(
                 xi = -clip
             d = delta[i, m]
             vv = v[i, m]
-            prev_max = -1e300
+            prev_max = -math.inf
             for j in range(2 * n_k):
                 prev_max = max(prev_max, w_state[i, m, j])
             if prev_max <= floor:
@@ -75,6 +88,9 @@ def _family_a_update(
                 for s in range(2):
                     j = 2 * k + s
                     w = max(w_state[i, m, j], floor)
+                    if renew > -math.inf:  # log(exp(w) + exp(renew))
+                        hi = max(w, renew)
+                        w = hi + math.log1p(math.exp(min(w, renew) - hi))
                     w += (phi if s == 0 else -phi) - norm
                     w_state[i, m, j] = w
                     if w > best:
@@ -99,12 +115,15 @@ def family_a_update(
     log_m: F64,
     side: I64,
     floor: float = 0.0,
+    renew: float = -math.inf,
 ) -> None:
     """Typed wrapper: update Family A state in place for one window (see module docstring).
 
     ``floor=0`` runs the e-CUSUM change detector (ARL >= c); ``floor=-inf`` runs the plain mixture
-    test martingale for fixed-horizon tests (Ville: P(sup log M >= log(1/alpha)) <= alpha)."""
-    _family_a_update(x, delta, v, bets, float(clip), int(window), float(floor), w_state, run_start, log_m, side)
+    test martingale for fixed-horizon tests (Ville: P(sup log M >= log(1/alpha)) <= alpha);
+    ``floor=-inf`` with ``renew=log(pi)`` the change-point mixture (state starting at -inf)."""
+    _family_a_update(x, delta, v, bets, float(clip), int(window), float(floor), float(renew), w_state, run_start,
+                     log_m, side)
 
 
 def warm_up() -> None:

@@ -23,6 +23,7 @@ def family_a_update(
     log_m: F64,
     side: I64,
     floor: float = 0.0,
+    renew: float = -np.inf,
 ) -> None:
     obs = ~np.isnan(x)
     if not obs.any():
@@ -37,10 +38,14 @@ def family_a_update(
     y = lam[..., None] * sgn[None, None, None, :] * xc[..., None, None]  # [S, M, K, 2]
     phi = np.sign(y) * np.log1p(np.abs(y) + 0.5 * y * y)
     inc = (phi - norm[..., None]).reshape(x.shape[0], x.shape[1], 2 * n_k)
-    new_w = np.maximum(w_state, floor) + inc
+    carried = np.maximum(w_state, floor)
+    if renew > -np.inf:
+        carried = np.logaddexp(carried, renew)
+    new_w = carried + inc
     w_state[obs] = new_w[obs]
     best_j = np.argmax(w_state, axis=2)
     best = np.take_along_axis(w_state, best_j[..., None], axis=2)[..., 0]
-    lm = best + np.log(np.exp(w_state - best[..., None]).sum(axis=2)) - np.log(2.0 * n_k)
+    with np.errstate(invalid="ignore"):  # unobserved streams of a change-point mixture still at -inf
+        lm = best + np.log(np.exp(w_state - best[..., None]).sum(axis=2)) - np.log(2.0 * n_k)
     log_m[obs] = lm[obs]
     side[obs] = np.where(best_j[obs] % 2 == 0, 1, -1)

@@ -26,7 +26,12 @@ Per cohort (shards that should behave alike), per metric, per window:
    ``baseline_halflife_windows``, but never for streams that are alarmed or frozen by an event.
 
 The composite null "|shift| <= delta_min" is stated in marginal sigmas; in innovation units the
-steady-state margin is ``delta_min * sqrt((1 - phi) / (1 + phi))``.
+steady-state margin is ``delta_min * sqrt((1 - phi) / (1 + phi))``, plus ``DELTA_SE / sqrt(n)`` for
+the offset's estimation error. The second-moment bound is ``1 + V_SE / sqrt(n) + delta^2`` for a
+stream with no autocorrelation, rising linearly in ``phi`` to ``V_AR_CAP`` at ``ar_max``: with
+persistent noise an error in ``phi`` leaves a slowly wandering mean in the innovations
+(``(phi - phi_hat) r_prev``, lasting ``1/(1 - phi)`` windows) that the slack must cover, while an
+uncorrelated stream's innovation is its own residual and needs none.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ LEARN_Z = 4.0  # windows with a larger |innovation| never teach the baseline
 WINSOR = 6.0  # innovations beyond this many robust sigmas are winsorised when learning
 DELTA_SE = 1.0  # margin added for offset estimation error, in standard errors (1/sqrt(n) innovation units)
 V_SE = 1.0  # slack added to the second-moment bound for scale estimation error, x 1/sqrt(n)
+V_AR_CAP = 1.4  # null second-moment bound of an innovation at phi = ar_max (1 at phi <= 0; linear between)
 WARMUP_Z = 3.0  # the warm-up rule reads phi at this many standard errors above its estimate
 RESOLUTION = 1e-3  # scale floor relative to the cohort level: quantised counters are not noise-free
 
@@ -63,12 +69,12 @@ class ResidualParams:
     halflife: float  # windows; 0 freezes baselines after warm-up
     min_cohort: int
     delta_min: float  # marginal sigmas
-    v_inflation: float  # null second-moment bound of a standardised innovation, before delta^2
+    v_inflation: float  # null second-moment bound of a standardised innovation at phi = ar_max (see v)
     warmup_max: int = 0  # most warm-up windows (the buffer depth); 0: ``warmup`` (a fixed warm-up)
     persistence: float = 0.0  # warm once n (1 - phi_up) reaches this (after ``warmup`` windows); 0: fixed
 
     @classmethod
-    def from_config(cls, d: DetectorConfig, v_inflation: float) -> ResidualParams:
+    def from_config(cls, d: DetectorConfig, v_inflation: float = V_AR_CAP) -> ResidualParams:
         return cls(warmup=d.warmup_windows, ar_max=d.ar_max, halflife=d.baseline_halflife_windows,
                    min_cohort=d.min_cohort, delta_min=d.delta_min_sigma, v_inflation=v_inflation,
                    warmup_max=d.warmup_max_windows, persistence=d.warmup_persistence)
@@ -102,7 +108,8 @@ def cohort_centres(
 
 
 def _centres(
-    state: DetectorState, x: F64, cohort_rows: list[npt.NDArray[np.int64]], min_cohort: int
+    state: DetectorState, x: F64, cohort_rows: list[npt.NDArray[np.int64]], min_cohort: int,
+    suspect: BoolA | None = None,
 ) -> tuple[F64, BoolA]:
     """(centre [C, M], whether it is the offset-adjusted median of warm members [C, M]).
 
@@ -120,6 +127,10 @@ def _centres(
             continue
         xc = x[rows]
         adj = np.where(warm[rows], xc - state.offset[rows], np.nan)
+        if suspect is not None:  # leave suspects out while enough members remain
+            trusted = np.where(suspect[rows], np.nan, adj)
+            enough = np.sum(~np.isnan(trusted), axis=0) >= min_cohort
+            adj = np.where(enough[None, :], trusted, adj)
         n_adj = np.sum(~np.isnan(adj), axis=0)
         n_raw = np.sum(~np.isnan(xc), axis=0)
         med_adj = _nanmedian(adj, 0)
@@ -236,7 +247,7 @@ def residual_step(
     ``centre`` [C, M] overrides the peer centre (e.g. zeros: each row against its own past only).
     """
     if centre is None:
-        centre, adjusted = _centres(state, x, cohort_rows, p.min_cohort)
+        centre, adjusted = _centres(state, x, cohort_rows, p.min_cohort, frozen)
     else:
         adjusted = np.ones(centre.shape, np.bool_)
     c = centre[cohort_of] if len(cohort_rows) else np.full_like(x, np.nan)
@@ -262,7 +273,8 @@ def residual_step(
     w = u / state.scale
     inv_sqrt_n = 1.0 / np.sqrt(np.maximum(state.n_learn, 1))
     delta = p.delta_min * np.sqrt((1.0 - phi) / (1.0 + phi)) + DELTA_SE * inv_sqrt_n
-    v = p.v_inflation + V_SE * inv_sqrt_n + delta * delta
+    v = 1.0 + (p.v_inflation - 1.0) * np.clip(phi, 0.0, p.ar_max) / max(p.ar_max, 1e-9) + V_SE * inv_sqrt_n
+    v = v + delta * delta
 
     # baseline learning after warm-up: cumulative at first (rate 1/n), then exponential with the
     # configured half-life; never for streams that are alarmed or frozen, never from outliers

@@ -29,7 +29,7 @@ from tessera_daemon.engine.rules import RuleHit, evaluate_rules
 from tessera_daemon.engine.window import WindowAssembler, WindowData
 from tessera_daemon.model import ClusterEvent, Firing, Frame, Topology, firing_id
 
-V_INFLATION = 1.2  # null second-moment bound of a standardised innovation (plus estimation slack)
+V_INFLATION = 1.2  # null second-moment bound of a group's pooled z (plus estimation slack)
 FAMILY_NAMES = {"C": "multivariate", "D": "oscillation", "E": "conformal novelty"}
 BROAD_FRACTION = 0.6  # share of a cohort that must move for a fleet_event
 RULE_METRIC = {"xid": "xid", "ecc_dbe": "ecc_dbe", "device_lost": None}
@@ -67,7 +67,7 @@ class Pipeline:
         self.cfg = cfg
         self.metrics = list(d.metrics)
         self.log_cols = np.array([j for j, m in enumerate(self.metrics) if m in d.log_metrics], np.int64)
-        self.params = ResidualParams.from_config(d, V_INFLATION)
+        self.params = ResidualParams.from_config(d)
         self.bets = np.array(d.bets, np.float64)
         self.critical_xids = frozenset(cfg.rules.critical_xids)
         self.book = FiringBook(recent_limit=d.recent_resolved)

@@ -10,11 +10,12 @@ drifting, 2000 trials, q in {0.05, 0.1}. Seeds: prefix 0xCA11B, +5,000,000 per c
 
 Ours on every stream: the residual pipeline learns offset, AR(1) and scale online from a clean
 warm-up prefix of ``detector.warmup_max_windows`` windows of the same process (from mulberry32
-seeded ``scramble(seed) ^ 0xA5A5A5A5``, joined without a seam), then our Family A in Ville mode at
-log(1/alpha). Each stream ends its (adaptive) warm-up when its own rule says. Null rows: its
-evidence starts there and a false fire counts from then on, prefix windows included
-(conservative). Ramp rows: the test starts at Tessera's window 0 (as Tessera's does) and a
-detection counts in its 200 windows. Fleet cells: terminal e-values of tests run from each
+seeded ``scramble(seed) ^ 0xA5A5A5A5``, joined without a seam), then our Family A as a
+change-point mixture (``evaluation.ours.estimated_ville``) at log(1/alpha). Each stream ends its
+(adaptive) warm-up when its own rule says. Null rows: tests start from there (a test every window,
+mass 1/H over the H = prefix + 200 windows) and a false fire counts from then on, prefix windows
+included (conservative). Ramp rows: tests start in Tessera's 200 windows (H = 200) and a detection
+counts in them. Fleet cells: terminal e-values of tests run from each
 stream's warm-up. Ours has no raw / whiten modes: it always estimates, so
 both rows of a process are the same detector on that row's own streams. Fleet FDR: e-BH
 (``engine.ebh.e_bh``) on our terminal e-values.

@@ -8,7 +8,9 @@ Two ways in:
   test martingale, so ``P(sup log M >= log(1/alpha)) <= alpha``), delta 0, v 1, our bet grid and clip.
 * :func:`estimated_ville` - the misspecified nulls (R79, calibration envelope): our residual
   pipeline (``detect.residuals.residual_step``: offset, AR(1) phi and scale learned in an adaptive
-  warm-up and followed online, never given) in front of the same kernel in Ville mode, with the
+  warm-up and followed online, never given) in front of the same kernel as a change-point mixture
+  (``floor=-inf, renew=log(1/H)``: a test started at every window with mass 1/H, so
+  ``P(sup M >= 1/alpha) <= alpha`` over the whole run, for a change at any window), with the
   composite-null margin ``delta`` and second-moment bound ``v`` that the residual step itself
   returns. ``EstimatedRun.warm_at`` says where each stream's warm-up ended.
 
@@ -19,7 +21,7 @@ Two ways in:
 
 The learning gate mirrors ``engine.pipeline``: a stream's baseline stops learning once its e-CUSUM
 evidence (the pipeline's own statistic, ``floor=0``, run alongside) reaches
-``detector.learn_below_log``; the decision reads the Ville-mode mixture.
+``detector.learn_below_log``; the decision reads the change-point mixture.
 """
 
 from __future__ import annotations
@@ -34,7 +36,6 @@ from tessera_daemon.config import Config
 from tessera_daemon.detect.kernels import family_a_update
 from tessera_daemon.detect.residuals import ResidualParams, residual_step
 from tessera_daemon.detect.state import DetectorState
-from tessera_daemon.engine.pipeline import V_INFLATION
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -56,7 +57,7 @@ class OurSettings:
         return cls(
             bets=tuple(d.bets),
             clip=d.clip_sigma,
-            params=ResidualParams.from_config(d, V_INFLATION),
+            params=ResidualParams.from_config(d),
             learn_below_log=d.learn_below_log,
         )
 
@@ -92,7 +93,7 @@ def oracle_ville(x: F64, s: OurSettings) -> F64:
 
 @dataclass(slots=True)
 class EstimatedRun:
-    log_m: F64  # [rows, windows] Ville-mode mixture (the decision); 0 during warm-up
+    log_m: F64  # [rows, windows] log of the change-point mixture (the decision); 0 before it starts
     cusum: F64  # [rows, windows] the pipeline's e-CUSUM on the same innovations (the learning gate)
     phi: F64  # [rows] AR(1) coefficient at the end
     scale: F64  # [rows] innovation scale at the end
@@ -105,36 +106,47 @@ def _residual_ville(x: F64, s: OurSettings, *, centre_zero: bool, test_from: int
     The rows of one column are one cohort (peers of each other); columns are independent (the
     state is ``[members, columns]``, the residual step's shard x metric layout), so many trials run
     as columns of one vectorised call. The state's warm-up buffer holds ``detector.warmup_max_windows``
-    and each stream ends its (adaptive) warm-up when its own rule says. ``test_from``: the Ville
-    mixture starts afresh (M = 1) at that window, as a test begun at a change point; the baseline and
-    the learning gate carry on.
+    and each stream ends its (adaptive) warm-up when its own rule says.
+
+    The decision statistic is the kernel's change-point mixture (``renew``): every window with an
+    innovation from ``test_from`` on (None: from the start, i.e. from each stream's warm-up) starts a
+    new test with mass ``1/H``, ``H`` the windows left from there to the end. ``M_t`` = the started
+    tests' mixture + the mass not yet started is a test supermartingale (total mass <= 1), so
+    ``P(sup M >= 1/alpha) <= alpha`` over the whole run, for a change at any window. The baseline and
+    the learning gate carry on through ``test_from``.
     """
     n_s, n_c, n_w = x.shape
+    start = 0 if test_from is None else test_from
+    horizon = n_w - start
+    log_pi = -math.log(horizon)
     bets = np.asarray(s.bets, np.float64)
     st = DetectorState.empty(n_s, n_c, s.warmup_max, len(bets))
     gate = DetectorState.empty(n_s, n_c, 1, len(bets))  # e-CUSUM state (floor 0), as in the pipeline
     cohort_of = np.zeros(n_s, np.int64)
     cohort_rows = [np.arange(n_s, dtype=np.int64)]
     zero = np.zeros((1, n_c)) if centre_zero else None
-    out = np.empty((n_s, n_c, n_w))
+    out = np.zeros((n_s, n_c, n_w))
     cusum = np.empty((n_s, n_c, n_w))
     warm_at = np.full((n_s, n_c), -1, np.int64)
+    started = np.zeros((n_s, n_c))  # tests started so far (windows with an innovation since ``start``)
+    st.w_state[:] = -math.inf
     for w in range(n_w):
         xw = np.ascontiguousarray(x[:, :, w])
         frozen = gate.log_m >= s.learn_below_log
-        if w == test_from:
-            st.w_state[:] = 0.0
-            st.log_m[:] = 0.0
         res = residual_step(st, xw, cohort_of, cohort_rows, frozen, s.params, centre=zero)
         warm_at = np.where((warm_at < 0) & ~np.isnan(res.w), w, warm_at)
-        family_a_update(
-            res.w, res.delta, res.v, bets, s.clip, w, st.w_state, st.run_start, st.log_m, st.side,
-            floor=VILLE_FLOOR,
-        )
+        if w >= start:
+            family_a_update(
+                res.w, res.delta, res.v, bets, s.clip, w, st.w_state, st.run_start, st.log_m, st.side,
+                floor=VILLE_FLOOR, renew=log_pi,
+            )
+            started += ~np.isnan(res.w)
+            rest = np.maximum(1.0 - started / horizon, 0.0)
+            with np.errstate(divide="ignore"):
+                out[:, :, w] = np.where(started > 0, np.logaddexp(st.log_m, np.log(rest)), 0.0)
         family_a_update(
             res.w, res.delta, res.v, bets, s.clip, w, gate.w_state, gate.run_start, gate.log_m, gate.side,
         )
-        out[:, :, w] = st.log_m
         cusum[:, :, w] = gate.log_m
     return EstimatedRun(out.reshape(n_s * n_c, n_w), cusum.reshape(n_s * n_c, n_w),
                         st.phi.reshape(-1).copy(), st.scale.reshape(-1).copy(), warm_at.reshape(-1))

@@ -118,3 +118,51 @@ def test_ville_false_alarm_probability_at_most_alpha() -> None:
         crossed |= st_[2][:, 0] >= np.log(1 / alpha)
     rate = crossed.mean()
     assert rate <= alpha + 3 * np.sqrt(alpha * (1 - alpha) / s)
+
+
+def test_change_point_mixture_agrees_with_twin() -> None:
+    """renew = log(pi): a test started every observed window (state from -inf), kernel == twin."""
+    rng = np.random.default_rng(7)
+    s, m = 64, 2
+    a, b = _state(s, m, len(BETS)), _state(s, m, len(BETS))
+    a[0][:], b[0][:] = -np.inf, -np.inf
+    delta, v = np.full((s, m), 0.1), np.full((s, m), 1.1)
+    for w in range(60):
+        x = rng.standard_normal((s, m)) + (w >= 30) * 1.0
+        x[rng.random((s, m)) < 0.1] = np.nan
+        kernels.family_a_update(x, delta, v, BETS, 4.0, w, *a, floor=-np.inf, renew=np.log(1 / 60))
+        reference.family_a_update(x, delta, v, BETS, 4.0, w, *b, floor=-np.inf, renew=np.log(1 / 60))
+    _assert_same(a, b)
+
+
+def test_change_point_mixture_is_a_sum_over_start_times() -> None:
+    """exp(logM_t) = sum over starts j <= t of pi * (fixed-start mixture from j), computed directly."""
+    rng = np.random.default_rng(8)
+    n_w, pi = 12, 1 / 12
+    xs = [rng.standard_normal((1, 1)) + 0.5 for _ in range(n_w)]
+    delta, v = np.zeros((1, 1)), np.ones((1, 1))
+    cp = _state(1, 1, len(BETS))
+    cp[0][:] = -np.inf
+    fixed = []  # one fixed-start Ville state per start time
+    for w, x in enumerate(xs):
+        kernels.family_a_update(x, delta, v, BETS, 4.0, w, *cp, floor=-np.inf, renew=np.log(pi))
+        fixed.append(_state(1, 1, len(BETS)))
+        for f in fixed:
+            kernels.family_a_update(x, delta, v, BETS, 4.0, w, *f, floor=-np.inf)
+        direct = pi * sum(np.exp(f[2][0, 0]) for f in fixed)
+        np.testing.assert_allclose(np.exp(cp[2][0, 0]), direct, rtol=1e-10)
+
+
+def test_change_point_mixture_false_alarm_probability_at_most_alpha() -> None:
+    """Started mass + unstarted mass is a test martingale: P(sup M >= 1/alpha) <= alpha over H windows."""
+    rng = np.random.default_rng(9)
+    s, alpha, horizon = 4000, 0.05, 150
+    st_ = _state(s, 1, len(BETS))
+    st_[0][:] = -np.inf
+    crossed = np.zeros(s, bool)
+    for w in range(horizon):
+        kernels.family_a_update(rng.standard_normal((s, 1)), np.zeros((s, 1)), np.ones((s, 1)), BETS, 4.0, w,
+                                *st_, floor=-np.inf, renew=-np.log(horizon))
+        log_total = np.logaddexp(st_[2][:, 0], np.log(max(1.0 - (w + 1) / horizon, 1e-300)))
+        crossed |= log_total >= np.log(1 / alpha)
+    assert crossed.mean() <= alpha + 3 * np.sqrt(alpha * (1 - alpha) / s)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 
@@ -9,7 +11,7 @@ from tessera_daemon.config import Config, load_config
 from tessera_daemon.detect.residuals import ResidualParams, residual_step
 from tessera_daemon.detect.state import DetectorState
 from tessera_daemon.engine import checkpoint
-from tessera_daemon.engine.pipeline import V_INFLATION, Pipeline
+from tessera_daemon.engine.pipeline import Pipeline
 from tessera_daemon.errors import CheckpointError
 from tessera_daemon.model import Firing
 from tessera_daemon.sim import ClusterSim, FaultSpec, Scenario
@@ -187,7 +189,7 @@ def warm_after(x: np.ndarray, cfg: Config) -> np.ndarray:
     d = cfg.detector
     n = x.shape[0]
     st = DetectorState.empty(n, 1, d.warmup_max_windows, len(d.bets))
-    params = ResidualParams.from_config(d, V_INFLATION)
+    params = ResidualParams.from_config(d)
     out = np.full(n, -1)
     for w in range(x.shape[1]):
         residual_step(st, x[:, w:w + 1], np.zeros(n, np.int64), [np.arange(n, dtype=np.int64)],
@@ -235,7 +237,7 @@ def test_warmup_staggered_cohort_keeps_learning_until_enough_members_are_warm() 
     x = np.concatenate([ar1_streams(1, 400, 0.0, seed=15), ar1_streams(3, 400, 0.97, seed=16)]) + 10.0
     n = x.shape[0]
     st = DetectorState.empty(n, 1, d.warmup_max_windows, len(d.bets))
-    params = ResidualParams.from_config(d, V_INFLATION)
+    params = ResidualParams.from_config(d)
     warm_at = np.full(n, -1)
     first_w = -1
     for w in range(x.shape[1]):
@@ -249,6 +251,37 @@ def test_warmup_staggered_cohort_keeps_learning_until_enough_members_are_warm() 
     assert warm_at[0] == d.warmup_windows
     assert (warm_at[1:] > d.warmup_windows).all() and (warm_at[1:] <= d.warmup_max_windows).all()
     assert first_w > 0 and np.sum(np.isnan(st.last_w)) == 0  # everyone has innovations at the end
+
+
+def test_suspect_members_leave_the_cohort_centre_while_enough_remain() -> None:
+    """A shard whose baseline is frozen (alarmed) no longer pulls the peer centre toward itself; with
+    too few trusted members left, every warm member counts again."""
+    cfg = load_config(None, {})
+    d = cfg.detector
+    n = 10
+    rng = np.random.default_rng(21)
+    params = ResidualParams.from_config(d)
+    st = DetectorState.empty(n, 1, d.warmup_max_windows, len(d.bets))
+    cohort, rows = np.zeros(n, np.int64), [np.arange(n, dtype=np.int64)]
+    trusted = np.zeros((n, 1), np.bool_)
+    for _ in range(d.warmup_windows + 5):
+        residual_step(st, rng.standard_normal((n, 1)), cohort, rows, trusted, params)
+    assert st.warm().all()
+
+    def centre(x: np.ndarray, frozen: np.ndarray) -> float:
+        return float(residual_step(copy.deepcopy(st), x, cohort, rows, frozen, params).centre[0, 0])
+
+    x = st.offset.copy()  # every member exactly at its own baseline ...
+    x[0] += 6.0  # ... but shard 0, six sigma up,
+    x[1:5] += 1.0  # and four members one sigma up
+    shard0 = trusted.copy()
+    shard0[0] = True
+    assert centre(x, trusted) == pytest.approx(0.5)  # median of (6, 1, 1, 1, 1, 0 x 5)
+    assert centre(x, shard0) == pytest.approx(0.0)  # median of (1, 1, 1, 1, 0 x 5): shard 0 left out
+    few = np.ones((n, 1), np.bool_)
+    few[:2] = False  # only two trusted members (< min_cohort): every warm member counts
+    assert d.min_cohort > 2
+    assert centre(x, few) == pytest.approx(0.5)
 
 
 def test_checkpoint_holds_the_longest_warmup_and_names_it() -> None:
