@@ -27,10 +27,11 @@ NOTES: tuple[tuple[str, str, str], ...] = (
      "composite null |shift| <= delta_min_sigma (0.25) plus the offset's estimation margin leaves a "
      "1-sigma step about 0.6 sigma of usable signal, so the slowest runs are not done within the 100 "
      "windows after the step. Measured: delta_min 0.2 gives 975/1000 and 0.1 gives 993/1000, but at "
-     "0.1 the realistic fleet had one false firing: a shard whose warm-up offset was about 4 standard "
-     "errors off was frozen by its own evidence right after warm-up and never re-learnt (26 in 8.7 M "
-     "shard-windows, the same stream in every seed-1 case). The default stays at 0.25 until the "
-     "learning gate allows for fleet-wide offset error."),
+     "0.1 the realistic fleet had false firings: one stream whose 60-window warm-up mean sat 2.7 "
+     "standard errors from its long-run level was frozen by its own evidence right after warm-up and "
+     "reached the threshold about 350 windows later (26 in 8.7 M shard-windows, the same stream in "
+     "every seed-1 case). The default stays at 0.25 until offsets stay accurate at fleet scale "
+     "(docs/statistics.md, Family A)."),
     ("realistic", "recall",
      "1-sigma single-shard faults carry about 0.1 nat per window after whitening against a threshold "
      "near 20 nats (e-d-Bonferroni over every stream at 0.1 false pages per day); see the table."),
