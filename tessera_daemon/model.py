@@ -10,9 +10,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, overload
+
+import numpy as np
 
 from tessera_daemon.errors import CodecError
 
@@ -433,3 +435,80 @@ def read_jsonl(lines: Sequence[str] | Iterable[str]) -> Iterable[tuple[int, str]
         s = line.strip()
         if s:
             yield i, s
+
+
+class FrameBlock(Sequence[Frame]):
+    """One decoded host entry as arrays, readable as a sequence of :class:`Frame`.
+
+    ``values`` [S, M] holds NaN where a metric was null or absent from that shard's frame (``absent``
+    keeps the difference for the frames). ``engine.window.WindowAssembler.add_block`` reads the
+    arrays directly; anything else iterates frames, built on first use exactly as the entry encoded
+    them.
+    """
+
+    __slots__ = ("_frames", "absent", "counters", "host", "lost", "names", "shards", "ts", "values", "xids")
+
+    def __init__(self, host: str, shards: list[str], ts: np.ndarray, names: list[str], values: np.ndarray,
+                 absent: np.ndarray | None, counters: frozenset[str] | list[frozenset[str]],
+                 xids: dict[int, tuple[int, ...]], lost: set[int]) -> None:
+        self.host = host
+        self.shards = shards
+        self.ts = ts
+        self.names = names
+        self.values = values
+        self.absent = absent
+        self.counters = counters  # one set for every frame, or one per frame
+        self.xids = xids
+        self.lost = lost
+        self._frames: list[Frame] | None = None
+
+    def counters_of(self, i: int) -> frozenset[str]:
+        c = self.counters
+        return c if isinstance(c, frozenset) else c[i]
+
+    def frames(self) -> list[Frame]:
+        if self._frames is None:
+            self._frames = self._build()
+        return self._frames
+
+    def __len__(self) -> int:
+        return len(self.shards)
+
+    @overload
+    def __getitem__(self, i: int) -> Frame: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[Frame]: ...
+
+    def __getitem__(self, i: int | slice) -> Frame | list[Frame]:
+        return self.frames()[i]
+
+    def __iter__(self) -> Iterator[Frame]:
+        return iter(self.frames())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence):
+            return self.frames() == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # mutable cache, compared by its frames
+
+    def _build(self) -> list[Frame]:
+        names, absent = self.names, self.absent
+        tss = self.ts.tolist()
+        rows = self.values.tolist()
+        finite = bool(np.isfinite(self.values).all())
+        out: list[Frame] = []
+        for i, sid in enumerate(self.shards):
+            row = rows[i]
+            if absent is None and finite:
+                metrics: dict[str, float | None] = dict(zip(names, row))  # noqa: B905 - lengths fixed by reshape
+            else:
+                skip = absent[i] if absent is not None else None
+                metrics = {
+                    k: (v if math.isfinite(v) else None)
+                    for j, (k, v) in enumerate(zip(names, row, strict=True))
+                    if skip is None or not skip[j]
+                }
+            out.append(Frame(tss[i], sid, metrics, self.counters_of(i), self.xids.get(i, ()), i in self.lost))
+        return out

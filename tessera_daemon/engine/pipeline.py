@@ -27,7 +27,7 @@ from tessera_daemon.engine.firings import FiringBook, Key
 from tessera_daemon.engine.groups import GroupDetector, GroupResult
 from tessera_daemon.engine.rules import RuleHit, evaluate_rules
 from tessera_daemon.engine.window import WindowAssembler, WindowData
-from tessera_daemon.model import ClusterEvent, Firing, Frame, Topology, firing_id
+from tessera_daemon.model import ClusterEvent, Firing, Frame, FrameBlock, Topology, firing_id
 
 V_INFLATION = 1.2  # null second-moment bound of a group's pooled z (plus estimation slack)
 FAMILY_NAMES = {"C": "multivariate", "D": "oscillation", "E": "conformal novelty"}
@@ -129,6 +129,9 @@ class Pipeline:
     # ------------------------------------------------------------------------------ ingest
 
     def ingest(self, frames: Iterable[Frame]) -> None:
+        if isinstance(frames, FrameBlock):  # a decoded host entry: its arrays, no Frame objects
+            self.assembler.add_block(frames)
+            return
         for f in frames:
             self.assembler.add(f)
 

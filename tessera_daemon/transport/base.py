@@ -19,7 +19,7 @@ from tessera_daemon.model import Frame
 class Delivery:
     """Frames received together, plus the opaque token that acknowledges them."""
 
-    frames: list[Frame]
+    frames: Sequence[Frame]
     token: Any = None
 
 

@@ -23,7 +23,6 @@ Never pickle: msgpack and raw little-endian float64 only. Anything the decoder c
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +31,7 @@ import msgpack
 import numpy as np
 
 from tessera_daemon.errors import CodecError
-from tessera_daemon.model import Firing, Frame
+from tessera_daemon.model import Firing, Frame, FrameBlock
 
 ENTRY_VERSION = 1
 REASONS = ("undecodable", "version", "invalid")
@@ -54,7 +53,7 @@ class HostEntry:
     src: str
     seq: int
     host: str
-    frames: list[Frame]
+    frames: FrameBlock
 
     @property
     def n_values(self) -> int:
@@ -145,7 +144,7 @@ def decode_entry(fields: Mapping[Any, Any] | None) -> HostEntry:
     return HostEntry(src, seq, *_frames(obj))
 
 
-def _frames(obj: dict[str, Any]) -> tuple[str, list[Frame]]:
+def _frames(obj: dict[str, Any]) -> tuple[str, FrameBlock]:
     host = obj.get("h")
     if not isinstance(host, str):
         raise EntryError("invalid", "h: expected the host name")
@@ -154,8 +153,8 @@ def _frames(obj: dict[str, Any]) -> tuple[str, list[Frame]]:
     s, m = len(shards), len(names)
     if s == 0:
         raise EntryError("invalid", "s: no shards")
-    tss = _floats(obj.get("t"), s, "t").tolist()
-    if min(tss) < 0 or not all(map(math.isfinite, tss)):
+    tss_arr = _floats(obj.get("t"), s, "t")
+    if not np.isfinite(tss_arr).all() or tss_arr.min() < 0:
         raise EntryError("invalid", "t: timestamps must be finite unix seconds")
     values = _floats(obj.get("x"), s * m, "x").reshape(s, m)
     absent: np.ndarray | None = None
@@ -185,23 +184,8 @@ def _frames(obj: dict[str, Any]) -> tuple[str, list[Frame]]:
     if not isinstance(lost_raw, list) or not all(isinstance(i, int) and 0 <= i < s for i in lost_raw):
         raise EntryError("invalid", "l: expected shard indices")
     lost = set(lost_raw)
-    finite = bool(np.isfinite(values).all())
-    rows = values.tolist()
-    frames: list[Frame] = []
-    for i, sid in enumerate(shards):
-        row = rows[i]
-        if absent is None and finite:
-            metrics: dict[str, float | None] = dict(zip(names, row))  # noqa: B905 - lengths fixed by reshape
-        else:
-            skip = absent[i] if absent is not None else None
-            metrics = {
-                k: (v if math.isfinite(v) else None)
-                for j, (k, v) in enumerate(zip(names, row, strict=True))
-                if skip is None or not skip[j]
-            }
-        frames.append(Frame(tss[i], sid, metrics, per_frame[i] if per_frame else counters,
-                            xids.get(i, ()), i in lost))
-    return host, frames
+    return host, FrameBlock(host, shards, np.asarray(tss_arr), names, values, absent,
+                            counters if per_frame is None else per_frame, xids, lost)
 
 
 # --------------------------------------------------------------------------------------- JSON forms
