@@ -133,7 +133,7 @@ class WindowAssembler:
     def add_block(self, block: FrameBlock) -> None:
         """:meth:`add` for every frame of a decoded host entry, reading its arrays: one vectorised
         update per window for the gauges, a Python step only per counter value. Same result, same
-        counts, as adding its frames one by one (tests/engine/test_window.py)."""
+        counts, as adding its frames one by one (tests/unit/test_window.py)."""
         names = block.names
         cols = [self._col.get(n) for n in names]
         tss = block.ts.tolist()
@@ -193,7 +193,7 @@ class WindowAssembler:
         sub = values[np.asarray(idx, np.intp)]
         r_idx, j_idx = np.nonzero(gauge & np.isfinite(sub))
         if r_idx.size:
-            c_idx = np.asarray(cols, dtype=object)[j_idx].astype(np.intp)
+            c_idx = np.asarray([-1 if c is None else c for c in cols], np.intp)[j_idx]  # gauge: known columns
             np.add.at(acc.sums, (rows[r_idx], c_idx), sub[r_idx, j_idx])
             np.add.at(acc.counts, (rows[r_idx], c_idx), 1)
 

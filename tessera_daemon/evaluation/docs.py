@@ -25,7 +25,7 @@ NOTES: tuple[tuple[str, str, str], ...] = (
      "A power shortfall, not a validity failure, and a trade against false pages. The change-point "
      "mixture (a test started every window) finds the step in a median 46 windows, but the "
      "composite null |shift| <= delta_min_sigma (0.25) plus the offset's estimation margin leaves a "
-     "1-sigma step about 0.6 sigma of usable signal, so the slowest runs are not done within the 100 "
+     "1-sigma step about 0.7 sigma of usable signal, so the slowest runs are not done within the 100 "
      "windows after the step; even an oracle likelihood-ratio CUSUM that knows the 0.7-sigma shift, "
      "the variance and the Gaussian law crosses log(H/alpha) within those 100 windows in only 99.2 % of "
      "runs. Measured: delta_min 0.2 gives 975/1000 and 0.1 gives 993/1000, but at "
