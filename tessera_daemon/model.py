@@ -446,12 +446,11 @@ class FrameBlock(Sequence[Frame]):
     them.
     """
 
-    __slots__ = ("_frames", "absent", "counters", "host", "lost", "names", "shards", "ts", "values", "xids")
+    __slots__ = ("_frames", "absent", "counters", "lost", "names", "shards", "ts", "values", "xids")
 
-    def __init__(self, host: str, shards: list[str], ts: np.ndarray, names: list[str], values: np.ndarray,
+    def __init__(self, shards: list[str], ts: np.ndarray, names: list[str], values: np.ndarray,
                  absent: np.ndarray | None, counters: frozenset[str] | list[frozenset[str]],
                  xids: dict[int, tuple[int, ...]], lost: set[int]) -> None:
-        self.host = host
         self.shards = shards
         self.ts = ts
         self.names = names
@@ -461,6 +460,11 @@ class FrameBlock(Sequence[Frame]):
         self.xids = xids
         self.lost = lost
         self._frames: list[Frame] | None = None
+
+    @property
+    def n_values(self) -> int:
+        """Values carried, nulls included (what the frames' metric maps hold), without building frames."""
+        return int(self.values.size - (self.absent.sum() if self.absent is not None else 0))
 
     def counters_of(self, i: int) -> frozenset[str]:
         c = self.counters

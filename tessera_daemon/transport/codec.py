@@ -57,7 +57,7 @@ class HostEntry:
 
     @property
     def n_values(self) -> int:
-        return sum(len(f.metrics) for f in self.frames)
+        return self.frames.n_values
 
 
 # ------------------------------------------------------------------------------------------- encode
@@ -184,8 +184,8 @@ def _frames(obj: dict[str, Any]) -> tuple[str, FrameBlock]:
     if not isinstance(lost_raw, list) or not all(isinstance(i, int) and 0 <= i < s for i in lost_raw):
         raise EntryError("invalid", "l: expected shard indices")
     lost = set(lost_raw)
-    return host, FrameBlock(host, shards, np.asarray(tss_arr), names, values, absent,
-                            counters if per_frame is None else per_frame, xids, lost)
+    return host, FrameBlock(shards, tss_arr, names, values, absent, counters if per_frame is None else per_frame,
+                            xids, lost)
 
 
 # --------------------------------------------------------------------------------------- JSON forms
