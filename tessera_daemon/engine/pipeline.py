@@ -179,7 +179,8 @@ class Pipeline:
         x[stale] = np.nan
         fresh_rows = [np.nonzero((self.cohort_of == c) & ~stale)[0] for c in range(len(self.cohorts))]
 
-        frozen = st.log_m >= self.cfg.detector.learn_below_log
+        suspect = st.log_m >= self.cfg.detector.learn_below_log  # leaves its cohort's centre
+        frozen = self.params.learning_frozen(st.log_m, st.n_learn)
         if event_frozen:
             frozen[event_frozen, :] = True
         for gi, j in zip(*np.nonzero(self.groups.log_m >= self.cfg.detector.learn_below_log), strict=True):
@@ -192,7 +193,7 @@ class Pipeline:
                 f = self.book.get(key)
                 lone[self.row[target], self.metrics.index(metric)] = f is not None and f.classification == "shard_fault"
 
-        res = residual_step(st, x, self.cohort_of, fresh_rows, frozen, self.params)
+        res = residual_step(st, x, self.cohort_of, fresh_rows, frozen, self.params, suspect=suspect | frozen)
         family_a_update(
             res.w, res.delta, res.v, self.bets, self.cfg.detector.clip_sigma, win.index,
             st.w_state, st.run_start, st.log_m, st.side,
@@ -322,7 +323,7 @@ class Pipeline:
         n_c, m = cs.shape
         if n_c == 0:
             return
-        frozen = cs.log_m >= self.cfg.detector.learn_below_log
+        frozen = self.params.learning_frozen(cs.log_m, cs.n_learn)
         res = residual_step(cs, centre, np.zeros(n_c, np.int64), [np.arange(n_c)], frozen, self.params,
                             centre=np.zeros((1, m)))
         family_a_update(res.w, res.delta, res.v, self.bets, self.cfg.detector.clip_sigma, win.index,
