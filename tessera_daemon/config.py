@@ -79,7 +79,7 @@ class DetectorConfig:
     )
     min_threshold_log: float = _f(6.0, lo=1.0, hi=100.0, doc="floor on the log-evidence threshold")
     delta_min_sigma: float = _f(
-        0.1, lo=0.0, hi=3.0, doc="practical significance: shifts below this many sigma are null"
+        0.25, lo=0.0, hi=3.0, doc="practical significance: shifts below this many sigma are null"
     )
     clip_sigma: float = _f(4.0, lo=1.0, hi=20.0, doc="standardised residuals are clipped at this many sigma")
     bets: tuple[float, ...] = _f(
@@ -90,20 +90,7 @@ class DetectorConfig:
         2000.0, lo=0.0, hi=1e9, doc="half-life of the slow baseline follow; 0 freezes baselines after warm-up"
     )
     learn_below_log: float = _f(
-        1.0, lo=-10.0, hi=100.0,
-        doc="mature baselines learn only from streams whose log-evidence is below this; streams at or above it "
-            "also leave their cohort's centre",
-    )
-    baseline_mature_windows: int = _f(
-        240, lo=0, hi=1_000_000,
-        doc="a baseline is mature once it rests on this many windows; until then it learns through small "
-            "evidence (below learn_below_log_immature), so an unlucky warm-up estimate is corrected instead of "
-            "locked in; 0: learn_below_log applies from the end of warm-up",
-    )
-    learn_below_log_immature: float = _f(
-        5.0, lo=-10.0, hi=100.0,
-        doc="an immature baseline stops learning once its stream's log-evidence reaches this (a fault that "
-            "shows quickly is not absorbed)",
+        1.0, lo=-10.0, hi=100.0, doc="baselines learn only from streams whose log-evidence is below this"
     )
     resolve_fraction: float = _f(0.5, lo=0.0, hi=1.0, doc="resolve when evidence falls below this x threshold")
     resolve_windows: int = _f(3, lo=1, hi=10_000, doc="consecutive quiet windows before a firing resolves")

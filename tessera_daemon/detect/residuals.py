@@ -72,31 +72,12 @@ class ResidualParams:
     v_inflation: float  # null second-moment bound of a standardised innovation at phi = ar_max (see v)
     warmup_max: int = 0  # most warm-up windows (the buffer depth); 0: ``warmup`` (a fixed warm-up)
     persistence: float = 0.0  # warm once n (1 - phi_up) reaches this (after ``warmup`` windows); 0: fixed
-    learn_below: float = math.inf  # log-evidence at or above which a mature baseline stops learning
-    mature: int = 0  # windows a baseline must rest on to be mature (0: mature from warm-up on)
-    learn_below_immature: float = math.inf  # the same bar for an immature baseline
 
     @classmethod
     def from_config(cls, d: DetectorConfig, v_inflation: float = V_AR_CAP) -> ResidualParams:
         return cls(warmup=d.warmup_windows, ar_max=d.ar_max, halflife=d.baseline_halflife_windows,
                    min_cohort=d.min_cohort, delta_min=d.delta_min_sigma, v_inflation=v_inflation,
-                   warmup_max=d.warmup_max_windows, persistence=d.warmup_persistence,
-                   learn_below=d.learn_below_log, mature=d.baseline_mature_windows,
-                   learn_below_immature=d.learn_below_log_immature)
-
-    def learning_frozen(self, log_m: F64, n_learn: npt.NDArray[np.int64]) -> BoolA:
-        """Streams whose own evidence stops their baseline learning this window.
-
-        A mature baseline (resting on ``mature`` windows or more) stops at ``learn_below``; an immature
-        one only at ``learn_below_immature``. A short warm-up can leave offset, phi and scale several
-        standard errors off; a low bar would then freeze exactly that stream (its own bias is its
-        evidence) and the error would persist until it fired. The higher bar keeps such a baseline
-        learning until it is mature, while a fault that shows quickly still stops it.
-        """
-        frozen: BoolA = log_m >= self.learn_below
-        if self.mature > 0:
-            frozen = np.where(n_learn < self.mature, log_m >= self.learn_below_immature, frozen)
-        return frozen
+                   warmup_max=d.warmup_max_windows, persistence=d.warmup_persistence)
 
     @property
     def buffer(self) -> int:
@@ -258,18 +239,15 @@ def residual_step(
     frozen: BoolA,
     p: ResidualParams,
     centre: F64 | None = None,
-    suspect: BoolA | None = None,
 ) -> ResidualOut:
     """Update the residual model with one window ``x`` [S, M] (NaN: missing) and return innovations.
 
     ``cohort_rows`` lists the rows of each cohort that are fresh (not stale); ``frozen`` [S, M] marks
     streams whose baseline must not move this window (alarmed, or inside an event's freeze).
-    ``suspect`` [S, M] (default: ``frozen``) marks streams left out of their cohort's centre while at
-    least ``min_cohort`` others remain. ``centre`` [C, M] overrides the peer centre (e.g. zeros: each
-    row against its own past only).
+    ``centre`` [C, M] overrides the peer centre (e.g. zeros: each row against its own past only).
     """
     if centre is None:
-        centre, adjusted = _centres(state, x, cohort_rows, p.min_cohort, frozen if suspect is None else suspect)
+        centre, adjusted = _centres(state, x, cohort_rows, p.min_cohort, frozen)
     else:
         adjusted = np.ones(centre.shape, np.bool_)
     c = centre[cohort_of] if len(cohort_rows) else np.full_like(x, np.nan)

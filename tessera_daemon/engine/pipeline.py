@@ -179,8 +179,7 @@ class Pipeline:
         x[stale] = np.nan
         fresh_rows = [np.nonzero((self.cohort_of == c) & ~stale)[0] for c in range(len(self.cohorts))]
 
-        suspect = st.log_m >= self.cfg.detector.learn_below_log  # leaves its cohort's centre
-        frozen = self.params.learning_frozen(st.log_m, st.n_learn)
+        frozen = st.log_m >= self.cfg.detector.learn_below_log
         if event_frozen:
             frozen[event_frozen, :] = True
         for gi, j in zip(*np.nonzero(self.groups.log_m >= self.cfg.detector.learn_below_log), strict=True):
@@ -193,7 +192,7 @@ class Pipeline:
                 f = self.book.get(key)
                 lone[self.row[target], self.metrics.index(metric)] = f is not None and f.classification == "shard_fault"
 
-        res = residual_step(st, x, self.cohort_of, fresh_rows, frozen, self.params, suspect=suspect | frozen)
+        res = residual_step(st, x, self.cohort_of, fresh_rows, frozen, self.params)
         family_a_update(
             res.w, res.delta, res.v, self.bets, self.cfg.detector.clip_sigma, win.index,
             st.w_state, st.run_start, st.log_m, st.side,
@@ -323,7 +322,7 @@ class Pipeline:
         n_c, m = cs.shape
         if n_c == 0:
             return
-        frozen = self.params.learning_frozen(cs.log_m, cs.n_learn)
+        frozen = cs.log_m >= self.cfg.detector.learn_below_log
         res = residual_step(cs, centre, np.zeros(n_c, np.int64), [np.arange(n_c)], frozen, self.params,
                             centre=np.zeros((1, m)))
         family_a_update(res.w, res.delta, res.v, self.bets, self.cfg.detector.clip_sigma, win.index,

@@ -132,9 +132,8 @@ def _residual_ville(x: F64, s: OurSettings, *, centre_zero: bool, test_from: int
     st.w_state[:] = -math.inf
     for w in range(n_w):
         xw = np.ascontiguousarray(x[:, :, w])
-        frozen = s.params.learning_frozen(gate.log_m, st.n_learn)
-        suspect = gate.log_m >= s.learn_below_log
-        res = residual_step(st, xw, cohort_of, cohort_rows, frozen, s.params, centre=zero, suspect=suspect | frozen)
+        frozen = gate.log_m >= s.learn_below_log
+        res = residual_step(st, xw, cohort_of, cohort_rows, frozen, s.params, centre=zero)
         warm_at = np.where((warm_at < 0) & ~np.isnan(res.w), w, warm_at)
         if w >= start:
             family_a_update(

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from tessera_daemon.config import Config, load_config
-from tessera_daemon.detect.kernels import family_a_update
 from tessera_daemon.detect.residuals import ResidualParams, residual_step
 from tessera_daemon.detect.state import DetectorState
 from tessera_daemon.engine import checkpoint
@@ -283,52 +282,6 @@ def test_suspect_members_leave_the_cohort_centre_while_enough_remain() -> None:
     few[:2] = False  # only two trusted members (< min_cohort): every warm member counts
     assert d.min_cohort > 2
     assert centre(x, few) == pytest.approx(0.5)
-
-
-# ------------------------------------------------------------------------------ baseline maturity
-
-
-def learn_gated(x: np.ndarray, cfg: Config) -> DetectorState:
-    """Lone streams ``x`` [n, windows] (centre 0) through the residual step and the e-CUSUM, the
-    learning gate as the pipeline applies it (``ResidualParams.learning_frozen``)."""
-    d = cfg.detector
-    n = x.shape[0]
-    st = DetectorState.empty(n, 1, d.warmup_max_windows, len(d.bets))
-    params = ResidualParams.from_config(d)
-    bets = np.asarray(d.bets, np.float64)
-    for w in range(x.shape[1]):
-        frozen = params.learning_frozen(st.log_m, st.n_learn)
-        res = residual_step(st, x[:, w:w + 1], np.zeros(n, np.int64), [np.arange(n, dtype=np.int64)], frozen,
-                            params, centre=np.zeros((1, 1)))
-        family_a_update(res.w, res.delta, res.v, bets, d.clip_sigma, w, st.w_state, st.run_start, st.log_m, st.side)
-    return st
-
-
-def test_an_immature_baseline_corrects_an_unlucky_warmup_instead_of_locking_it() -> None:
-    """Warm-up windows that sit 0.5 sigma (about 4 standard errors) below the stream's level: with the
-    evidence gate from warm-up on, the first windows' evidence freezes a share of the baselines and the
-    error stays until they fire; an immature baseline keeps learning and converges."""
-    rng = np.random.default_rng(41)
-    x = rng.standard_normal((200, 360))
-    x[:, 60:] += 0.5
-    env = {"TESSERA_DETECTOR__DELTA_MIN_SIGMA": "0.1"}
-    st = learn_gated(x, load_config(None, env))
-    assert st.offset.min() > 0.25 and st.log_m.max() < 10.0
-    locked = learn_gated(x, load_config(None, {**env, "TESSERA_DETECTOR__BASELINE_MATURE_WINDOWS": "0"}))
-    assert (locked.offset < 0.25).sum() >= 10 and (locked.log_m >= 10.0).sum() >= 5
-
-
-def test_an_immature_baseline_stops_learning_a_fault_that_shows_quickly() -> None:
-    """A 3-sigma step 90 windows after warm-up (baselines still immature): learning stops at
-    ``learn_below_log_immature`` and every stream's evidence is far past a fleet threshold."""
-    cfg = load_config(None, {})
-    assert cfg.detector.baseline_mature_windows > 160
-    rng = np.random.default_rng(5)
-    x = rng.standard_normal((40, 280))
-    x[:, 160:] += 3.0
-    st = learn_gated(x, cfg)
-    assert (st.n_learn < cfg.detector.baseline_mature_windows).all()
-    assert st.offset.max() < 0.5 and st.log_m.min() > 50.0
 
 
 def test_checkpoint_holds_the_longest_warmup_and_names_it() -> None:

@@ -24,7 +24,9 @@ KNOWN_MISSES: dict[str, set[str]] = {
     "r72": set(),
     "r77": set(),
     "r78": set(),
-    "r79": set(),
+    "r79": {
+        "regime step on one shard: fires on that shard",  # 939/1000 full: delta_min 0.25 costs the power
+    },
     "calibration": set(),
     "realistic": set(),
 }
@@ -74,7 +76,7 @@ def test_r77_no_cell_below_tessera(fast_all: tuple[dict[str, Any], Path]) -> Non
 def test_outputs_written(fast_all: tuple[dict[str, Any], Path]) -> None:
     summary, out = fast_all
     assert summary["matrix"] == "all" and summary["fast"] is True
-    assert summary["ok"] is False  # known misses above make the run fail honestly
+    assert summary["ok"] is not any(KNOWN_MISSES.values())  # a known miss makes the run fail honestly
     for name in MATRICES:
         md = (out / f"{name}.md").read_text(encoding="utf-8")
         assert md.startswith("# ") and "## Acceptance (ours)" in md
