@@ -461,6 +461,41 @@ class FrameBlock(Sequence[Frame]):
         self.lost = lost
         self._frames: list[Frame] | None = None
 
+    def joinable(self, other: FrameBlock) -> bool:
+        """Whether :meth:`concat` can join the two: same metric names, one shared counter set each, equal."""
+        a, b = self.counters, other.counters
+        return isinstance(a, frozenset) and isinstance(b, frozenset) and a == b and self.names == other.names
+
+    @classmethod
+    def concat(cls, blocks: Sequence[FrameBlock]) -> FrameBlock:
+        """One block holding the frames of ``blocks`` in order (its frames equal theirs, concatenated).
+        The blocks must be :meth:`joinable` (same ``names``, same shared ``counters``); frame indices
+        of ``xids`` and ``lost`` are shifted to the joined block. ValueError otherwise."""
+        if not blocks:
+            raise ValueError("FrameBlock.concat needs at least one block")
+        first = blocks[0]
+        if not all(first.joinable(b) for b in blocks):
+            raise ValueError("FrameBlock.concat: the blocks differ in metric names or counters, or carry "
+                             "per-frame counters")
+        shards: list[str] = []
+        xids: dict[int, tuple[int, ...]] = {}
+        lost: set[int] = set()
+        off = 0
+        for b in blocks:
+            shards += b.shards
+            if b.xids:
+                xids.update({i + off: x for i, x in b.xids.items()})
+            if b.lost:
+                lost.update(i + off for i in b.lost)
+            off += len(b.shards)
+        ts = np.concatenate([b.ts for b in blocks])
+        values = np.concatenate([b.values for b in blocks])
+        absent = None
+        if any(b.absent is not None for b in blocks):
+            absent = np.concatenate([b.absent if b.absent is not None else np.zeros(b.values.shape, np.bool_)
+                                     for b in blocks])
+        return cls(shards, ts, list(first.names), values, absent, first.counters, xids, lost)
+
     @property
     def n_values(self) -> int:
         """Values carried, nulls included (what the frames' metric maps hold), without building frames."""

@@ -131,71 +131,144 @@ class WindowAssembler:
                 acc.counts[row, j] += 1
 
     def add_block(self, block: FrameBlock) -> None:
-        """:meth:`add` for every frame of a decoded host entry, reading its arrays: one vectorised
-        update per window for the gauges, a Python step only per counter value. Same result, same
-        counts, as adding its frames one by one (tests/unit/test_window.py)."""
-        names = block.names
-        cols = [self._col.get(n) for n in names]
-        tss = block.ts.tolist()
-        by_window: dict[int, list[int]] = {}
-        for i, sid in enumerate(block.shards):  # the per-frame bookkeeping of ``add``
-            row = self._row.get(sid)
-            if row is None:
-                self.stats.unknown_shard += 1
-                continue
-            ts = tss[i]
-            k = self.window_of(ts)
-            if self.last_closed is not None and k <= self.last_closed:
-                self.stats.late += 1
-                continue
-            self.stats.frames += 1
-            self.watermark = max(self.watermark, ts)
+        """:meth:`add` for every frame of a block (a decoded host entry, or several concatenated with
+        :meth:`FrameBlock.concat`), reading its arrays: the per-frame bookkeeping is vectorised, the
+        values go in with one in-order ``np.add.at`` per window, and only counter values take a Python
+        step (rate / increment per (shard, counter), in frame order). Bit for bit the result of adding
+        its frames one by one: same sums (each cell receives its values in frame order), counts,
+        stats, counter state and dict orders (tests/unit/test_window.py)."""
+        n = len(block.shards)
+        if n == 0:
+            return
+        shards = block.shards
+        row_get = self._row.get
+        rows = np.fromiter((row_get(s, -1) for s in shards), np.intp, n)
+        ks = np.floor(block.ts / self.length_s).astype(np.int64)  # window_of, for every frame
+        valid = rows >= 0
+        n_known = int(np.count_nonzero(valid))
+        self.stats.unknown_shard += n - n_known
+        if self.last_closed is not None:
+            valid &= ks > self.last_closed
+        n_valid = int(np.count_nonzero(valid))
+        self.stats.late += n_known - n_valid
+        if n_valid == 0:
+            return
+        self.stats.frames += n_valid
+        self.watermark = max(self.watermark, float(block.ts[valid].max()))
+        vk = ks[valid]
+        k_lo, k_hi = int(vk.min()), int(vk.max())
+        if k_lo == k_hi:
+            windows = [k_lo]
+        else:  # first appearance order: the order ``add`` opens them in
+            uniq, first = np.unique(vk, return_index=True)
+            windows = uniq[np.argsort(first, kind="stable")].tolist()
+        accs: dict[int, _Acc] = {}
+        for k in windows:
             acc = self._open.get(k)
             if acc is None:
                 acc = self._open[k] = self._new_acc()
-            acc.n_frames += 1
-            acc.present[row] = True
-            xid = block.xids.get(i)
-            if xid:
-                acc.xids.setdefault(sid, []).extend(xid)
-            if i in block.lost:
-                acc.lost.add(sid)
-                continue
-            by_window.setdefault(k, []).append(i)
-        for k, idx in by_window.items():
-            self._block_values(self._open[k], block, idx, cols, tss)
+            accs[k] = acc
+        single = accs[k_lo] if k_lo == k_hi else None
+        for k, acc in accs.items():
+            sel = valid if single is not None else valid & (ks == k)
+            acc.n_frames += n_valid if single is not None else int(np.count_nonzero(sel))
+            acc.present[rows[sel]] = True
+        ks_l: list[int] | None = None if single is not None else ks.tolist()
+        for i in sorted(block.xids):  # frame order, as ``add`` meets them
+            xid = block.xids[i]
+            if xid and 0 <= i < n and valid[i]:
+                acc = accs[k_lo if ks_l is None else ks_l[i]]
+                acc.xids.setdefault(shards[i], []).extend(xid)
+        use = valid
+        if block.lost:
+            lost_i = [i for i in sorted(block.lost) if 0 <= i < n and valid[i]]
+            for i in lost_i:
+                acc = accs[k_lo if ks_l is None else ks_l[i]]
+                acc.lost.add(shards[i])
+            if lost_i:
+                use = valid.copy()
+                use[lost_i] = False
+        self._block_values(block, use, rows, ks, accs, single)
 
-    def _block_values(self, acc: _Acc, block: FrameBlock, idx: list[int], cols: list[int | None],
-                      tss: list[float]) -> None:
-        """Add the values of frames ``idx`` of ``block`` (all in ``acc``'s window)."""
-        values, names, shards = block.values, block.names, block.shards
-        rows = np.asarray([self._row[shards[i]] for i in idx], np.intp)
-        known = np.asarray([c is not None for c in cols], np.bool_)
-        shared = isinstance(block.counters, frozenset)
-        if shared:
-            counter_cols = [j for j, n in enumerate(names) if n in block.counters]
-            gauge = known.copy()
-            gauge[counter_cols] = False
-            gauge = np.broadcast_to(gauge, (len(idx), len(names)))
+    def _block_values(self, block: FrameBlock, use: npt.NDArray[np.bool_], rows: npt.NDArray[np.intp],
+                      ks: npt.NDArray[np.int64], accs: dict[int, _Acc], single: _Acc | None) -> None:
+        """Add the metric values of the frames ``use`` of ``block`` to their windows' accumulators."""
+        names, values = block.names, block.values
+        all_used = bool(use.all())
+        idx = None if all_used else np.flatnonzero(use)
+        sub = values if idx is None else values[idx]  # [F, N] the used frames
+        if sub.shape[0] == 0:
+            return
+        take = np.isfinite(sub)
+        counters = block.counters
+        if isinstance(counters, frozenset):
+            if counters:
+                counter_cols = [j for j, nm in enumerate(names) if nm in counters]
+                if counter_cols:
+                    cmask = np.zeros(len(names), np.bool_)
+                    cmask[counter_cols] = True
+                    sub, take = self._block_counters(block, sub, take, idx, ks, accs, single,
+                                                     np.broadcast_to(cmask, sub.shape))
         else:
-            gauge = known[None, :].repeat(len(idx), axis=0)
-        for r, i in enumerate(idx):  # counters: rate / increment per (shard, counter), in order
-            if not shared:
-                counter_cols = [j for j, n in enumerate(names) if n in block.counters_of(i)]
-                gauge[r, counter_cols] = False
-            for j in counter_cols:
-                raw = float(values[i, j])
-                v = self._counter(shards[i], tss[i], names[j], raw, acc) if math.isfinite(raw) else None
-                c = cols[j]
-                if v is not None and c is not None:
-                    acc.sums[rows[r], c] += v
-                    acc.counts[rows[r], c] += 1
-        sub = values[np.asarray(idx, np.intp)]
-        r_idx, j_idx = np.nonzero(gauge & np.isfinite(sub))
-        if r_idx.size:
-            c_idx = np.asarray([-1 if c is None else c for c in cols], np.intp)[j_idx]  # gauge: known columns
-            np.add.at(acc.sums, (rows[r_idx], c_idx), sub[r_idx, j_idx])
-            np.add.at(acc.counts, (rows[r_idx], c_idx), 1)
+            masks: dict[frozenset[str], npt.NDArray[np.bool_]] = {}
+            frame_ids = range(len(block.shards)) if idx is None else idx.tolist()
+            cm = np.zeros(sub.shape, np.bool_)
+            for r, i in enumerate(frame_ids):
+                cs = counters[i]
+                row = masks.get(cs)
+                if row is None:
+                    row = masks[cs] = np.asarray([nm in cs for nm in names], np.bool_)
+                cm[r] = row
+            if cm.any():
+                sub, take = self._block_counters(block, sub, take, idx, ks, accs, single, cm)
+        cols = [self._col.get(nm) for nm in names]
+        known = [j for j, c in enumerate(cols) if c is not None]
+        if not known:
+            return
+        c_idx = np.asarray([cols[j] for j in known], np.intp)
+        if len(known) != len(names):
+            sub, take = sub[:, known], take[:, known]
+        m = len(self.metrics)
+        frame_rows = rows if idx is None else rows[idx]
+        frame_ks = ks if idx is None else ks[idx]
+        for k, acc in accs.items():
+            if single is None:
+                sel = frame_ks == k
+                w_rows, w_sub, w_take = frame_rows[sel], sub[sel], take[sel]
+            else:
+                w_rows, w_sub, w_take = frame_rows, sub, take
+            if w_rows.size == 0:
+                continue
+            # every (frame, column) in frame order; a value not taken adds +0.0, which leaves any sum as
+            # it is (sums start at +0.0 and so never become -0.0): each cell gets ``add``'s sequence
+            flat = (w_rows[:, None] * m + c_idx[None, :]).ravel()
+            if not (acc.sums.flags.c_contiguous and acc.counts.flags.c_contiguous):  # flat views below
+                acc.sums, acc.counts = np.ascontiguousarray(acc.sums), np.ascontiguousarray(acc.counts)
+            np.add.at(acc.sums.reshape(-1), flat, np.where(w_take, w_sub, 0.0).ravel())
+            np.add.at(acc.counts.reshape(-1), flat, w_take.ravel().astype(np.int64))
+
+    def _block_counters(self, block: FrameBlock, sub: npt.NDArray[np.float64], take: npt.NDArray[np.bool_],
+                        idx: npt.NDArray[np.intp] | None, ks: npt.NDArray[np.int64], accs: dict[int, _Acc],
+                        single: _Acc | None, cmask: npt.NDArray[np.bool_],
+                        ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+        """Counter cells (``cmask``) of the used frames ``sub``: rate / increment per (shard, counter) in
+        frame order (the order ``add`` sees them), written back as the value to add, or not taken."""
+        names, shards, tss = block.names, block.shards, block.ts
+        out, took = sub.copy(), take & ~cmask
+        r_idx, j_idx = np.nonzero(cmask & take)  # row-major: frame order, then the frame's metric order
+        if r_idx.size == 0:
+            return out, took
+        frame_ids = (r_idx if idx is None else idx[r_idx]).tolist()
+        raws = sub[r_idx, j_idx].tolist()
+        tsl, kl = tss[frame_ids].tolist(), ks[frame_ids].tolist()
+        col = self._col
+        for r, j, i, raw, ts, k in zip(r_idx.tolist(), j_idx.tolist(), frame_ids, raws, tsl, kl, strict=True):
+            name = names[j]
+            v = self._counter(shards[i], ts, name, raw, single if single is not None else accs[k])
+            if v is not None and name in col:
+                out[r, j] = v
+                took[r, j] = True
+        return out, took
 
     def _counter(self, shard: str, ts: float, name: str, value: float, acc: _Acc) -> float | None:
         key = (shard, name)

@@ -25,7 +25,7 @@ from typing import Any, Literal
 from tessera_daemon.config import Config
 from tessera_daemon.engine import checkpoint
 from tessera_daemon.engine.pipeline import Pipeline
-from tessera_daemon.model import Firing
+from tessera_daemon.model import Firing, FrameBlock
 from tessera_daemon.transport.base import Delivery
 from tessera_daemon.transport.keys import Keys
 from tessera_daemon.transport.lease import Lease
@@ -95,6 +95,11 @@ class PartitionWork:
     # ------------------------------------------------------------------------------------ ingest
 
     def ingest(self, deliveries: Sequence[Delivery]) -> None:
+        """De-duplicate by (src, seq), then hand the frames to the pipeline in delivery order. Runs of
+        consecutive host entries that :meth:`FrameBlock.concat` can join (same metric names, same shared
+        counter set) go in as one block: one vectorised window update per run instead of per entry,
+        with the same result (``add_block`` follows frame order exactly; tests/unit/test_partition.py)."""
+        run: list[FrameBlock] = []
         for d in deliveries:
             tok = d.token
             self.unacked.append(tok.id)
@@ -107,10 +112,25 @@ class PartitionWork:
             self.dedupe.move_to_end(tok.src)
             while len(self.dedupe) > self.max_sources:
                 self.dedupe.popitem(last=False)
-            self.pipeline.ingest(d.frames)
+            frames = d.frames
+            if isinstance(frames, FrameBlock):
+                if run and not run[0].joinable(frames):
+                    self._ingest_run(run)
+                    run = []
+                run.append(frames)
+                continue
+            if run:
+                self._ingest_run(run)
+                run = []
+            self.pipeline.ingest(frames)
+        if run:
+            self._ingest_run(run)
         if deliveries:
             self.last_entry_mono = time.monotonic()
             self.changed = True
+
+    def _ingest_run(self, run: list[FrameBlock]) -> None:
+        self.pipeline.ingest(run[0] if len(run) == 1 else FrameBlock.concat(run))
 
     def advance(self, watermark: float | None = None, *, targets: bool = False) -> list[WindowRecord]:
         """Close and process ready windows one at a time, serialising each window's firings."""
