@@ -155,43 +155,33 @@ class WindowAssembler:
             return
         self.stats.frames += n_valid
         self.watermark = max(self.watermark, float(block.ts[valid].max()))
-        vk = ks[valid]
-        k_lo, k_hi = int(vk.min()), int(vk.max())
-        if k_lo == k_hi:
-            windows = [k_lo]
-        else:  # first appearance order: the order ``add`` opens them in
-            uniq, first = np.unique(vk, return_index=True)
-            windows = uniq[np.argsort(first, kind="stable")].tolist()
+        uniq, first = np.unique(ks[valid], return_index=True)
         accs: dict[int, _Acc] = {}
-        for k in windows:
+        for k in uniq[np.argsort(first, kind="stable")].tolist():  # first appearance: the order ``add`` opens them
             acc = self._open.get(k)
             if acc is None:
                 acc = self._open[k] = self._new_acc()
             accs[k] = acc
-        single = accs[k_lo] if k_lo == k_hi else None
         for k, acc in accs.items():
-            sel = valid if single is not None else valid & (ks == k)
-            acc.n_frames += n_valid if single is not None else int(np.count_nonzero(sel))
+            sel = valid & (ks == k)
+            acc.n_frames += int(np.count_nonzero(sel))
             acc.present[rows[sel]] = True
-        ks_l: list[int] | None = None if single is not None else ks.tolist()
         for i in sorted(block.xids):  # frame order, as ``add`` meets them
             xid = block.xids[i]
             if xid and 0 <= i < n and valid[i]:
-                acc = accs[k_lo if ks_l is None else ks_l[i]]
-                acc.xids.setdefault(shards[i], []).extend(xid)
+                accs[int(ks[i])].xids.setdefault(shards[i], []).extend(xid)
         use = valid
         if block.lost:
             lost_i = [i for i in sorted(block.lost) if 0 <= i < n and valid[i]]
             for i in lost_i:
-                acc = accs[k_lo if ks_l is None else ks_l[i]]
-                acc.lost.add(shards[i])
+                accs[int(ks[i])].lost.add(shards[i])
             if lost_i:
                 use = valid.copy()
                 use[lost_i] = False
-        self._block_values(block, use, rows, ks, accs, single)
+        self._block_values(block, use, rows, ks, accs)
 
     def _block_values(self, block: FrameBlock, use: npt.NDArray[np.bool_], rows: npt.NDArray[np.intp],
-                      ks: npt.NDArray[np.int64], accs: dict[int, _Acc], single: _Acc | None) -> None:
+                      ks: npt.NDArray[np.int64], accs: dict[int, _Acc]) -> None:
         """Add the metric values of the frames ``use`` of ``block`` to their windows' accumulators."""
         names, values = block.names, block.values
         all_used = bool(use.all())
@@ -207,7 +197,7 @@ class WindowAssembler:
                 if counter_cols:
                     cmask = np.zeros(len(names), np.bool_)
                     cmask[counter_cols] = True
-                    sub, take = self._block_counters(block, sub, take, idx, ks, accs, single,
+                    sub, take = self._block_counters(block, sub, take, idx, ks, accs,
                                                      np.broadcast_to(cmask, sub.shape))
         else:
             masks: dict[frozenset[str], npt.NDArray[np.bool_]] = {}
@@ -220,7 +210,7 @@ class WindowAssembler:
                     row = masks[cs] = np.asarray([nm in cs for nm in names], np.bool_)
                 cm[r] = row
             if cm.any():
-                sub, take = self._block_counters(block, sub, take, idx, ks, accs, single, cm)
+                sub, take = self._block_counters(block, sub, take, idx, ks, accs, cm)
         cols = [self._col.get(nm) for nm in names]
         known = [j for j, c in enumerate(cols) if c is not None]
         if not known:
@@ -231,12 +221,13 @@ class WindowAssembler:
         m = len(self.metrics)
         frame_rows = rows if idx is None else rows[idx]
         frame_ks = ks if idx is None else ks[idx]
+        one_window = len(accs) == 1
         for k, acc in accs.items():
-            if single is None:
+            if one_window:
+                w_rows, w_sub, w_take = frame_rows, sub, take
+            else:
                 sel = frame_ks == k
                 w_rows, w_sub, w_take = frame_rows[sel], sub[sel], take[sel]
-            else:
-                w_rows, w_sub, w_take = frame_rows, sub, take
             if w_rows.size == 0:
                 continue
             # every (frame, column) in frame order; a value not taken adds +0.0, which leaves any sum as
@@ -249,7 +240,7 @@ class WindowAssembler:
 
     def _block_counters(self, block: FrameBlock, sub: npt.NDArray[np.float64], take: npt.NDArray[np.bool_],
                         idx: npt.NDArray[np.intp] | None, ks: npt.NDArray[np.int64], accs: dict[int, _Acc],
-                        single: _Acc | None, cmask: npt.NDArray[np.bool_],
+                        cmask: npt.NDArray[np.bool_],
                         ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
         """Counter cells (``cmask``) of the used frames ``sub``: rate / increment per (shard, counter) in
         frame order (the order ``add`` sees them), written back as the value to add, or not taken."""
@@ -264,7 +255,7 @@ class WindowAssembler:
         col = self._col
         for r, j, i, raw, ts, k in zip(r_idx.tolist(), j_idx.tolist(), frame_ids, raws, tsl, kl, strict=True):
             name = names[j]
-            v = self._counter(shards[i], ts, name, raw, single if single is not None else accs[k])
+            v = self._counter(shards[i], ts, name, raw, accs[k])
             if v is not None and name in col:
                 out[r, j] = v
                 took[r, j] = True
