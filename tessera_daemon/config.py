@@ -79,7 +79,7 @@ class DetectorConfig:
     )
     min_threshold_log: float = _f(6.0, lo=1.0, hi=100.0, doc="floor on the log-evidence threshold")
     delta_min_sigma: float = _f(
-        0.25, lo=0.0, hi=3.0, doc="practical significance: shifts below this many sigma are null"
+        0.1, lo=0.0, hi=3.0, doc="practical significance: shifts below this many sigma are null"
     )
     clip_sigma: float = _f(4.0, lo=1.0, hi=20.0, doc="standardised residuals are clipped at this many sigma")
     bets: tuple[float, ...] = _f(

@@ -21,7 +21,12 @@ Per cohort (shards that should behave alike), per metric, per window:
    ``phi_n`` itself a persistent stream stops exactly when a short sample happens to look
    uncorrelated, which is when its offset and scale are worst (R79 at rho 0.95: 45/2000 null false
    fires with ``phi_n``, 10/2000 with ``phi_up``; docs/statistics.md, "Warm-up length").
-4. ``w_i = u_i / s_i`` with ``s_i`` a robust (MAD) innovation scale with a resolution floor.
+4. ``w_i = u_i / s_i`` with ``s_i`` the winsorised RMS innovation scale with a resolution floor.
+
+   When a peer-residual stream finishes its warm-up, its ``phi`` and then its log scale are shrunk
+   toward its cohort's fits for the same metric (empirical Bayes, :func:`_pooled`): a short warm-up
+   can look uncorrelated, calm and off-level at once by chance, and alike peers say how likely that
+   is. Offsets are never pooled.
 5. After warm-up, offset, scale and phi follow slow benign motion with half-life
    ``baseline_halflife_windows``, but never for streams that are alarmed or frozen by an event.
 
@@ -59,6 +64,7 @@ DELTA_SE = 1.0  # margin added for offset estimation error, in standard errors (
 V_SE = 1.0  # slack added to the second-moment bound for scale estimation error, x 1/sqrt(n)
 V_AR_CAP = 1.4  # null second-moment bound of an innovation at phi = ar_max (1 at phi <= 0; linear between)
 WARMUP_Z = 3.0  # the warm-up rule reads phi at this many standard errors above its estimate
+POOL_MIN = 5  # fewest warm-up fits in a cohort (per metric) to pool a stream's phi and scale with
 RESOLUTION = 1e-3  # scale floor relative to the cohort level: quantised counters are not noise-free
 
 
@@ -182,19 +188,63 @@ def _fit(d: F64, ar_max: float) -> _Fit:
     return _Fit(e, offset, phi, n_pairs)
 
 
-def _finish(state: DetectorState, rows: npt.NDArray[np.intp], cols: npt.NDArray[np.intp], f: _Fit,
-            level: F64) -> None:
-    """Set offset, phi and innovation scale of streams (rows, cols) from their warm-up fit; mark them warm."""
-    e, phi = f.e, f.phi
+def _innovation_scale(e: F64, phi: F64) -> tuple[F64, F64]:
+    """(innovation scale, sampling variance of its log) of warm-up deviations ``e`` [k, n] under ``phi``.
+
+    The scale is the root of the winsorised second moment (not a MAD: the bound ``v`` is on the second
+    moment); the variance of its log is the delta method's ``var(u^2) / (4 n E[u^2]^2)``, so heavy
+    tails make it larger.
+    """
     u = e[:, 1:] - phi[:, None] * e[:, :-1]
     u_med = _median(u)
     mad = MAD_TO_SD * _median(np.abs(u - u_med[:, None]))
     cap = (WINSOR * np.maximum(mad, 1e-12)) ** 2
+    uw = np.minimum(u * u, cap[:, None])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a stream with a single window has no pair
-        rms = np.sqrt(np.nanmean(np.minimum(u * u, cap[:, None]), axis=1))  # second moment, not MAD
+        m2 = np.nanmean(uw, axis=1)
+        n = np.sum(~np.isnan(uw), axis=1)
+        se2 = np.nanvar(uw, axis=1) / (4.0 * np.maximum(n, 1) * np.maximum(m2 * m2, 1e-300))
+    return np.sqrt(np.nan_to_num(m2, nan=0.0)), np.nan_to_num(se2, nan=np.inf)
+
+
+def _pooled(est: F64, se2: F64, cohort_of: npt.NDArray[np.int64], rows: npt.NDArray[np.intp],
+            cols: npt.NDArray[np.intp], min_members: int) -> F64:
+    """Empirical-Bayes shrinkage of the fits ``est[rows, cols]`` towards their cohort's.
+
+    Per (cohort, metric), over the members with a fit: the prior is their median, and the spread of
+    true values ``tau^2`` is their robust variance (MAD) less their median sampling variance. A
+    stream's estimate moves to ``prior + tau^2 / (tau^2 + se2) (est - prior)``: all the way when the
+    members' estimates differ no more than sampling noise explains (their true values alike), hardly
+    at all when they really differ. Fewer than ``min_members`` fits: unchanged.
+    """
+    out = est[rows, cols].copy()
+    groups = cohort_of[rows]
+    for g in np.unique(groups):
+        members = np.nonzero(cohort_of == g)[0]
+        if members.size < min_members:
+            continue
+        e, v = est[members], se2[members]
+        n_fit = np.sum(~np.isnan(e), axis=0)
+        prior = _nanmedian(e, 0)
+        spread = (MAD_TO_SD * _nanmedian(np.abs(e - prior[None, :]), 0)) ** 2
+        tau2 = np.maximum(spread - _nanmedian(np.where(np.isinf(v), np.nan, v), 0), 0.0)
+        sel = np.nonzero(groups == g)[0]
+        c = cols[sel]
+        ok = n_fit[c] >= min_members
+        own_se2 = se2[rows[sel], c]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            w = np.where(tau2[c] > 0, tau2[c] / (tau2[c] + own_se2), 0.0)
+        out[sel] = np.where(ok, prior[c] + w * (out[sel] - prior[c]), out[sel])
+    return out
+
+
+def _finish(state: DetectorState, rows: npt.NDArray[np.intp], cols: npt.NDArray[np.intp], f: _Fit,
+            scale: F64, level: F64) -> None:
+    """Set offset, phi and innovation scale of streams (rows, cols) from their warm-up fit; mark them warm."""
+    phi = f.phi
     floor = np.maximum(RESOLUTION * np.abs(level[rows, cols]), 1e-9)
-    scale = np.maximum(np.nan_to_num(rms, nan=0.0), floor)
+    scale = np.maximum(scale, floor)
     state.offset[rows, cols] = np.nan_to_num(f.offset)
     state.phi[rows, cols] = phi
     state.scale[rows, cols] = scale
@@ -206,13 +256,18 @@ def _finish(state: DetectorState, rows: npt.NDArray[np.intp], cols: npt.NDArray[
     state.n_warm[rows, cols] = state.buf.shape[2]  # warm (``DetectorState.warm``)
 
 
-def _advance_warmup(state: DetectorState, learning: BoolA, level: F64, p: ResidualParams) -> None:
+def _advance_warmup(state: DetectorState, learning: BoolA, level: F64, p: ResidualParams,
+                    cohort_of: npt.NDArray[np.int64] | None) -> None:
     """After a warm-up window: finish the streams of ``learning`` whose warm-up is long enough.
 
     A stream is done at ``n >= warmup`` once ``n (1 - phi_up) >= persistence``, ``phi_up`` its
     estimate from its first ``n`` windows (as it would be learnt) plus ``WARMUP_Z`` standard errors,
     or at the buffer depth / ``warmup_max``. Streams are fitted in groups of equal ``n``, so the
     slices hold no missing values.
+
+    With ``cohort_of`` (peer-residual streams), a finishing stream's phi and then its log scale are
+    pooled with its cohort's warm-up fits for the same metric (:func:`_pooled`): one short warm-up
+    can look uncorrelated or calm by chance, and its cohort says how likely that is.
     """
     b = state.buf.shape[2]
     limit = min(b, p.warmup_max) if p.warmup_max > 0 else min(b, p.warmup)
@@ -221,6 +276,7 @@ def _advance_warmup(state: DetectorState, learning: BoolA, level: F64, p: Residu
         return
     rows, cols = np.nonzero(cand)
     n_of = state.n_warm[rows, cols]
+    done_groups: list[tuple[npt.NDArray[np.intp], npt.NDArray[np.intp], _Fit]] = []
     for n in np.unique(n_of):
         k = n_of == n
         r, c = rows[k], cols[k]
@@ -228,7 +284,26 @@ def _advance_warmup(state: DetectorState, learning: BoolA, level: F64, p: Residu
         phi_up = np.minimum(f.phi + WARMUP_Z * np.sqrt(np.maximum(1.0 - f.phi * f.phi, 0.0) / n), p.ar_max)
         done = np.full(r.size, n >= limit) | (n * (1.0 - phi_up) >= p.persistence)
         if done.any():
-            _finish(state, r[done], c[done], _Fit(f.e[done], f.offset[done], f.phi[done], f.n_pairs[done]), level)
+            d = _Fit(f.e[done], f.offset[done], f.phi[done], f.n_pairs[done])
+            done_groups.append((r[done], c[done], d))
+            state.fit_phi[r[done], c[done]] = d.phi
+            state.fit_phi_se2[r[done], c[done]] = (1.0 - d.phi * d.phi) / np.maximum(d.n_pairs, 1)
+    min_fits = max(p.min_cohort, POOL_MIN)
+    if cohort_of is not None:
+        for r, c, d in done_groups:
+            d.phi = np.clip(_pooled(state.fit_phi, state.fit_phi_se2, cohort_of, r, c, min_fits), -0.5, p.ar_max)
+    scales = []
+    for r, c, d in done_groups:
+        scale, se2 = _innovation_scale(d.e, d.phi)
+        scales.append(scale)
+        state.fit_log_scale[r, c] = np.log(np.where(scale > 0, scale, np.nan))
+        state.fit_log_scale_se2[r, c] = se2
+    for (r, c, d), own in zip(done_groups, scales, strict=True):
+        scale = own
+        if cohort_of is not None:
+            ls = _pooled(state.fit_log_scale, state.fit_log_scale_se2, cohort_of, r, c, min_fits)
+            scale = np.where(np.isfinite(ls), np.exp(ls), own)
+        _finish(state, r, c, d, scale, level)
 
 
 def residual_step(
@@ -246,6 +321,7 @@ def residual_step(
     streams whose baseline must not move this window (alarmed, or inside an event's freeze).
     ``centre`` [C, M] overrides the peer centre (e.g. zeros: each row against its own past only).
     """
+    pool = centre is None  # peer-residual streams: pool warm-up fits within the cohort
     if centre is None:
         centre, adjusted = _centres(state, x, cohort_rows, p.min_cohort, frozen)
     else:
@@ -262,7 +338,7 @@ def residual_step(
         rows, cols = np.nonzero(learning)
         state.buf[rows, cols, state.n_warm[rows, cols]] = (x - c)[rows, cols]
         state.n_warm[rows, cols] += 1
-        _advance_warmup(state, learning, c, p)
+        _advance_warmup(state, learning, c, p, cohort_of if pool else None)
 
     # innovations for streams that were warm at the start of this window
     active = observed & warm & ready

@@ -30,6 +30,10 @@ class DetectorState:
     ew_xx: npt.NDArray[np.float64]  # [S, M] EW E[r_{t-1}^2]
     ew_xy: npt.NDArray[np.float64]  # [S, M] EW E[r_t r_{t-1}]
     ew_uu: npt.NDArray[np.float64]  # [S, M] EW E[u^2] (innovation second moment)
+    fit_phi: npt.NDArray[np.float64]  # [S, M] the warm-up's own AR(1) estimate (NaN: none yet); pooling
+    fit_phi_se2: npt.NDArray[np.float64]  # [S, M] its sampling variance
+    fit_log_scale: npt.NDArray[np.float64]  # [S, M] the warm-up's own log innovation scale (NaN: none yet)
+    fit_log_scale_se2: npt.NDArray[np.float64]  # [S, M] its sampling variance
     # family A (detect.kernels)
     w_state: npt.NDArray[np.float64]  # [S, M, 2K] log e-CUSUM values
     run_start: npt.NDArray[np.int64]  # [S, M]
@@ -55,6 +59,10 @@ class DetectorState:
             ew_xx=np.zeros((s, m)),
             ew_xy=np.zeros((s, m)),
             ew_uu=np.zeros((s, m)),
+            fit_phi=nan.copy(),
+            fit_phi_se2=nan.copy(),
+            fit_log_scale=nan.copy(),
+            fit_log_scale_se2=nan.copy(),
             w_state=np.zeros((s, m, 2 * n_bets)),
             run_start=np.zeros((s, m), np.int64),
             log_m=np.zeros((s, m)),
@@ -86,6 +94,8 @@ class DetectorState:
         self.n_learn[rows] = 0
         self.buf[rows] = np.nan
         self.r_prev[rows] = np.nan
+        for fit in (self.fit_phi, self.fit_phi_se2, self.fit_log_scale, self.fit_log_scale_se2):
+            fit[rows] = np.nan
         self.w_state[rows] = 0.0
         self.log_m[rows] = 0.0
 

@@ -42,7 +42,7 @@ from tessera_daemon.errors import CheckpointError, CodecError
 from tessera_daemon.model import Topology
 
 MAGIC = b"TSCK"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: detector state holds the warm-up fits (cohort pooling)
 _HEADER = struct.Struct(">4sH32s")
 PACKAGE = "tessera_daemon."
 CONFIG_MODULES = ("tessera_daemon.config", "tessera_daemon.schema")

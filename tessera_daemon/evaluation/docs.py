@@ -21,19 +21,6 @@ DETAIL_HEADINGS = ("## Per variation", "## Per case", "## NEG-INDEP", "## False 
 
 # Why a bound is missed (our analysis; shown only while the miss is measured): (matrix, check-name part, note)
 NOTES: tuple[tuple[str, str, str], ...] = (
-    ("r79", "regime step on one shard",
-     "A power shortfall, not a validity failure, and a trade against false pages. The change-point "
-     "mixture (a test started every window) finds the step in a median 46 windows, but the "
-     "composite null |shift| <= delta_min_sigma (0.25) plus the offset's estimation margin leaves a "
-     "1-sigma step about 0.7 sigma of usable signal, so the slowest runs are not done within the 100 "
-     "windows after the step; even an oracle likelihood-ratio CUSUM that knows the 0.7-sigma shift, "
-     "the variance and the Gaussian law crosses log(H/alpha) within those 100 windows in only 99.2 % of "
-     "runs. Measured: delta_min 0.2 gives 975/1000 and 0.1 gives 993/1000, but at "
-     "0.1 the realistic fleet had false firings: one stream whose 60-window warm-up mean sat 2.7 "
-     "standard errors from its long-run level was frozen by its own evidence right after warm-up and "
-     "reached the threshold about 350 windows later (26 in 8.7 M shard-windows, the same stream in "
-     "every seed-1 case). The default stays at 0.25 until offsets stay accurate at fleet scale "
-     "(docs/statistics.md, Family A)."),
     ("realistic", "recall",
      "1-sigma single-shard faults carry about 0.1 nat per window after whitening against a threshold "
      "near 20 nats (e-d-Bonferroni over every stream at 0.1 false pages per day); see the table."),

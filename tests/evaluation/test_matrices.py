@@ -24,9 +24,7 @@ KNOWN_MISSES: dict[str, set[str]] = {
     "r72": set(),
     "r77": set(),
     "r78": set(),
-    "r79": {
-        "regime step on one shard: fires on that shard",  # 939/1000 full: delta_min 0.25 costs the power
-    },
+    "r79": set(),
     "calibration": set(),
     "realistic": set(),
 }

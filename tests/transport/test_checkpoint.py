@@ -85,7 +85,7 @@ def _blob(cfg: Config) -> bytes:
 
 def _reseal(body: dict[str, object]) -> bytes:
     packed = zlib.compress(msgpack.packb(body, use_bin_type=True))
-    return struct.pack(">4sH32s", b"TSCK", 1, hashlib.sha256(packed).digest()) + packed
+    return struct.pack(">4sH32s", b"TSCK", checkpoint.SCHEMA_VERSION, hashlib.sha256(packed).digest()) + packed
 
 
 def _tamper(blob: bytes, edit: str) -> bytes:
@@ -115,7 +115,7 @@ def _tamper(blob: bytes, edit: str) -> bytes:
         (lambda b: b[:-10], "checksum"),
         (lambda b: b[:40] + bytes([b[40] ^ 0x01]) + b[41:], "checksum"),
         (lambda b: b"XXXX" + b[4:], "magic"),
-        (lambda b: b[:4] + b"\x00\x02" + b[6:], "schema version"),
+        (lambda b: b[:4] + b"\x00\x09" + b[6:], "schema version"),
         (lambda b: b"", "too short"),
         (lambda b: _tamper(b, "class"), "not allowed"),
         (lambda b: _tamper(b, "dtype"), "not allowed"),
