@@ -23,7 +23,6 @@ from tessera_daemon.engine.events import EventRecord
 from tessera_daemon.engine.families import warm_up as warm_up_families
 from tessera_daemon.engine.pipeline import Pipeline, WindowResult
 from tessera_daemon.errors import ConfigError, TesseraError
-from tessera_daemon.events_settings import Secret
 from tessera_daemon.log import get_logger
 from tessera_daemon.model import Topology
 from tessera_daemon.notify import sd_notify, watchdog_interval_s
@@ -35,8 +34,7 @@ from tessera_daemon.status import Status
 from tessera_daemon.supervise import SourceHealth, install_stop_signals, supervise_source
 from tessera_daemon.transport.memory import MemoryTransport
 from tessera_daemon.web.app import make_app
-from tessera_daemon.web.deploysignal import deploysignal_routes
-from tessera_daemon.web.events import events_routes
+from tessera_daemon.web.event_api import event_routes
 from tessera_daemon.web.metrics import MetricsRenderer
 
 log = get_logger("tessera.daemon")
@@ -53,9 +51,6 @@ class Running:
 
 def _event_routes(cfg: Config, pipeline: Pipeline) -> list[web.RouteDef]:
     """POST/GET /v1/events and the DeploySignal v1 inbound route, when enabled."""
-    e = cfg.events
-    if not e.enabled:
-        return []
 
     def now() -> float:  # the daemon's event time: the end of the last processed window
         return pipeline.table.end_ts if pipeline.windows_processed else time.time()
@@ -64,16 +59,7 @@ def _event_routes(cfg: Config, pipeline: Pipeline) -> list[web.RouteDef]:
         log.info("cluster event", id=rec.id, kind=rec.event.kind, shards=len(rec.shards),
                  freeze_until=rec.freeze_end_ts, source=rec.source)
 
-    routes = events_routes(lambda: pipeline.events, on_event=on_event, now=now,
-                           token=Secret(e.api_token, e.api_token_file, setting_name="events.api_token").get,
-                           max_body=e.max_body_bytes)
-    ds = e.deploysignal
-    if ds.enabled:
-        routes += deploysignal_routes(
-            lambda: pipeline.events, on_event=on_event, now=now, max_body=e.max_body_bytes,
-            token=Secret(ds.token, ds.token_file, setting_name="events.deploysignal.token").get,
-        )
-    return routes
+    return event_routes(cfg.events, lambda: pipeline.events, now=now, on_event=on_event)
 
 
 def make_sources(cfg: Config) -> tuple[list[Source], bool]:

@@ -9,6 +9,12 @@ stream (the previous owner's pending entries, claimed after an idle timeout), so
 firings as an uninterrupted run. It serves the same HTTP API as ``run`` for the partitions it owns,
 plus ``/v1/partitions``.
 
+Cluster events (``POST/GET /v1/events``, DeploySignal ``POST /v1/tessera/deploy-events``) are fleet-wide:
+a worker checks a posted event against the fleet topology (the union of every partition's slice, in
+its fleet-wide event book, which also answers GET), appends it to the fleet event log in Redis before
+it answers 202 (503 when Redis cannot take it), and every worker adds logged events to the books of
+the partitions they concern, within a heartbeat (``transport/eventlog.py``).
+
 Shutdown (SIGTERM / SIGINT): mark not ready, stop reading, commit and checkpoint every partition,
 release the leases (the partitions move at once instead of after a lease timeout), stop HTTP.
 """
@@ -21,21 +27,24 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from aiohttp import web
 
 from tessera_daemon.config import Config
 from tessera_daemon.detect.kernels import warm_up
+from tessera_daemon.engine.events import EventRecord
 from tessera_daemon.errors import TransportError
 from tessera_daemon.log import get_logger
+from tessera_daemon.model import ClusterEvent
 from tessera_daemon.notify import sd_notify
 from tessera_daemon.outputs.mqtt import MqttFiringPublisher
 from tessera_daemon.status import Status
 from tessera_daemon.supervise import install_stop_signals
 from tessera_daemon.transport.base import Delivery
 from tessera_daemon.transport.coordinator import Coordinator
+from tessera_daemon.transport.eventlog import FleetBook, LoggedEvent, apply_event
 from tessera_daemon.transport.exporter import (
     LinkCollector,
     MqttCollector,
@@ -51,6 +60,7 @@ from tessera_daemon.transport.redis import EntryToken, RedisTransport
 from tessera_daemon.transport.registry import unregister_worker
 from tessera_daemon.transport.view import PartitionView
 from tessera_daemon.web.app import make_app
+from tessera_daemon.web.event_api import event_routes
 from tessera_daemon.web.metrics import MetricsRenderer
 
 log = get_logger("tessera.worker")
@@ -90,6 +100,7 @@ class Detector:
         self.view = PartitionView(cfg)
         self.publisher = MqttFiringPublisher(t.mqtt, cfg.daemon.cluster) if t.mqtt.publish_firings else None
         self.changed = True
+        self.fleet = FleetBook(cfg.events)  # validates posted events, answers GET /v1/events
 
     # ------------------------------------------------------------------------------- partitions
 
@@ -114,6 +125,37 @@ class Detector:
         if threshold is not None:
             for w in self.parts.values():
                 w.pipeline.threshold_log = threshold
+        events, fleet_topology = self.coordinator.take_events()
+        if fleet_topology is not None:
+            self.fleet.set_topology(fleet_topology)
+        if events:
+            self.fleet.apply(events)
+            self.apply_events(events)
+
+    def apply_events(self, items: list[LoggedEvent]) -> None:
+        """Add logged events to every held partition's book (here, between batches: never while a
+        checkpoint thread walks a pipeline). Entries a partition replayed when it was loaded are
+        skipped, so an older entry of an updated event never goes over the newer one."""
+        for work in self.parts.values():
+            applied = 0
+            for item in items:
+                if item.position <= work.events_replayed:
+                    continue
+                res = apply_event(work.pipeline.events, item)
+                applied += res is not None and res.status in ("added", "updated")
+            if applied:
+                self.counters.events["applied"] += applied
+                work.changed = True
+                self.changed = True
+
+    async def relay(self, events: Sequence[ClusterEvent], source: str, metadata: Mapping[str, str]) -> None:
+        """Make accepted events durable in the fleet event log (the event routes' ``relay``);
+        TransportError when Redis cannot take them (the route answers 503)."""
+        eventlog = self.coordinator.eventlog
+        if eventlog is None:  # events disabled: no routes call this
+            raise TransportError("the event log is disabled (events.enabled = false)")
+        ids = await eventlog.append([(ev, source, metadata) for ev in events])
+        self.fleet.remember(LoggedEvent(i, ev, source, dict(metadata)) for i, ev in zip(ids, events, strict=True))
 
     def drop(self, token: str, reason: str) -> None:
         if self.parts.pop(token, None) is not None:
@@ -297,7 +339,17 @@ async def run_detector(
     async def partitions(_request: web.Request) -> web.Response:
         return web.json_response({"v": 1, "worker": wid, "partitions": det.partitions_json()})
 
-    app = make_app(status, extra_routes=[web.get("/v1/partitions", partitions)])
+    def event_now() -> float:  # the worker's event time: the end of the newest window processed
+        p = det.view.pipeline
+        return p.table.end_ts if p.windows_processed else time.time()
+
+    def on_event(rec: EventRecord) -> None:
+        log.info("cluster event", id=rec.id, kind=rec.event.kind, shards=len(rec.shards),
+                 freeze_until=rec.freeze_end_ts, source=rec.source, worker=wid)
+
+    routes = [web.get("/v1/partitions", partitions),
+              *event_routes(cfg.events, det.fleet.get, now=event_now, on_event=on_event, relay=det.relay)]
+    app = make_app(status, extra_routes=routes)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2.0, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, cfg.http.host, cfg.http.port)

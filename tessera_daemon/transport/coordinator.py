@@ -4,8 +4,12 @@ Every ``heartbeat_ms`` it registers the worker, renews its leases (a lease anoth
 is reported as lost), computes the fair share of partitions, marks its surplus for release (one per
 beat) and acquires free partitions up to its share. For a newly acquired partition it loads the
 checkpoint (refusing, loudly, one that fails validation) and the commit mark, or starts from the
-partition's topology, and hands the ready :class:`PartitionWork` to the consumer loop through
-``inbox``. All pipeline work stays in the consumer loop; this task only does Redis I/O.
+partition's topology, replays the fleet event log into its event book (so a partition that changes
+hands still freezes for events posted before), and hands the ready :class:`PartitionWork` to the
+consumer loop through ``inbox``. Each beat it also reads the event log's new entries and, every
+``transport.agent.topology_refresh_s``, the fleet topology (the union of every partition's slice),
+both queued for the consumer loop (``take_events``). All pipeline work stays in the consumer loop;
+this task only does Redis I/O.
 """
 
 from __future__ import annotations
@@ -20,13 +24,20 @@ from tessera_daemon.engine.pipeline import Pipeline
 from tessera_daemon.errors import CheckpointError, TransportError
 from tessera_daemon.log import get_logger
 from tessera_daemon.model import Topology
+from tessera_daemon.transport.eventlog import EventLog, LoggedEvent, apply_event
 from tessera_daemon.transport.exporter import WorkerCounters
 from tessera_daemon.transport.keys import Keys
 from tessera_daemon.transport.lease import Lease, LeaseKeeper, fair_share
 from tessera_daemon.transport.link import RedisLink
 from tessera_daemon.transport.partition import Committer, PartitionWork
 from tessera_daemon.transport.redis import RedisTransport
-from tessera_daemon.transport.registry import fleet_shards, read_partitions, read_topology, register_worker
+from tessera_daemon.transport.registry import (
+    fleet_shards,
+    read_fleet_topology,
+    read_partitions,
+    read_topology,
+    register_worker,
+)
 
 log = get_logger("tessera.coordinator")
 
@@ -61,6 +72,13 @@ class Coordinator:
         self.topology_hash: dict[str, str] = {}
         self.topology_updates: list[tuple[str, Topology]] = []
         self._topology_checked = time.monotonic()
+        # the fleet event log (None when events are disabled): new entries and the fleet topology
+        self.eventlog = EventLog(link, self.keys, cfg.events.history, counters.events) if cfg.events.enabled else None
+        self.events: list[LoggedEvent] = []
+        self.fleet_topology: Topology | None = None
+        self._fleet_hash: str | None = None
+        self._fleet_tokens: frozenset[str] = frozenset()
+        self._fleet_checked = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
         period = self.cfg.transport.detector.heartbeat_ms / 1000.0
@@ -94,7 +112,12 @@ class Coordinator:
             lease = await self.leases.acquire(token)
             if lease is None:
                 continue
-            work = await self.load(token, lease)
+            try:
+                work = await self.load(token, lease)
+            except TransportError:  # hand the lease back rather than hold a partition nobody processes
+                with contextlib.suppress(TransportError):
+                    await self.leases.release(token)
+                raise
             if work is None:
                 await self.leases.release(token)
                 continue
@@ -106,6 +129,22 @@ class Coordinator:
         if now - self._topology_checked >= refresh_s:
             self._topology_checked = now
             await self.check_topologies()
+        if self.eventlog is not None:
+            self.events.extend(await self.eventlog.read_new())
+            tokens = frozenset(self.partitions)
+            if self._fleet_hash is None or tokens != self._fleet_tokens or now - self._fleet_checked >= refresh_s:
+                await self.check_fleet_topology(tokens, now)
+
+    async def check_fleet_topology(self, tokens: frozenset[str], now: float) -> None:
+        """Re-read the union of every partition's slice (validation of posted events); post it when it changed."""
+        topo = await read_fleet_topology(self.link, self.keys, tokens)
+        self._fleet_tokens, self._fleet_checked = tokens, now
+        if not topo.shards:
+            return
+        digest = topo.content_hash()
+        if digest != self._fleet_hash:
+            self._fleet_hash = digest
+            self.fleet_topology = topo
 
     async def check_topologies(self) -> None:
         """Re-read the topology slices of the partitions held; post the ones that changed."""
@@ -145,6 +184,14 @@ class Coordinator:
                      committed=committed)
         if self.threshold_log is not None:
             work.pipeline.threshold_log = self.threshold_log
+        if self.eventlog is not None:  # before the first window, so the partition freezes what was posted
+            applied = 0
+            for item in await self.eventlog.read_all():
+                res = apply_event(work.pipeline.events, item)
+                applied += res is not None and res.status in ("added", "updated")
+                work.events_replayed = max(work.events_replayed, item.position)
+            self.counters.events["applied"] += applied
+            work.changed = work.changed or applied > 0
         self.topology_hash[token] = work.pipeline.topology.content_hash()
         return work
 
@@ -152,4 +199,10 @@ class Coordinator:
         """(newly loaded partitions, lost tokens, tokens to release, changed topologies) since the last call."""
         out = self.inbox, self.lost, self.release, self.topology_updates
         self.inbox, self.lost, self.release, self.topology_updates = [], [], [], []
+        return out
+
+    def take_events(self) -> tuple[list[LoggedEvent], Topology | None]:
+        """(event log entries read, the fleet topology when it changed) since the last call."""
+        out = self.events, self.fleet_topology
+        self.events, self.fleet_topology = [], None
         return out

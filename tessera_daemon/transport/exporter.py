@@ -20,6 +20,7 @@ from tessera_daemon.transport.link import RedisLink
 
 CHECKPOINT_OUTCOMES = ("written", "write_failed", "restored", "refused", "fenced")
 RELEASE_REASONS = ("rebalance", "lost", "shutdown")
+EVENT_LOG_OUTCOMES = ("relayed", "read", "undecodable")
 
 
 class LinkCollector(Collector):
@@ -44,6 +45,7 @@ class WorkerCounters:
     windows: Counter[str] = field(default_factory=Counter)  # committed / skipped (already committed)
     firings_published: Counter[str] = field(default_factory=Counter)  # redis_stream / mqtt
     duplicates: int = 0
+    events: Counter[str] = field(default_factory=Counter)  # event log: relayed / read / undecodable / applied
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +115,13 @@ class WorkerCollector(Collector):
         for o in ("redis_stream", "mqtt"):
             pub.add_metric([o], c.firings_published.get(o, 0))
         yield pub
+        log = CounterMetricFamily("tessera_event_log_entries", "Fleet event log entries: relayed (appended by "
+                                  "this worker's API), read, undecodable (skipped).", labels=["outcome"])
+        for o in EVENT_LOG_OUTCOMES:
+            log.add_metric([o], c.events.get(o, 0))
+        yield log
+        yield CounterMetricFamily("tessera_events_applied", "Logged cluster events added to (or updated in) a "
+                                  "held partition's event book.", value=c.events.get("applied", 0))
 
 
 class MqttCollector(Collector):

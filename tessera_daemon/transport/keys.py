@@ -21,6 +21,7 @@ key                             type    content
 <p>:workers                     zset    worker id scored by its liveness deadline (unix ms)
 <p>:firings                     stream  firings (contract 4 JSON), opened and resolved
 <p>:deadletter                  stream  malformed entries with the reason
+<p>:events                      stream  accepted cluster events: contract 3 JSON, source, metadata (eventlog.py)
 ==============================  ======  ==============================================================
 """
 
@@ -91,6 +92,10 @@ class Keys:
     @property
     def deadletter(self) -> str:
         return f"{self.prefix}:deadletter"
+
+    @property
+    def events(self) -> str:
+        return f"{self.prefix}:events"
 
     def token_of_stream(self, stream: str) -> str | None:
         """The partition token of a partition stream key, or None."""

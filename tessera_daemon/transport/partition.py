@@ -91,6 +91,7 @@ class PartitionWork:
     max_sources: int = 4096
     release: str = ""  # reason a release was requested ("rebalance", "shutdown")
     changed: bool = False  # state moved since the last checkpoint
+    events_replayed: tuple[int, int] = (0, 0)  # last event log entry replayed at load (older ones are stale)
 
     # ------------------------------------------------------------------------------------ ingest
 

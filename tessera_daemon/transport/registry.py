@@ -131,18 +131,34 @@ async def read_topology(link: RedisLink, keys: Keys, token: str) -> Topology | N
 
 
 def merge_slices(texts: list[str]) -> Topology:
-    nodes: dict[str, TopoNode] = {}
-    edges: dict[tuple[str, str, str], Any] = {}
+    parts = []
     for text in texts:
         try:
-            t = Topology.from_json(text)
+            parts.append(Topology.from_json(text))
         except CodecError as exc:
             log.error("ignoring an unreadable topology slice", error=str(exc))
-            continue
+    return merge_topologies(parts)
+
+
+def merge_topologies(parts: Iterable[Topology]) -> Topology:
+    """The union of topologies: nodes by id and edges by (a, b, kind), later parts winning."""
+    nodes: dict[str, TopoNode] = {}
+    edges: dict[tuple[str, str, str], Any] = {}
+    for t in parts:
         nodes.update(t.nodes)
         for e in t.edges:
             edges[(e.a, e.b, e.kind)] = e
     return Topology(nodes.values(), edges.values())
+
+
+async def read_fleet_topology(link: RedisLink, keys: Keys, tokens: Iterable[str]) -> Topology:
+    """The union of every partition's topology slice (partitions without one are left out)."""
+    parts = []
+    for token in sorted(tokens):
+        topo = await read_topology(link, keys, token)
+        if topo is not None:
+            parts.append(topo)
+    return merge_topologies(parts)
 
 
 async def register_worker(link: RedisLink, keys: Keys, worker: str, ttl_ms: int) -> int:

@@ -15,7 +15,8 @@ Answers (JSON, ``contract_version`` always ``"v1"``):
 - 400 ``{"status":"rejected","reason":...}``: bad JSON, bad envelope, unknown scope node ids, or
   an event id re-used with different contents.
 - 401: missing ``x-ds-instance-id`` header, or missing / malformed / wrong bearer token.
-- 413: body over 1 MiB. 503: the event book is not ready yet.
+- 413: body over 1 MiB. 503: the event book is not ready yet, or (split mode, ``relay`` given) the
+  event log could not take the event: nothing was accepted, DeploySignal retries.
 """
 
 from __future__ import annotations
@@ -33,14 +34,18 @@ from tessera_daemon.errors import CodecError
 from tessera_daemon.model import ClusterEvent
 from tessera_daemon.web.events import (
     MAX_BODY_BYTES,
+    RELAY_UNAVAILABLE,
+    RETRY_AFTER_S,
     BodyTooLarge,
     BookGetter,
     OnEvent,
+    Relay,
     TokenGetter,
     as_getter,
     bearer_ok,
     load_json,
     read_body,
+    relay_failure,
     unauthorized,
 )
 
@@ -83,8 +88,9 @@ def _reply(status: int, body: dict[str, Any]) -> web.Response:
     return web.json_response({"contract_version": CONTRACT_VERSION, **body}, status=status)
 
 
-def _rejected(status: int, reason: str) -> web.Response:
-    return _reply(status, {"status": "rejected", "reason": reason})
+def _rejected(status: int, reason: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"contract_version": CONTRACT_VERSION, "status": "rejected", "reason": reason},
+                             status=status, headers=headers)
 
 
 def deploysignal_routes(
@@ -94,12 +100,15 @@ def deploysignal_routes(
     on_event: OnEvent | None = None,
     now: Callable[[], float] = time.time,
     max_body: int = MAX_BODY_BYTES,
+    relay: Relay | None = None,
 ) -> list[web.RouteDef]:
     """The DS contract v1 consumer route over ``book`` (an EventBook or a callable giving one).
 
     ``token`` gives the bearer token DeploySignal must present (empty string: none required);
     ``on_event`` is called with every added or updated record; ``now`` is the daemon's current
-    event time (decides whether a freeze is still ahead).
+    event time (decides whether a freeze is still ahead). ``relay`` (split mode) is handed the
+    validated event with source ``deploysignal`` and its metadata before it is added locally; a
+    :class:`TransportError` from it answers 503 and adds nothing.
     """
     get_book = as_getter(book)
 
@@ -127,6 +136,11 @@ def deploysignal_routes(
             return _rejected(503, "event handling is not ready")
         metadata = dict(req.metadata)
         metadata.setdefault("ds_instance_id", instance)
+        reason = b.check(req.event)
+        if reason is not None:
+            return _rejected(400, reason)
+        if await relay_failure(relay, [req.event], "deploysignal", metadata) is not None:
+            return _rejected(503, RELAY_UNAVAILABLE, {"Retry-After": RETRY_AFTER_S})
         res = b.add(req.event, source="deploysignal", metadata=metadata)
         if not res.ok:
             return _rejected(400, res.reason)

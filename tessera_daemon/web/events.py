@@ -7,8 +7,13 @@ an id) before any is added. Answers: 202 ``{"v":1,"accepted":[ids],"affected_sha
 ``updated`` or ``duplicate``); 400 ``{"error": reason}`` (the codec's reason, prefixed by the list
 index for a list); 401 when ``events.api_token`` is set and the bearer token is missing or wrong
 (compared in constant time); 413 over ``events.max_body_bytes`` (1 MiB); 503 while no event book
-exists yet. ``GET /v1/events?limit=N`` lists the kept events, newest first, with their freeze
-windows and affected shard counts.
+exists yet, or (split mode) when the event log could not take the events. ``GET /v1/events?limit=N``
+lists the kept events, newest first, with their freeze windows and affected shard counts.
+
+A detector worker (split mode) passes a ``relay``: the validated events are handed to it (it appends
+them to the fleet-wide event log in Redis) before they are added to the local book, so an event is
+durable before the 202 goes out; when the relay raises :class:`TransportError` the answer is 503
+and nothing is added. The single-process daemon passes none.
 
 The handlers run on the daemon's event loop, like the pipeline: the book is never touched by two
 threads at once.
@@ -21,13 +26,13 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from aiohttp import web
 
 from tessera_daemon.engine.events import EventBook, EventRecord
-from tessera_daemon.errors import CodecError
+from tessera_daemon.errors import CodecError, TransportError
 from tessera_daemon.model import ClusterEvent
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -37,6 +42,9 @@ DEFAULT_LIMIT = 100
 BookGetter = Callable[[], EventBook | None]
 OnEvent = Callable[[EventRecord], None]
 TokenGetter = Callable[[], str]
+Relay = Callable[[Sequence[ClusterEvent], str, Mapping[str, str]], Awaitable[None]]  # (events, source, metadata)
+RELAY_UNAVAILABLE = "event log unavailable, retry"
+RETRY_AFTER_S = "1"
 
 
 def as_getter(book: EventBook | BookGetter) -> BookGetter:
@@ -99,6 +107,19 @@ def load_json(raw: bytes) -> Any:
         raise CodecError(f"not valid JSON ({exc})") from exc
 
 
+async def relay_failure(
+    relay: Relay | None, events: Sequence[ClusterEvent], source: str, metadata: Mapping[str, str]
+) -> str | None:
+    """Hand validated events to ``relay`` (if any); the transport failure's text, or None when it took them."""
+    if relay is None:
+        return None
+    try:
+        await relay(events, source, metadata)
+    except TransportError as exc:
+        return str(exc)
+    return None
+
+
 # ------------------------------------------------------------------------- routes
 
 
@@ -137,6 +158,24 @@ def _check(book: EventBook, events: list[ClusterEvent]) -> str | None:
     return None
 
 
+def _add_all(book: EventBook, events: list[ClusterEvent], on_event: OnEvent | None) -> dict[str, Any]:
+    """Add checked events to ``book``; the 202 body."""
+    rows: list[dict[str, Any]] = []
+    shards: set[str] = set()
+    for ev in events:
+        res = book.add(ev, source="api")
+        rec = res.record
+        row: dict[str, Any] = {"id": ev.id, "status": res.status}
+        if rec is not None:
+            shards.update(rec.shards)
+            row.update(affected_shards=len(rec.shards), freeze_start_ts=rec.freeze_start_ts,
+                       freeze_end_ts=rec.freeze_end_ts)
+            if on_event is not None and res.status in ("added", "updated"):
+                on_event(rec)
+        rows.append(row)
+    return {"v": 1, "accepted": [r["id"] for r in rows], "affected_shards": len(shards), "events": rows}
+
+
 def events_routes(
     book: EventBook | BookGetter,
     *,
@@ -144,12 +183,14 @@ def events_routes(
     token: TokenGetter | None = None,
     now: Callable[[], float] = time.time,
     max_body: int = MAX_BODY_BYTES,
+    relay: Relay | None = None,
 ) -> list[web.RouteDef]:
     """``POST /v1/events`` and ``GET /v1/events`` over ``book``.
 
     ``on_event`` is called with every added or updated record (the daemon logs and counts them).
     ``token`` gives the bearer token POST requires (empty string: none). ``now`` gives the current
-    *event* time for GET's ``frozen_now`` (the daemon passes the last window's end).
+    *event* time for GET's ``frozen_now`` (the daemon passes the last window's end). ``relay``
+    (split mode) makes the validated events durable before they are added (see the module doc).
     """
     get_book = as_getter(book)
 
@@ -173,21 +214,11 @@ def events_routes(
         reason = _check(b, events)
         if reason is not None:
             return web.json_response({"error": reason}, status=400)
-        rows: list[dict[str, Any]] = []
-        shards: set[str] = set()
-        for ev in events:
-            res = b.add(ev, source="api")
-            rec = res.record
-            row: dict[str, Any] = {"id": ev.id, "status": res.status}
-            if rec is not None:
-                shards.update(rec.shards)
-                row.update(affected_shards=len(rec.shards), freeze_start_ts=rec.freeze_start_ts,
-                           freeze_end_ts=rec.freeze_end_ts)
-                if on_event is not None and res.status in ("added", "updated"):
-                    on_event(rec)
-            rows.append(row)
-        body = {"v": 1, "accepted": [r["id"] for r in rows], "affected_shards": len(shards), "events": rows}
-        return web.json_response(body, status=202)
+        failure = await relay_failure(relay, events, "api", {})
+        if failure is not None:
+            return web.json_response({"error": RELAY_UNAVAILABLE, "detail": failure}, status=503,
+                                     headers={"Retry-After": RETRY_AFTER_S})
+        return web.json_response(_add_all(b, events, on_event), status=202)
 
     async def get_events(request: web.Request) -> web.Response:
         raw_limit = request.query.get("limit", str(DEFAULT_LIMIT))
