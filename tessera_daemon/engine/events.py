@@ -217,6 +217,11 @@ class EventBook:
 
     # ---------------------------------------------------------------------------- queries
 
+    @property
+    def version(self) -> int:
+        """Bumped on every change (events added, updated, evicted; a new topology)."""
+        return self._version
+
     def __len__(self) -> int:
         return len(self._records)
 

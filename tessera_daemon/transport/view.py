@@ -3,18 +3,20 @@
 The worker runs one pipeline per partition (windows close per partition, in that partition's event
 time). ``web/app.py`` and ``web/metrics.py`` read one ``Status.pipeline``; this view is a real
 ``Pipeline`` over the union of the owned partitions' topologies whose readable parts (window table,
-warm-up state, firing book, assembler counters, threshold) are refreshed from the partitions after
-each batch. It is never fed frames and never processes a window itself.
+warm-up state, firing book, event book, assembler counters, threshold) are refreshed from the
+partitions after each batch. It is never fed frames and never processes a window itself.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter, deque
 from collections.abc import Mapping
 
 import numpy as np
 
 from tessera_daemon.config import Config
+from tessera_daemon.engine.events import EventBook, EventRecord
 from tessera_daemon.engine.firings import FiringBook
 from tessera_daemon.engine.pipeline import Pipeline, ShardTable
 from tessera_daemon.engine.window import AssemblerStats
@@ -28,6 +30,7 @@ class PartitionView:
         self.pipeline = Pipeline(cfg, Topology([]))
         self._members: tuple[tuple[str, str], ...] = ()
         self._rows: dict[str, np.ndarray] = {}
+        self._event_versions: tuple[tuple[str, int], ...] = ()
 
     def refresh(self, parts: Mapping[str, Pipeline], threshold_log: float | None = None) -> Pipeline:
         """Bring the view up to date with ``parts`` (partition token -> pipeline); returns the view."""
@@ -37,6 +40,7 @@ class PartitionView:
             self.pipeline.set_topology(topo)
             self._members = members
             self._rows = {t: np.array([self.pipeline.row[s] for s in p.shards], np.int64) for t, p in parts.items()}
+            self._event_versions = ()
         v = self.pipeline
         if threshold_log is not None:
             v.threshold_log = threshold_log
@@ -77,6 +81,10 @@ class PartitionView:
         v.assembler.stats = stats
         v.assembler.watermark = float(watermark)
         v.book = _merged_books([p.book for p in parts.values()], self.cfg.detector.recent_resolved)
+        versions = tuple(sorted((t, p.events.version) for t, p in parts.items()))
+        if versions != self._event_versions:
+            self._event_versions = versions
+            v.events = _merged_events(v.topology, [p.events for p in parts.values()], self.cfg)
         return v
 
 
@@ -97,4 +105,21 @@ def _merged_books(books: list[FiringBook], recent_limit: int) -> FiringBook:
     out.recent = deque(recent[-recent_limit:] if recent_limit else [])
     out.opened_total = opened
     out.resolved_total = resolved
+    return out
+
+
+def _merged_events(topology: Topology, books: list[EventBook], cfg: Config) -> EventBook:
+    """One event book over the view's topology holding every partition's events (for /metrics and
+    the API). A partition's copy of an event has its scope cut to that partition's nodes, so copies
+    of one event are joined back: the union of their scopes (fleet-wide if any copy is)."""
+    copies: dict[str, list[EventRecord]] = {}
+    for b in books:
+        for rec in b.records():
+            copies.setdefault(rec.id, []).append(rec)
+    out = EventBook(topology, cfg.events)
+    for recs in copies.values():
+        first = recs[0]
+        fleet = any(r.event.fleet_wide for r in recs)
+        scope = ("fleet",) if fleet else tuple(dict.fromkeys(n for r in recs for n in r.event.scope))
+        out.add(dataclasses.replace(first.event, scope=scope), source=first.source, metadata=first.metadata)
     return out

@@ -73,6 +73,19 @@ def has_event(worker: DetectorRunning, token: str, eid: str) -> bool:
     return work is not None and eid in work.pipeline.events
 
 
+async def gauge(http: aiohttp.ClientSession, base: str, name: str) -> float | None:
+    """One unlabelled sample of the worker's /metrics."""
+    async with http.get(f"{base}/metrics") as r:
+        for line in (await r.text()).splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    return None
+
+
+async def _is(value: Any, expected: float) -> bool:
+    return bool(await value == expected)
+
+
 async def logged(client: Any, cfg: Config) -> list[dict[str, Any]]:
     rows = await client.xrange(Keys(cfg.transport.redis.prefix).events, "-", "+")
     return [{"event": json.loads(f[b"event"]), "source": f[b"source"].decode(),
@@ -105,6 +118,12 @@ async def test_posted_event_freezes_the_shards_of_every_partition_it_concerns(re
         assert rack["job-0"] | rack["job-1"] == members(ClusterSim(cfg.sim).topology, RACK)
         # the scope seen by each partition is cut to the nodes its slice knows
         assert worker.detector.parts["job-1"].pipeline.events.get("fw-rack").event.scope == (RACK,)
+
+        # the worker's view (/metrics, the API) joins the partitions' copies back into one event each
+        view = worker.status
+        await wait_for(lambda: len(view.pipeline.events) == 2, 10, "the events in the worker's view")
+        assert set(view.pipeline.events.get("fw-rack").shards) == rack["job-0"] | rack["job-1"]
+        await wait_for(lambda: _is(gauge(http, base, "tessera_cluster_events"), 2.0), 10, "the events gauge")
 
         async with http.get(f"{base}/v1/events") as r:
             listed = await r.json()
