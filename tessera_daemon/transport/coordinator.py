@@ -33,8 +33,9 @@ from tessera_daemon.transport.partition import Committer, PartitionWork
 from tessera_daemon.transport.redis import RedisTransport
 from tessera_daemon.transport.registry import (
     fleet_shards,
-    read_fleet_topology,
+    merge_topologies,
     read_partitions,
+    read_slices,
     read_topology,
     register_worker,
 )
@@ -78,7 +79,6 @@ class Coordinator:
         self.fleet_topology: Topology | None = None
         self._fleet_hash: str | None = None
         self._fleet_tokens: frozenset[str] = frozenset()
-        self._fleet_checked = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
         period = self.cfg.transport.detector.heartbeat_ms / 1000.0
@@ -126,19 +126,24 @@ class Coordinator:
         for r in list(self.transport.readers.values()):
             await r.probe()
         now = time.monotonic()
-        if now - self._topology_checked >= refresh_s:
-            self._topology_checked = now
-            await self.check_topologies()
+        due = now - self._topology_checked >= refresh_s
+        tokens = frozenset(self.partitions)
+        fleet_due = self.eventlog is not None and (due or self._fleet_hash is None or tokens != self._fleet_tokens)
+        if due or fleet_due:  # one read of each slice serves both the held partitions and the fleet
+            held = list(self.leases.held)
+            slices = await read_slices(self.link, self.keys, tokens | set(held) if fleet_due else held)
+            if due:
+                self._topology_checked = now
+                self.check_topologies(slices, held)
+            if fleet_due:
+                self.check_fleet_topology(tokens, slices)
         if self.eventlog is not None:
             self.events.extend(await self.eventlog.read_new())
-            tokens = frozenset(self.partitions)
-            if self._fleet_hash is None or tokens != self._fleet_tokens or now - self._fleet_checked >= refresh_s:
-                await self.check_fleet_topology(tokens, now)
 
-    async def check_fleet_topology(self, tokens: frozenset[str], now: float) -> None:
-        """Re-read the union of every partition's slice (validation of posted events); post it when it changed."""
-        topo = await read_fleet_topology(self.link, self.keys, tokens)
-        self._fleet_tokens, self._fleet_checked = tokens, now
+    def check_fleet_topology(self, tokens: frozenset[str], slices: dict[str, Topology]) -> None:
+        """The union of every partition's slice (validation of posted events); post it when it changed."""
+        topo = merge_topologies(slices[t] for t in sorted(tokens) if t in slices)
+        self._fleet_tokens = tokens
         if not topo.shards:
             return
         digest = topo.content_hash()
@@ -146,10 +151,10 @@ class Coordinator:
             self._fleet_hash = digest
             self.fleet_topology = topo
 
-    async def check_topologies(self) -> None:
-        """Re-read the topology slices of the partitions held; post the ones that changed."""
-        for token in list(self.leases.held):
-            topo = await read_topology(self.link, self.keys, token)
+    def check_topologies(self, slices: dict[str, Topology], held: list[str]) -> None:
+        """Of the slices just read, post those of held partitions that changed."""
+        for token in held:
+            topo = slices.get(token)
             if topo is None or not topo.shards:
                 continue
             digest = topo.content_hash()

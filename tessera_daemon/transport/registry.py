@@ -151,14 +151,14 @@ def merge_topologies(parts: Iterable[Topology]) -> Topology:
     return Topology(nodes.values(), edges.values())
 
 
-async def read_fleet_topology(link: RedisLink, keys: Keys, tokens: Iterable[str]) -> Topology:
-    """The union of every partition's topology slice (partitions without one are left out)."""
-    parts = []
+async def read_slices(link: RedisLink, keys: Keys, tokens: Iterable[str]) -> dict[str, Topology]:
+    """The topology slice of each partition in ``tokens`` (partitions without one are left out)."""
+    out: dict[str, Topology] = {}
     for token in sorted(tokens):
         topo = await read_topology(link, keys, token)
         if topo is not None:
-            parts.append(topo)
-    return merge_topologies(parts)
+            out[token] = topo
+    return out
 
 
 async def register_worker(link: RedisLink, keys: Keys, worker: str, ttl_ms: int) -> int:

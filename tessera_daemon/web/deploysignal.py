@@ -84,13 +84,12 @@ def parse_envelope(obj: Any) -> DsEventRequest:
     return DsEventRequest(event, metadata, float(emitted))
 
 
-def _reply(status: int, body: dict[str, Any]) -> web.Response:
-    return web.json_response({"contract_version": CONTRACT_VERSION, **body}, status=status)
+def _reply(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"contract_version": CONTRACT_VERSION, **body}, status=status, headers=headers)
 
 
 def _rejected(status: int, reason: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response({"contract_version": CONTRACT_VERSION, "status": "rejected", "reason": reason},
-                             status=status, headers=headers)
+    return _reply(status, {"status": "rejected", "reason": reason}, headers)
 
 
 def deploysignal_routes(
