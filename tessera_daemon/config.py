@@ -8,6 +8,7 @@ The loader walks the type hints, so an unknown key, a wrong type or an out-of-ra
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 import types
@@ -26,6 +27,40 @@ from tessera_daemon.transport.settings import TransportConfig
 ENV_PREFIX = "TESSERA_"
 
 
+
+
+# Material effect sizes of the metrics the sources produce (detector.material): what an operator would
+# act on. Temperatures in degrees C; utilisations, clocks, power, rates and step time relative to their
+# level (a ratio utilisation of 0.9 and a percentage of 90 get the same margin). Cohort-wide job phases
+# hit members a few percent differently and rack inlet temperatures wander a few tenths of a degree:
+# both stay below these.
+DEFAULT_MATERIAL: tuple[str, ...] = (
+    "gpu_util=6%", "tensorcore_util=6%", "mem_bw_util=6%", "sm_clock_mhz=3%", "mem_clock_mhz=3%", "power_w=8%",
+    "temp_c=2", "mem_temp_c=2", "step_time_ms=10%", "nvlink_tx_bytes=10%", "nvlink_rx_bytes=10%",
+    "nvlink_bytes_per_s=10%", "nvlink_tx_bytes_per_s=10%", "nvlink_rx_bytes_per_s=10%",
+    "pcie_tx_bytes_per_s=20%", "pcie_rx_bytes_per_s=20%", "mem_used_bytes=10%",
+)
+
+
+def parse_material(entries: tuple[str, ...], path: str = "detector.material") -> dict[str, tuple[float, bool]]:
+    """``("temp_c=2", "power_w=8%")`` -> ``{"temp_c": (2.0, False), "power_w": (0.08, True)}`` (later
+    entries win). Raises ConfigError naming the entry."""
+    out: dict[str, tuple[float, bool]] = {}
+    for e in entries:
+        name, sep, spec = e.partition("=")
+        name, spec = name.strip(), spec.strip()
+        where = f"{path}.{name}" if name else path
+        if not sep or not name:
+            raise ConfigError(where, f'expected "metric=N" or "metric=N%", got {e!r}')
+        rel = spec.endswith("%")
+        try:
+            val = float(spec[:-1] if rel else spec)
+        except ValueError:
+            raise ConfigError(where, f'expected a number or a percentage, got {spec!r}') from None
+        if not math.isfinite(val) or val < 0 or (rel and val >= 100):
+            raise ConfigError(where, f"must be a finite number >= 0 (a percentage below 100), got {spec!r}")
+        out[name] = (val / 100.0 if rel else val, rel)
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,9 +85,22 @@ class LogConfig:
 
 @dataclass(frozen=True, slots=True)
 class WindowConfig:
-    length_s: float = _f(5.0, lo=0.001, hi=3600.0, doc="detector window length")
+    length_s: float = _f(
+        0.0, lo=0.0, hi=3600.0, auto=True,
+        doc='detector window length; "auto" (or 0): the sources\' median sample interval, measured from the '
+            "first samples (an explicit number wins; shorter than a source's cadence leaves windows empty)",
+    )
     grace_s: float = _f(2.0, lo=0.0, hi=3600.0, doc="lateness allowed after a window ends")
-    stale_after_windows: int = _f(3, lo=1, hi=10_000, doc="missing windows before a shard is stale")
+    stale_after_windows: int = _f(
+        3, lo=1, hi=10_000,
+        doc="a shard is stale (and, while its host still reports, missing) once it has sent nothing for this "
+            "many of its own sample intervals (at least this many windows)",
+    )
+
+    @property
+    def auto(self) -> bool:
+        """The window length follows the observed poll cadence."""
+        return self.length_s <= 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +128,19 @@ class DetectorConfig:
     min_threshold_log: float = _f(6.0, lo=1.0, hi=100.0, doc="floor on the log-evidence threshold")
     delta_min_sigma: float = _f(
         0.1, lo=0.0, hi=3.0, doc="practical significance: shifts below this many sigma are null"
+    )
+    material: tuple[str, ...] = _f(
+        DEFAULT_MATERIAL, pairs=True,
+        doc='material effect size per metric, "metric=N" in the metric\'s own units or "metric=N%" of its '
+            "level (a TOML table works too: [detector.material] temp_c = 2, power_w = \"8%\"); a deviation "
+            "pages only when it is both certain and larger than this (the null is |shift| <= margin); entries "
+            "given here replace the defaults of the same metric; with \"*\" the defaults are dropped and \"*\" sets "
+            "every metric not named (\"*=0\": no material margins, sigma margins only)",
+    )
+    fleet_event_persist_s: float = _f(
+        1200.0, lo=0.0, hi=1e7,
+        doc="a whole cohort's shift opens a fleet_event ticket only once it has lasted this long (job phases "
+            "such as eval loops and checkpoint stalls come and go; a new regime persists)",
     )
     clip_sigma: float = _f(4.0, lo=1.0, hi=20.0, doc="standardised residuals are clipped at this many sigma")
     bets: tuple[float, ...] = _f(
@@ -244,6 +305,18 @@ def _build(cls: Any, data: Mapping[str, Any], path: str) -> Any:
     kwargs: dict[str, Any] = {}
     for name, value in data.items():
         sub = f"{path}.{name}" if path else name
+        if fields[name].metadata.get("auto") and value == "auto":
+            kwargs[name] = 0.0
+            continue
+        if fields[name].metadata.get("pairs"):  # "k=v" entries; a table merges over the defaults
+            entries = [f"{k}={v}" for k, v in value.items()] if isinstance(value, Mapping) else value
+            given = _convert(hints[name], entries, sub)
+            # entries replace the defaults of their metric; "*" replaces every default not named
+            default: tuple[str, ...] = fields[name].default  # type: ignore[assignment]
+            wild = any(e.partition("=")[0].strip() == "*" for e in given)
+            merged = parse_material(given if wild else (*default, *given), sub)
+            kwargs[name] = tuple(f"{k}={v * 100:g}%" if rel else f"{k}={v:g}" for k, (v, rel) in merged.items())
+            continue
         converted = _convert(hints[name], value, sub)
         _check_range(fields[name], converted, sub)
         kwargs[name] = converted
@@ -274,7 +347,9 @@ def _merge_env(data: dict[str, Any], environ: Mapping[str, str]) -> None:
 
 
 def _validate(cfg: Config) -> None:
-    if cfg.window.grace_s >= 50 * cfg.window.length_s:
+    if not cfg.window.auto and cfg.window.length_s < 0.001:
+        raise ConfigError("window.length_s", f'must be "auto" (0) or at least 0.001 s, got {cfg.window.length_s}')
+    if not cfg.window.auto and cfg.window.grace_s >= 50 * cfg.window.length_s:
         raise ConfigError("window.grace_s", "must be less than 50 window lengths")
     unknown_log = sorted(set(cfg.detector.log_metrics) - set(cfg.detector.metrics))
     if unknown_log:
@@ -320,6 +395,8 @@ def dump_toml(cfg: Config) -> str:
 
         if isinstance(v, bool):
             return "true" if v else "false"
+        if key == "length_s" and v == 0:
+            return '"auto"'
         if isinstance(v, str):
             return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
         if isinstance(v, list):

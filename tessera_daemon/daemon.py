@@ -139,6 +139,7 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
         on_running(Running(status, port, stop))
 
     totals = {"windows": 0, "opened": 0, "resolved": 0}
+    warned_cadence: list[bool] = []  # the window-shorter-than-cadence warning, logged once
     speed = cfg.sim.speedup if simulated else 1.0
 
     def handle(results: list[WindowResult]) -> None:
@@ -160,6 +161,11 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
                 totals["resolved"] += 1
                 log.info("firing resolved", id=f.id, target=f.target, detector=f.detector, metric=f.metric,
                          window=r.index, reason=f.receipt.get("resolved_reason"))
+        if results and not warned_cadence and pipeline.window_too_short():
+            warned_cadence.append(True)
+            log.warning("window shorter than the sources' cadence: most windows hold no sample",
+                        window_s=pipeline.window_length_s, sample_interval_s=round(pipeline.observed_cadence_s(), 3),
+                        setting="window.length_s", hint='set window.length_s = "auto"')
         if results:
             renderer.render()
 
@@ -167,8 +173,8 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
         last_frame_wall = time.monotonic()
         # event time only moves with data; if sources go quiet for longer than a window plus grace
         # (and longer than two poll intervals), close windows on the clock so staleness shows up
-        idle_after = max(cfg.window.length_s + cfg.window.grace_s, 2 * cfg.sources.poll_interval_s * speed)
         while True:
+            idle_after = max(pipeline.window_length_s + cfg.window.grace_s, 2 * cfg.sources.poll_interval_s * speed)
             stopping = stop.is_set()
             deliveries = await transport.receive(cfg.transport.batch_max, 0.0 if stopping else 0.1)
             for d in deliveries:
@@ -188,14 +194,14 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
 
     async def housekeeping() -> None:
         wd = watchdog_interval_s()
-        interval = min(1.0, cfg.window.length_s, wd or 1.0)
+        interval = min(1.0, pipeline.window_length_s, wd or 1.0)
         last_render = 0.0
         while True:
             status.beat()
             if wd:
                 sd_notify("WATCHDOG=1")
             now = time.monotonic()
-            if now - last_render >= cfg.window.length_s:
+            if now - last_render >= pipeline.window_length_s:
                 renderer.render()
                 last_render = now
             if simulated and isinstance(sources[0], SyntheticSource) and sources[0].finished:

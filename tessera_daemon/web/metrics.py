@@ -78,6 +78,17 @@ class _StatusCollector(Collector):
         yield GaugeMetricFamily("tessera_window_lag_seconds",
                                 "Event time between the newest frame and the end of the last processed window, "
                                 "beyond the lateness grace.", value=lag)
+        yield GaugeMetricFamily("tessera_window_length_seconds",
+                                "Detector window length in force (measured from the poll cadence when auto).",
+                                value=p.window_length_s)
+        cad = p.observed_cadence_s()
+        yield GaugeMetricFamily("tessera_sample_interval_seconds",
+                                "Median over shards of each shard's own sample interval.",
+                                value=cad if math.isfinite(cad) else 0.0)
+        yield GaugeMetricFamily("tessera_window_shorter_than_cadence",
+                                "1 when the configured window is shorter than the sources' cadence "
+                                "(most windows hold no sample; set window.length_s = \"auto\").",
+                                value=1.0 if p.window_too_short() else 0.0)
         yield CounterMetricFamily("tessera_frames_ingested", "Frames accepted into a window.", value=asm.frames)
         yield CounterMetricFamily("tessera_frames_late", "Frames that arrived after their window closed.",
                                   value=asm.late)

@@ -55,7 +55,7 @@ def test_bad_config_exits_2_naming_the_field(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "tessera_daemon", "--config", str(cfg), "run"],
                        capture_output=True, text=True, env=env, timeout=60, check=False)
     assert r.returncode == 2
-    assert "window.length_s" in r.stderr and ">= 0.001" in r.stderr
+    assert "window.length_s" in r.stderr and ">= 0" in r.stderr
     r = subprocess.run([sys.executable, "-m", "tessera_daemon", "config"], capture_output=True, text=True,
                        env={**env, "TESSERA_DETECTOR__BETZ": "1"}, timeout=60, check=False)
     assert r.returncode == 2 and "detector.betz" in r.stderr
