@@ -78,6 +78,7 @@ CADENCE_MIXES: dict[str, tuple[tuple[float, float], ...]] = {
 FAULT_KINDS = ("thermal_rack", "psu_cap", "fw_unannounced", "nvlink_degrade", "silent_host", "straggler",
                "sdc_drift", "xid79", "ecc_dbe", "silent_device")
 HARD_KINDS = frozenset({"xid79", "ecc_dbe", "silent_device"})
+SINGLE_GPU_KINDS = frozenset({"straggler", "sdc_drift", "xid79", "ecc_dbe", "silent_device"})
 COMMON_MODE_KINDS = frozenset({"thermal_rack", "psu_cap", "nvlink_degrade", "silent_host"})
 
 
@@ -409,6 +410,8 @@ def _host_plans(spec: MessySpec, fleet: Fleet) -> list[HostPlan]:
     skew = rng.normal(0, nz.clock_skew_s, n) * np.where(rng.random(n) < 0.1, 5.0, 1.0)
     lat = rng.uniform(0.05, 0.4, n)
     lacking = rng.random(n) < (0.08 if nz.missing else 0.0)
+    if nz.missing and not lacking.any():
+        lacking[int(rng.integers(n))] = True  # at least one host's exporter lacks mem_bw_util
     plans = []
     for h in range(n):
         drops = []
@@ -488,14 +491,19 @@ def _plan_faults(spec: MessySpec, fleet: Fleet, plans: list[HostPlan]) -> list[F
     starts = spec.start_ts + spec.duration_s * np.linspace(lo, hi, len(kinds))
     starts = starts[rng.permutation(len(kinds))] + rng.uniform(-60, 60, len(kinds))
     used: set[int] = {h for h, p in enumerate(plans) if p.fw_reboot is not None}
+    single: dict[int, set[str]] = {}
     faults: list[Fault] = []
     # targets: the largest footprints first (a whole rack, a PSU, three hosts...), single GPUs last
     for idx in sorted(range(len(kinds)), key=lambda i: FAULT_KINDS.index(kinds[i]) if kinds[i] in FAULT_KINDS
                       else len(FAULT_KINDS)):
-        f = _fault(kinds[idx], kinds[idx], float(starts[idx]), spec, fleet, used, rng)
-        if f is not None:
+        f = _fault(kinds[idx], kinds[idx], float(starts[idx]), spec, fleet, used, rng, single)
+        if f is None:
+            continue
+        if f.scope == "shard":  # single-GPU faults may share a host once every free host has one
+            single.setdefault(f.hosts[0], set()).add(f.target)
+        else:
             used.update(f.hosts)
-            faults.append(f)
+        faults.append(f)
     faults.sort(key=lambda f: f.start_ts)
     for i, f in enumerate(faults):
         f.id = f"F{i + 1:02d}-{f.kind}"
@@ -507,11 +515,9 @@ def _free_hosts(fleet: Fleet, used: set[int], job: int | None = None) -> list[in
 
 
 def _fault(kind: str, fid: str, start: float, spec: MessySpec, fleet: Fleet, used: set[int],
-           rng: np.random.Generator) -> Fault | None:
+           rng: np.random.Generator, single: dict[int, set[str]]) -> Fault | None:
     end = start + spec.fault_duration_s
-    free = _free_hosts(fleet, used)
-    if not free:
-        return None
+    free = [h for h in _free_hosts(fleet, used) if h not in single]
     if kind in ("thermal_rack", "psu_cap"):
         groups = fleet.rack_ids if kind == "thermal_rack" else sorted(set(fleet.psu_of_host))
         ok = [g for g in groups if all(h not in used for h in fleet.hosts_of(g))]
@@ -532,6 +538,10 @@ def _fault(kind: str, fid: str, start: float, spec: MessySpec, fleet: Fleet, use
         members = [g for h in hosts for g in fleet.gpu_ids[h]]
         return Fault(fid, kind, fleet.job_ids[fleet.job_of_host[hosts[0]]], "hosts", members,
                      ["sm_clock_mhz", "power_w"], start, None, "clocks -90 MHz, power -4 %", False, hosts)
+    if kind in SINGLE_GPU_KINDS:
+        free = free or [h for h in _free_hosts(fleet, used) if len(single[h]) < len(fleet.gpu_ids[h])]
+    if not free:
+        return None
     h = int(rng.choice(free))
     gpus = fleet.gpu_ids[h]
     if kind == "nvlink_degrade":
@@ -541,7 +551,8 @@ def _fault(kind: str, fid: str, start: float, spec: MessySpec, fleet: Fleet, use
     if kind == "silent_host":
         return Fault(fid, kind, fleet.host_ids[h], "host", list(gpus), [], start, None, "host stops reporting",
                      False, [h])
-    g = gpus[int(rng.integers(len(gpus)))]
+    left = [g for g in gpus if g not in single.get(h, set())]
+    g = left[int(rng.integers(len(left)))]
     step = float(rng.uniform(20, 50))
     table: dict[str, tuple[list[str], str, float | None, bool]] = {
         "straggler": (["step_time_ms", "gpu_util", "power_w"], f"step +{step:.0f} %, util -12", end, False),
@@ -593,6 +604,7 @@ def _statics(spec: MessySpec, h: int, n_gpus: int) -> GpuStatics:
     ecc_base = np.zeros(n_gpus)
     if nz.counter_quirks:
         wraps = rng.random(n_gpus) < 0.03
+        wraps[-1] |= h == 0  # at least one GPU of the fleet wraps its NVLink counter during the recording
         nvl_start = np.where(wraps, TWO64 - rng.uniform(0.2, 0.8, n_gpus) * spec.duration_s * 2.0e10, nvl_start)
         ecc_base = np.where(rng.random(n_gpus) < 0.04, rng.integers(1, 4, n_gpus), 0).astype(float)
     return GpuStatics(het, off, rho, df, nvl_start, ecc_base)
