@@ -55,8 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     dr.add_argument("--out", type=Path, default=None, help="write the timeline as JSON here")
     dr.add_argument("--speedup", type=float, default=20.0, help="simulated seconds per wall second")
 
-    ev = sub.add_parser("evaluate", help="run an evaluation matrix (r72, r77, r78, r79, calibration, realistic, all)")
-    ev.add_argument("matrix", choices=["r72", "r77", "r78", "r79", "calibration", "realistic", "all"])
+    ev = sub.add_parser("evaluate", help="run an evaluation matrix (r72, r77, r78, r79, calibration, realistic, all; "
+                                         "messy: issue 14's messy fleet, by name only)")
+    ev.add_argument("matrix", choices=["r72", "r77", "r78", "r79", "calibration", "realistic", "all", "messy"])
     ev.add_argument("--out", type=Path, default=None, help="write markdown and JSON results here")
     ev.add_argument("--fast", action="store_true", help="the reduced subset that `make test` runs")
 
