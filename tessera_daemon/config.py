@@ -97,6 +97,12 @@ class WindowConfig:
             "many of its own sample intervals (at least this many windows)",
     )
 
+    host_silent_s: float = _f(
+        300.0, lo=0.0, hi=1e7,
+        doc="a host all of whose shards went stale opens one host_silent firing once silent this long "
+            "(agent restarts and short network blips rejoin sooner)",
+    )
+
     @property
     def auto(self) -> bool:
         """The window length follows the observed poll cadence."""

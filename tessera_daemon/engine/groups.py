@@ -241,8 +241,10 @@ class GroupDetector:
         dg = (dmean - centre) * root_n + 1.0 / np.sqrt(np.maximum(self.n, 1))
         vg = v_inflation + 1.0 / np.sqrt(np.maximum(self.n, 1)) + dg * dg
         learn = ~np.isnan(z) & (self.log_m < learn_below) & (np.abs(np.nan_to_num(x)) < 4.0)
+        # a shared shift c per member moves z by c sqrt(n) and x = z / sqrt(var) by c sqrt(n / var): the
+        # material / wander margin the bets are centred on, in x's units
         family_a_update(x, dg, vg, self.bets, GROUP_CLIP * clip, window, self.w_state, self.run_start, self.log_m,
-                        self.side, margin=centre * root_n)
+                        self.side, margin=centre * root_n / np.sqrt(self.var))
         if self.halflife > 0:
             # cumulative during the group's warm-up, then the slow exponential follow, as for shards:
             # a fault must not teach the group that its shift is noise

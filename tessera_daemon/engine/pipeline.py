@@ -150,6 +150,7 @@ class Pipeline:
         self.seen = seen
         self.topology = topology
         self._members = topology.members()
+        self._member_sets: dict[str, frozenset[str]] = {}
         self.host_of = _hosts(topology, shards)
         self.shards = shards
         self.row = {s: i for i, s in enumerate(shards)}
@@ -388,6 +389,8 @@ class Pipeline:
             if not g.any():
                 continue
             if g.all():
+                if self.missing_run[rows].min() * self.window_length_s < self.cfg.window.host_silent_s:
+                    continue  # an agent restart or a short network blip: the host comes back
                 if rows.size > 1:
                     hits.append(RuleHit(host, "host_silent", {"shards": int(rows.size)}, scope="host",
                                         members=tuple(self.shards[r] for r in rows)))
@@ -447,7 +450,7 @@ class Pipeline:
         this very window still counts (its recovery is part of it)."""
         for g in self._merged:
             if not g.detector.startswith("rule:") and g.classification != "fleet_event" and (
-                    g.target == shard or shard in g.members):
+                    g.target == shard or shard in g.members or shard in self._member_set(g.target)):
                 return g
         best: Firing | None = None
         for key in self.book.active_keys():
@@ -457,14 +460,22 @@ class Pipeline:
             f = self.book.get(key)
             if f is None or f.classification in ("fleet_event",):
                 continue
-            covers = target == shard or (f.scope not in ("shard", "cohort") and shard in f.members)
+            covers = target == shard or (f.scope not in ("shard", "cohort") and (
+                shard in f.members or shard in self._member_set(f.target)))
             if covers and (best is None or (best.scope == "shard" and f.scope != "shard")):
                 best = f
         return best
 
+    def _member_set(self, node: str) -> frozenset[str]:
+        """Every shard of a topology node (empty for a shard or an unknown id)."""
+        cached = self._member_sets.get(node)
+        if cached is None:
+            cached = self._member_sets[node] = frozenset(self._members.get(node, ()))
+        return cached
+
     def _merge_members(self, group: Firing, opened: list[Firing]) -> None:
         """A group incident opened: its members' open statistical shard firings become part of it."""
-        members = set(group.members)
+        members = set(group.members) | self._member_set(group.target)
         merged = group.receipt.setdefault("merged", [])
         for key in self.book.active_keys():
             _target, det, _metric = key
