@@ -20,6 +20,7 @@ from typing import Any, Literal
 from tessera_daemon.errors import ConfigError
 from tessera_daemon.events_settings import EventsConfig
 from tessera_daemon.schema import setting as _f
+from tessera_daemon.sources import SOURCES
 from tessera_daemon.sources.settings import SourcesConfig
 from tessera_daemon.transport.settings import TransportConfig
 
@@ -290,6 +291,12 @@ def _validate(cfg: Config) -> None:
                           f"got {cfg.detector.warmup_max_windows}")
     if not cfg.detector.bets or any(not 0 < b <= 4 for b in cfg.detector.bets):
         raise ConfigError("detector.bets", "expected bets in (0, 4]")
+    unknown_src = [n for n in cfg.sources.enabled if n not in SOURCES]
+    if unknown_src:
+        raise ConfigError("sources.enabled", f"unknown source {unknown_src[0]!r} (known: {', '.join(sorted(SOURCES))})")
+    twice = sorted({n for n in cfg.sources.enabled if cfg.sources.enabled.count(n) > 1})
+    if twice:
+        raise ConfigError("sources.enabled", f"source {twice[0]!r} is listed twice")
     if cfg.transport.kind == "memory" and cfg.transport.batch_max > cfg.transport.capacity:
         raise ConfigError("transport.batch_max", "must not exceed transport.capacity")
 

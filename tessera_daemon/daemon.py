@@ -22,11 +22,12 @@ from tessera_daemon.detect.kernels import warm_up
 from tessera_daemon.engine.events import EventRecord
 from tessera_daemon.engine.families import warm_up as warm_up_families
 from tessera_daemon.engine.pipeline import Pipeline, WindowResult
-from tessera_daemon.errors import ConfigError, TesseraError
+from tessera_daemon.errors import TesseraError
 from tessera_daemon.log import get_logger
 from tessera_daemon.model import Topology
 from tessera_daemon.notify import sd_notify, watchdog_interval_s
 from tessera_daemon.outputs.verdict_feed import VerdictFeed, verdict_group_for_event
+from tessera_daemon.runtime import check_all_in_one
 from tessera_daemon.sources import build_sources, load_static_topology, merge_topology
 from tessera_daemon.sources.base import Source
 from tessera_daemon.sources.synthetic import SyntheticSource
@@ -91,9 +92,7 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
 ) -> int:
     """Run until stopped; return the process exit code."""
     stop = stop or asyncio.Event()
-    if cfg.transport.kind != "memory":
-        raise ConfigError("transport.kind", f"`run` is the all-in-one process and uses the in-memory transport; "
-                          f"for {cfg.transport.kind!r} run `tessera-daemon agent` and `tessera-daemon detector`")
+    check_all_in_one(cfg)
     sources, simulated = make_sources(cfg)
     if simulated:
         sim = sources[0]

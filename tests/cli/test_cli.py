@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -70,3 +71,49 @@ def test_config_prints_effective_toml(capsys: pytest.CaptureFixture[str], monkey
 
 def test_check_fails_when_nothing_listens(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check", "--url", "http://127.0.0.1:9", "--timeout-s", "0.5"]) == 1
+
+
+def test_global_options_before_or_after_the_subcommand(tmp_path: Path) -> None:
+    """--config / --log-level anywhere; the value after the subcommand wins only when it is given."""
+    from tessera_daemon.cli import _parser  # noqa: PLC0415
+
+    before, after = tmp_path / "a.toml", tmp_path / "b.toml"
+    p = _parser()
+    args = p.parse_args(["--config", str(before), "run"])
+    assert args.config == before and args.log_level is None and not args.check_config
+    args = p.parse_args(["run", "--config", str(after), "--log-level", "debug"])
+    assert args.config == after and args.log_level == "debug"
+    args = p.parse_args(["--config", str(before), "--log-level", "error", "agent", "--config", str(after)])
+    assert args.config == after and args.log_level == "error"
+    args = p.parse_args(["--check-config", "detector"])
+    assert args.check_config and args.config is None
+    args = p.parse_args(["simulate", "--list", "--config", str(after), "--check-config"])
+    assert args.config == after and args.check_config and args.list
+
+
+def test_every_subcommand_help_lists_its_options_with_defaults_in_plain_text() -> None:
+    from tessera_daemon.cli import COMMANDS, _parser  # noqa: PLC0415
+
+    p = _parser()
+    sub = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
+    texts = {"": p.format_help()} | {name: sp.format_help() for name, sp in sub.choices.items()}
+    assert set(texts) - {""} == set(COMMANDS)
+    for name, text in texts.items():
+        assert "`" not in text, f"{name or 'top-level'} --help shows reST/Markdown backticks"
+        for option in ("--config FILE", "--log-level", "--check-config"):
+            assert option in text, f"{name} --help does not list {option}"
+    for name, sp in sub.choices.items():
+        for action in sp._actions:
+            if action.option_strings and action.default not in (None, False, argparse.SUPPRESS) \
+                    and not isinstance(action, argparse._HelpAction):
+                assert f"(default: {action.default})" in " ".join(texts[name].split()), (name, action.dest)
+    assert "(default: 20.0)" in texts["drill"] and "(default: 3.0)" in texts["check"]
+
+
+def test_check_config_exits_0_without_running(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "ok.toml"
+    cfg.write_text("[window]\nlength_s = 7\n")
+    assert main(["run", "--config", str(cfg), "--check-config"]) == 0
+    assert "configuration ok" in capsys.readouterr().out
+    cfg.write_text("[window]\nlength_s = -7\n")
+    assert main(["--check-config", "run", "--config", str(cfg)]) == 2
