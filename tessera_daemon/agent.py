@@ -31,11 +31,12 @@ from tessera_daemon.config import Config
 from tessera_daemon.daemon import gather_topology, make_sources
 from tessera_daemon.errors import TransportError
 from tessera_daemon.log import get_logger
-from tessera_daemon.notify import sd_notify
 from tessera_daemon.outputs.mqtt import MqttHealth
+from tessera_daemon.runtime import ProcessRuntime
 from tessera_daemon.sources.base import Source
 from tessera_daemon.sources.synthetic import SyntheticSource
-from tessera_daemon.supervise import POLL_BUCKETS, SourceHealth, install_stop_signals, supervise_source
+from tessera_daemon.status import LIVENESS_TIMEOUT_S
+from tessera_daemon.supervise import POLL_BUCKETS, SourceHealth, supervise_source
 from tessera_daemon.transport.exporter import LinkCollector, MqttCollector
 from tessera_daemon.transport.keys import Keys
 from tessera_daemon.transport.link import RedisLink
@@ -144,7 +145,7 @@ def make_agent_app(status: AgentStatus, metrics: AgentMetrics) -> web.Applicatio
 
     async def healthz(_r: web.Request) -> web.Response:
         age = time.time() - status.heartbeat_ts
-        ok = age < 30.0
+        ok = age < LIVENESS_TIMEOUT_S
         return web.json_response({"status": "ok" if ok else "stalled", "heartbeat_age_s": round(age, 3)},
                                  status=200 if ok else 503)
 
@@ -200,8 +201,10 @@ async def run_agent(
     await site.start()
     port = next((int(a[1]) for a in runner.addresses), cfg.http.port)
 
-    remove_signals = install_stop_signals(stop) if install_signals else None
-    sd_notify("READY=1")
+    runtime = ProcessRuntime("agent", stop, install_signals=install_signals,
+                             alive=lambda: time.time() - status.heartbeat_ts < LIVENESS_TIMEOUT_S)
+    runtime.start()
+    runtime.ready()
     if on_running:
         on_running(AgentRunning(status, port, stop))
 
@@ -251,7 +254,7 @@ async def run_agent(
             hk = tg.create_task(housekeeping(), name="housekeeping")
             await stop.wait()
             status.stopping = True
-            sd_notify("STOPPING=1")
+            runtime.stopping()
             for t in pollers:
                 t.cancel()
             try:
@@ -267,8 +270,7 @@ async def run_agent(
             await runner.cleanup()
         await transport.close()
         await link.close()
-        if remove_signals is not None:
-            remove_signals()
+        await runtime.close()
     st = producer.stats
     if st.buffered_frames:
         log.warning("stopped with frames still buffered (Redis unreachable)", frames=st.buffered_frames)

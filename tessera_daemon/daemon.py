@@ -1,8 +1,9 @@
 """``run(cfg)``: the all-in-one daemon. One TaskGroup, a stop Event, and a fixed shutdown order.
 
 Start-up: sources and topology, detector kernels compiled (before readiness), HTTP server, then the
-TaskGroup of supervised pollers, the detector loop and housekeeping. SIGTERM / SIGINT only set the
-stop event (a second one forces exit). Shutdown: mark not ready, stop the pollers, let the detector
+TaskGroup of supervised pollers, the detector loop and housekeeping. Signals, READY / WATCHDOG /
+STOPPING: :class:`tessera_daemon.runtime.ProcessRuntime` (SIGTERM / SIGINT only set the stop event; a
+second one forces exit). Shutdown: mark not ready, stop the pollers, let the detector
 drain the transport and finish the windows that can close, render /metrics a last time, stop HTTP,
 log one summary line.
 """
@@ -25,14 +26,13 @@ from tessera_daemon.engine.pipeline import Pipeline, WindowResult
 from tessera_daemon.errors import TesseraError
 from tessera_daemon.log import get_logger
 from tessera_daemon.model import Topology
-from tessera_daemon.notify import sd_notify, watchdog_interval_s
 from tessera_daemon.outputs.verdict_feed import VerdictFeed, verdict_group_for_event
-from tessera_daemon.runtime import check_all_in_one
+from tessera_daemon.runtime import ProcessRuntime, check_all_in_one
 from tessera_daemon.sources import build_sources, load_static_topology, merge_topology
 from tessera_daemon.sources.base import Source
 from tessera_daemon.sources.synthetic import SyntheticSource
 from tessera_daemon.status import Status
-from tessera_daemon.supervise import SourceHealth, install_stop_signals, supervise_source
+from tessera_daemon.supervise import SourceHealth, supervise_source
 from tessera_daemon.transport.memory import MemoryTransport
 from tessera_daemon.web.app import make_app
 from tessera_daemon.web.event_api import event_routes
@@ -130,10 +130,11 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
     log.info("serving", metrics=f"http://{cfg.http.host}:{port}/metrics",
              health=f"http://{cfg.http.host}:{port}/healthz", firings=f"http://{cfg.http.host}:{port}/v1/firings")
 
-    remove_signals = install_stop_signals(stop) if install_signals else None
+    runtime = ProcessRuntime("run", stop, install_signals=install_signals, alive=lambda: status.alive(time.time()))
+    runtime.start()
     if feed is not None:
         await feed.start()
-    sd_notify("READY=1")
+    runtime.ready()
     if on_running:
         on_running(Running(status, port, stop))
 
@@ -186,13 +187,10 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
                 await asyncio.sleep(0)
 
     async def housekeeping() -> None:
-        wd = watchdog_interval_s()
-        interval = min(1.0, cfg.window.length_s, wd or 1.0)
+        interval = min(1.0, cfg.window.length_s)
         last_render = 0.0
         while True:
             status.beat()
-            if wd:
-                sd_notify("WATCHDOG=1")
             now = time.monotonic()
             if now - last_render >= cfg.window.length_s:
                 renderer.render()
@@ -237,7 +235,7 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
             topo_task = None if simulated else tg.create_task(topology_refresh(), name="topology")
             await stop.wait()
             status.stopping = True
-            sd_notify("STOPPING=1")
+            runtime.stopping()
             for t in pollers:
                 t.cancel()
             hk.cancel()
@@ -257,8 +255,7 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
         with contextlib.suppress(Exception):
             await runner.cleanup()
         await transport.close()
-        if remove_signals is not None:
-            remove_signals()
+        await runtime.close()
     tstats = transport.stats()
     log.info("shutdown complete", windows=totals["windows"], firings_opened=totals["opened"],
              firings_resolved=totals["resolved"], frames=pipeline.assembler.stats.frames,
