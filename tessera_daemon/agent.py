@@ -32,7 +32,7 @@ from tessera_daemon.daemon import gather_topology, make_sources
 from tessera_daemon.errors import TransportError
 from tessera_daemon.log import get_logger
 from tessera_daemon.outputs.mqtt import MqttHealth
-from tessera_daemon.runtime import ProcessRuntime
+from tessera_daemon.runtime import ProcessRuntime, serve_http
 from tessera_daemon.sources.base import Source
 from tessera_daemon.sources.synthetic import SyntheticSource
 from tessera_daemon.status import LIVENESS_TIMEOUT_S
@@ -194,12 +194,7 @@ async def run_agent(
     log.info("agent starting", agent=agent_id, sources=[s.name for s in sources], shards=router.n_shards,
              partitions=sorted(router.partitions), redis=cfg.transport.redis.url)
 
-    runner = web.AppRunner(make_agent_app(status, metrics), handle_signals=False, shutdown_timeout=2.0,
-                           access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, cfg.http.host, cfg.http.port)
-    await site.start()
-    port = next((int(a[1]) for a in runner.addresses), cfg.http.port)
+    runner, port = await serve_http(make_agent_app(status, metrics), cfg)
 
     runtime = ProcessRuntime("agent", stop, install_signals=install_signals,
                              alive=lambda: time.time() - status.heartbeat_ts < LIVENESS_TIMEOUT_S)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from tessera_daemon import __version__
 from tessera_daemon.config import Config, dump_toml, load_config
-from tessera_daemon.errors import CodecError, ConfigError
+from tessera_daemon.errors import BindError, CodecError, ConfigError, ConfigErrors
 from tessera_daemon.log import configure_logging
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
@@ -244,8 +244,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_OK
         configure_logging(cfg.log.level, cfg.log.format)
         return command.handler(cfg, args)
+    except BindError as exc:
+        print(f"tessera-daemon: cannot start: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except ConfigError as exc:
-        print(f"tessera-daemon: configuration error: {exc}", file=sys.stderr)
+        for error in exc.errors if isinstance(exc, ConfigErrors) else [exc]:
+            print(f"tessera-daemon: configuration error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except CodecError as exc:
         print(f"tessera-daemon: invalid input: {exc}", file=sys.stderr)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from tessera_daemon.errors import ConfigError
+from tessera_daemon.errors import ConfigError, ConfigErrors
 from tessera_daemon.events_settings import EventsConfig
 from tessera_daemon.schema import setting as _f
 from tessera_daemon.sources import SOURCES
@@ -236,18 +236,28 @@ def _check_range(f: dataclasses.Field[Any], value: Any, path: str) -> None:
 
 
 def _build(cls: Any, data: Mapping[str, Any], path: str) -> Any:
+    """Construct ``cls`` from ``data``, checking every field before raising: all the errors of a file
+    (unknown keys, wrong types, values out of range, in any section) come out together."""
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        where = f"{path}.{unknown[0]}" if path else unknown[0]
-        raise ConfigError(where, f"unknown setting (known here: {', '.join(sorted(fields))})")
+    errors: list[ConfigError] = []
+    for name in sorted(set(data) - set(fields)):
+        where = f"{path}.{name}" if path else name
+        errors.append(ConfigError(where, f"unknown setting (known here: {', '.join(sorted(fields))})"))
     kwargs: dict[str, Any] = {}
     for name, value in data.items():
+        if name not in fields:
+            continue
         sub = f"{path}.{name}" if path else name
-        converted = _convert(hints[name], value, sub)
-        _check_range(fields[name], converted, sub)
+        try:
+            converted = _convert(hints[name], value, sub)
+            _check_range(fields[name], converted, sub)
+        except ConfigError as exc:
+            errors.append(exc)
+            continue
         kwargs[name] = converted
+    if errors:
+        raise ConfigErrors(errors)
     return cls(**kwargs)
 
 
@@ -275,30 +285,37 @@ def _merge_env(data: dict[str, Any], environ: Mapping[str, str]) -> None:
 
 
 def _validate(cfg: Config) -> None:
+    """The checks that span fields; every failing one is reported."""
+    errors: list[ConfigError] = []
+
+    def bad(field_path: str, message: str) -> None:
+        errors.append(ConfigError(field_path, message))
+
     if cfg.window.grace_s >= 50 * cfg.window.length_s:
-        raise ConfigError("window.grace_s", "must be less than 50 window lengths")
+        bad("window.grace_s", "must be less than 50 window lengths")
     unknown_log = sorted(set(cfg.detector.log_metrics) - set(cfg.detector.metrics))
     if unknown_log:
-        raise ConfigError("detector.log_metrics", f"{unknown_log[0]!r} is not in detector.metrics")
+        bad("detector.log_metrics", f"{unknown_log[0]!r} is not in detector.metrics")
     unknown_fam = sorted(set(cfg.detector.families) - {"C", "D", "E"})
     if unknown_fam:
-        raise ConfigError("detector.families", f"unknown family {unknown_fam[0]!r} (C, D, E; A always runs)")
+        bad("detector.families", f"unknown family {unknown_fam[0]!r} (C, D, E; A always runs)")
     if not cfg.detector.metrics:
-        raise ConfigError("detector.metrics", "must name at least one metric")
+        bad("detector.metrics", "must name at least one metric")
     if cfg.detector.warmup_max_windows < cfg.detector.warmup_windows:
-        raise ConfigError("detector.warmup_max_windows",
-                          f"must be >= detector.warmup_windows ({cfg.detector.warmup_windows}), "
-                          f"got {cfg.detector.warmup_max_windows}")
+        bad("detector.warmup_max_windows", f"must be >= detector.warmup_windows ({cfg.detector.warmup_windows}), "
+                                           f"got {cfg.detector.warmup_max_windows}")
     if not cfg.detector.bets or any(not 0 < b <= 4 for b in cfg.detector.bets):
-        raise ConfigError("detector.bets", "expected bets in (0, 4]")
+        bad("detector.bets", "expected bets in (0, 4]")
     unknown_src = [n for n in cfg.sources.enabled if n not in SOURCES]
     if unknown_src:
-        raise ConfigError("sources.enabled", f"unknown source {unknown_src[0]!r} (known: {', '.join(sorted(SOURCES))})")
+        bad("sources.enabled", f"unknown source {unknown_src[0]!r} (known: {', '.join(sorted(SOURCES))})")
     twice = sorted({n for n in cfg.sources.enabled if cfg.sources.enabled.count(n) > 1})
     if twice:
-        raise ConfigError("sources.enabled", f"source {twice[0]!r} is listed twice")
+        bad("sources.enabled", f"source {twice[0]!r} is listed twice")
     if cfg.transport.kind == "memory" and cfg.transport.batch_max > cfg.transport.capacity:
-        raise ConfigError("transport.batch_max", "must not exceed transport.capacity")
+        bad("transport.batch_max", "must not exceed transport.capacity")
+    if errors:
+        raise ConfigErrors(errors)
 
 
 def load_config(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Config:

@@ -27,7 +27,7 @@ from tessera_daemon.errors import TesseraError
 from tessera_daemon.log import get_logger
 from tessera_daemon.model import Topology
 from tessera_daemon.outputs.verdict_feed import VerdictFeed, verdict_group_for_event
-from tessera_daemon.runtime import ProcessRuntime, check_all_in_one
+from tessera_daemon.runtime import ProcessRuntime, check_all_in_one, serve_http
 from tessera_daemon.sources import build_sources, load_static_topology, merge_topology
 from tessera_daemon.sources.base import Source
 from tessera_daemon.sources.synthetic import SyntheticSource
@@ -119,14 +119,7 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
     feed = VerdictFeed.from_settings(cfg.events.deploysignal, cluster=cfg.daemon.cluster)
     status.feed = feed
     app = make_app(status, extra_routes=_event_routes(cfg, pipeline))
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2.0, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, cfg.http.host, cfg.http.port)
-    await site.start()
-    port = cfg.http.port
-    for addr in runner.addresses:  # the bound address: port 0 picks a free one
-        port = int(addr[1])
-        break
+    runner, port = await serve_http(app, cfg)
     log.info("serving", metrics=f"http://{cfg.http.host}:{port}/metrics",
              health=f"http://{cfg.http.host}:{port}/healthz", firings=f"http://{cfg.http.host}:{port}/v1/firings")
 

@@ -19,10 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import socket
 from collections.abc import Callable
 
+from aiohttp import web
+
 from tessera_daemon.config import Config
-from tessera_daemon.errors import ConfigError
+from tessera_daemon.errors import BindError, ConfigError
 from tessera_daemon.log import get_logger
 from tessera_daemon.notify import sd_notify, watchdog_interval_s
 from tessera_daemon.supervise import install_stop_signals
@@ -35,6 +39,30 @@ def check_all_in_one(cfg: Config) -> None:
     if cfg.transport.kind != "memory":
         raise ConfigError("transport.kind", f"`run` is the all-in-one process and uses the in-memory transport; "
                           f"for {cfg.transport.kind!r} run `tessera-daemon agent` and `tessera-daemon detector`")
+
+
+async def serve_http(app: web.Application, cfg: Config) -> tuple[web.AppRunner, int]:
+    """Start ``app`` on http.host:http.port; return the runner and the bound port (http.port 0 picks one).
+
+    An address that cannot be bound raises :class:`BindError` naming the setting to change (one line at
+    the command line, exit 2) instead of a traceback.
+    """
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2.0, access_log=None)
+    await runner.setup()
+    host, port = cfg.http.host, cfg.http.port
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except (OSError, socket.gaierror) as exc:
+        await runner.cleanup()
+        if exc.errno == errno.EADDRINUSE:
+            raise BindError("http.port", f"{host}:{port} is already in use by another process; set another "
+                                         f"http.port (TESSERA_HTTP__PORT)") from exc
+        if exc.errno == errno.EACCES:
+            raise BindError("http.port", f"not allowed to listen on {host}:{port} (ports below 1024 need "
+                                         f"privileges); set another http.port") from exc
+        raise BindError("http.host", f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    bound = next((int(a[1]) for a in runner.addresses), port)
+    return runner, bound
 
 
 class ProcessRuntime:

@@ -39,7 +39,7 @@ from tessera_daemon.errors import TransportError
 from tessera_daemon.log import get_logger
 from tessera_daemon.model import ClusterEvent
 from tessera_daemon.outputs.mqtt import MqttFiringPublisher
-from tessera_daemon.runtime import ProcessRuntime
+from tessera_daemon.runtime import ProcessRuntime, serve_http
 from tessera_daemon.status import Status
 from tessera_daemon.transport.base import Delivery
 from tessera_daemon.transport.coordinator import Coordinator
@@ -349,11 +349,7 @@ async def run_detector(
     routes = [web.get("/v1/partitions", partitions),
               *event_routes(cfg.events, det.fleet.get, now=event_now, on_event=on_event, relay=det.relay)]
     app = make_app(status, extra_routes=routes)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2.0, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, cfg.http.host, cfg.http.port)
-    await site.start()
-    port = next((int(a[1]) for a in runner.addresses), cfg.http.port)
+    runner, port = await serve_http(app, cfg)
     log.info("serving", metrics=f"http://{cfg.http.host}:{port}/metrics", worker=wid)
 
     runtime = ProcessRuntime("detector", stop, install_signals=install_signals,

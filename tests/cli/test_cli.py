@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from tessera_daemon.cli import main
+from tessera_daemon.config import load_config
+from tessera_daemon.errors import ConfigErrors
 
 SMALL = {"TESSERA_SIM__ZONES": "1", "TESSERA_SIM__RACKS_PER_ZONE": "2", "TESSERA_SIM__HOSTS_PER_RACK": "2",
          "TESSERA_SIM__COHORTS": "1"}
@@ -117,3 +120,50 @@ def test_check_config_exits_0_without_running(tmp_path: Path, capsys: pytest.Cap
     assert "configuration ok" in capsys.readouterr().out
     cfg.write_text("[window]\nlength_s = -7\n")
     assert main(["--check-config", "run", "--config", str(cfg)]) == 2
+
+
+def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("TESSERA_")}
+    return subprocess.run([sys.executable, "-m", "tessera_daemon", *args], capture_output=True, text=True,
+                          env={**base, **SMALL, **env}, timeout=120, check=False)
+
+
+@pytest.mark.parametrize("command", ["run", "agent"])
+def test_port_in_use_is_one_line_naming_the_setting(command: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = _cli([command], {"TESSERA_HTTP__PORT": str(port), "TESSERA_LOG__LEVEL": "error",
+                             "TESSERA_TRANSPORT__REDIS__URL": "redis://127.0.0.1:9/0"})
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr
+    (line,) = r.stderr.strip().splitlines()
+    assert f"127.0.0.1:{port}" in line and "http.port" in line and "already in use" in line
+
+
+def test_bad_redis_url_is_one_line() -> None:
+    r = _cli(["agent"], {"TESSERA_TRANSPORT__REDIS__URL": "http://:secret@redis.internal:6379/0"})
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    (line,) = r.stderr.strip().splitlines()
+    assert "transport.redis.url" in line and "redis://" in line and "secret" not in line
+
+
+def test_every_config_error_is_reported_at_once(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('[window]\nlength_s = -5\nbogus = 1\n[http]\nport = "x"\n[sources]\nenabled = ["nvmll"]\n'
+                   '[transport.redis]\nurl = "http://x"\n')
+    with pytest.raises(ConfigErrors) as info:
+        load_config(cfg, {"TESSERA_DETECTOR__CLIP_SIGMA": "0"})
+    fields = [e.field for e in info.value.errors]
+    assert sorted(fields) == ["detector.clip_sigma", "http.port", "transport.redis.url", "window.bogus",
+                              "window.length_s"]
+    r = _cli(["run", "--config", str(cfg)], {"TESSERA_DETECTOR__CLIP_SIGMA": "0"})
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 5 and all(line.startswith("tessera-daemon: configuration error: ") for line in lines)
+    # cross-field checks run once every field is valid, and are reported together too
+    cfg.write_text('[sources]\nenabled = ["nvmll", "nvml", "nvml"]\n[detector]\nfamilies = ["Z"]\n')
+    with pytest.raises(ConfigErrors) as info:
+        load_config(cfg, {})
+    assert [e.field for e in info.value.errors] == ["detector.families", "sources.enabled", "sources.enabled"]
