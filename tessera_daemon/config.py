@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import tomli_w
+
 from tessera_daemon.errors import ConfigError, ConfigErrors
 from tessera_daemon.events_settings import EventsConfig
 from tessera_daemon.schema import setting as _f
@@ -336,31 +338,18 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
 
 
 def dump_toml(cfg: Config) -> str:
-    """Render the effective configuration as TOML (what `tessera-daemon config` prints)."""
+    """Render the effective configuration as TOML (what `tessera-daemon config` prints), with tomli-w so
+    that any value (quotes, newlines, unicode) round-trips; tokens are redacted."""
 
-    def scalar(v: Any, key: str = "") -> str:
-        if key.endswith("token") and isinstance(v, str) and v:
-            return '"<redacted>"'
+    def redact(table: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in table.items():
+            if isinstance(v, dict):
+                out[k] = redact(v)
+            elif k.endswith("token") and isinstance(v, str) and v:
+                out[k] = "<redacted>"
+            else:
+                out[k] = v
+        return out
 
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, str):
-            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        if isinstance(v, list):
-            return "[" + ", ".join(scalar(x) for x in v) + "]"
-        return repr(v)
-
-    lines: list[str] = []
-
-    def emit(table: dict[str, Any], prefix: str) -> None:
-        flat = {k: v for k, v in table.items() if not isinstance(v, dict)}
-        nested = {k: v for k, v in table.items() if isinstance(v, dict)}
-        if flat:
-            lines.append(f"[{prefix}]")
-            lines.extend(f"{k} = {scalar(v, k)}" for k, v in flat.items())
-            lines.append("")
-        for k, v in nested.items():
-            emit(v, f"{prefix}.{k}" if prefix else k)
-
-    emit(cfg.to_dict(), "")
-    return "\n".join(lines)
+    return tomli_w.dumps(redact(cfg.to_dict()))

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tessera_daemon.cli import main
-from tessera_daemon.config import load_config
+from tessera_daemon.config import dump_toml, load_config
 from tessera_daemon.errors import ConfigErrors
 
 SMALL = {"TESSERA_SIM__ZONES": "1", "TESSERA_SIM__RACKS_PER_ZONE": "2", "TESSERA_SIM__HOSTS_PER_RACK": "2",
@@ -167,3 +167,17 @@ def test_every_config_error_is_reported_at_once(tmp_path: Path) -> None:
     with pytest.raises(ConfigErrors) as info:
         load_config(cfg, {})
     assert [e.field for e in info.value.errors] == ["detector.families", "sources.enabled", "sources.enabled"]
+
+
+def test_config_output_round_trips_any_value(tmp_path: Path) -> None:
+    """`tessera-daemon config` output is valid TOML that loads back to the same configuration, whatever the
+    strings hold (newline, quotes, backslash, unicode); tokens are redacted."""
+    cluster = 'line one\nline "two" \\ ünï\ttab'
+    cfg = load_config(None, {"TESSERA_DAEMON__CLUSTER": json.dumps(cluster),
+                             "TESSERA_DETECTOR__METRICS": '["gpu_util", "a\\"b"]',
+                             "TESSERA_DETECTOR__LOG_METRICS": "[]"})
+    assert cfg.daemon.cluster == cluster
+    text = dump_toml(cfg)
+    path = tmp_path / "dumped.toml"
+    path.write_text(text)
+    assert load_config(path, {}) == cfg
