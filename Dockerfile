@@ -24,6 +24,10 @@ RUN python -m venv /opt/tessera
 COPY pyproject.toml README.md ./
 COPY tessera_daemon ./tessera_daemon
 
+# The source revision that tessera_build_info reports: docker build --build-arg REVISION="$(git rev-parse HEAD)" .
+ARG REVISION=unknown
+RUN printf '%s\n' "${REVISION}" > tessera_daemon/REVISION
+
 # Build a wheel of the project, then install it with its pinned-by-resolver dependencies into the venv.
 RUN /opt/tessera/bin/pip install --no-cache-dir --upgrade "pip>=24" \
     && /opt/tessera/bin/pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import platform
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram,
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from tessera_daemon import __version__
+from tessera_daemon.buildinfo import build_info_family
 from tessera_daemon.config import Config
 from tessera_daemon.daemon import gather_topology, make_sources
 from tessera_daemon.errors import TransportError
@@ -99,9 +98,7 @@ class _AgentCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         st = self.status
         p = st.producer.stats
-        info = GaugeMetricFamily("tessera_build_info", "Build information.", labels=["version", "python"])
-        info.add_metric([__version__, platform.python_version()], 1.0)
-        yield info
+        yield build_info_family()
         yield GaugeMetricFamily("tessera_ready", "1 when /readyz answers 200.",
                                 value=0.0 if st.not_ready_reasons() else 1.0)
         yield GaugeMetricFamily("tessera_agent_buffered_frames", "Frames waiting in the agent's buffer for Redis.",
