@@ -120,6 +120,12 @@ def _parser() -> argparse.ArgumentParser:
                     help="write markdown and JSON results here (default: not written)")
     ev.add_argument("--fast", action="store_true", help="the reduced subset that make test runs")
 
+    at = add_command(sub, "assets", "list or export the shipped files: alert rules, Grafana dashboards, deployment "
+                                    "files (systemd, Kubernetes, compose, Helm) and example configurations",
+                     Command(cmd_assets))
+    at.add_argument("action", choices=["list", "export"], help="list: print their paths; export: copy them to DIR")
+    at.add_argument("dir", nargs="?", type=Path, metavar="DIR", help="target directory of export (created)")
+
     ck = add_command(sub, "check", "exit 0 if /healthz and /readyz answer 200 (the container HEALTHCHECK)",
                      Command(cmd_check))
     ck.add_argument("--url", default=None, help="base URL (default: from http.host and http.port)")
@@ -211,6 +217,21 @@ def cmd_evaluate(cfg: Config, args: argparse.Namespace) -> int:
     summary = evaluation.run_matrix(args.matrix, cfg, args.out, fast=args.fast)
     print(json.dumps(summary, sort_keys=True, default=str))
     return EXIT_OK if summary.get("ok", True) else EXIT_FAIL
+
+
+def cmd_assets(_cfg: Config, args: argparse.Namespace) -> int:
+    from tessera_daemon import shipped  # noqa: PLC0415
+
+    if args.action == "list":
+        root = shipped.asset_root()
+        for rel in shipped.asset_files(root):
+            print(rel)
+        return EXIT_OK
+    if args.dir is None:
+        raise ConfigError("assets export", "a target directory is required: tessera-daemon assets export DIR")
+    written = shipped.export(args.dir)
+    print(f"tessera-daemon: wrote {len(written)} files to {args.dir} (from {shipped.asset_root()})")
+    return EXIT_OK
 
 
 def cmd_check(cfg: Config, args: argparse.Namespace) -> int:

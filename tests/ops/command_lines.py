@@ -244,6 +244,10 @@ def _from_shell(line: str, origin: str, own_file: Path | None = None) -> Shipped
         words = shlex.split(stripped, comments=True)
     except ValueError:
         return None
+    for i, w in enumerate(words):  # the first command of a list or pipeline
+        if w in {"&&", "||", ";", "|", "&"}:
+            words = words[:i]
+            break
     env = {}
     while words and re.match(r"^[A-Z_][A-Z0-9_]*=", words[0]):
         key, _, value = words.pop(0).partition("=")
