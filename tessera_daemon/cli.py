@@ -88,8 +88,11 @@ def _parser() -> argparse.ArgumentParser:
 
     add_command(sub, "run", "run everything in one process (the simulated cluster when no source is set)",
                 Command(cmd_run, check_run))
-    add_command(sub, "config", "print the effective configuration as TOML (validated as run, agent and detector "
-                               "validate it)", Command(cmd_config))
+    cf = add_command(sub, "config", "print the effective configuration as TOML (validated as run, agent and "
+                                    "detector validate it)", Command(cmd_config))
+    cf.add_argument("--reference", action="store_true",
+                    help="print the reference of every setting (type, default, range, meaning, environment "
+                         "variable) as Markdown instead: docs/configuration.md")
     add_command(sub, "agent", "run the configured sources and publish frames to Redis", Command(cmd_agent))
     add_command(sub, "detector", "run a detector worker in the Redis consumer group", Command(cmd_detector))
 
@@ -146,7 +149,12 @@ def check_run(cfg: Config) -> None:
     check_all_in_one(cfg)
 
 
-def cmd_config(cfg: Config, _args: argparse.Namespace) -> int:
+def cmd_config(cfg: Config, args: argparse.Namespace) -> int:
+    if args.reference:
+        from tessera_daemon.config_reference import reference_markdown  # noqa: PLC0415
+
+        print(reference_markdown(), end="")
+        return EXIT_OK
     print(dump_toml(cfg), end="")
     return EXIT_OK
 

@@ -42,12 +42,12 @@ class DaemonConfig:
 class HttpConfig:
     host: str = _f("127.0.0.1", doc="bind address; loopback by default")
     port: int = _f(9477, lo=0, hi=65535, doc="0 picks a free port")
-    enabled: bool = _f(True)
+    enabled: bool = _f(True, doc="serve /metrics, /healthz, /readyz and the API")
 
 
 @dataclass(frozen=True, slots=True)
 class LogConfig:
-    level: Literal["debug", "info", "warning", "error"] = _f("info")
+    level: Literal["debug", "info", "warning", "error"] = _f("info", doc="least severe level logged")
     format: Literal["auto", "json", "console"] = _f("auto", doc="auto: console on a TTY, JSON otherwise")
 
 
@@ -130,18 +130,18 @@ class RulesConfig:
 
 @dataclass(frozen=True, slots=True)
 class SimConfig:
-    seed: int = _f(7, lo=0, hi=2**63 - 1)
+    seed: int = _f(7, lo=0, hi=2**63 - 1, doc="seed of the simulated cluster (topology, noise, faults)")
     scenario: str = _f("demo", doc="fault scenario (see `tessera-daemon simulate --list`)")
-    zones: int = _f(2, lo=1, hi=1000)
-    racks_per_zone: int = _f(2, lo=1, hi=1000)
-    hosts_per_rack: int = _f(4, lo=1, hi=1000)
-    shards_per_host: int = _f(8, lo=1, hi=64)
+    zones: int = _f(2, lo=1, hi=1000, doc="cooling zones of the simulated cluster")
+    racks_per_zone: int = _f(2, lo=1, hi=1000, doc="racks per zone")
+    hosts_per_rack: int = _f(4, lo=1, hi=1000, doc="hosts per rack")
+    shards_per_host: int = _f(8, lo=1, hi=64, doc="GPUs (shards) per host")
     cohorts: int = _f(2, lo=1, hi=10_000, doc="training jobs; each spans whole hosts")
     tick_s: float = _f(1.0, lo=0.001, hi=3600.0, doc="sampling period of the simulated pollers")
     speedup: float = _f(1.0, lo=0.01, hi=100_000.0, doc="simulated seconds per wall second")
     rho: float = _f(0.8, lo=-0.99, hi=0.99, doc="AR(1) coefficient of per-shard noise")
     tail_df: float = _f(4.0, lo=2.1, hi=1000.0, doc="Student-t degrees of freedom of the innovations")
-    diurnal_period_s: float = _f(86_400.0, lo=1.0, hi=1e9)
+    diurnal_period_s: float = _f(86_400.0, lo=1.0, hi=1e9, doc="period of the simulated daily load cycle")
     diurnal_amplitude: float = _f(0.5, lo=0.0, hi=10.0, doc="diurnal load swing in noise sigmas")
     regime_every_s: float = _f(0.0, lo=0.0, hi=1e9, doc="mean interval between cohort regime steps; 0: none")
     start_ts: float = _f(0.0, lo=0.0, doc="simulated start time; 0: wall clock at start")

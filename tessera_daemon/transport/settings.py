@@ -114,11 +114,11 @@ class WorkerSettings:
 @dataclass(frozen=True, slots=True)
 class MqttSettings:
     host: str = setting("127.0.0.1", doc="MQTT broker host")
-    port: int = setting(1883, lo=1, hi=65535)
+    port: int = setting(1883, lo=1, hi=65535, doc="MQTT broker port")
     username: str = setting("", doc="empty: anonymous")
     password_file: str = setting("", doc="file holding the password; empty: none")
     client_id: str = setting("", doc="empty: tessera-<role>-<host>-<pid>")
-    keepalive_s: int = setting(30, lo=1, hi=65535)
+    keepalive_s: int = setting(30, lo=1, hi=65535, doc="MQTT keepalive interval")
     topic_prefix: str = setting(
         "tessera", doc="topics: <prefix>/<cluster>/frames/<shard>, <prefix>/<cluster>/firings/<scope>/<target>"
     )
@@ -132,7 +132,9 @@ class MqttSettings:
 
 @dataclass(frozen=True, slots=True)
 class TransportConfig:
-    kind: Literal["memory", "redis"] = setting("memory")
+    kind: Literal["memory", "redis"] = setting(
+        "memory", doc="memory: the all-in-one `run`; redis: the agent / detector split over Redis Streams"
+    )
     capacity: int = setting(200_000, lo=1, hi=100_000_000, doc="in-memory queue bound, frames")
     batch_max: int = setting(4096, lo=1, hi=1_000_000, doc="frames taken per receive")
     redis: RedisSettings = field(default_factory=RedisSettings)
