@@ -53,13 +53,13 @@ def _number(x: float) -> str:
 
 def _range(meta: typing.Mapping[str, Any]) -> str:
     lo, hi = meta.get("lo"), meta.get("hi")
-    if lo is None and hi is None:
-        return ""
-    if hi is None:
+    if lo is not None and hi is not None:
+        return f"{_number(lo)} .. {_number(hi)}"
+    if lo is not None:
         return f">= {_number(lo)}"
-    if lo is None:
+    if hi is not None:
         return f"<= {_number(hi)}"
-    return f"{_number(lo)} .. {_number(hi)}"
+    return ""
 
 
 def _section_doc(cls: type) -> str:
