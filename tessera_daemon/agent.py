@@ -43,6 +43,7 @@ from tessera_daemon.transport.producer import StreamProducer, default_agent_id
 from tessera_daemon.transport.redis import RedisTransport
 from tessera_daemon.transport.registry import Router, publish_registry
 from tessera_daemon.web.metrics import source_families
+from tessera_daemon.web.openapi import openapi_route
 
 log = get_logger("tessera.agent")
 
@@ -159,6 +160,7 @@ def make_agent_app(status: AgentStatus, metrics: AgentMetrics) -> web.Applicatio
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/v1/agent", agent)
+    app.router.add_routes([openapi_route()])
     return app
 
 
