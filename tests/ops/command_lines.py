@@ -244,8 +244,8 @@ def _from_shell(line: str, origin: str, own_file: Path | None = None) -> Shipped
         words = shlex.split(stripped, comments=True)
     except ValueError:
         return None
-    for i, w in enumerate(words):  # the first command of a list or pipeline
-        if w in {"&&", "||", ";", "|", "&"}:
+    for i, w in enumerate(words):  # the first command of a list or pipeline, without redirections
+        if w in {"&&", "||", ";", "|", "&"} or w.startswith((">", "<", "2>")):
             words = words[:i]
             break
     env = {}
