@@ -129,6 +129,10 @@ def _parser() -> argparse.ArgumentParser:
     at.add_argument("action", choices=["list", "export"], help="list: print their paths; export: copy them to DIR")
     at.add_argument("dir", nargs="?", type=Path, metavar="DIR", help="target directory of export (created)")
 
+    co = add_command(sub, "completion", "print the shell completion script (bash; zsh through bashcompinit)",
+                     Command(cmd_completion))
+    co.add_argument("shell", choices=["bash"], help="the shell")
+
     ck = add_command(sub, "check", "exit 0 if /healthz and /readyz answer 200 (the container HEALTHCHECK)",
                      Command(cmd_check))
     ck.add_argument("--url", default=None, help="base URL (default: from http.host and http.port)")
@@ -239,6 +243,13 @@ def cmd_assets(_cfg: Config, args: argparse.Namespace) -> int:
         raise ConfigError("assets export", "a target directory is required: tessera-daemon assets export DIR")
     written = shipped.export(args.dir)
     print(f"tessera-daemon: wrote {len(written)} files to {args.dir} (from {shipped.asset_root()})")
+    return EXIT_OK
+
+
+def cmd_completion(_cfg: Config, args: argparse.Namespace) -> int:
+    from tessera_daemon.completion import bash  # noqa: PLC0415
+
+    print(bash(_parser()), end="")
     return EXIT_OK
 
 

@@ -311,9 +311,20 @@ def _docs() -> list[Shipped]:
 TMP = "{tmp}"  # where the Kubernetes ConfigMaps are written; the test substitutes its tmp_path
 
 
+def _healthcheck() -> list[Shipped]:
+    """The image's HEALTHCHECK command (exec form), with the image's environment."""
+    out = []
+    for kind, args in _docker_instructions():
+        if kind == "HEALTHCHECK" and "CMD" in args:
+            argv = json.loads(args.split("CMD", 1)[1].strip())
+            assert PurePosixPath(argv[0]).name == PROGRAM, f"HEALTHCHECK runs {argv[0]}"
+            out.append(Shipped("Dockerfile HEALTHCHECK", tuple(argv[1:]), _env(image_entrypoint()[2])))
+    return out
+
+
 def shipped() -> list[Shipped]:
-    return [*_systemd(), *_compose(), *_kubernetes(Path(TMP)), _image_argv([], "Dockerfile CMD"), *_comments(),
-            *_docs()]
+    return [*_systemd(), *_compose(), *_kubernetes(Path(TMP)), _image_argv([], "Dockerfile CMD"), *_healthcheck(),
+            *_comments(), *_docs()]
 
 
 def unique() -> dict[tuple[tuple[str, ...], tuple[tuple[str, str], ...]], list[Shipped]]:

@@ -1,5 +1,5 @@
 """Every command line the repository ships runs: systemd ExecStart, compose services, Kubernetes containers,
-the Dockerfile's CMD and comments, the examples' headers and README / docs snippets (`make run` included).
+the Dockerfile's CMD, HEALTHCHECK and comments, the examples' headers and README / docs snippets (`make run` included).
 
 Each is executed as a real process (``python -m tessera_daemon``) with its deployment's environment, its
 deployed config path replaced by the repository file installed there (tests/ops/command_lines.py), and
@@ -38,8 +38,9 @@ def _materialise(line: Shipped, tmp: Path) -> list[str]:
 def test_every_kind_of_shipped_command_line_is_found() -> None:
     origins = [s.origin for s in shipped()]
     for prefix, count in (("deploy/systemd/tessera-", 3), ("deploy/compose/compose.yaml:", 2),
-                          ("deploy/kubernetes:", 2), ("Dockerfile CMD", 1), ("Dockerfile:", 2),
-                          ("examples/", 7), ("README.md", 2), ("docs/operations.md", 4), ("docs/runbook.md", 1)):
+                          ("deploy/kubernetes:", 2), ("Dockerfile CMD", 1), ("Dockerfile HEALTHCHECK", 1),
+                          ("Dockerfile:", 2), ("examples/", 7), ("README.md", 2), ("docs/operations.md", 4),
+                          ("docs/runbook.md", 1)):
         found = [o for o in origins if o.startswith(prefix)]
         assert len(found) >= count, f"{prefix}: expected at least {count} command lines, found {found}"
     commands = {s.command for s in shipped()}
