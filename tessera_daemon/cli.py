@@ -129,6 +129,10 @@ def _parser() -> argparse.ArgumentParser:
     at.add_argument("action", choices=["list", "export"], help="list: print their paths; export: copy them to DIR")
     at.add_argument("dir", nargs="?", type=Path, metavar="DIR", help="target directory of export (created)")
 
+    oa = add_command(sub, "openapi", "print the OpenAPI document of the HTTP API (every process's routes)",
+                     Command(cmd_openapi))
+    oa.add_argument("--markdown", action="store_true", help="print the Markdown reference instead: docs/api.md")
+
     co = add_command(sub, "completion", "print the shell completion script (bash; zsh through bashcompinit)",
                      Command(cmd_completion))
     co.add_argument("shell", choices=["bash"], help="the shell")
@@ -243,6 +247,16 @@ def cmd_assets(_cfg: Config, args: argparse.Namespace) -> int:
         raise ConfigError("assets export", "a target directory is required: tessera-daemon assets export DIR")
     written = shipped.export(args.dir)
     print(f"tessera-daemon: wrote {len(written)} files to {args.dir} (from {shipped.asset_root()})")
+    return EXIT_OK
+
+
+def cmd_openapi(_cfg: Config, args: argparse.Namespace) -> int:
+    from tessera_daemon.web import openapi  # noqa: PLC0415
+
+    if args.markdown:
+        print(openapi.markdown(), end="")
+    else:
+        print(json.dumps(openapi.full_document(), indent=2))
     return EXIT_OK
 
 

@@ -58,3 +58,10 @@ def test_configuration_reference_matches_the_code(capsys: pytest.CaptureFixture[
     undocumented = [r.split("|")[1].strip() + " " + r.split("|")[-2].strip() for r in rows
                     if re.split(r"(?<!\\)\|", r)[5].strip() == ""]
     assert not undocumented, f"settings without a doc line (setting(..., doc=...)): {undocumented}"
+
+
+def test_api_reference_matches_the_code() -> None:
+    from tessera_daemon.web.openapi import markdown  # noqa: PLC0415
+
+    assert (ROOT / "docs" / "api.md").read_text() == markdown(), \
+        "docs/api.md is stale: tessera-daemon openapi --markdown > docs/api.md"
