@@ -1,6 +1,7 @@
 """scripts/install-system-deps.sh (run by `make test`) never touches a service that is already on the machine.
 
-A redis-server started by the test keeps running and answering through a run of the script; when packages
+A redis-server started by the test keeps running and answering through a run of the script, and a
+single-node Slurm (slurmctld + slurmd) stays idle in its cluster; when packages
 are missing, the script installs them with a policy-rc.d that forbids starting services, never calls
 systemctl / service / invoke-rc.d, and removes the policy-rc.d it wrote. apt-get and the service managers are
 stand-ins on PATH in the second test (no packages are installed by the test suite)."""
@@ -19,6 +20,7 @@ import pytest
 
 from tests.ops.catalog import ROOT
 from tests.servers import free_port, redis_argv, running
+from tests.sources.conftest import SlurmCluster, slurm_cluster  # noqa: F401 - the fixture, used below
 
 SCRIPT = ROOT / "scripts" / "install-system-deps.sh"
 PROBED = ("redis-server", "mosquitto", "prometheus", "prometheus-alertmanager", "slurmctld", "systemd-analyze")
@@ -59,18 +61,12 @@ def test_everything_installed_is_a_no_op_and_the_running_redis_survives(
     assert proc.poll() is None and _ping(port), "redis-server was stopped by install-system-deps.sh"
 
 
-@pytest.mark.parametrize("policy_exists", [False, True])
-def test_install_path_starts_and_stops_nothing(live_redis: tuple[subprocess.Popen[bytes], int], tmp_path: Path,
-                                               policy_exists: bool) -> None:
-    proc, port = live_redis
+def _fake_install(tmp_path: Path, policy: Path) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """Run the script with prometheus "missing" and apt-get / systemctl / service / sudo / id as stand-ins."""
     bin_dir, probe_dir = tmp_path / "bin", tmp_path / "probe"
     bin_dir.mkdir()
     probe_dir.mkdir()
     calls = tmp_path / "calls.log"
-    policy = tmp_path / "policy-rc.d"
-    if policy_exists:
-        policy.write_text("#!/bin/sh\nexit 0\n")
-    # present: everything except prometheus (so exactly that package is installed)
     for exe in PROBED:
         if exe != "prometheus":
             _tool(probe_dir, exe, "exit 0")
@@ -82,6 +78,27 @@ def test_install_path_starts_and_stops_nothing(live_redis: tuple[subprocess.Pope
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "INSTALL_DEPS_PATH": str(probe_dir),
            "POLICY_RC_D": str(policy)}
     out = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, timeout=60, check=False, env=env)
+    return out, calls
+
+
+@pytest.mark.slurm
+def test_a_running_slurm_node_stays_in_its_cluster(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:  # noqa: F811
+    out, _calls = _fake_install(tmp_path, tmp_path / "policy-rc.d")
+    assert out.returncode == 0, out.stderr
+    if all(shutil.which(e) or Path("/usr/sbin", e).exists() for e in PROBED):
+        assert subprocess.run(["bash", str(SCRIPT)], timeout=60, check=False).returncode == 0
+    assert all(p.poll() is None for p in slurm_cluster.procs.values()), "slurmctld / slurmd were stopped"
+    assert "idle" in slurm_cluster.run("sinfo", "-h", "-o", "%T")
+
+
+@pytest.mark.parametrize("policy_exists", [False, True])
+def test_install_path_starts_and_stops_nothing(live_redis: tuple[subprocess.Popen[bytes], int], tmp_path: Path,
+                                               policy_exists: bool) -> None:
+    proc, port = live_redis
+    policy = tmp_path / "policy-rc.d"
+    if policy_exists:
+        policy.write_text("#!/bin/sh\nexit 0\n")
+    out, calls = _fake_install(tmp_path, policy)
     assert out.returncode == 0, out.stderr
     log = calls.read_text().splitlines()
     assert [line.split(" policy=")[0] for line in log] == [
