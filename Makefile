@@ -40,8 +40,8 @@ bench: $(STAMP)
 
 ## dist: build the sdist and the wheel (with the alert rules, dashboards, deploy files and examples) into dist/
 dist: $(STAMP)
-	git rev-parse HEAD > tessera_daemon/REVISION 2>/dev/null || true
-	$(PY) -m build --outdir dist .
+	@git rev-parse HEAD > tessera_daemon/REVISION 2>/dev/null || rm -f tessera_daemon/REVISION
+	$(PY) -m build --outdir dist .; status=$$?; rm -f tessera_daemon/REVISION; exit $$status
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info tessera_daemon/REVISION
