@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +38,9 @@ RULE_METRIC = {"xid": "xid", "ecc_dbe": "ecc_dbe", "device_lost": None, "device_
 CADENCE_RATE = 0.05  # weight of each new gap in a shard's own cadence estimate
 RELATED_MAX = 32  # related evidence entries kept in one incident's receipt
 RECOVERY_WINDOWS = 30  # after a shard's incident closes, its recovery transient opens nothing new
+STEP_LOOKBACK = 3  # a fleet event's level is compared with the level this many persistence spans ago
+STEP_SMOOTH = 10  # windows averaged at each end of that comparison
+STEP_RING_MAX = 5000  # most windows kept for it
 LEVEL_RATE = 0.2  # weight of each window in the smoothed residual that decides whether a deviation lasts
 
 
@@ -159,6 +163,8 @@ class Pipeline:
         self.cstate = self.cstate.take(np.array([old_c.get(c, -1) for c in cohorts], np.int64))
         self.cohorts = cohorts
         self.cohort_pending = np.zeros((len(cohorts), len(self.metrics)), np.int64)
+        self.cohort_ring = np.zeros((0, 0, 0))  # [C, M, depth] recent cohort centres (``_cohort_step``)
+        self.cohort_ring_at = 0
         cidx = {c: i for i, c in enumerate(cohorts)}
         self._cohort_members = {c: [s for s in shards if topology.cohort_of(s) == c] for c in cohorts}
         self.cohort_of = np.array([cidx[topology.cohort_of(s)] for s in shards], np.int64)
@@ -350,7 +356,7 @@ class Pipeline:
             if f.detector.startswith("rule:") or f.classification == "fleet_event" or "merged" in str(
                     f.receipt.get("resolved_reason", "")):
                 continue
-            rows.update(self.row[s] for s in f.members if s in self.row)
+            rows.update(self.row[s] for s in (*f.members, *self._member_set(f.target)) if s in self.row)
         covered = {s for key in self.book.active_keys() if (g := self.book.get(key)) is not None
                    and not key[1].startswith("rule:") for s in g.members}
         for i in sorted(rows):
@@ -439,6 +445,15 @@ class Pipeline:
                     rel.append({"shard": f.target, "detector": f.detector, "metric": f.metric,
                                 "window": f.window, "log_evidence": round(f.log_evidence, 4)})
                 return
+        if f.scope not in ("shard", "cohort"):
+            cover = self._group_incident_of(f.target)
+            if cover is not None:  # the node (another metric) or a larger node already has the incident
+                rel = cover.receipt.setdefault("related", [])
+                if len(rel) < RELATED_MAX and not any(r.get("node") == f.target and r.get("metric") == f.metric
+                                                      for r in rel):
+                    rel.append({"node": f.target, "detector": f.detector, "metric": f.metric, "window": f.window,
+                                "log_evidence": round(f.log_evidence, 4)})
+                return
         self.events.attribute(f)
         self.book.open(f)
         opened.append(f)
@@ -465,6 +480,19 @@ class Pipeline:
             if covers and (best is None or (best.scope == "shard" and f.scope != "shard")):
                 best = f
         return best
+
+    def _group_incident_of(self, node: str) -> Firing | None:
+        """An open statistical group incident on ``node`` itself (any metric) or on a node holding all of
+        its shards; one that closed this very window counts too."""
+        mine = self._member_set(node)
+        for f in [*self._merged, *(self.book.get(k) for k in self.book.active_keys())]:
+            if f is None or f.detector.startswith("rule:") or f.scope in ("shard", "cohort"):
+                continue
+            if f.classification == "fleet_event":
+                continue
+            if f.target == node or (mine and mine <= self._member_set(f.target)):
+                return f
+        return None
 
     def _member_set(self, node: str) -> frozenset[str]:
         """Every shard of a topology node (empty for a shard or an unknown id)."""
@@ -605,6 +633,7 @@ class Pipeline:
         persist = max(1, math.ceil(self.cfg.detector.fleet_event_persist_s / self.window_length_s))
         if self.cohort_pending.shape != (n_c, m):
             self.cohort_pending = np.zeros((n_c, m), np.int64)
+        stepped = self._cohort_step(centre, persist)
         for ci, cohort in enumerate(self.cohorts):
             for j, metric in enumerate(self.metrics):
                 key: Key = (cohort, "A", metric)
@@ -613,7 +642,8 @@ class Pipeline:
                 if f is None:
                     if np.isnan(cs.last_w[ci, j]):
                         continue  # no observation: the pending run neither grows nor breaks
-                    if ev >= thr and self._broad_shift(ci, j, float(cs.offset[ci, j]), int(cs.side[ci, j])):
+                    if ev >= thr and stepped[ci, j] and self._broad_shift(
+                            ci, j, float(cs.offset[ci, j]), int(cs.side[ci, j])):
                         self.cohort_pending[ci, j] += 1
                     else:
                         self.cohort_pending[ci, j] = 0
@@ -642,6 +672,36 @@ class Pipeline:
                 if self.book.quiet_windows(key) >= n_resolve:
                     resolved.append(self.book.resolve(key, ts=win.end_ts, window=win.index, reason="evidence"))
                     cs.rearm(np.array([ci]), np.array([j]))
+
+    def _cohort_step(self, centre: npt.NDArray[np.float64], persist: int) -> npt.NDArray[np.bool_]:
+        """Whether each cohort centre [C, M] stepped: its recent level (the last ``STEP_SMOOTH`` windows)
+        differs by more than the material margin from its level ``STEP_LOOKBACK x persist`` windows
+        ago. A regime is a step; a slow drift (the room's diurnal temperature, a load that follows the
+        day) moves the cohort too, but never by a material amount within the look-back, so it opens no
+        ticket (the cohort stream's own baseline, frozen once it shows evidence, would otherwise page
+        on every slow drift)."""
+        n_c, m = centre.shape
+        depth = min(STEP_LOOKBACK * persist + STEP_SMOOTH, STEP_RING_MAX)
+        if self.cohort_ring.shape != (n_c, m, depth):
+            self.cohort_ring = np.full((n_c, m, depth), np.nan)
+            self.cohort_ring_at = 0
+        k = self.cohort_ring_at % depth
+        self.cohort_ring[:, :, k] = centre
+        self.cohort_ring_at += 1
+        if self.cohort_ring_at < depth:
+            return np.zeros((n_c, m), np.bool_)
+        order = (np.arange(depth) + self.cohort_ring_at) % depth  # oldest first
+        ring = self.cohort_ring[:, :, order]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            old = np.nanmean(ring[:, :, :STEP_SMOOTH], axis=2)
+            new = np.nanmean(ring[:, :, -STEP_SMOOTH:], axis=2)
+        mat = self.params.material_units(old)
+        cs = self.cstate
+        floor = self.params.delta_min * cs.scale / np.sqrt(np.maximum(1.0 - cs.phi * cs.phi, 1e-3))
+        margin = floor if mat is None else np.maximum(mat, floor)
+        out: npt.NDArray[np.bool_] = np.abs(np.nan_to_num(new - old)) > margin
+        return out
 
     def _broad_shift(self, ci: int, j: int, usual: float, side: int) -> bool:
         """A fleet event moves most of the cohort: at least BROAD_FRACTION of its reporting shards sit
@@ -789,8 +849,11 @@ class Pipeline:
                 if gi >= 0 and metric is not None:
                     # the incident closed: neither its sub-groups nor its quiet members may page later on
                     # evidence they gathered during it (a rack's PSUs re-fired 35 windows after a fault)
+                    # (every metric: what the incident held as related evidence belonged to it too)
+                    for j, m in enumerate(self.metrics):
+                        if m == metric or not self.book.is_active((node, "A", m)):
+                            g.rearm_within(gi, j)
                     j = self.metrics.index(metric)
-                    g.rearm_within(gi, j)
                     quiet = [r for r in g.rows[gi] if not self.book.is_active((self.shards[r], "A", metric))]
                     if quiet:
                         self.state.rearm(np.array(quiet, np.int64), np.full(len(quiet), j, np.int64))
