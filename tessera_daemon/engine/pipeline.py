@@ -36,6 +36,7 @@ BROAD_FRACTION = 0.6  # share of a cohort that must move for a fleet_event
 RULE_METRIC = {"xid": "xid", "ecc_dbe": "ecc_dbe", "device_lost": None, "device_missing": None,
                "host_silent": None}
 CADENCE_RATE = 0.05  # weight of each new gap in a shard's own cadence estimate
+WIDE_SCOPES = frozenset({"cooling_zone", "pod", "fleet"})  # incidents that hold only their own metric
 RELATED_MAX = 32  # related evidence entries kept in one incident's receipt
 RECOVERY_WINDOWS = 30  # after a shard's incident closes, its recovery transient opens nothing new
 STEP_LOOKBACK = 3  # a fleet event's level is compared with the level this many persistence spans ago
@@ -436,7 +437,7 @@ class Pipeline:
             i = self.row.get(f.target, -1)
             if i >= 0 and f.window < self.quiet_until[i]:
                 return  # the shard's incident closed moments ago: its recovery is part of it, not a new page
-            cover = self._incident_of(f.target)
+            cover = self._incident_of(f.target, f.metric)
             if cover is not None:
                 rel = cover.receipt.setdefault("related", [])
                 tag = [f.detector, f.metric]
@@ -446,7 +447,7 @@ class Pipeline:
                                 "window": f.window, "log_evidence": round(f.log_evidence, 4)})
                 return
         if f.scope not in ("shard", "cohort"):
-            cover = self._group_incident_of(f.target)
+            cover = self._group_incident_of(f.target, f.metric)
             if cover is not None:  # the node (another metric) or a larger node already has the incident
                 rel = cover.receipt.setdefault("related", [])
                 if len(rel) < RELATED_MAX and not any(r.get("node") == f.target and r.get("metric") == f.metric
@@ -460,37 +461,33 @@ class Pipeline:
         if f.scope not in ("shard", "cohort") and f.members:
             self._merge_members(f, opened)
 
-    def _incident_of(self, shard: str) -> Firing | None:
-        """The open statistical incident that already covers ``shard`` (None: none); one that closed in
-        this very window still counts (its recovery is part of it)."""
-        for g in self._merged:
-            if not g.detector.startswith("rule:") and g.classification != "fleet_event" and (
-                    g.target == shard or shard in g.members or shard in self._member_set(g.target)):
-                return g
+    def _incident_of(self, shard: str, metric: str | None) -> Firing | None:
+        """The open statistical incident that already covers a firing of ``shard`` on ``metric`` (None:
+        none): the shard's own incident (any detector or metric), or a group incident holding the shard
+        on the same metric (a multivariate / novelty firing, metric None, on any). One that closed in this
+        very window still counts (its recovery is part of it)."""
         best: Firing | None = None
-        for key in self.book.active_keys():
-            target, det, _metric = key
-            if det.startswith("rule:"):
+        for f in [*self._merged, *(self.book.get(k) for k in self.book.active_keys())]:
+            if f is None or f.detector.startswith("rule:") or f.classification == "fleet_event":
                 continue
-            f = self.book.get(key)
-            if f is None or f.classification in ("fleet_event",):
-                continue
-            covers = target == shard or (f.scope not in ("shard", "cohort") and (
-                shard in f.members or shard in self._member_set(f.target)))
-            if covers and (best is None or (best.scope == "shard" and f.scope != "shard")):
+            own = f.target == shard
+            group = f.scope not in ("shard", "cohort") and (metric is None or f.metric == metric or (
+                f.scope not in WIDE_SCOPES)) and (shard in f.members or shard in self._member_set(f.target))
+            if (own or group) and (best is None or (best.scope == "shard" and f.scope != "shard")):
                 best = f
         return best
 
-    def _group_incident_of(self, node: str) -> Firing | None:
-        """An open statistical group incident on ``node`` itself (any metric) or on a node holding all of
-        its shards; one that closed this very window counts too."""
+    def _group_incident_of(self, node: str, metric: str | None) -> Firing | None:
+        """An open statistical group incident on ``node`` itself (any metric) or, on the same metric, on a
+        node holding all of its shards; one that closed this very window counts too."""
         mine = self._member_set(node)
         for f in [*self._merged, *(self.book.get(k) for k in self.book.active_keys())]:
             if f is None or f.detector.startswith("rule:") or f.scope in ("shard", "cohort"):
                 continue
             if f.classification == "fleet_event":
                 continue
-            if f.target == node or (mine and mine <= self._member_set(f.target)):
+            same = f.metric == metric or f.scope not in WIDE_SCOPES
+            if f.target == node or (same and mine and mine <= self._member_set(f.target)):
                 return f
         return None
 
@@ -512,6 +509,8 @@ class Pipeline:
             f = self.book.get(key)
             if f is None or f is group or f.scope == "cohort" or not members.issuperset(f.members):
                 continue  # only what lies inside the group is part of its incident
+            if group.scope in WIDE_SCOPES and f.metric is not None and f.metric != group.metric:
+                continue  # ... and, for a zone, on its metric (another metric inside a zone is another fault)
             f.classification = "common_mode"
             f.receipt["group"] = group.target
             merged.append(f.id)
