@@ -193,14 +193,20 @@ class Detector:
             owner = self.parts.get(token)
             if owner is not None:
                 dup = owner.duplicates
-                owner.ingest(ds)
+                poison = owner.ingest(ds)
                 self.counters.duplicates += owner.duplicates - dup
+                if poison:
+                    await self.dead_letter(token, poison)
+                errs = owner.window_errors
                 recs = owner.advance(targets=targets)
+                self.counters.window_errors += owner.window_errors - errs
                 self.backlog[token].extend(recs)
                 self.changed = self.changed or bool(recs)
         idle_s = self.cfg.transport.detector.idle_close_s
         for work in list(self.parts.values()):
+            errs = work.window_errors
             closed = work.idle_close(idle_s, targets=targets)
+            self.counters.window_errors += work.window_errors - errs
             self.backlog[work.token].extend(closed)
             self.changed = self.changed or bool(closed)
             await self.flush_commits(work)
@@ -209,6 +215,23 @@ class Detector:
             if work.token in self.parts and (closed or due):
                 await self.checkpoint(work)
         return len(deliveries)
+
+    async def dead_letter(self, token: str, poison: list[tuple[Delivery, Exception]]) -> None:
+        """Entries that decoded but failed to process (rolled back by ``PartitionWork.ingest``): to the
+        dead-letter stream with the error, acknowledged, counted; the worker goes on. When Redis cannot
+        take them now they stay pending and the next checkpoint acknowledges them (never re-ingested:
+        the cursor is past them)."""
+        bad = []
+        for d, exc in poison:
+            tok = d.token
+            assert isinstance(tok, EntryToken)
+            log.warning("poison entry dead-lettered", partition=token, entry=tok.id.decode(), src=tok.src,
+                        error=f"{type(exc).__name__}: {exc}")
+            bad.append((tok.id, "unprocessable", f"{type(exc).__name__}: {exc}", tok.fields))
+        try:
+            await self.transport.dead_letter(token, bad)
+        except TransportError:
+            self.transport.dead_letters["unprocessable"] += len(bad)
 
     async def flush_commits(self, work: PartitionWork) -> bool:
         queue = self.backlog.get(work.token, [])

@@ -1,0 +1,78 @@
+"""Hostile entries against a running split deployment (agent > real redis-server > two detector workers):
+no entry stops a worker. Entries the codec refuses, and entries that decode but fail in the window
+assembler, are dead-lettered with their reason and acknowledged; both workers keep committing windows
+and the outputs are exactly those of a run without the poison."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import msgpack
+import pytest
+
+from tessera_daemon.model import Frame
+from tessera_daemon.transport.codec import encode_host
+from tessera_daemon.transport.keys import Keys
+from tests.transport.conftest import Server
+from tests.transport.helpers import (
+    START_TS,
+    agent,
+    all_committed,
+    assert_exact,
+    client_for,
+    detector,
+    make_cfg,
+    read_outputs,
+    reference,
+    wait_for,
+)
+
+pytestmark = pytest.mark.redis
+
+
+def _entry(shards: list[str], ts: float, seq: int, **payload: Any) -> dict[bytes, bytes]:
+    fields = encode_host([Frame(ts, s, {"gpu_util": 50.0}) for s in shards], "evil-host", "evil/1", seq)
+    obj = msgpack.unpackb(fields[b"d"])
+    obj.update(payload)
+    return {**fields, b"d": msgpack.packb(obj, use_bin_type=True)}
+
+
+def poison(shards: list[str], ts: float) -> list[tuple[dict[bytes, bytes], str]]:
+    """(entry, the reason it is dead-lettered with)."""
+    return [
+        (_entry(shards, ts, 1, e=[[True, [79]]]), "invalid"),  # an XID whose shard index is msgpack true
+        (_entry(shards, ts, 2, l=[True]), "invalid"),  # a lost-device index true
+    ]
+
+
+async def test_poison_entries_are_dead_lettered_and_both_workers_go_on(redis_server: Server) -> None:
+    cfg = make_cfg(redis_server.url)
+    ref = reference(cfg)
+    keys = Keys(cfg.transport.redis.prefix)
+    client = client_for(redis_server.url)
+    try:
+        async with detector(cfg) as (w1, _t1), detector(cfg) as (w2, _t2):
+            async with agent(cfg) as (_ag, at):
+                await wait_for(lambda: w1.detector.parts and w2.detector.parts, 20, "both workers owning partitions")
+                sent: list[str] = []
+                for token, work in [*w1.detector.parts.items(), *w2.detector.parts.items()]:
+                    shards = work.pipeline.shards[:3]
+                    for fields, reason in poison(shards, START_TS + 30.0):
+                        await client.xadd(keys.stream(token), fields)
+                        sent.append(reason)
+                mid = [w.detector.counters.windows["committed"] for w in (w1, w2)]
+                await asyncio.wait_for(asyncio.shield(at), 60)
+            await wait_for(lambda: all_committed(client, cfg, ref), 60, "every window committed")
+            assert not _t1.done() and not _t2.done()  # both still running, and committing after the poison
+            assert all(w.detector.counters.windows["committed"] > n for w, n in zip((w1, w2), mid, strict=True))
+        out = await read_outputs(client, cfg, sorted(ref.windows))
+        dead = await client.xrange(keys.deadletter, "-", "+")
+        pending = {t: (await client.xpending(keys.stream(t), cfg.transport.redis.group))["pending"]
+                   for t in ref.windows}
+    finally:
+        await client.aclose()
+    assert_exact(out, ref)
+    assert sorted(f[b"reason"].decode() for _i, f in dead) == sorted(sent)
+    assert all(f[b"error"] and f[b"f:d"] for _i, f in dead)  # the error and the entry itself, for inspection
+    assert pending == dict.fromkeys(ref.windows, 0)
