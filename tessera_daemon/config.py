@@ -53,6 +53,15 @@ class WindowConfig:
     length_s: float = _f(5.0, lo=0.001, hi=3600.0, doc="detector window length")
     grace_s: float = _f(2.0, lo=0.0, hi=3600.0, doc="lateness allowed after a window ends")
     stale_after_windows: int = _f(3, lo=1, hi=10_000, doc="missing windows before a shard is stale")
+    max_future_skew_s: float = _f(
+        10.0, lo=0.0, hi=1e7,
+        doc="live modes: frames further ahead of the receiver's clock are quarantined (counted, never move the "
+            "watermark; tessera_clock_skew_seconds); 0: no guard. Keep it above grace_s plus the poll jitter",
+    )
+    stall_windows: int = _f(
+        10, lo=0, hi=1_000_000,
+        doc="readiness fails when no window has completed for this many window lengths while frames arrive; 0: never",
+    )
 
 
 @dataclass(frozen=True, slots=True)

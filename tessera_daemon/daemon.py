@@ -107,6 +107,8 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
     topology = await gather_topology(sources, cfg)
     transport = MemoryTransport(cfg.transport.capacity)
     pipeline = Pipeline(cfg, topology)
+    if not simulated:  # the simulator keeps its own (sped-up) clock; replay never arms the guard
+        pipeline.assembler.guard_future(cfg.window.max_future_skew_s)
     t0 = time.perf_counter()
     await asyncio.to_thread(warm_up)
     await asyncio.to_thread(warm_up_families)

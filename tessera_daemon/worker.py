@@ -55,7 +55,7 @@ from tessera_daemon.transport.exporter import (
 from tessera_daemon.transport.keys import Keys
 from tessera_daemon.transport.lease import LeaseKeeper
 from tessera_daemon.transport.link import RedisLink
-from tessera_daemon.transport.partition import Committer, PartitionWork, WindowRecord
+from tessera_daemon.transport.partition import Committer, PartitionWork, Poison, WindowRecord
 from tessera_daemon.transport.redis import EntryToken, RedisTransport
 from tessera_daemon.transport.registry import unregister_worker
 from tessera_daemon.transport.view import PartitionView
@@ -107,6 +107,7 @@ class Detector:
     def adopt(self) -> None:
         inbox, lost, release, topologies = self.coordinator.take()
         for work in inbox:
+            work.pipeline.assembler.guard_future(self.cfg.window.max_future_skew_s)
             self.parts[work.token] = work
             self.backlog[work.token] = []
             self.transport.attach(work.token, work.position)
@@ -216,22 +217,23 @@ class Detector:
                 await self.checkpoint(work)
         return len(deliveries)
 
-    async def dead_letter(self, token: str, poison: list[tuple[Delivery, Exception]]) -> None:
-        """Entries that decoded but failed to process (rolled back by ``PartitionWork.ingest``): to the
-        dead-letter stream with the error, acknowledged, counted; the worker goes on. When Redis cannot
-        take them now they stay pending and the next checkpoint acknowledges them (never re-ingested:
-        the cursor is past them)."""
+    async def dead_letter(self, token: str, poison: list[Poison]) -> None:
+        """Entries ``PartitionWork.ingest`` handed back (they failed to process and were rolled back, or
+        every frame was quarantined as too far ahead): to the dead-letter stream with the reason and error,
+        acknowledged, counted; the worker goes on. When Redis cannot take them now they stay pending and
+        the next checkpoint acknowledges them (never re-ingested: the cursor is past them)."""
         bad = []
-        for d, exc in poison:
+        for d, reason, error in poison:
             tok = d.token
             assert isinstance(tok, EntryToken)
-            log.warning("poison entry dead-lettered", partition=token, entry=tok.id.decode(), src=tok.src,
-                        error=f"{type(exc).__name__}: {exc}")
-            bad.append((tok.id, "unprocessable", f"{type(exc).__name__}: {exc}", tok.fields))
+            log.warning("entry dead-lettered", partition=token, entry=tok.id.decode(), src=tok.src, reason=reason,
+                        error=error)
+            bad.append((tok.id, reason, error, tok.fields))
         try:
             await self.transport.dead_letter(token, bad)
         except TransportError:
-            self.transport.dead_letters["unprocessable"] += len(bad)
+            for _d, reason, _e in poison:
+                self.transport.dead_letters[reason] += 1
 
     async def flush_commits(self, work: PartitionWork) -> bool:
         queue = self.backlog.get(work.token, [])

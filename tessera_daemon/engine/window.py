@@ -5,12 +5,15 @@ frame time seen, or the wall clock in the live daemon) passes its end plus ``gra
 closed window are late: counted and dropped. Counters become per-second rates (wrap / reset aware)
 between consecutive samples of a shard; the uncorrectable-ECC counter becomes increments for the
 hard-fault rules. A window's value is the mean of its samples. Shards absent from a window are
-counted as missing; the pipeline decides staleness.
+counted as missing; the pipeline decides staleness. In the live daemon (``guard_future``), a frame
+further ahead of the receiver's wall clock than ``max_future_s`` is quarantined: counted, its skew
+remembered, and it never moves the watermark.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,6 +23,7 @@ from tessera_daemon.engine.rates import counter_delta, counter_rate
 from tessera_daemon.model import Frame, FrameBlock
 
 MAX_GAP_WINDOWS = 10_000  # a watermark jump larger than this skips empty windows instead of emitting them
+MAX_SKEWED = 256  # shards remembered with their clock skew (the newest), for tessera_clock_skew_seconds
 
 
 @dataclass(slots=True)
@@ -53,6 +57,7 @@ class AssemblerStats:
     unknown_shard: int = 0
     missing_samples: int = 0
     windows: int = 0
+    future: int = 0  # frames too far ahead of the receiver's clock: quarantined, never moved the watermark
 
 
 class WindowAssembler:
@@ -74,6 +79,12 @@ class WindowAssembler:
         self._last_counter: dict[tuple[str, str], tuple[float, float]] = {}
         self.last_closed: int | None = None
         self.watermark = -math.inf
+        # future-skew guard (live modes only: replay leaves it at inf): a frame more than ``max_future_s``
+        # ahead of the wall clock is quarantined (counted, its shard's skew remembered)
+        self.max_future_s = math.inf
+        self._now = 0.0
+        self.skewed: dict[str, tuple[float, float, str]] = {}  # shard -> (skew s, clock when seen, source)
+        self.source = "local"  # the source label of skews seen here (split mode: the agent, set per entry)
         self.set_shards(shards)
 
     def set_shards(self, shards: list[str]) -> None:
@@ -101,6 +112,9 @@ class WindowAssembler:
         row = self._row.get(frame.shard)
         if row is None:
             self.stats.unknown_shard += 1
+            return
+        if frame.ts > self._future_limit():
+            self._quarantine(frame.shard, frame.ts)
             return
         k = self.window_of(frame.ts)
         if self.last_closed is not None and k <= self.last_closed:
@@ -147,6 +161,13 @@ class WindowAssembler:
         valid = rows >= 0
         n_known = int(np.count_nonzero(valid))
         self.stats.unknown_shard += n - n_known
+        if self.max_future_s != math.inf:
+            ahead = valid & (block.ts > self._future_limit())
+            if ahead.any():
+                for i in np.flatnonzero(ahead).tolist():
+                    self._quarantine(shards[i], float(block.ts[i]))
+                valid &= ~ahead
+                n_known = int(np.count_nonzero(valid))
         if self.last_closed is not None:
             valid &= ks > self.last_closed
         n_valid = int(np.count_nonzero(valid))
@@ -179,6 +200,25 @@ class WindowAssembler:
                 use = valid.copy()
                 use[lost_i] = False
         self._block_values(block, use, rows, ks, accs)
+
+    def guard_future(self, max_future_s: float) -> None:
+        """Live modes: quarantine frames more than ``max_future_s`` ahead of the wall clock (0: no guard)."""
+        self.max_future_s = max_future_s if max_future_s > 0 else math.inf
+
+    def _future_limit(self) -> float:
+        if self.max_future_s == math.inf:
+            return math.inf
+        self._now = time.time()
+        return self._now + self.max_future_s
+
+    def _quarantine(self, shard: str, ts: float) -> None:
+        """A frame from the future (a host clock jumped ahead): it must not move the watermark, or every
+        open window would close and every later frame be late."""
+        self.stats.future += 1
+        self.skewed.pop(shard, None)
+        self.skewed[shard] = (ts - self._now, self._now, self.source)
+        while len(self.skewed) > MAX_SKEWED:
+            del self.skewed[next(iter(self.skewed))]
 
     def _block_values(self, block: FrameBlock, use: npt.NDArray[np.bool_], rows: npt.NDArray[np.intp],
                       ks: npt.NDArray[np.int64], accs: dict[int, _Acc]) -> None:

@@ -37,7 +37,8 @@ from tessera_daemon.errors import CodecError
 from tessera_daemon.model import Firing, Frame, FrameBlock
 
 ENTRY_VERSION = 1
-REASONS = ("undecodable", "version", "invalid", "unprocessable")  # unprocessable: decoded, then failed to process
+# unprocessable: decoded, then failed in the window assembler; clock_skew: every frame too far in the future
+REASONS = ("undecodable", "version", "invalid", "unprocessable", "clock_skew")
 _F8 = np.dtype("<f8")
 _MAX_SHARDS = 65_536
 _MAX_METRICS = 4_096

@@ -23,6 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
+
 from tessera_daemon.config import Config
 from tessera_daemon.engine import checkpoint
 from tessera_daemon.engine.pipeline import Pipeline
@@ -101,7 +103,7 @@ class PartitionWork:
 
     # ------------------------------------------------------------------------------------ ingest
 
-    def ingest(self, deliveries: Sequence[Delivery]) -> list[tuple[Delivery, Exception]]:
+    def ingest(self, deliveries: Sequence[Delivery]) -> list[Poison]:
         """De-duplicate by (src, seq), then hand the frames to the pipeline in delivery order. Runs of
         consecutive host entries that :meth:`FrameBlock.concat` can join (same metric names, same shared
         counter set) go in as one block: one vectorised window update per run instead of per entry,
@@ -111,7 +113,7 @@ class PartitionWork:
         state before the run) and its entries go in again one at a time, each inside the same guard;
         an entry that still raises leaves no trace in the state and is returned with its exception, for
         the caller to dead-letter. Nothing a checkpoint could persist is half-applied."""
-        failed: list[tuple[Delivery, Exception]] = []
+        failed: list[Poison] = []
         run: list[Delivery] = []
         for d in deliveries:
             tok = d.token
@@ -143,28 +145,55 @@ class PartitionWork:
             self.changed = True
         return failed
 
-    def _ingest_run(self, run: list[Delivery]) -> list[tuple[Delivery, Exception]]:
+    def _ingest_run(self, run: list[Delivery]) -> list[Poison]:
         asm = self.pipeline.assembler
+        future = asm.stats.future
         saved = _save(asm)
         try:
             if len(run) == 1 or not isinstance(run[0].frames, FrameBlock):
                 self.pipeline.ingest(run[0].frames)
             else:
                 self.pipeline.ingest(FrameBlock.concat([_block(d) for d in run]))
-            return []
+            return self._skewed(run) if asm.stats.future != future else []
         except Exception as exc:
             _restore(asm, saved)
             if len(run) == 1:
-                return [(run[0], exc)]
-        failed: list[tuple[Delivery, Exception]] = []
+                return [(run[0], "unprocessable", _error(exc))]
+        failed: list[Poison] = []
         for d in run:  # one at a time: only the entries that fail on their own are poison
             saved = _save(asm)
             try:
                 self.pipeline.ingest(d.frames)
             except Exception as exc:
                 _restore(asm, saved)
-                failed.append((d, exc))
+                failed.append((d, "unprocessable", _error(exc)))
+        if asm.stats.future != future:
+            failed += self._skewed([d for d in run if all(d is not f[0] for f in failed)])
         return failed
+
+    def _skewed(self, run: list[Delivery]) -> list[Poison]:
+        """After frames of ``run`` were quarantined as too far ahead: label their shards' skews with the
+        sending agent, and hand back the entries none of whose frames were taken (dead-lettered as
+        ``clock_skew``: a host whose clock jumped ahead, kept for inspection)."""
+        asm = self.pipeline.assembler
+        limit = asm._now + asm.max_future_s
+        out: list[Poison] = []
+        for d in run:
+            frames = d.frames
+            ts = frames.ts if isinstance(frames, FrameBlock) else np.array([f.ts for f in frames], np.float64)
+            ahead = ts > limit
+            if not ahead.any():
+                continue
+            agent = d.token.src.partition("/")[0] or "unknown"
+            for i in np.flatnonzero(ahead).tolist():
+                sid = frames.shards[i] if isinstance(frames, FrameBlock) else frames[i].shard
+                if sid in asm.skewed:
+                    skew, seen, _src = asm.skewed[sid]
+                    asm.skewed[sid] = (skew, seen, agent)
+            if ahead.all():
+                out.append((d, "clock_skew", f"every frame is {float(ts.min()) - asm._now:.0f} s ahead of the "
+                                             f"receiver's clock (window.max_future_skew_s = {asm.max_future_s:g})"))
+        return out
 
     def advance(self, watermark: float | None = None, *, targets: bool = False) -> list[WindowRecord]:
         """Close and process ready windows one at a time, serialising each window's firings."""
@@ -216,6 +245,13 @@ class PartitionWork:
         for src, seq in meta.extra.get("dedupe", []):
             work.dedupe[str(src)] = int(seq)
         return work
+
+
+Poison = tuple[Delivery, str, str]  # an entry to dead-letter: (delivery, reason, error)
+
+
+def _error(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _block(d: Delivery) -> FrameBlock:

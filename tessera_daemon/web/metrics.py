@@ -13,6 +13,7 @@ import math
 import platform
 import time
 from collections.abc import Iterator, Mapping
+from typing import Any
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, disable_created_metrics, generate_latest
@@ -53,6 +54,36 @@ def source_families(health: Mapping[str, SourceHealth]) -> Iterator[Metric]:
     yield last
 
 
+SKEW_SERIES = 50  # at most this many (source, host) series: the largest skews
+SKEW_HORIZON_WINDOWS = 12  # a host counts as currently skewed for this many window lengths after its last frame
+
+
+def clock_skew(p: Any, now: float) -> Metric:
+    """``tessera_clock_skew_seconds{source,host}``: how far ahead of this receiver's clock the newest
+    quarantined frame of each currently skewed host was (only hosts seen skewed recently, capped)."""
+    g = GaugeMetricFamily("tessera_clock_skew_seconds", "How far ahead of the receiver's clock a host's frames "
+                          "were (quarantined: window.max_future_skew_s); only hosts currently skewed.",
+                          labels=["source", "host"])
+    horizon = max(60.0, SKEW_HORIZON_WINDOWS * p.cfg.window.length_s)
+    worst: dict[tuple[str, str], float] = {}
+    nodes = p.topology.nodes
+    for shard, (skew, seen, source) in list(p.assembler.skewed.items()):
+        if now - seen > horizon:
+            continue
+        host = shard
+        cur = nodes[shard].parent if shard in nodes else None
+        while cur is not None and cur in nodes:
+            if nodes[cur].kind == "host":
+                host = cur
+                break
+            cur = nodes[cur].parent
+        key = (source, host)
+        worst[key] = max(worst.get(key, skew), skew)
+    for (source, host), skew in sorted(worst.items(), key=lambda kv: -kv[1])[:SKEW_SERIES]:
+        g.add_metric([source, host], round(skew, 3))
+    return g
+
+
 class _StatusCollector(Collector):
     def __init__(self, status: Status) -> None:
         self.status = status
@@ -86,7 +117,9 @@ class _StatusCollector(Collector):
         dropped.add_metric(["transport_full"], tstats.dropped_frames)
         dropped.add_metric(["unknown_shard"], asm.unknown_shard)
         dropped.add_metric(["malformed"], tstats.dead_lettered)
+        dropped.add_metric(["clock_skew"], asm.future)
         yield dropped
+        yield clock_skew(p, now)
         yield CounterMetricFamily("tessera_samples_missing", "Shard-windows with no sample.",
                                   value=asm.missing_samples)
         yield GaugeMetricFamily("tessera_transport_queued_frames", "Frames waiting in the transport.",

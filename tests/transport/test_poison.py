@@ -6,8 +6,10 @@ and the outputs are exactly those of a run without the poison."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
+import aiohttp
 import msgpack
 import pytest
 
@@ -43,6 +45,7 @@ def poison(shards: list[str], ts: float) -> list[tuple[dict[bytes, bytes], str]]
     return [
         (_entry(shards, ts, 1, e=[[True, [79]]]), "invalid"),  # an XID whose shard index is msgpack true
         (_entry(shards, ts, 2, l=[True]), "invalid"),  # a lost-device index true
+        (_entry(shards, time.time() + 86_400.0, 3), "clock_skew"),  # a host whose clock jumped a day ahead
     ]
 
 
@@ -56,12 +59,26 @@ async def test_poison_entries_are_dead_lettered_and_both_workers_go_on(redis_ser
             async with agent(cfg) as (_ag, at):
                 await wait_for(lambda: w1.detector.parts and w2.detector.parts, 20, "both workers owning partitions")
                 sent: list[str] = []
+                hosts: set[str | None] = set()
                 for token, work in [*w1.detector.parts.items(), *w2.detector.parts.items()]:
                     shards = work.pipeline.shards[:3]
+                    hosts.add(work.pipeline.topology.nodes[shards[0]].parent)
                     for fields, reason in poison(shards, START_TS + 30.0):
                         await client.xadd(keys.stream(token), fields)
                         sent.append(reason)
                 mid = [w.detector.counters.windows["committed"] for w in (w1, w2)]
+
+                async def skew_exported() -> bool:
+                    found = set()
+                    async with aiohttp.ClientSession() as http:
+                        for w in (w1, w2):
+                            async with http.get(f"http://127.0.0.1:{w.port}/metrics") as r:
+                                text = await r.text()
+                            found |= {h for h in hosts if f'tessera_clock_skew_seconds{{host="{h}",source="evil"}}'
+                                      in text}
+                    return found == hosts
+
+                await wait_for(skew_exported, 20, "the skewed host on /metrics", step_s=0.3)
                 await asyncio.wait_for(asyncio.shield(at), 60)
             await wait_for(lambda: all_committed(client, cfg, ref), 60, "every window committed")
             assert not _t1.done() and not _t2.done()  # both still running, and committing after the poison
