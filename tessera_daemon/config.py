@@ -63,6 +63,13 @@ class WindowConfig:
         10, lo=0, hi=1_000_000,
         doc="readiness fails when no window has completed for this many window lengths while frames arrive; 0: never",
     )
+    plausible: dict[str, tuple[float, ...]] = field(
+        default_factory=dict,
+        metadata={"lo": None, "hi": None,
+                  "doc": "plausible range per metric, {metric = [lo, hi]}, over the built-in defaults "
+                         "(engine/bounds.py); a window value outside is missing, counted in "
+                         "tessera_values_rejected_total"},
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +185,8 @@ class Config:
 def _to_plain(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: _to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {k: _to_plain(v) for k, v in value.items()}
     if isinstance(value, tuple):
         return [_to_plain(v) for v in value]
     return value
@@ -211,6 +220,11 @@ def _convert(tp: Any, value: Any, path: str) -> Any:  # noqa: C901 - one branch 
         if not isinstance(value, list | tuple):
             raise ConfigError(path, f"expected {_describe(tp)}, got {type(value).__name__}")
         return tuple(_convert(item_tp, v, f"{path}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        key_tp, item_tp = typing.get_args(tp)
+        if not isinstance(value, Mapping):
+            raise ConfigError(path, f"expected a table, got {type(value).__name__}")
+        return {_convert(key_tp, k, path): _convert(item_tp, v, f"{path}.{k}") for k, v in value.items()}
     if origin in (types.UnionType, typing.Union):
         raise ConfigError(path, "unsupported union type in config schema")
     if tp is bool:
@@ -306,6 +320,9 @@ def _validate(cfg: Config) -> None:
                           f"got {cfg.detector.warmup_max_windows}")
     if not cfg.detector.bets or any(not 0 < b <= 4 for b in cfg.detector.bets):
         raise ConfigError("detector.bets", "expected bets in (0, 4]")
+    for metric, pair in cfg.window.plausible.items():
+        if len(pair) != 2 or not pair[0] < pair[1]:
+            raise ConfigError(f"window.plausible.{metric}", f"expected [lo, hi] with lo < hi, got {list(pair)}")
     if cfg.transport.kind == "memory" and cfg.transport.batch_max > cfg.transport.capacity:
         raise ConfigError("transport.batch_max", "must not exceed transport.capacity")
 

@@ -20,6 +20,7 @@ from tessera_daemon.detect.kernels import family_a_update
 from tessera_daemon.detect.residuals import ResidualParams, residual_step
 from tessera_daemon.detect.state import DetectorState
 from tessera_daemon.engine.attribution import Candidate, attribute
+from tessera_daemon.engine.bounds import ValueBounds
 from tessera_daemon.engine.ebh import e_d_bh_selected
 from tessera_daemon.engine.events import EventBook
 from tessera_daemon.engine.families import Families, FamilyView
@@ -71,6 +72,7 @@ class Pipeline:
         self.bets = np.array(d.bets, np.float64)
         self.critical_xids = frozenset(cfg.rules.critical_xids)
         self.book = FiringBook(recent_limit=d.recent_resolved)
+        self.bounds = ValueBounds(self.metrics, cfg.window)  # implausible window values become missing
         self.assembler = WindowAssembler(
             [], self.metrics, cfg.window.length_s, cfg.window.grace_s, cfg.rules.ecc_dbe_counter
         )
@@ -168,7 +170,7 @@ class Pipeline:
         event_frozen = [self.row[s] for s in self.events.frozen(win.end_ts) if s in self.row]
         self.missing_run = np.where(win.present, 0, self.missing_run + 1)
         stale = self.missing_run >= self.cfg.window.stale_after_windows
-        x = win.values.copy()
+        x = self.bounds.apply(win.values)  # a copy; values outside their plausible range are missing
         if self.log_cols.size:
             lx = x[:, self.log_cols]
             with np.errstate(invalid="ignore", divide="ignore"):

@@ -59,6 +59,7 @@ class PartitionView:
         )
         lost: set[str] = set()
         skewed: dict[str, tuple[float, float, str]] = {}
+        rejected: Counter[str] = Counter()
         for t, p in parts.items():
             rows = self._rows[t]
             v.missing_run[rows] = p.missing_run
@@ -70,6 +71,7 @@ class PartitionView:
             stats.missing_samples += a.missing_samples
             stats.windows += a.windows
             stats.future += a.future
+            rejected.update(p.bounds.rejected)
             skewed.update(p.assembler.skewed)
             watermark = max(watermark, p.assembler.watermark)
             pt = p.table
@@ -83,6 +85,7 @@ class PartitionView:
         v.table = table if table.window >= 0 else ShardTable()
         v.assembler.stats = stats
         v.assembler.skewed = skewed
+        v.bounds.rejected = rejected
         v.assembler.watermark = float(watermark)
         v.book = _merged_books([p.book for p in parts.values()], self.cfg.detector.recent_resolved)
         versions = tuple(sorted((t, p.events.version) for t, p in parts.items()))

@@ -21,6 +21,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from tessera_daemon import __version__
+from tessera_daemon.engine.bounds import REASONS as VALUE_REASONS
 from tessera_daemon.model import CLASSIFICATIONS
 from tessera_daemon.status import Status
 from tessera_daemon.supervise import POLL_BUCKETS, SourceHealth
@@ -120,6 +121,11 @@ class _StatusCollector(Collector):
         dropped.add_metric(["clock_skew"], asm.future)
         yield dropped
         yield clock_skew(p, now)
+        rejected = CounterMetricFamily("tessera_values_rejected", "Window values outside their metric's plausible "
+                                       "range (window.plausible), treated as missing, by reason.", labels=["reason"])
+        for reason in VALUE_REASONS:
+            rejected.add_metric([reason], p.bounds.rejected.get(reason, 0))
+        yield rejected
         yield CounterMetricFamily("tessera_samples_missing", "Shard-windows with no sample.",
                                   value=asm.missing_samples)
         yield GaugeMetricFamily("tessera_transport_queued_frames", "Frames waiting in the transport.",

@@ -1,7 +1,9 @@
 """Hostile entries against a running split deployment (agent > real redis-server > two detector workers):
-no entry stops a worker. Entries the codec refuses, and entries that decode but fail in the window
-assembler, are dead-lettered with their reason and acknowledged; both workers keep committing windows
-and the outputs are exactly those of a run without the poison."""
+no entry stops a worker. Entries the codec refuses (an XID or lost-device index ``true``) and entries
+from a clock a day ahead are dead-lettered with their reason and acknowledged, the skewed host is on
+/metrics; a 1e308 value is taken as missing and counted. Both workers keep committing windows and the
+outputs are exactly those of the same input run in-process. (Entries that decode but then fail in the
+window assembler: tests/unit/test_partition.py.)"""
 
 from __future__ import annotations
 
@@ -14,8 +16,10 @@ import msgpack
 import pytest
 
 from tessera_daemon.model import Frame
+from tessera_daemon.sim import ClusterSim
 from tessera_daemon.transport.codec import encode_host
 from tessera_daemon.transport.keys import Keys
+from tessera_daemon.transport.registry import Router
 from tests.transport.conftest import Server
 from tests.transport.helpers import (
     START_TS,
@@ -49,12 +53,21 @@ def poison(shards: list[str], ts: float) -> list[tuple[dict[bytes, bytes], str]]
     ]
 
 
+def huge(shards: list[str], ts: float) -> list[Frame]:
+    """Not poison: well-formed frames, one with an absurd value (missing after the range check, counted)."""
+    return [Frame(ts, s, {"gpu_util": 1e308 if i == 0 else 0.5}) for i, s in enumerate(shards)]
+
+
 async def test_poison_entries_are_dead_lettered_and_both_workers_go_on(redis_server: Server) -> None:
     cfg = make_cfg(redis_server.url)
-    ref = reference(cfg)
+    slices = Router(ClusterSim(cfg.sim).topology).partitions
+    before = {t: huge(p.topology.shards[:3], START_TS) for t, p in slices.items()}
+    ref = reference(cfg, before)  # the same input, in-process: the 1e308 is missing there too
     keys = Keys(cfg.transport.redis.prefix)
     client = client_for(redis_server.url)
     try:
+        for token, frames in before.items():  # ahead of the agent's first entry, deterministically
+            await client.xadd(keys.stream(token), encode_host(frames, "evil-host", "huge/1", 1))
         async with detector(cfg) as (w1, _t1), detector(cfg) as (w2, _t2):
             async with agent(cfg) as (_ag, at):
                 await wait_for(lambda: w1.detector.parts and w2.detector.parts, 20, "both workers owning partitions")
@@ -81,6 +94,7 @@ async def test_poison_entries_are_dead_lettered_and_both_workers_go_on(redis_ser
                 await wait_for(skew_exported, 20, "the skewed host on /metrics", step_s=0.3)
                 await asyncio.wait_for(asyncio.shield(at), 60)
             await wait_for(lambda: all_committed(client, cfg, ref), 60, "every window committed")
+            rejected = sum(w.detector.view.pipeline.bounds.rejected["above_range"] for w in (w1, w2))
             assert not _t1.done() and not _t2.done()  # both still running, and committing after the poison
             assert all(w.detector.counters.windows["committed"] > n for w, n in zip((w1, w2), mid, strict=True))
         out = await read_outputs(client, cfg, sorted(ref.windows))
@@ -90,6 +104,7 @@ async def test_poison_entries_are_dead_lettered_and_both_workers_go_on(redis_ser
     finally:
         await client.aclose()
     assert_exact(out, ref)
+    assert rejected >= 2  # the 1e308 of each partition: tessera_values_rejected_total{reason="above_range"}
     assert sorted(f[b"reason"].decode() for _i, f in dead) == sorted(sent)
     assert all(f[b"error"] and f[b"f:d"] for _i, f in dead)  # the error and the entry itself, for inspection
     assert pending == dict.fromkeys(ref.windows, 0)
