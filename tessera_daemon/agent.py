@@ -43,6 +43,7 @@ from tessera_daemon.transport.producer import StreamProducer, default_agent_id
 from tessera_daemon.transport.redis import RedisTransport
 from tessera_daemon.transport.registry import Router, publish_registry
 from tessera_daemon.web.metrics import source_families
+from tessera_daemon.web.server import GuardedRunner
 
 log = get_logger("tessera.agent")
 
@@ -193,8 +194,7 @@ async def run_agent(
     log.info("agent starting", agent=agent_id, sources=[s.name for s in sources], shards=router.n_shards,
              partitions=sorted(router.partitions), redis=cfg.transport.redis.url)
 
-    runner = web.AppRunner(make_agent_app(status, metrics), handle_signals=False, shutdown_timeout=2.0,
-                           access_log=None)
+    runner = GuardedRunner(make_agent_app(status, metrics), cfg.http)
     await runner.setup()
     site = web.TCPSite(runner, cfg.http.host, cfg.http.port)
     await site.start()

@@ -8,6 +8,7 @@ The loader walks the type hints, so an unknown key, a wrong type or an out-of-ra
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import os
 import tomllib
@@ -41,6 +42,16 @@ class HttpConfig:
     host: str = _f("127.0.0.1", doc="bind address; loopback by default")
     port: int = _f(9477, lo=0, hi=65535, doc="0 picks a free port")
     enabled: bool = _f(True)
+    max_connections: int = _f(
+        256, lo=4, hi=1_000_000,
+        doc="open connections at most (also kept under half the open-file limit); at the cap a new connection "
+            "evicts the oldest one that has not sent a complete request, or is refused",
+    )
+    header_timeout_s: float = _f(
+        5.0, lo=0.1, hi=3600.0,
+        doc="a connection must deliver a complete request head this soon after connecting or after its last "
+            "response (slow or idle clients are closed)",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,6 +314,16 @@ def _merge_env(data: dict[str, Any], environ: Mapping[str, str]) -> None:
         node[parts[-1]] = _parse_env_value(raw)
 
 
+def is_loopback(host: str) -> bool:
+    """Whether the HTTP bind address ``host`` is loopback only (127.0.0.0/8, ::1, localhost)."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def _validate(cfg: Config) -> None:
     if cfg.window.grace_s >= 50 * cfg.window.length_s:
         raise ConfigError("window.grace_s", "must be less than 50 window lengths")
@@ -320,6 +341,10 @@ def _validate(cfg: Config) -> None:
                           f"got {cfg.detector.warmup_max_windows}")
     if not cfg.detector.bets or any(not 0 < b <= 4 for b in cfg.detector.bets):
         raise ConfigError("detector.bets", "expected bets in (0, 4]")
+    if cfg.events.allow_unauthenticated and not is_loopback(cfg.http.host):
+        raise ConfigError("events.allow_unauthenticated",
+                          f"only on a loopback bind (http.host is {cfg.http.host!r}): set events.api_token / "
+                          "events.deploysignal.token instead")
     for metric, pair in cfg.window.plausible.items():
         if len(pair) != 2 or not pair[0] < pair[1]:
             raise ConfigError(f"window.plausible.{metric}", f"expected [lo, hi] with lo < hi, got {list(pair)}")

@@ -36,6 +36,7 @@ from tessera_daemon.transport.memory import MemoryTransport
 from tessera_daemon.web.app import make_app
 from tessera_daemon.web.event_api import event_routes
 from tessera_daemon.web.metrics import MetricsRenderer
+from tessera_daemon.web.server import GuardedRunner
 
 log = get_logger("tessera.daemon")
 
@@ -122,7 +123,7 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
     feed = VerdictFeed.from_settings(cfg.events.deploysignal, cluster=cfg.daemon.cluster)
     status.feed = feed
     app = make_app(status, extra_routes=_event_routes(cfg, pipeline))
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2.0, access_log=None)
+    runner = GuardedRunner(app, cfg.http)
     await runner.setup()
     site = web.TCPSite(runner, cfg.http.host, cfg.http.port)
     await site.start()

@@ -62,6 +62,7 @@ from tessera_daemon.transport.view import PartitionView
 from tessera_daemon.web.app import make_app
 from tessera_daemon.web.event_api import event_routes
 from tessera_daemon.web.metrics import MetricsRenderer
+from tessera_daemon.web.server import GuardedRunner
 
 log = get_logger("tessera.worker")
 MAX_UNACKED = 200_000  # entries held pending before a checkpoint is forced (windows may stall on bad clocks)
@@ -375,7 +376,7 @@ async def run_detector(
     routes = [web.get("/v1/partitions", partitions),
               *event_routes(cfg.events, det.fleet.get, now=event_now, on_event=on_event, relay=det.relay)]
     app = make_app(status, extra_routes=routes)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2.0, access_log=None)
+    runner = GuardedRunner(app, cfg.http)
     await runner.setup()
     site = web.TCPSite(runner, cfg.http.host, cfg.http.port)
     await site.start()
