@@ -34,7 +34,7 @@ import msgpack
 import numpy as np
 
 from tessera_daemon.errors import CodecError
-from tessera_daemon.model import Firing, Frame, FrameBlock
+from tessera_daemon.model import MAX_XID, MAX_XIDS, Firing, Frame, FrameBlock
 
 ENTRY_VERSION = 1
 # unprocessable: decoded, then failed in the window assembler; clock_skew: every frame too far in the future
@@ -42,8 +42,8 @@ REASONS = ("undecodable", "version", "invalid", "unprocessable", "clock_skew")
 _F8 = np.dtype("<f8")
 _MAX_SHARDS = 65_536
 _MAX_METRICS = 4_096
-_MAX_XIDS = 256  # codes of one shard in one sample
-_MAX_XID = 2**31 - 1
+_MAX_XIDS = MAX_XIDS
+_MAX_XID = MAX_XID
 
 
 class EntryError(CodecError):
@@ -216,6 +216,8 @@ def frame_from_json(payload: bytes | str, *, shard: str | None = None) -> Frame:
         obj = json.loads(payload)
     except (ValueError, UnicodeDecodeError) as exc:
         raise CodecError(f"frame: not valid JSON ({exc})", payload=payload) from exc
+    except RecursionError as exc:
+        raise CodecError("frame: not valid JSON (nested too deeply)", payload=payload) from exc
     if shard is not None and isinstance(obj, dict):
         named = obj.setdefault("shard", shard)
         if named != shard:
