@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +60,7 @@ class Status:
     extra_ready_checks: list[Any] = field(default_factory=list)  # callables -> str | None (reason)
     feed: Any = None  # outputs.verdict_feed.VerdictFeed when the DeploySignal feed is configured
     stall: StallWatch = field(default_factory=lambda: StallWatch(0.0))
+    event_requests: Counter[tuple[str, str]] = field(default_factory=Counter)  # (route, code) -> event POSTs
 
     def __post_init__(self) -> None:
         self.stall = StallWatch(self.cfg.window.stall_windows * self.cfg.window.length_s)

@@ -374,7 +374,8 @@ async def run_detector(
                  freeze_until=rec.freeze_end_ts, source=rec.source, worker=wid)
 
     routes = [web.get("/v1/partitions", partitions),
-              *event_routes(cfg.events, det.fleet.get, now=event_now, on_event=on_event, relay=det.relay)]
+              *event_routes(cfg.events, det.fleet.get, now=event_now, on_event=on_event, relay=det.relay,
+                            counts=status.event_requests)]
     app = make_app(status, extra_routes=routes)
     runner = GuardedRunner(app, cfg.http)
     await runner.setup()

@@ -11,6 +11,7 @@ book, with a ``relay`` that makes each accepted event durable in the fleet event
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 
 from aiohttp import web
@@ -30,8 +31,10 @@ def event_routes(
     now: Callable[[], float] = time.time,
     on_event: OnEvent | None = None,
     relay: Relay | None = None,
+    counts: Counter[tuple[str, str]] | None = None,
 ) -> list[web.RouteDef]:
-    """POST/GET /v1/events and the DeploySignal v1 inbound route, as ``e`` enables them."""
+    """POST/GET /v1/events and the DeploySignal v1 inbound route, as ``e`` enables them. ``counts``
+    (route, status code) -> requests answered, for ``tessera_event_requests_total``: every refusal counted."""
     if not e.enabled:
         return []
     limiter = ScopeLimiter(e.relearns_per_hour)  # one budget per scope, whichever route an event came by
@@ -45,7 +48,25 @@ def event_routes(
             book, on_event=on_event, now=now, max_body=e.max_body_bytes, relay=relay,
             policy=_policy(e, secret, limiter, f"POST {DS_EVENTS_PATH}", "events.deploysignal.token"),
         )
-    return routes
+    return routes if counts is None else [_counted(r, counts) for r in routes]
+
+
+ROUTE_LABELS = {"/v1/events": "events", DS_EVENTS_PATH: "deploysignal"}
+
+
+def _counted(route: web.RouteDef, counts: Counter[tuple[str, str]]) -> web.RouteDef:
+    """``route`` with its POST answers counted by status code."""
+    if route.method != "POST":
+        return route
+    label = ROUTE_LABELS.get(route.path, route.path)
+    handler = route.handler
+
+    async def counted(request: web.Request) -> web.StreamResponse:
+        resp: web.StreamResponse = await handler(request)
+        counts[(label, str(resp.status))] += 1
+        return resp
+
+    return web.RouteDef(route.method, route.path, counted, route.kwargs)
 
 
 def _policy(e: EventsConfig, secret: Secret, limiter: ScopeLimiter, route: str, setting: str) -> PostPolicy:

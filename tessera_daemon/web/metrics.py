@@ -121,6 +121,11 @@ class _StatusCollector(Collector):
         dropped.add_metric(["clock_skew"], asm.future)
         yield dropped
         yield clock_skew(p, now)
+        requests = CounterMetricFamily("tessera_event_requests", "Event POST requests answered, by route and status "
+                                       "code (every refusal counted).", labels=["route", "code"])
+        for (route, code), n in sorted(st.event_requests.items()):
+            requests.add_metric([route, code], n)
+        yield requests
         rejected = CounterMetricFamily("tessera_values_rejected", "Window values outside their metric's plausible "
                                        "range (window.plausible), treated as missing, by reason.", labels=["reason"])
         for reason in VALUE_REASONS:

@@ -6,6 +6,7 @@ every answer is one the route documents (docs/operations.md)."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from typing import Any
 from urllib.parse import quote
 
@@ -54,24 +55,28 @@ SETTINGS = settings(max_examples=30, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
-def routes(book: EventBook) -> list[Any]:
+def routes(book: EventBook, counts: Counter[tuple[str, str]] | None = None) -> list[Any]:
     e = cfg(api_token=TOKEN, deploysignal=DeploySignalSettings(token=TOKEN), relearns_per_hour=1000)
-    return event_routes(e, lambda: book, now=lambda: NOW)
+    return event_routes(e, lambda: book, now=lambda: NOW, counts=counts)
 
 
 @SETTINGS
 @given(reqs=requests)
 async def test_fuzzed_posts_never_500(reqs: list[tuple[str, bytes, dict[str, str]]]) -> None:
     book = EventBook(topology(), cfg())
-    async with serve_daemon_app(routes(book)) as base, aiohttp.ClientSession() as s:
+    counts: Counter[tuple[str, str]] = Counter()
+    answered: Counter[tuple[str, str]] = Counter()
+    async with serve_daemon_app(routes(book, counts)) as base, aiohttp.ClientSession() as s:
         for path, body, hdrs in reqs:
             async with s.post(base + path, data=body, headers=hdrs) as r:
                 assert r.status in ALLOWED[path], (path, r.status, body[:200], hdrs, await r.text())
                 assert not any(h.lower().startswith("access-control-") for h in r.headers)
                 if r.status != 202:
                     await r.json(content_type=None)  # every refusal is a JSON reason
+                answered[("events" if path == "/v1/events" else "deploysignal", str(r.status))] += 1
         async with s.get(base + "/healthz") as r:
             assert r.status == 200
+    assert counts == answered  # every request counted by its answer (tessera_event_requests_total)
 
 
 @SETTINGS

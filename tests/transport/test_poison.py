@@ -95,6 +95,10 @@ async def test_poison_entries_are_dead_lettered_and_both_workers_go_on(redis_ser
                 await asyncio.wait_for(asyncio.shield(at), 60)
             await wait_for(lambda: all_committed(client, cfg, ref), 60, "every window committed")
             rejected = sum(w.detector.view.pipeline.bounds.rejected["above_range"] for w in (w1, w2))
+            async with aiohttp.ClientSession() as http:
+                for w in (w1, w2):  # readiness stays honest: windows kept completing, nothing stalled
+                    async with http.get(f"http://127.0.0.1:{w.port}/readyz") as r:
+                        assert not [x for x in (await r.json())["reasons"] if "stalled" in x]
             assert not _t1.done() and not _t2.done()  # both still running, and committing after the poison
             assert all(w.detector.counters.windows["committed"] > n for w, n in zip((w1, w2), mid, strict=True))
         out = await read_outputs(client, cfg, sorted(ref.windows))
