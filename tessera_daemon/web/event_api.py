@@ -75,6 +75,6 @@ def _policy(e: EventsConfig, secret: Secret, limiter: ScopeLimiter, route: str, 
             log.warning("serving an event route WITHOUT authentication (events.allow_unauthenticated, loopback "
                         "bind only)", route=route)
         else:
-            log.warning("event route refuses every request: no token configured", route=route, set=setting)
+            log.info("event route refuses every request: no token configured", route=route, set=setting)
     return PostPolicy(token=secret.get, allow_unauthenticated=e.allow_unauthenticated, max_age_s=e.max_age_s,
                       max_ahead_s=e.max_ahead_s, limiter=limiter)
