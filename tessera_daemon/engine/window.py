@@ -84,7 +84,7 @@ class WindowAssembler:
         self.max_future_s = math.inf
         self._now = 0.0
         self.skewed: dict[str, tuple[float, float, str]] = {}  # shard -> (skew s, clock when seen, source)
-        self.source = "local"  # the source label of skews seen here (split mode: the agent, set per entry)
+        self.source = "local"  # the source label of skews seen here (split mode relabels them with the agent)
         self.set_shards(shards)
 
     def set_shards(self, shards: list[str]) -> None:
