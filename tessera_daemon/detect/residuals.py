@@ -61,6 +61,7 @@ MAD_TO_SD = 1.4826
 LEARN_Z = 4.0  # windows with a larger |innovation| never teach the baseline
 WINSOR = 6.0  # innovations beyond this many robust sigmas are winsorised when learning
 WINSOR_RMS = 3.0  # ... but never below this many plain RMS (quantised readings have a near-zero MAD)
+MAX_LAGGED = 1e150  # |r_prev| beyond this would overflow the AR(1) moments (rp * rp)
 DELTA_SE = 1.0  # margin added for offset estimation error, in standard errors (1/sqrt(n) innovation units)
 V_SE = 1.0  # slack added to the second-moment bound for scale estimation error, x 1/sqrt(n)
 V_AR_CAP = 1.4  # null second-moment bound of an innovation at phi = ar_max (1 at phi <= 0; linear between)
@@ -415,7 +416,8 @@ def residual_step(
             rr = np.where(follow, r, 0.0)
             uu = np.where(follow, np.minimum(u * u, (WINSOR * state.scale) ** 2), 0.0)
             rp = np.nan_to_num(state.r_prev)
-            both = follow & has_prev
+            both = follow & has_prev & (np.abs(rp) < MAX_LAGGED)  # an absurd lagged residual is not learnt from
+            rp = np.where(both, rp, 0.0)  # and never multiplied: rp * rp overflowed, 0 * inf was NaN for good
             eb = np.where(both, eta, 0.0)
             state.offset += eta * rr
             state.ew_uu += eta * (uu - state.ew_uu)

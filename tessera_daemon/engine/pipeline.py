@@ -21,6 +21,7 @@ from tessera_daemon.detect.kernels import family_a_update
 from tessera_daemon.detect.residuals import ResidualOut, ResidualParams, residual_step
 from tessera_daemon.detect.state import DetectorState
 from tessera_daemon.engine.attribution import Candidate, attribute
+from tessera_daemon.engine.bounds import ValueBounds
 from tessera_daemon.engine.ebh import e_d_bh_selected
 from tessera_daemon.engine.events import EventBook
 from tessera_daemon.engine.families import Families, FamilyView
@@ -101,6 +102,7 @@ class Pipeline:
         self.bets = np.array(d.bets, np.float64)
         self.critical_xids = frozenset(cfg.rules.critical_xids)
         self.book = FiringBook(recent_limit=d.recent_resolved)
+        self.bounds = ValueBounds(self.metrics, cfg.window)  # implausible window values become missing
         self.assembler = WindowAssembler(
             [], self.metrics, None if cfg.window.auto else cfg.window.length_s, cfg.window.grace_s,
             cfg.rules.ecc_dbe_counter,
@@ -251,7 +253,7 @@ class Pipeline:
         event_frozen = [self.row[s] for s in self.events.frozen(win.end_ts) if s in self.row]
         stale = self._cadence(win.present)
         st.r_prev[stale] = np.nan  # a stale shard's AR(1) restarts when it reports again
-        x = win.values.copy()
+        x = self.bounds.apply(win.values)  # a copy; values outside their plausible range are missing
         if self.log_cols.size:
             lx = x[:, self.log_cols]
             with np.errstate(invalid="ignore", divide="ignore"):
