@@ -26,7 +26,7 @@ from tessera_daemon.engine.ebh import e_d_bh_selected
 from tessera_daemon.engine.events import EventBook
 from tessera_daemon.engine.families import Families, FamilyView
 from tessera_daemon.engine.firings import FiringBook, Key
-from tessera_daemon.engine.groups import GroupDetector, GroupResult
+from tessera_daemon.engine.groups import CHILD_FRACTION, GroupDetector, GroupResult
 from tessera_daemon.engine.rules import RuleHit, evaluate_rules
 from tessera_daemon.engine.window import WindowAssembler, WindowData
 from tessera_daemon.model import ClusterEvent, Firing, Frame, FrameBlock, Topology, firing_id
@@ -177,6 +177,10 @@ class Pipeline:
         d = self.cfg.detector
         self.groups = GroupDetector(topology, self.row, len(self.metrics), d.attribution_kinds, self.bets,
                                     d.warmup_windows, d.baseline_halflife_windows)
+        self._groups_of_row: dict[int, list[int]] = {}
+        for gi, rows in enumerate(self.groups.rows):
+            for r in rows.tolist():
+                self._groups_of_row.setdefault(r, []).append(gi)
         # every e-detector stream counts toward the false-page budget: shards, groups and cohorts
         self.n_streams = max(1, (len(shards) + len(self.groups) + len(cohorts)) * len(self.metrics)
                              + len(shards) * self.families.n_streams_per_shard)
@@ -513,13 +517,15 @@ class Pipeline:
                 continue  # only what lies inside the group is part of its incident
             if group.scope in WIDE_SCOPES and f.metric is not None and f.metric != group.metric:
                 continue  # ... and, for a zone, on its metric (another metric inside a zone is another fault)
+            merged.append(f.id)
+            if f in opened:  # opened this very window: nobody saw it, the incident is all that is reported
+                opened.remove(f)
+                self.book.withdraw(key)
+                continue
             f.classification = "common_mode"
             f.receipt["group"] = group.target
-            merged.append(f.id)
             done = self.book.resolve(key, ts=group.opened_ts, window=group.window, reason=f"merged into {group.id}")
             self._merged.append(done)
-            if f in opened:  # opened this very window: report only the incident
-                opened.remove(f)
 
     def _rearm_shard(self, i: int) -> None:
         """An incident covering shard row ``i`` closed: its streams without an open firing of their own
@@ -609,8 +615,39 @@ class Pipeline:
             shard, metric = self.shards[i], self.metrics[j]
             if self.book.is_active((shard, "A", metric)):
                 continue
+            gi = self._spread_group(int(i), int(j), thr)
+            if gi >= 0:  # the shift is spread over a group the shard belongs to: the group is the incident
+                g = self.groups.ids[gi]
+                if self._incident_of(shard, metric) is None and self.book.get((g, "A", metric)) is None:
+                    pf = self._pooled_firing(win, gi, int(j), thr)
+                    pf.receipt.update({"promoted_from": shard,
+                                       "log_evidence_of_shard": round(float(st.log_m[i, j]), 4)})
+                    pf.log_evidence = max(pf.log_evidence, float(st.log_m[i, j]))
+                    self._open(pf, opened)
+                    continue
             f = self._family_a_firing(win, int(i), int(j), centre, thr)
             self._open(f, opened)
+
+    def _spread_group(self, i: int, j: int, thr: float) -> int:
+        """The largest group holding shard row ``i`` in which at least half the members show evidence
+        (``CHILD_FRACTION`` of the threshold) on metric column j in the crossing shard's direction, and
+        either the group's pooled evidence does too or a second member crosses (-1: none). A fault on an
+        NVLink domain or a host moves all of its GPUs: the first GPU to cross
+        names the group, not itself."""
+        g = self.groups
+        st = self.state
+        side = st.side[i, j]
+        bar = CHILD_FRACTION * thr
+        best, best_n = -1, 0
+        for gi in self._groups_of_row.get(i, ()):
+            rows = g.rows[gi]
+            same = st.side[rows, j] == side
+            up = (st.log_m[rows, j] >= bar) & same
+            crossing = int(np.count_nonzero((st.log_m[rows, j] >= thr) & same))
+            pooled = g.log_m[gi, j] >= bar and g.side[gi, j] == side
+            if up.mean() >= 0.5 and (pooled or crossing >= 2) and rows.size > best_n:
+                best, best_n = int(gi), int(rows.size)
+        return best
 
     def _cohort_streams(
         self, win: WindowData, centre: npt.NDArray[np.float64], thr: float, resolve_below: float,
