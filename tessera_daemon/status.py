@@ -63,7 +63,7 @@ class Status:
     event_requests: Counter[tuple[str, str]] = field(default_factory=Counter)  # (route, code) -> event POSTs
 
     def __post_init__(self) -> None:
-        self.stall = StallWatch(self.cfg.window.stall_windows * self.cfg.window.length_s)
+        self.stall = StallWatch(self.cfg.window.stall_windows * self.pipeline.window_length_s)
 
     def beat(self) -> None:
         self.heartbeat_ts = time.time()
@@ -91,6 +91,7 @@ class Status:
             elif h.stale(now, stale_after):
                 reasons.append(f"source {name}: stale ({now - h.last_success_ts:.0f}s since last success)")
         a = p.assembler.stats
+        self.stall.after_s = self.cfg.window.stall_windows * p.window_length_s  # an auto window resolves late
         stalled = self.stall.check(a.frames + a.late + a.future + a.unknown_shard, p.windows_processed)
         if stalled:
             reasons.append(f"{stalled} ({a.late} late, {a.future} from the future)")

@@ -77,7 +77,7 @@ CADENCE_SCENARIO = Scenario("cadence", "straggler, rack thermal, xid", (
 def test_the_same_pages_whatever_the_poll_cadence() -> None:
     """One scenario sampled at 1, 5, 10, 15 and 30 s, each host with up to 20 % jitter: the window
     follows the cadence, and the same targets page (a straggler shard, a rack, an XID), each within a
-    few polls of its onset, with nothing else paging."""
+    few polls of its onset (at most 15 windows), with nothing else paging."""
     cfg = load_config(None, {**SMALL, "TESSERA_SIM__RACKS_PER_ZONE": "4", "TESSERA_SIM__HOSTS_PER_RACK": "2"})
     ticks = 5200
     truth = ClusterSim(cfg.sim, scenario=CADENCE_SCENARIO, seed=2).labels()["faults"]
@@ -93,7 +93,7 @@ def test_the_same_pages_whatever_the_poll_cadence() -> None:
         assert len(pages) == len(expected), cadence  # one incident per fault
         for f in pages:  # in windows of the cadence: the same evidence takes the same number of polls
             delay_w = (f.opened_ts - onset[f.target]) / p.window_length_s
-            assert 0 <= delay_w <= 12, (cadence, f.target, delay_w)
+            assert 0 <= delay_w <= 15, (cadence, f.target, delay_w)
 
 
 def test_a_window_without_sample_is_no_observation() -> None:
@@ -204,6 +204,14 @@ def _with_phases(values: np.ndarray, t: int, gains: np.ndarray) -> None:
         values[:, 6] *= 1.0 + 2.0 * gains
 
 
+def _frames(ts: float, shards: list[str], names: list[str], vals: np.ndarray) -> list[Frame]:
+    """One tick's frames from a [shards, metrics] array (NaN: no reading)."""
+    return [Frame(ts=ts, shard=s, metrics={n: (None if math.isnan(v) else float(v))
+                                           for n, v in zip(names, vals[i], strict=True)},
+                  counters=frozenset(("nvlink_tx_bytes", "ecc_dbe")))
+            for i, s in enumerate(shards)]
+
+
 def test_recurring_job_phases_are_normal() -> None:
     """Eval loops and checkpoint stalls hit every member (each a few percent differently): no shard,
     group, family or fleet_event firing on a clean fleet, whatever the phase."""
@@ -218,11 +226,7 @@ def test_recurring_job_phases_are_normal() -> None:
         tick = sim.step_arrays()
         vals = tick.values.copy()
         _with_phases(vals, t, gains)
-        frames = [Frame(ts=tick.ts, shard=s, metrics={n: (None if math.isnan(v) else float(v))
-                                                       for n, v in zip(names, vals[i], strict=True)},
-                        counters=("nvlink_tx_bytes", "ecc_dbe"))
-                  for i, s in enumerate(sim.shard_ids)]
-        p.ingest(frames)
+        p.ingest(_frames(tick.ts, sim.shard_ids, names, vals))
         for r in p.advance():
             opened.extend(r.opened)
     assert not opened, [(f.target, f.detector, f.metric, f.classification) for f in opened]
@@ -250,11 +254,7 @@ def test_rack_wander_is_learnt_and_a_real_rack_fault_still_pages() -> None:
         vals[:, 3] += wander[rack_of]
         if t >= fault_t:
             vals[rack_of == fault_rack, 3] += 4.0
-        frames = [Frame(ts=tick.ts, shard=s, metrics={n: (None if math.isnan(v) else float(v))
-                                                       for n, v in zip(names, vals[i], strict=True)},
-                        counters=("nvlink_tx_bytes", "ecc_dbe"))
-                  for i, s in enumerate(sim.shard_ids)]
-        p.ingest(frames)
+        p.ingest(_frames(tick.ts, sim.shard_ids, names, vals))
         for r in p.advance():
             opened.extend(r.opened)
     before = [f for f in opened if f.opened_ts < sim.start_ts + fault_t]

@@ -109,7 +109,7 @@ def test_stall_shows_in_readiness() -> None:
     sim = ClusterSim(cfg.sim, scenario="clean", seed=3)
     p = Pipeline(cfg, sim.topology)
     status = Status(cfg, p, MemoryTransport(16))
-    assert status.stall.after_s == cfg.window.stall_windows * cfg.window.length_s
+    assert status.stall.after_s == cfg.window.stall_windows * p.window_length_s
     status.stall.check(0, 0, now=0.0)
     p.assembler.stats.late = 500  # frames keep arriving, all late; no window completes
     status.stall.frames_mono = float(np.float64(1e12))  # (as if just now)
