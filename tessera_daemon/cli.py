@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import importlib
 import json
 import os
@@ -59,6 +60,13 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("matrix", choices=["r72", "r77", "r78", "r79", "calibration", "realistic", "all"])
     ev.add_argument("--out", type=Path, default=None, help="write markdown and JSON results here")
     ev.add_argument("--fast", action="store_true", help="the reduced subset that `make test` runs")
+
+    dm = sub.add_parser("demo", help="the simulator fast-forwarded through warm-up, watched in the web console")
+    dm.add_argument("scenario", nargs="?", default="demo", help="scenario (default: demo; --list names them all)")
+    dm.add_argument("--list", action="store_true", help="list scenarios: what each injects and what should be found")
+    dm.add_argument("--speed", type=float, default=10.0, help="simulated seconds per wall second once live")
+    dm.add_argument("--fast-forward", type=float, default=300.0, help="speed-up through the warm-up")
+    dm.add_argument("--no-browser", action="store_true", help="only print the console URL")
 
     ck = sub.add_parser("check", help="exit 0 if /healthz and /readyz answer 200 (container HEALTHCHECK)")
     ck.add_argument("--url", default=None, help="base URL (default: from http.host / http.port)")
@@ -151,6 +159,18 @@ def cmd_check(cfg: Config, args: argparse.Namespace) -> int:
     return EXIT_OK if ok else EXIT_FAIL
 
 
+def cmd_demo(cfg: Config, args: argparse.Namespace) -> int:
+    demo = importlib.import_module("tessera_daemon.demo")
+    if args.list:
+        demo.print_catalogue()
+        return EXIT_OK
+    cfg = dataclasses.replace(cfg, sim=dataclasses.replace(cfg.sim, scenario=args.scenario))
+    demo.first_fault_tick(cfg)  # an unknown scenario is a ConfigError naming the known ones
+    rc: int = asyncio.run(demo.run_demo(cfg, speed=args.speed, fast_forward=args.fast_forward,
+                                        open_browser=not args.no_browser))
+    return rc
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -173,6 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_drill(cfg, args)
         if args.command == "evaluate":
             return cmd_evaluate(cfg, args)
+        if args.command == "demo":
+            return cmd_demo(cfg, args)
     except ConfigError as exc:
         print(f"tessera-daemon: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE

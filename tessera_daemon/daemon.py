@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
@@ -34,6 +34,7 @@ from tessera_daemon.status import Status
 from tessera_daemon.supervise import SourceHealth, install_stop_signals, supervise_source
 from tessera_daemon.transport.memory import MemoryTransport
 from tessera_daemon.web.app import make_app
+from tessera_daemon.web.console import Console
 from tessera_daemon.web.event_api import event_routes
 from tessera_daemon.web.metrics import MetricsRenderer
 
@@ -47,6 +48,7 @@ class Running:
     status: Status
     port: int
     stop: asyncio.Event
+    sources: list[Source] = field(default_factory=list)
 
 
 def _event_routes(cfg: Config, pipeline: Pipeline) -> list[web.RouteDef]:
@@ -114,6 +116,9 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
              shards=len(pipeline.shards), metrics=pipeline.metrics, threshold_log=round(pipeline.threshold_log, 3))
 
     status = Status(cfg, pipeline, transport, {s.name: SourceHealth(s.name) for s in sources})
+    console = Console.of(status)  # web console: history rings and live stream (web/console.py)
+    if simulated and isinstance(sources[0], SyntheticSource):
+        console.simulator = sources[0].sim
     renderer = MetricsRenderer(status)
     renderer.render()
 
@@ -128,7 +133,7 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
     for addr in runner.addresses:  # the bound address: port 0 picks a free one
         port = int(addr[1])
         break
-    log.info("serving", metrics=f"http://{cfg.http.host}:{port}/metrics",
+    log.info("serving", console=f"http://{cfg.http.host}:{port}/", metrics=f"http://{cfg.http.host}:{port}/metrics",
              health=f"http://{cfg.http.host}:{port}/healthz", firings=f"http://{cfg.http.host}:{port}/v1/firings")
 
     remove_signals = install_stop_signals(stop) if install_signals else None
@@ -136,7 +141,7 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
         await feed.start()
     sd_notify("READY=1")
     if on_running:
-        on_running(Running(status, port, stop))
+        on_running(Running(status, port, stop, sources))
 
     totals = {"windows": 0, "opened": 0, "resolved": 0}
     speed = cfg.sim.speedup if simulated else 1.0
@@ -163,6 +168,14 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
         if results:
             renderer.render()
 
+    def advance(watermark: float | None = None) -> list[WindowResult]:
+        """``Pipeline.advance``, with the web console's history recorded after each window."""
+        out = []
+        for w in pipeline.assembler.close_ready(watermark):
+            out.append(pipeline.process(w))
+            console.record()
+        return out
+
     async def detector_loop() -> None:
         last_frame_wall = time.monotonic()
         # event time only moves with data; if sources go quiet for longer than a window plus grace
@@ -175,12 +188,12 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
                 pipeline.ingest(d.frames)
             if deliveries:
                 last_frame_wall = time.monotonic()
-                handle(pipeline.advance())
+                handle(advance())
                 await transport.ack(deliveries)
             else:
                 idle = (time.monotonic() - last_frame_wall) * speed
                 if idle > idle_after and pipeline.assembler.watermark > float("-inf"):
-                    handle(pipeline.advance(pipeline.assembler.watermark + idle))
+                    handle(advance(pipeline.assembler.watermark + idle))
                 if stopping:
                     return
             if not stopping:

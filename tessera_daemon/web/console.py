@@ -1,0 +1,556 @@
+"""What the web console reads: fleet state codes, the topology layout, the daemon summary, incidents.
+
+``Console`` sits beside the daemon's ``Status`` (``Status.console``) and builds the JSON of the
+console's public API (``web/console_api.py`` serves it). The daemon calls :meth:`Console.record` after
+each window; the console copies what it needs into bounded rings (``web/history.py``) and, once per
+batch of windows, pushes a small diff to the browsers on ``/v1/stream`` (Server-Sent Events).
+
+State codes (one digit per shard per selector in ``/v1/fleet``)::
+
+    0 warming   1 healthy   2 evidence building (log-evidence >= BUILDING_FRACTION x threshold)
+    3 firing    4 frozen by an announced event    5 stale or lost    6 no data this window
+
+Selectors: ``any`` (the worst state over every metric and detector), one per metric (Family A on
+that metric), and ``C``, ``D``, ``E`` for the families beside A.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from tessera_daemon import __version__
+from tessera_daemon.engine.pipeline import Pipeline
+from tessera_daemon.log import get_logger
+from tessera_daemon.model import Firing, Topology
+from tessera_daemon.status import READY_WARM_FRACTION, Status
+from tessera_daemon.web.history import History
+
+log = get_logger("tessera.console")
+
+WARMING, HEALTHY, BUILDING, FIRING, FROZEN, STALE, NODATA = range(7)
+STATE_NAMES = ("warming", "healthy", "evidence building", "firing", "frozen by event", "stale or lost", "no data")
+# precedence when several metrics / detectors are combined ("any"): firing first, healthy last
+_RANK = np.array([1, 0, 3, 6, 4, 5, 2], np.int8)
+_BY_RANK = np.argsort(_RANK).astype(np.uint8)
+BUILDING_FRACTION = 0.3
+FULL_DIFF_ABOVE = 4096  # changed cells above which a browser refetches /v1/fleet instead of a diff
+RECENT_INCIDENTS = 40
+RUNBOOK = "https://github.com/tessera-daemon/tessera-daemon/blob/main/docs/runbook.md#"
+SEVERITY_ORDER = {"page": 0, "ticket": 1, "info": 2}
+WARMUP_LOG_EVERY_S = 60.0
+WARMUP_SAMPLE_EVERY_S = 2.0
+
+
+def alert_of(f: Firing) -> tuple[str, str]:
+    """(alert name, severity) of the alert rule in alert_rules.yml that pages on this firing."""
+    c = f.classification
+    if c == "hard_fault":
+        return "TesseraHardFault", "page"
+    if c == "shard_fault":
+        return "TesseraShardFault", "page"
+    if c == "common_mode":
+        return ("TesseraCommonModeZone", "page") if f.scope == "cooling_zone" else ("TesseraCommonModeRack", "page")
+    if c == "fleet_event":
+        return "TesseraFleetEvent", "ticket"
+    return "TesseraEventConditional", "info"
+
+
+# ------------------------------------------------------------------------------------------ layout
+
+
+@dataclass(slots=True)
+class Layout:
+    """The fleet map's arrangement: zones > racks > hosts > shard rows, and where each node sits."""
+
+    key: str
+    shards: list[str]
+    zones: list[dict[str, Any]]
+    where: dict[str, dict[str, str]]  # node id -> {"zone", "rack", "host"} (what it lies in)
+
+    def to_obj(self, topology: Topology) -> dict[str, Any]:
+        kinds: dict[str, int] = {}
+        for n in topology.nodes.values():
+            kinds[n.kind] = kinds.get(n.kind, 0) + 1
+        return {"v": 1, "key": self.key, "shards": self.shards, "zones": self.zones, "counts": kinds,
+                "cohorts": sorted({topology.cohort_of(s) for s in self.shards})}
+
+
+def build_layout(topology: Topology, shards: list[str]) -> Layout:
+    nodes = topology.nodes
+    where: dict[str, dict[str, str]] = {}
+    tree: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
+    for idx, s in enumerate(shards):
+        node = nodes[s]
+        up = {nodes[a].kind: a for a in reversed(topology.ancestors(s))}
+        labels = node.labels
+        host = up.get("host") or labels.get("host") or s
+        rack = up.get("rack") or labels.get("rack") or "-"
+        zone = up.get("cooling_zone") or labels.get("cooling_zone") or "-"
+        loc = {"zone": zone, "rack": rack, "host": host}
+        where[s] = loc
+        for nid in (host, rack, zone, labels.get("psu"), labels.get("nvlink_domain")):
+            if nid and nid not in where:
+                where[nid] = loc
+        h = tree.setdefault(zone, {}).setdefault(rack, {}).setdefault(
+            host, {"id": host, "psu": labels.get("psu"), "nvlink_domain": labels.get("nvlink_domain"), "shards": []})
+        h["shards"].append(idx)
+    zones = [{"id": z, "racks": [{"id": r, "hosts": [hosts[h] for h in sorted(hosts)]}
+                                 for r, hosts in sorted(racks.items())]}
+             for z, racks in sorted(tree.items())]
+    return Layout(topology.content_hash()[:16], list(shards), zones, where)
+
+
+# ------------------------------------------------------------------------------------------ state codes
+
+
+def selectors(p: Pipeline) -> list[str]:
+    fam = [f for f in ("C", "D", "E") if f in p.cfg.detector.families]
+    return ["any", *p.metrics, *fam]
+
+
+def fleet_codes(p: Pipeline) -> dict[str, npt.NDArray[np.uint8]]:
+    """State code per shard (pipeline row order) for every selector, from the last window (array code;
+    Python loops only over active firings and active events)."""
+    t = p.table
+    s, m = len(p.shards), len(p.metrics)
+    sels = selectors(p)
+    if t.window < 0 or t.log_m.shape != (s, m):
+        return {k: np.zeros(s, np.uint8) for k in sels}
+    thr = p.threshold_log
+    warm = t.warm
+    with np.errstate(invalid="ignore"):
+        building = warm & (t.log_m >= BUILDING_FRACTION * thr)
+    base = np.where(warm, HEALTHY, WARMING).astype(np.uint8)
+    base[building] = BUILDING
+    base[warm & np.isnan(t.last_x)] = NODATA
+    stale = t.stale.copy()
+    if t.lost:
+        stale[[p.row[x] for x in t.lost if x in p.row]] = True
+    frozen = np.zeros(s, np.bool_)
+    frozen_rows = [p.row[x] for x in p.events.frozen(t.end_ts) if x in p.row]
+    if frozen_rows:
+        frozen[frozen_rows] = True
+    firing = {k: np.zeros(s, np.bool_) for k in sels}
+    for f in p.book.active():
+        rows = [p.row[x] for x in f.members if x in p.row]
+        if f.target in p.row:
+            rows.append(p.row[f.target])
+        if not rows:
+            continue
+        if f.detector.startswith("rule:"):
+            for k in sels:
+                firing[k][rows] = True
+            continue
+        firing["any"][rows] = True
+        sel = f.metric if f.detector == "A" else f.detector
+        if sel in firing:
+            firing[sel][rows] = True
+    out: dict[str, npt.NDArray[np.uint8]] = {}
+    fam_lm = _family_log_m(p)
+    any_warm = warm.any(axis=1)
+    for k in sels:
+        if k in p.metrics:
+            code = base[:, p.metrics.index(k)].copy()
+        elif k == "any":
+            code = _BY_RANK[_RANK[base].max(axis=1)] if m else np.zeros(s, np.uint8)
+        else:
+            code = np.where(any_warm, HEALTHY, WARMING).astype(np.uint8)
+            lm = fam_lm.get(k)
+            if lm is not None:
+                with np.errstate(invalid="ignore"):
+                    code[any_warm & (lm >= BUILDING_FRACTION * thr)] = BUILDING
+        code[frozen] = FROZEN
+        code[stale] = STALE
+        code[firing[k]] = FIRING
+        out[k] = code
+    return out
+
+
+def _family_log_m(p: Pipeline) -> dict[str, npt.NDArray[np.float64]]:
+    """Each family's current log-evidence per shard (D: the largest over its metrics), when the
+    pipeline holds the families' state (a split-mode view does not)."""
+    fam: Any = getattr(p, "families", None)
+    s = len(p.shards)
+    out: dict[str, npt.NDArray[np.float64]] = {}
+    try:
+        if "C" in fam.enabled and fam.c[5].shape[:1] == (s,):
+            out["C"] = np.asarray(fam.c[5], np.float64).reshape(s)
+        if "D" in fam.enabled and fam.d[4].shape[:1] == (s,) and fam.d[4].size:
+            out["D"] = np.asarray(fam.d[4], np.float64).reshape(s, -1).max(axis=1)
+        if "E" in fam.enabled and fam.e[2].shape[:1] == (s,):
+            out["E"] = np.asarray(fam.e[2], np.float64).reshape(s)
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return {}
+    return out
+
+
+def _codes_str(code: npt.NDArray[np.uint8]) -> str:
+    return (code + ord("0")).astype(np.uint8).tobytes().decode("ascii")
+
+
+# ------------------------------------------------------------------------------------------ warm-up
+
+
+@dataclass(slots=True)
+class WarmupTracker:
+    """Warm-up progress with an estimate of the time left; logged every minute while it lasts."""
+
+    samples: deque[tuple[float, float, float]] = field(default_factory=lambda: deque(maxlen=64))
+    last_log: float = 0.0
+    done_logged: bool = False
+
+    def sample(self, p: Pipeline, now: float) -> None:
+        if p.windows_processed and (not self.samples or now - self.samples[-1][0] >= 1.0):
+            self.samples.append((now, p.table.end_ts, p.warm_fraction()))
+
+    def progress(self, p: Pipeline, length_s: float) -> dict[str, Any]:
+        frac = p.warm_fraction() if p.windows_processed else 0.0
+        st = p.state
+        depth = int(st.buf.shape[2]) if st.buf.ndim == 3 else 0
+        fresh = p.missing_run == 0
+        learning = fresh[:, None] & (st.n_warm > 0) & (st.n_warm < depth) if st.n_warm.shape[0] == fresh.size else None
+        left = int((depth - st.n_warm[learning]).max()) if learning is not None and learning.any() else 0
+        eta: float | None = None
+        rate = self._event_rate()
+        if left and rate:
+            eta = left * length_s / rate  # at most: every stream still learning reaches the longest warm-up
+            slope = self._slope()
+            if slope and slope > 0 and frac < 1.0:
+                eta = min(eta, (1.0 - frac) / slope)
+        elif not left and p.windows_processed:
+            eta = 0.0
+        return {"fraction": round(frac, 4), "ready_fraction": READY_WARM_FRACTION, "learning_streams":
+                int(learning.sum()) if learning is not None else 0, "windows_left_at_most": left,
+                "eta_s": None if eta is None else round(eta, 1), "done": p.windows_processed > 0 and not left}
+
+    def _event_rate(self) -> float | None:
+        """Event seconds per wall second over the recent samples (the simulator may run faster)."""
+        if len(self.samples) < 2:
+            return None
+        (w0, e0, _), (w1, e1, _) = self.samples[max(0, len(self.samples) - 30)], self.samples[-1]
+        return (e1 - e0) / (w1 - w0) if w1 > w0 and e1 > e0 else None
+
+    def _slope(self) -> float | None:
+        if len(self.samples) < 2:
+            return None
+        (w0, _, f0), (w1, _, f1) = self.samples[max(0, len(self.samples) - 30)], self.samples[-1]
+        return (f1 - f0) / (w1 - w0) if w1 > w0 else None
+
+    def maybe_log(self, p: Pipeline, length_s: float, now: float) -> None:
+        if not p.windows_processed or self.done_logged:
+            return
+        prog = self.progress(p, length_s)
+        if prog["done"]:
+            self.done_logged = True
+            log.info("warm-up complete", warm_fraction=prog["fraction"])
+            return
+        if now - self.last_log >= WARMUP_LOG_EVERY_S:
+            self.last_log = now
+            eta = prog["eta_s"]
+            log.info("warm-up progress",
+                     message=f"{prog['fraction']:.0%} of shard-metrics have a baseline"
+                             + (f", about {_human(eta)} left" if eta is not None else ""),
+                     warm_fraction=prog["fraction"], eta_s=eta, learning_streams=prog["learning_streams"])
+
+
+def _human(seconds: float) -> str:
+    if seconds < 90:
+        return f"{max(1, round(seconds))} s"
+    return f"{round(seconds / 60)} min"
+
+
+# ------------------------------------------------------------------------------------------ SSE hub
+
+
+class Hub:
+    """Browsers on /v1/stream: one bounded queue each; a slow browser is told to resync, never waited for."""
+
+    QUEUE = 32
+
+    def __init__(self) -> None:
+        self.clients: set[asyncio.Queue[bytes | None]] = set()
+
+    def add(self) -> asyncio.Queue[bytes | None]:
+        q: asyncio.Queue[bytes | None] = asyncio.Queue(self.QUEUE)
+        self.clients.add(q)
+        return q
+
+    def remove(self, q: asyncio.Queue[bytes | None]) -> None:
+        self.clients.discard(q)
+
+    def publish(self, data: bytes) -> None:
+        for q in list(self.clients):
+            if q.full():
+                while not q.empty():
+                    q.get_nowait()
+                q.put_nowait(b"event: resync\ndata: {}\n\n")
+            else:
+                q.put_nowait(data)
+
+    def close(self) -> None:
+        for q in list(self.clients):
+            while q.full():
+                q.get_nowait()
+            q.put_nowait(None)
+
+
+def sse(event: str, obj: Any) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(obj, separators=(',', ':'), allow_nan=False)}\n\n".encode()
+
+
+# ------------------------------------------------------------------------------------------ console
+
+
+class Console:
+    def __init__(self, status: Status) -> None:
+        self.status = status
+        self.history = History()
+        self.hub = Hub()
+        self.warmup = WarmupTracker()
+        self.split: Callable[[], dict[str, Any]] | None = None  # a detector worker's partitions and peers
+        self.simulator: Any = None  # the running sim.ClusterSim (run mode on the built-in simulator)
+        self._scenario: dict[str, Any] | None = None
+        self._layout: Layout | None = None
+        self._layout_for: int = -1
+        self._codes: dict[str, npt.NDArray[np.uint8]] | None = None
+        self._codes_key: tuple[int, str] = (-2, "")
+        self._incident_ids: tuple[tuple[str, str], ...] = ()
+        self._flush_pending = False
+
+    @classmethod
+    def of(cls, status: Status) -> Console:
+        """The status's console, created on first use."""
+        if status.console is None:
+            status.console = cls(status)
+        c: Console = status.console
+        return c
+
+    @property
+    def p(self) -> Pipeline:
+        return self.status.pipeline
+
+    # ------------------------------------------------------------------------------ feeding
+
+    def record(self) -> None:
+        """After a window: copy it into the rings; push one diff per batch of windows to the browsers."""
+        if not self.history.record(self.p):
+            return
+        if self._flush_pending:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        self._flush_pending = True
+        loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._flush_pending = False
+        if not self.hub.clients:
+            return
+        self.hub.publish(sse("window", self.diff()))
+
+    def diff(self) -> dict[str, Any]:
+        """What changed since the last diff: fleet cells, whether the incident list changed, the live
+        evidence of each active firing, and the summary."""
+        p = self.p
+        layout = self.layout()
+        prev = self._codes
+        now_codes = self.codes()
+        body: dict[str, Any] = {"window": p.table.window, "end_ts": p.table.end_ts, "sent_ms": time.time() * 1000.0,
+                                "topology_key": layout.key}
+        if prev is None or set(prev) != set(now_codes) or any(prev[k].shape != now_codes[k].shape for k in prev):
+            body["fleet_full"] = True
+        else:
+            changes: dict[str, list[int]] = {}
+            total = 0
+            for k, code in now_codes.items():
+                idx = np.nonzero(code != prev[k])[0]
+                total += idx.size
+                if idx.size:
+                    changes[k] = np.stack([idx, code[idx]], axis=1).reshape(-1).tolist()
+            if total > FULL_DIFF_ABOVE:
+                body["fleet_full"] = True
+            else:
+                body["fleet"] = changes
+        ids = tuple((f.id, f.state) for f in [*p.book.active(), *list(p.book.recent)[-RECENT_INCIDENTS:]])
+        body["incidents_changed"] = ids != self._incident_ids
+        self._incident_ids = ids
+        body["evidence"] = {f.id: _num(self.history.evidence_now(p, f)) for f in p.book.active()}
+        body["summary"] = self.summary()
+        return body
+
+    # ------------------------------------------------------------------------------ views
+
+    def layout(self) -> Layout:
+        p = self.p
+        if self._layout is None or self._layout_for != id(p.topology) or len(self._layout.shards) != len(p.shards):
+            self._layout = build_layout(p.topology, p.shards)
+            self._layout_for = id(p.topology)
+        return self._layout
+
+    def codes(self) -> dict[str, npt.NDArray[np.uint8]]:
+        p = self.p
+        key = (p.table.window, self.layout().key + f":{p.table.end_ts}:{len(p.book.active())}:{p.events.version}")
+        if self._codes is None or key != self._codes_key:
+            self._codes = fleet_codes(p)
+            self._codes_key = key
+        return self._codes
+
+    def topology_obj(self) -> dict[str, Any]:
+        return self.layout().to_obj(self.p.topology)
+
+    def fleet_obj(self) -> dict[str, Any]:
+        p = self.p
+        codes = self.codes()
+        self._codes = codes
+        return {"v": 1, "window": p.table.window, "end_ts": p.table.end_ts, "topology_key": self.layout().key,
+                "count": len(p.shards), "states": list(STATE_NAMES), "selectors": list(codes),
+                "building_fraction": BUILDING_FRACTION, "codes": {k: _codes_str(c) for k, c in codes.items()}}
+
+    def summary(self) -> dict[str, Any]:
+        st = self.status
+        p = self.p
+        cfg = st.cfg
+        now = time.time()
+        t = p.table
+        lag = 0.0
+        if t.window >= 0 and math.isfinite(p.assembler.watermark):
+            lag = max(0.0, p.assembler.watermark - t.end_ts - cfg.window.grace_s)
+        tstats = st.transport.stats()
+        active = p.book.active()
+        by_sev: dict[str, int] = {}
+        by_class: dict[str, int] = {}
+        for f in active:
+            sev = alert_of(f)[1]
+            by_sev[sev] = by_sev.get(sev, 0) + 1
+            by_class[f.classification] = by_class.get(f.classification, 0) + 1
+        frozen_now = p.events.frozen(t.end_ts) if t.window >= 0 else {}
+        events = [{**r.to_obj(t.end_ts), "shards": r.shards[:20]} for r in p.events.recent(50)]
+        body: dict[str, Any] = {
+            "v": 1, "version": __version__, "mode": "detector" if self.split else "run", "now": now,
+            "started_ts": st.started_ts, "window": t.window, "window_end_ts": t.end_ts,
+            "window_length_s": cfg.window.length_s, "windows_processed": p.windows_processed,
+            "lag_s": round(lag, 3), "threshold_log": round(p.threshold_log, 4),
+            "resolve_fraction": cfg.detector.resolve_fraction,
+            "shards": len(p.shards), "metrics": list(p.metrics), "selectors": selectors(p),
+            "ready": not st.not_ready_reasons(now), "not_ready": st.not_ready_reasons(now),
+            "warmup": self.warmup.progress(p, cfg.window.length_s),
+            "sources": [{"name": n, "up": h.up, "last_success_ts": h.last_success_ts, "last_error": h.last_error,
+                         "polls": dict(h.polls), "frames": h.frames} for n, h in sorted(st.health.items())],
+            "frames": p.assembler.stats.frames, "late_frames": p.assembler.stats.late,
+            "dropped_frames": tstats.dropped_frames, "dead_letters": tstats.dead_lettered,
+            "incidents": {"active": len(active), "by_severity": by_sev, "by_classification": by_class},
+            "events": events, "frozen_shards": len(frozen_now),
+            "scenario": self.scenario(),
+        }
+        if self.split is not None:
+            body["split"] = self.split()
+        return body
+
+    def scenario(self) -> dict[str, Any] | None:
+        cfg = self.status.cfg
+        if cfg.sources.enabled:
+            return None
+        if self._scenario is None:
+            from tessera_daemon.demo import scenario_info  # noqa: PLC0415 - the simulator only when it runs
+
+            self._scenario = scenario_info(cfg.sim.scenario, self.simulator)
+        return self._scenario
+
+    def incident(self, f: Firing) -> dict[str, Any]:
+        alert, sev = alert_of(f)
+        r = f.receipt
+        length = self.status.cfg.window.length_s
+        cw = r.get("change_window")
+        change_ts = float(cw) * length if isinstance(cw, int) and cw > 0 else r.get("window_start_ts", f.opened_ts)
+        curve = self.history.curve(f.id)
+        now_e = curve.log_e[-1] if curve is not None and curve.log_e else f.log_evidence
+        return {
+            "id": f.id, "state": f.state, "alert": alert, "severity": sev, "classification": f.classification,
+            "scope": f.scope, "target": f.target, "location": self.layout().where.get(f.target),
+            "detector": f.detector, "metric": f.metric, "opened_ts": f.opened_ts, "resolved_ts": f.resolved_ts,
+            "change_start_ts": change_ts, "direction": r.get("direction"), "log_evidence": _num(f.log_evidence),
+            "evidence_now": _num(now_e), "threshold_log": _num(f.threshold_log), "members": len(f.members),
+            "members_sample": f.members[:8], "event_id": f.event_id, "runbook": RUNBOOK + alert.lower(),
+        }
+
+    def incidents_obj(self) -> dict[str, Any]:
+        p = self.p
+        active = p.book.active()
+        recent = list(p.book.recent)[-RECENT_INCIDENTS:][::-1]
+        groups: dict[str, dict[str, Any]] = {}
+        for f in [*active, *recent]:
+            inc = self.incident(f)
+            g = groups.setdefault(inc["alert"], {"alert": inc["alert"], "severity": inc["severity"],
+                                                 "runbook": inc["runbook"], "active": 0, "firings": []})
+            g["active"] += f.state == "open"
+            g["firings"].append(inc)
+        ordered = sorted(groups.values(), key=lambda g: (g["active"] == 0, SEVERITY_ORDER[g["severity"]], g["alert"]))
+        return {"v": 1, "window": p.table.window, "active": len(active), "groups": ordered}
+
+    def find(self, firing_id: str) -> Firing | None:
+        p = self.p
+        for f in p.book.active():
+            if f.id == firing_id:
+                return f
+        for f in reversed(p.book.recent):
+            if f.id == firing_id:
+                return f
+        return None
+
+    def evidence_obj(self, f: Firing) -> dict[str, Any]:
+        curve = self.history.curve(f.id)
+        p = self.p
+        return {"v": 1, "incident": self.incident(f),
+                "evidence": curve.to_obj() if curve is not None else {"window": [], "ts": [], "log_evidence": [],
+                                                                       "threshold_log": _num(f.threshold_log)},
+                "resolve_below_log": _num(f.threshold_log * self.status.cfg.detector.resolve_fraction),
+                "members_history": self.history.members_series(p, f) if f.state == "open" else None,
+                "receipt": f.receipt}
+
+    def shard_extra(self, sid: str, i: int) -> dict[str, Any]:
+        """What /v1/shards/<id> adds for the console: recent values, cohort centre, baseline, band and
+        evidence per metric; warm-up per metric; family evidence; events that touched the shard."""
+        p = self.p
+        st = p.state
+        depth = int(st.buf.shape[2]) if st.buf.ndim == 3 else 0
+        warm = {}
+        if i < st.n_warm.shape[0]:
+            warm = {m: round(min(1.0, float(st.n_warm[i, j]) / depth), 3) if depth else 1.0
+                    for j, m in enumerate(p.metrics)}
+        families = {k: _num(float(v[i])) for k, v in _family_log_m(p).items() if i < v.size}
+        events = [r.to_obj(p.table.end_ts) for r in p.events.records() if sid in r.shard_set][-20:]
+        for e in events:
+            e.pop("shards", None)
+        return {"cohort": p.cohorts[int(p.cohort_of[i])] if i < p.cohort_of.size else None,
+                "location": self.layout().where.get(sid), "warmup": warm, "family_log_evidence": families,
+                "events": events, "history": self.history.shard_series(p, i),
+                "recent_firings": [f.to_obj() for f in list(p.book.recent)[-200:] if sid in f.members][-10:]}
+
+    # ------------------------------------------------------------------------------ housekeeping
+
+    async def tick_forever(self) -> None:
+        """Warm-up samples (for the estimate) and the once-a-minute warm-up log line."""
+        while True:
+            now = time.time()
+            with contextlib.suppress(Exception):  # never let a console bug stop the daemon
+                self.warmup.sample(self.p, now)
+                self.warmup.maybe_log(self.p, self.status.cfg.window.length_s, now)
+            await asyncio.sleep(WARMUP_SAMPLE_EVERY_S if self.warmup.samples else 1.0)
+
+
+def _num(v: float) -> float | None:
+    return round(float(v), 4) if math.isfinite(v) else None
