@@ -610,6 +610,15 @@ async function showScenarios() {
   list.append(t);
 }
 
+/* test and bench hook: a shard's state as the map shows it, and the map pixel at its cell's centre */
+T.probe = (shard, selector) => {
+  const i = S.index ? S.index.get(shard) : undefined, g = S.geom;
+  if (i == null || !g) return null;
+  const code = (S.codes[selector || S.selector] || "")[i];
+  const px = $("map").getContext("2d").getImageData(Math.round((g.x[i] + g.cell / 2) * g.dpr), Math.round((g.y[i] + g.cell / 2) * g.dpr), 1, 1).data;
+  return { state: STATES[Number(code)], colour: COLOURS[Number(code)], rgb: [px[0], px[1], px[2]] };
+};
+
 /* ------------------------------------------------------------------ routing */
 
 function route() {
