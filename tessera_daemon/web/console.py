@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import math
 import time
@@ -90,9 +91,21 @@ def build_layout(topology: Topology, shards: list[str]) -> Layout:
     nodes = topology.nodes
     where: dict[str, dict[str, str]] = {}
     tree: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
+    kinds_up: dict[str, dict[str, str]] = {}  # parent id -> {kind: nearest ancestor of that kind}
+
+    def chain(parent: str | None) -> dict[str, str]:
+        if parent is None:
+            return {}
+        got = kinds_up.get(parent)
+        if got is None:
+            pn = nodes[parent]
+            got = {**chain(pn.parent), pn.kind: parent}
+            kinds_up[parent] = got
+        return got
+
     for idx, s in enumerate(shards):
         node = nodes[s]
-        up = {nodes[a].kind: a for a in reversed(topology.ancestors(s))}
+        up = chain(node.parent)
         labels = node.labels
         host = up.get("host") or labels.get("host") or s
         rack = up.get("rack") or labels.get("rack") or "-"
@@ -108,7 +121,9 @@ def build_layout(topology: Topology, shards: list[str]) -> Layout:
     zones = [{"id": z, "racks": [{"id": r, "hosts": [hosts[h] for h in sorted(hosts)]}
                                  for r, hosts in sorted(racks.items())]}
              for z, racks in sorted(tree.items())]
-    return Layout(topology.content_hash()[:16], list(shards), zones, where)
+    text = "\n".join(f"{s}:{where[s]['host']}:{where[s]['rack']}:{where[s]['zone']}" for s in shards)
+    key = hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()[:16]
+    return Layout(key, list(shards), zones, where)
 
 
 # ------------------------------------------------------------------------------------------ state codes
@@ -327,6 +342,7 @@ class Console:
         self._codes_key: tuple[int, str] = (-2, "")
         self._incident_ids: tuple[tuple[str, str], ...] = ()
         self._flush_pending = False
+        self._recorded_ms = 0.0
 
     @classmethod
     def of(cls, status: Status) -> Console:
@@ -346,6 +362,8 @@ class Console:
         """After a window: copy it into the rings; push one diff per batch of windows to the browsers."""
         if not self.history.record(self.p):
             return
+        self._recorded_ms = time.time() * 1000.0  # the live-update latency the browser reports starts here
+        self.layout()  # built once per topology, before a browser asks for it
         if self._flush_pending:
             return
         try:
@@ -369,8 +387,8 @@ class Console:
         layout = self.layout()
         prev = self._codes
         now_codes = self.codes()
-        body: dict[str, Any] = {"window": p.table.window, "end_ts": p.table.end_ts, "sent_ms": time.time() * 1000.0,
-                                "topology_key": layout.key}
+        body: dict[str, Any] = {"window": p.table.window, "end_ts": p.table.end_ts, "topology_key": layout.key,
+                                "sent_ms": self._recorded_ms or time.time() * 1000.0}
         if prev is None or set(prev) != set(now_codes) or any(prev[k].shape != now_codes[k].shape for k in prev):
             body["fleet_full"] = True
         else:

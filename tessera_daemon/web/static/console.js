@@ -234,15 +234,15 @@ function fillSelector(selectors) {
   sel.value = S.selector;
 }
 
-async function loadTopology() {
-  S.topo = await getJSON("/v1/topology");
+async function loadTopology(given) {
+  S.topo = given || await getJSON("/v1/topology");
   S.index = new Map(S.topo.shards.map((s, i) => [s, i]));
   $("fleet-count").textContent = `${S.topo.shards.length} shards`;
   layoutMap();
 }
 
-async function loadFleet() {
-  const f = await getJSON("/v1/fleet");
+async function loadFleet(given) {
+  const f = given || await getJSON("/v1/fleet");
   if (S.topo && f.topology_key !== S.topo.key) await loadTopology();
   S.codes = f.codes;
   fillSelector(f.selectors);
@@ -320,8 +320,8 @@ function renderIncidents() {
   for (const g of data.groups) for (const f of g.firings) if (f.state === "open") S.firingTargets.push(f);
 }
 
-async function loadIncidents() {
-  S.incidents = await getJSON("/v1/incidents");
+async function loadIncidents(given) {
+  S.incidents = given || await getJSON("/v1/incidents");
   renderIncidents();
 }
 
@@ -672,10 +672,13 @@ function report(err) {
 async function main() {
   setupMap();
   window.addEventListener("hashchange", route);
-  const [summary] = await Promise.all([getJSON("/v1/summary"), loadTopology()]);
+  const [summary, topo, fleet, incidents] = await Promise.all(
+    ["/v1/summary", "/v1/topology", "/v1/fleet", "/v1/incidents"].map(getJSON));
+  await loadTopology(topo);
+  await loadFleet(fleet.topology_key === topo.key ? fleet : undefined);
+  await loadIncidents(incidents);
   S.summary = summary;
   renderSummary();
-  await Promise.all([loadFleet(), loadIncidents()]);
   route();
   scheduleDraw();
   connect();
