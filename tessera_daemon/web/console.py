@@ -49,18 +49,22 @@ FULL_DIFF_ABOVE = 4096  # changed cells above which a browser refetches /v1/flee
 RECENT_INCIDENTS = 40
 RUNBOOK = "https://github.com/tessera-daemon/tessera-daemon/blob/main/docs/runbook.md#"
 SEVERITY_ORDER = {"page": 0, "ticket": 1, "info": 2}
+MEMBERS = "common-mode members (not paged)"
 WARMUP_LOG_EVERY_S = 60.0
 WARMUP_SAMPLE_EVERY_S = 2.0
 
 
 def alert_of(f: Firing) -> tuple[str, str]:
-    """(alert name, severity) of the alert rule in alert_rules.yml that pages on this firing."""
+    """(alert name, severity) of the alert rule in alert_rules.yml that fires on this firing; a shard's
+    own firing inside a common-mode incident matches no rule (its group's alert stands for it)."""
     c = f.classification
     if c == "hard_fault":
         return "TesseraHardFault", "page"
     if c == "shard_fault":
         return "TesseraShardFault", "page"
     if c == "common_mode":
+        if f.scope == "shard":  # a member's own firing inside a group incident: no rule pages on it
+            return MEMBERS, "info"
         return ("TesseraCommonModeZone", "page") if f.scope == "cooling_zone" else ("TesseraCommonModeRack", "page")
     if c == "fleet_event":
         return "TesseraFleetEvent", "ticket"
@@ -502,7 +506,8 @@ class Console:
             "detector": f.detector, "metric": f.metric, "opened_ts": f.opened_ts, "resolved_ts": f.resolved_ts,
             "change_start_ts": change_ts, "direction": r.get("direction"), "log_evidence": _num(f.log_evidence),
             "evidence_now": _num(now_e), "threshold_log": _num(f.threshold_log), "members": len(f.members),
-            "members_sample": f.members[:8], "event_id": f.event_id, "runbook": RUNBOOK + alert.lower(),
+            "members_sample": f.members[:8], "event_id": f.event_id, "group": r.get("group"),
+            "runbook": RUNBOOK + ("tesseracommonmoderack" if alert == MEMBERS else alert.lower()),
         }
 
     def incidents_obj(self) -> dict[str, Any]:
@@ -516,7 +521,8 @@ class Console:
                                                  "runbook": inc["runbook"], "active": 0, "firings": []})
             g["active"] += f.state == "open"
             g["firings"].append(inc)
-        ordered = sorted(groups.values(), key=lambda g: (g["active"] == 0, SEVERITY_ORDER[g["severity"]], g["alert"]))
+        ordered = sorted(groups.values(), key=lambda g: (g["active"] == 0, g["alert"] == MEMBERS,
+                                                         SEVERITY_ORDER[g["severity"]], g["alert"]))
         return {"v": 1, "window": p.table.window, "active": len(active), "groups": ordered}
 
     def find(self, firing_id: str) -> Firing | None:

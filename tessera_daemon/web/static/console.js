@@ -295,7 +295,7 @@ function incidentRow(f) {
   const row = el("div", { class: `inc ${f.state}`, "data-id": f.id, role: "link", tabindex: "0" },
     el("div", { class: "t" }, `${f.scope} ${f.target}`),
     bar,
-    el("div", { class: "d" }, `${what}${loc} · since ${fmtClock(f.change_start_ts)}` +
+    el("div", { class: "d" }, `${what}${loc}${f.group ? ` · part of ${f.group}` : ""} · since ${fmtClock(f.change_start_ts)}` +
       (f.members > 1 ? ` · ${f.members} shards` : "") + (f.state === "resolved" ? ` · resolved ${fmtClock(f.resolved_ts)}` : "")));
   row.addEventListener("click", () => { location.hash = `#incident/${f.id}`; });
   return row;
@@ -317,7 +317,10 @@ function renderIncidents() {
       box.append(grp);
     }
   }
-  for (const g of data.groups) for (const f of g.firings) if (f.state === "open") S.firingTargets.push(f);
+  // outlines: each open incident's node; a member's own firing inside a group incident is drawn by its group's
+  for (const g of data.groups) for (const f of g.firings) {
+    if (f.state === "open" && !(f.scope === "shard" && f.classification === "common_mode")) S.firingTargets.push(f);
+  }
 }
 
 async function loadIncidents(given) {
