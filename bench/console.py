@@ -105,20 +105,26 @@ def main() -> int:
                     return 1
                 time.sleep(1.0)
             n = s["shards"]
+            load = os.getloadavg()[0]
             print(f"daemon: {n} shards x {len(s['metrics'])} metrics, warm after {time.monotonic() - t0:.0f} s; "
-                  f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
+                  f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+                  f"load average {load:.1f}")
             for path in ("/v1/topology", "/v1/fleet", "/v1/summary", "/v1/incidents"):
                 gz, raw = size(base + path)
                 print(f"  {path}: {raw / 1024:.0f} KiB JSON, {gz / 1024:.0f} KiB as sent")
             with sync_playwright() as pw:
                 browser = pw.chromium.launch(executable_path=CHROMIUM)
                 ctx = browser.new_context(viewport={"width": 1400, "height": 900}, bypass_csp=True)
-                paints = []
+                paints: list[float] = []
+                fetched: list[float] = []
+                scripts: list[float] = []
                 for _ in range(args.loads):
                     page = ctx.new_page()
                     page.goto(base + "/")
                     page.wait_for_function("window.__tessera && window.__tessera.firstPaintMs !== null", timeout=30_000)
                     paints.append(float(page.evaluate("window.__tessera.firstPaintMs")))
+                    fetched.append(float(page.evaluate("window.__tessera.fetchedMs")))
+                    scripts.append(float(page.evaluate("window.__tessera.t0")))
                     page.close()
                 page = ctx.new_page()
                 page.goto(base + "/")
@@ -134,6 +140,8 @@ def main() -> int:
     fulls = [u["latencyMs"] for u in updates if not u["diff"]]
     print(f"first paint over {len(paints)} loads: median {statistics.median(paints):.0f} ms, "
           f"max {max(paints):.0f} ms ({', '.join(f'{p:.0f}' for p in paints)})")
+    print(f"  of which: page and script loaded at {statistics.median(scripts):.0f} ms, the four JSON documents "
+          f"fetched at {statistics.median(fetched):.0f} ms (medians)")
     if diffs:
         print(f"live update (cell diff), {len(diffs)} updates: median {statistics.median(diffs):.0f} ms, "
               f"p95 {pct(diffs, 0.95):.0f} ms, max {max(diffs):.0f} ms")

@@ -64,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     dm = sub.add_parser("demo", help="the simulator fast-forwarded through warm-up, watched in the web console")
     dm.add_argument("scenario", nargs="?", default="demo", help="scenario (default: demo; --list names them all)")
     dm.add_argument("--list", action="store_true", help="list scenarios: what each injects and what should be found")
-    dm.add_argument("--speed", type=float, default=10.0, help="simulated seconds per wall second once live")
+    dm.add_argument("--speed", type=float, default=20.0, help="simulated seconds per wall second once live")
     dm.add_argument("--fast-forward", type=float, default=300.0, help="speed-up through the warm-up")
     dm.add_argument("--no-browser", action="store_true", help="only print the console URL")
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import hashlib
 import json
 import math
@@ -347,6 +348,7 @@ class Console:
         self._incident_ids: tuple[tuple[str, str], ...] = ()
         self._flush_pending = False
         self._recorded_ms = 0.0
+        self._topology_bytes: tuple[str, bytes, bytes] | None = None
 
     @classmethod
     def of(cls, status: Status) -> Console:
@@ -433,6 +435,14 @@ class Console:
 
     def topology_obj(self) -> dict[str, Any]:
         return self.layout().to_obj(self.p.topology)
+
+    def topology_bytes(self) -> tuple[bytes, bytes]:
+        """/v1/topology as JSON and gzip bytes, serialised once per topology (it is the largest document)."""
+        key = self.layout().key
+        if self._topology_bytes is None or self._topology_bytes[0] != key:
+            raw = json.dumps(self.topology_obj(), separators=(",", ":")).encode()
+            self._topology_bytes = (key, raw, gzip.compress(raw, 6))
+        return self._topology_bytes[1], self._topology_bytes[2]
 
     def fleet_obj(self) -> dict[str, Any]:
         p = self.p

@@ -44,7 +44,11 @@ async def index(_request: web.Request) -> web.FileResponse:
 
 
 async def topology(request: web.Request) -> web.Response:
-    return _json(_console(request).topology_obj(), request)
+    raw, gz = _console(request).topology_bytes()
+    headers = {**NO_STORE, "Vary": "Accept-Encoding"}
+    if "gzip" in request.headers.get("Accept-Encoding", ""):
+        return web.Response(body=gz, content_type="application/json", headers={**headers, "Content-Encoding": "gzip"})
+    return web.Response(body=raw, content_type="application/json", headers=headers)
 
 
 async def fleet(request: web.Request) -> web.Response:

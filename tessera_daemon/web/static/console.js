@@ -5,7 +5,7 @@
 
 const STATES = ["warming", "healthy", "evidence building", "firing", "frozen by event", "stale or lost", "no data"];
 const COLOURS = ["#4f5d73", "#2f9e5f", "#e3a52a", "#e5484d", "#8a6fe8", "#2b2f36", "#6b7280"];
-const T = window.__tessera = { t0: performance.now(), firstPaintMs: null, updates: [], errors: [], ready: false };
+const T = window.__tessera = { t0: performance.now(), fetchedMs: null, firstPaintMs: null, updates: [], errors: [], ready: false };
 
 const S = {
   topo: null, codes: {}, selector: "any", summary: null, incidents: null, route: ["fleet"],
@@ -54,12 +54,19 @@ function layoutMap() {
   let maxPerHost = 1;
   for (const z of topo.zones) for (const r of z.racks) for (const h of r.hosts) maxPerHost = Math.max(maxPerHost, h.shards.length);
   const cols = Math.min(maxPerHost, 16);
+  if (S.geom && S.geom.key === topo.key && S.geom.avail === width) return;  // unchanged
   const targetH = Math.max(260, window.innerHeight * 0.62);
-  let geom = null;
-  for (let cell = 16; cell >= 3; cell--) {
-    geom = place(topo, width, cell, cols);
-    if (geom.height <= targetH) break;
+  // the largest cell (3 to 16 px) whose layout fits the target height: a binary search, not 14 layouts
+  let lo = 3, hi = 16, geom = place(topo, width, hi, cols);
+  if (geom.height > targetH) {
+    geom = place(topo, width, lo, cols);
+    while (hi - lo > 1) {
+      const mid = (lo + hi) >> 1, g = place(topo, width, mid, cols);
+      if (g.height <= targetH) { lo = mid; geom = g; } else hi = mid;
+    }
   }
+  geom.key = topo.key;
+  geom.avail = width;
   const dpr = window.devicePixelRatio || 1;
   canvas.style.width = `${geom.width}px`;
   canvas.style.height = `${geom.height}px`;
@@ -106,7 +113,6 @@ function place(topo, width, cell, cols) {
         hy += rows * pitch;
       }
       boxes[r.id] = [rx, ry, bw, bh];
-      (S._rackLabels || (S._rackLabels = {}));
       cx += bw + 6;
       rowH = Math.max(rowH, bh);
     }
@@ -125,6 +131,7 @@ function union(a, b) {
 function drawMap() {
   const g = S.geom, topo = S.topo;
   if (!g || !topo) return;
+  const drawStart = performance.now();
   const ctx = $("map").getContext("2d");
   ctx.setTransform(g.dpr, 0, 0, g.dpr, 0, 0);
   ctx.clearRect(0, 0, g.width, g.height);
@@ -162,6 +169,7 @@ function drawMap() {
     ctx.strokeRect(b[0] - 1, b[1] - 1, b[2] + 2, b[3] + 2);
   }
   if (T.firstPaintMs == null && code) {
+    T.drawStartMs = drawStart;
     T.firstPaintMs = performance.now();
     T.ready = true;
   }
@@ -677,12 +685,15 @@ async function main() {
   window.addEventListener("hashchange", route);
   const [summary, topo, fleet, incidents] = await Promise.all(
     ["/v1/summary", "/v1/topology", "/v1/fleet", "/v1/incidents"].map(getJSON));
+  T.fetchedMs = performance.now();
   await loadTopology(topo);
+  T.laidOutMs = performance.now();
   await loadFleet(fleet.topology_key === topo.key ? fleet : undefined);
   await loadIncidents(incidents);
   S.summary = summary;
   renderSummary();
   route();
+  T.routedMs = performance.now();
   scheduleDraw();
   connect();
 }
