@@ -174,6 +174,7 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
         for w in pipeline.assembler.close_ready(watermark):
             out.append(pipeline.process(w))
             console.record()
+        console.flush()  # the browsers' diff goes out before /metrics is rendered
         return out
 
     async def detector_loop() -> None:

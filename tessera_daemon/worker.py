@@ -376,8 +376,9 @@ async def run_detector(
             if det.changed or now - last_render >= 1.0:
                 det.refresh_view()
                 status.pipeline = det.view.pipeline
+                console.record()  # web console: history, and the browsers' diff before /metrics renders
+                console.flush()
                 renderer.render()
-                console.record()
                 last_render = now
 
     async def housekeeping() -> None:

@@ -347,6 +347,7 @@ class Console:
         self._codes_key: tuple[int, str] = (-2, "")
         self._incident_ids: tuple[tuple[str, str], ...] = ()
         self._flush_pending = False
+        self._dirty = False
         self._recorded_ms = 0.0
         self._topology_bytes: tuple[str, bytes, bytes] | None = None
 
@@ -365,11 +366,12 @@ class Console:
     # ------------------------------------------------------------------------------ feeding
 
     def record(self) -> None:
-        """After a window: copy it into the rings; push one diff per batch of windows to the browsers."""
+        """After a window: copy it into the rings; one diff per batch of windows goes to the browsers."""
         if not self.history.record(self.p):
             return
         self._recorded_ms = time.time() * 1000.0  # the live-update latency the browser reports starts here
         self.layout()  # built once per topology, before a browser asks for it
+        self._dirty = True
         if self._flush_pending:
             return
         try:
@@ -378,10 +380,18 @@ class Console:
             self.flush()
             return
         self._flush_pending = True
-        loop.call_soon(self.flush)
+        loop.call_soon(self._scheduled_flush)
+
+    def _scheduled_flush(self) -> None:
+        self._flush_pending = False
+        self.flush()
 
     def flush(self) -> None:
-        self._flush_pending = False
+        """Push one diff for the windows recorded since the last one (the daemon calls it after each batch
+        of windows, before rendering /metrics; otherwise it runs when the event loop next gets control)."""
+        if not self._dirty:
+            return
+        self._dirty = False
         if not self.hub.clients:
             return
         self.hub.publish(sse("window", self.diff()))
