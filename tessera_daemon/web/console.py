@@ -275,7 +275,7 @@ class WarmupTracker:
             self.done_logged = True
             log.info("warm-up complete", warm_fraction=prog["fraction"])
             return
-        if now - self.last_log >= WARMUP_LOG_EVERY_S:
+        if now - self.last_log >= WARMUP_LOG_EVERY_S and len(self.samples) >= 3:  # with a rate for the estimate
             self.last_log = now
             eta = prog["eta_s"]
             log.info("warm-up progress",

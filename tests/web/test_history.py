@@ -73,7 +73,8 @@ def test_warm_up_progress_is_logged_then_completion_once() -> None:
     _sim, p, console = feed(cfg, 20)
     w = console.warmup
     with capture_logs() as logs:
-        w.sample(p, 100.0)
+        for t in (96.0, 98.0, 100.0):
+            w.sample(p, t)
         w.maybe_log(p, cfg.window.length_s, 100.0)
         w.maybe_log(p, cfg.window.length_s, 130.0)  # within the minute: nothing
         for _ in range(60):
