@@ -67,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     dm.add_argument("--speed", type=float, default=20.0, help="simulated seconds per wall second once live")
     dm.add_argument("--fast-forward", type=float, default=300.0, help="speed-up through the warm-up")
     dm.add_argument("--no-browser", action="store_true", help="only print the console URL")
+    dm.add_argument("--unannounced", action="store_true", help="do not announce the scenario's events")
 
     ck = sub.add_parser("check", help="exit 0 if /healthz and /readyz answer 200 (container HEALTHCHECK)")
     ck.add_argument("--url", default=None, help="base URL (default: from http.host / http.port)")
@@ -167,7 +168,7 @@ def cmd_demo(cfg: Config, args: argparse.Namespace) -> int:
     cfg = dataclasses.replace(cfg, sim=dataclasses.replace(cfg.sim, scenario=args.scenario))
     demo.first_fault_tick(cfg)  # an unknown scenario is a ConfigError naming the known ones
     rc: int = asyncio.run(demo.run_demo(cfg, speed=args.speed, fast_forward=args.fast_forward,
-                                        open_browser=not args.no_browser))
+                                        open_browser=not args.no_browser, announce=not args.unannounced))
     return rc
 
 

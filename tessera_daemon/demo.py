@@ -4,8 +4,9 @@ The daemon runs on the built-in simulated cluster with the chosen scenario. Simu
 runs ``--fast-forward`` times faster than the wall clock until shortly before the scenario's first
 fault (or, for a scenario without faults, through the longest warm-up), then at ``--speed`` so the
 faults can be watched arriving. The console URL is printed; a browser is opened only when one is
-available and ``--no-browser`` is not given. ``--list`` prints the scenarios: what each injects and
-what the daemon should find.
+available and ``--no-browser`` is not given. The scenario's announced events (the firmware push) are
+added to the daemon's event book at start, as a change calendar would (``--unannounced``: not).
+``--list`` prints the scenarios: what each injects and what the daemon should find.
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ EXPECT: dict[str, str] = {
     "psu_cap": "A common_mode firing on power_w / sm_clock_mhz localised to the capped PSU.",
     "nvlink_degrade": "A common_mode firing on nvlink_tx_bytes localised to the host (its NVLink domain).",
     "fleet_regime_change": "No page: the whole cohort moved together, which the peer residual cancels.",
-    "firmware_push": "The announced firmware push on the timeline with its freeze scope; firings inside it, if "
-                     "any, are event_conditional (info), never paged.",
+    "firmware_push": "The announced firmware push on the events timeline, its rack frozen on the map; firings "
+                     "inside it, if any, are event_conditional (info), never paged. With --unannounced (the push "
+                     "not announced): the rack's clocks fire as a common mode (a page).",
     "xid79": "A hard_fault (rule:xid) at once on the shard, then the shard shown stale / lost.",
     "ecc_dbe": "A hard_fault (rule:ecc_dbe) on the shard whose uncorrectable ECC counter moved.",
     "device_lost": "A hard_fault (rule:device_lost): the silent device is shown lost on the map.",
@@ -93,7 +95,8 @@ def print_catalogue() -> None:
         print(f"{s['name']}\n    injects: {s['injects']}\n    expect:  {s['expect']}")
 
 
-async def run_demo(cfg: Config, *, speed: float, fast_forward: float, open_browser: bool) -> int:
+async def run_demo(cfg: Config, *, speed: float, fast_forward: float, open_browser: bool,
+                   announce: bool = True) -> int:
     """Run the daemon on the simulator with the demo's speed schedule; return its exit code."""
     from tessera_daemon.daemon import Running, run  # noqa: PLC0415
     from tessera_daemon.sources.synthetic import SyntheticSource  # noqa: PLC0415
@@ -119,6 +122,10 @@ async def run_demo(cfg: Config, *, speed: float, fast_forward: float, open_brows
         url = f"http://{host}:{r.port}/"
         print(f"tessera-daemon demo: scenario {cfg.sim.scenario!r}; console at {url}", flush=True)
         src = next((s for s in r.sources if isinstance(s, SyntheticSource)), None)
+        if src is not None and announce:  # the scenario's announced events (a firmware push), as a change calendar
+            for ev in src.events:
+                res = r.status.pipeline.events.add(ev, source="simulator")
+                log.info("demo: event announced", id=ev.id, kind=ev.kind, status=res.status, reason=res.reason)
         if src is not None:
             task = asyncio.get_running_loop().create_task(schedule(src))
             tasks.add(task)
