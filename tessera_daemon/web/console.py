@@ -1,17 +1,10 @@
-"""What the web console reads: fleet state codes, the topology layout, the daemon summary, incidents.
+"""What the web console reads: the daemon summary, incidents, evidence, and the live stream.
 
 ``Console`` sits beside the daemon's ``Status`` (``Status.console``) and builds the JSON of the
 console's public API (``web/console_api.py`` serves it). The daemon calls :meth:`Console.record` after
 each window; the console copies what it needs into bounded rings (``web/history.py``) and, once per
-batch of windows, pushes a small diff to the browsers on ``/v1/stream`` (Server-Sent Events).
-
-State codes (one digit per shard per selector in ``/v1/fleet``)::
-
-    0 warming   1 healthy   2 evidence building (log-evidence >= BUILDING_FRACTION x threshold)
-    3 firing    4 frozen by an announced event    5 stale or lost    6 no data this window
-
-Selectors: ``any`` (the worst state over every metric and detector), one per metric (Family A on
-that metric), and ``C``, ``D``, ``E`` for the families beside A.
+batch of windows, pushes a small diff to the browsers on ``/v1/stream`` (Server-Sent Events). The
+fleet map's layout and state codes are ``web/fleet.py``; the warm-up estimate ``web/warmup.py``.
 """
 
 from __future__ import annotations
@@ -19,13 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
-import hashlib
 import json
 import math
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -33,25 +23,26 @@ import numpy.typing as npt
 
 from tessera_daemon import __version__
 from tessera_daemon.engine.pipeline import Pipeline
-from tessera_daemon.log import get_logger
-from tessera_daemon.model import Firing, Topology
-from tessera_daemon.status import READY_WARM_FRACTION, Status
+from tessera_daemon.model import Firing
+from tessera_daemon.status import Status
+from tessera_daemon.web.fleet import (
+    BUILDING_FRACTION,
+    STATE_NAMES,
+    Layout,
+    build_layout,
+    codes_str,
+    family_log_m,
+    fleet_codes,
+    selectors,
+)
 from tessera_daemon.web.history import History
+from tessera_daemon.web.warmup import WarmupTracker
 
-log = get_logger("tessera.console")
-
-WARMING, HEALTHY, BUILDING, FIRING, FROZEN, STALE, NODATA = range(7)
-STATE_NAMES = ("warming", "healthy", "evidence building", "firing", "frozen by event", "stale or lost", "no data")
-# precedence when several metrics / detectors are combined ("any"): firing first, healthy last
-_RANK = np.array([1, 0, 3, 6, 4, 5, 2], np.int8)
-_BY_RANK = np.argsort(_RANK).astype(np.uint8)
-BUILDING_FRACTION = 0.3
 FULL_DIFF_ABOVE = 4096  # changed cells above which a browser refetches /v1/fleet instead of a diff
 RECENT_INCIDENTS = 40
 RUNBOOK = "https://github.com/tessera-daemon/tessera-daemon/blob/main/docs/runbook.md#"
 SEVERITY_ORDER = {"page": 0, "ticket": 1, "info": 2}
 MEMBERS = "common-mode members (not paged)"
-WARMUP_LOG_EVERY_S = 60.0
 WARMUP_SAMPLE_EVERY_S = 2.0
 
 
@@ -70,224 +61,6 @@ def alert_of(f: Firing) -> tuple[str, str]:
     if c == "fleet_event":
         return "TesseraFleetEvent", "ticket"
     return "TesseraEventConditional", "info"
-
-
-# ------------------------------------------------------------------------------------------ layout
-
-
-@dataclass(slots=True)
-class Layout:
-    """The fleet map's arrangement: zones > racks > hosts > shard rows, and where each node sits."""
-
-    key: str
-    shards: list[str]
-    zones: list[dict[str, Any]]
-    where: dict[str, dict[str, str]]  # node id -> {"zone", "rack", "host"} (what it lies in)
-
-    def to_obj(self, topology: Topology) -> dict[str, Any]:
-        kinds: dict[str, int] = {}
-        for n in topology.nodes.values():
-            kinds[n.kind] = kinds.get(n.kind, 0) + 1
-        return {"v": 1, "key": self.key, "shards": self.shards, "zones": self.zones, "counts": kinds,
-                "cohorts": sorted({topology.cohort_of(s) for s in self.shards})}
-
-
-def build_layout(topology: Topology, shards: list[str]) -> Layout:
-    nodes = topology.nodes
-    where: dict[str, dict[str, str]] = {}
-    tree: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
-    kinds_up: dict[str, dict[str, str]] = {}  # parent id -> {kind: nearest ancestor of that kind}
-
-    def chain(parent: str | None) -> dict[str, str]:
-        if parent is None:
-            return {}
-        got = kinds_up.get(parent)
-        if got is None:
-            pn = nodes[parent]
-            got = {**chain(pn.parent), pn.kind: parent}
-            kinds_up[parent] = got
-        return got
-
-    for idx, s in enumerate(shards):
-        node = nodes[s]
-        up = chain(node.parent)
-        labels = node.labels
-        host = up.get("host") or labels.get("host") or s
-        rack = up.get("rack") or labels.get("rack") or "-"
-        zone = up.get("cooling_zone") or labels.get("cooling_zone") or "-"
-        loc = {"zone": zone, "rack": rack, "host": host}
-        where[s] = loc
-        for nid in (host, rack, zone, labels.get("psu"), labels.get("nvlink_domain")):
-            if nid and nid not in where:
-                where[nid] = loc
-        h = tree.setdefault(zone, {}).setdefault(rack, {}).setdefault(
-            host, {"id": host, "psu": labels.get("psu"), "nvlink_domain": labels.get("nvlink_domain"), "shards": []})
-        h["shards"].append(idx)
-    zones = [{"id": z, "racks": [{"id": r, "hosts": [hosts[h] for h in sorted(hosts)]}
-                                 for r, hosts in sorted(racks.items())]}
-             for z, racks in sorted(tree.items())]
-    text = "\n".join(f"{s}:{where[s]['host']}:{where[s]['rack']}:{where[s]['zone']}" for s in shards)
-    key = hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()[:16]
-    return Layout(key, list(shards), zones, where)
-
-
-# ------------------------------------------------------------------------------------------ state codes
-
-
-def selectors(p: Pipeline) -> list[str]:
-    fam = [f for f in ("C", "D", "E") if f in p.cfg.detector.families]
-    return ["any", *p.metrics, *fam]
-
-
-def fleet_codes(p: Pipeline) -> dict[str, npt.NDArray[np.uint8]]:
-    """State code per shard (pipeline row order) for every selector, from the last window (array code;
-    Python loops only over active firings and active events)."""
-    t = p.table
-    s, m = len(p.shards), len(p.metrics)
-    sels = selectors(p)
-    if t.window < 0 or t.log_m.shape != (s, m):
-        return {k: np.zeros(s, np.uint8) for k in sels}
-    thr = p.threshold_log
-    warm = t.warm
-    with np.errstate(invalid="ignore"):
-        building = warm & (t.log_m >= BUILDING_FRACTION * thr)
-    base = np.where(warm, HEALTHY, WARMING).astype(np.uint8)
-    base[building] = BUILDING
-    base[warm & np.isnan(t.last_x)] = NODATA
-    stale = t.stale.copy()
-    if t.lost:
-        stale[[p.row[x] for x in t.lost if x in p.row]] = True
-    frozen = np.zeros(s, np.bool_)
-    frozen_rows = [p.row[x] for x in p.events.frozen(t.end_ts) if x in p.row]
-    if frozen_rows:
-        frozen[frozen_rows] = True
-    firing = {k: np.zeros(s, np.bool_) for k in sels}
-    for f in p.book.active():
-        rows = [p.row[x] for x in f.members if x in p.row]
-        if f.target in p.row:
-            rows.append(p.row[f.target])
-        if not rows:
-            continue
-        if f.detector.startswith("rule:"):
-            for k in sels:
-                firing[k][rows] = True
-            continue
-        firing["any"][rows] = True
-        sel = f.metric if f.detector == "A" else f.detector
-        if sel in firing:
-            firing[sel][rows] = True
-    out: dict[str, npt.NDArray[np.uint8]] = {}
-    fam_lm = _family_log_m(p)
-    any_warm = warm.any(axis=1)
-    for k in sels:
-        if k in p.metrics:
-            code = base[:, p.metrics.index(k)].copy()
-        elif k == "any":
-            code = _BY_RANK[_RANK[base].max(axis=1)] if m else np.zeros(s, np.uint8)
-        else:
-            code = np.where(any_warm, HEALTHY, WARMING).astype(np.uint8)
-            lm = fam_lm.get(k)
-            if lm is not None:
-                with np.errstate(invalid="ignore"):
-                    code[any_warm & (lm >= BUILDING_FRACTION * thr)] = BUILDING
-        code[frozen] = FROZEN
-        code[stale] = STALE
-        code[firing[k]] = FIRING
-        out[k] = code
-    return out
-
-
-def _family_log_m(p: Pipeline) -> dict[str, npt.NDArray[np.float64]]:
-    """Each family's current log-evidence per shard (D: the largest over its metrics), when the
-    pipeline holds the families' state (a split-mode view does not)."""
-    fam: Any = getattr(p, "families", None)
-    s = len(p.shards)
-    out: dict[str, npt.NDArray[np.float64]] = {}
-    try:
-        if "C" in fam.enabled and fam.c[5].shape[:1] == (s,):
-            out["C"] = np.asarray(fam.c[5], np.float64).reshape(s)
-        if "D" in fam.enabled and fam.d[4].shape[:1] == (s,) and fam.d[4].size:
-            out["D"] = np.asarray(fam.d[4], np.float64).reshape(s, -1).max(axis=1)
-        if "E" in fam.enabled and fam.e[2].shape[:1] == (s,):
-            out["E"] = np.asarray(fam.e[2], np.float64).reshape(s)
-    except (AttributeError, IndexError, TypeError, ValueError):
-        return {}
-    return out
-
-
-def _codes_str(code: npt.NDArray[np.uint8]) -> str:
-    return (code + ord("0")).astype(np.uint8).tobytes().decode("ascii")
-
-
-# ------------------------------------------------------------------------------------------ warm-up
-
-
-@dataclass(slots=True)
-class WarmupTracker:
-    """Warm-up progress with an estimate of the time left; logged every minute while it lasts."""
-
-    samples: deque[tuple[float, float, float]] = field(default_factory=lambda: deque(maxlen=64))
-    last_log: float = 0.0
-    done_logged: bool = False
-
-    def sample(self, p: Pipeline, now: float) -> None:
-        if p.windows_processed and (not self.samples or now - self.samples[-1][0] >= 1.0):
-            self.samples.append((now, p.table.end_ts, p.warm_fraction()))
-
-    def progress(self, p: Pipeline, length_s: float) -> dict[str, Any]:
-        frac = p.warm_fraction() if p.windows_processed else 0.0
-        st = p.state
-        depth = int(st.buf.shape[2]) if st.buf.ndim == 3 else 0
-        fresh = p.missing_run == 0
-        learning = fresh[:, None] & (st.n_warm > 0) & (st.n_warm < depth) if st.n_warm.shape[0] == fresh.size else None
-        left = int((depth - st.n_warm[learning]).max()) if learning is not None and learning.any() else 0
-        eta: float | None = None
-        rate = self._event_rate()
-        if left and rate:
-            eta = left * length_s / rate  # at most: every stream still learning reaches the longest warm-up
-            slope = self._slope()
-            if slope and slope > 0 and frac < 1.0:
-                eta = min(eta, (1.0 - frac) / slope)
-        elif not left and p.windows_processed:
-            eta = 0.0
-        return {"fraction": round(frac, 4), "ready_fraction": READY_WARM_FRACTION, "learning_streams":
-                int(learning.sum()) if learning is not None else 0, "windows_left_at_most": left,
-                "eta_s": None if eta is None else round(eta, 1), "done": p.windows_processed > 0 and not left}
-
-    def _event_rate(self) -> float | None:
-        """Event seconds per wall second over the recent samples (the simulator may run faster)."""
-        if len(self.samples) < 2:
-            return None
-        (w0, e0, _), (w1, e1, _) = self.samples[max(0, len(self.samples) - 30)], self.samples[-1]
-        return (e1 - e0) / (w1 - w0) if w1 > w0 and e1 > e0 else None
-
-    def _slope(self) -> float | None:
-        if len(self.samples) < 2:
-            return None
-        (w0, _, f0), (w1, _, f1) = self.samples[max(0, len(self.samples) - 30)], self.samples[-1]
-        return (f1 - f0) / (w1 - w0) if w1 > w0 else None
-
-    def maybe_log(self, p: Pipeline, length_s: float, now: float) -> None:
-        if not p.windows_processed or self.done_logged:
-            return
-        prog = self.progress(p, length_s)
-        if prog["done"]:
-            self.done_logged = True
-            log.info("warm-up complete", warm_fraction=prog["fraction"])
-            return
-        if now - self.last_log >= WARMUP_LOG_EVERY_S and len(self.samples) >= 3:  # with a rate for the estimate
-            self.last_log = now
-            eta = prog["eta_s"]
-            log.info("warm-up progress",
-                     message=f"{prog['fraction']:.0%} of shard-metrics have a baseline"
-                             + (f", about {_human(eta)} left" if eta is not None else ""),
-                     warm_fraction=prog["fraction"], eta_s=eta, learning_streams=prog["learning_streams"])
-
-
-def _human(seconds: float) -> str:
-    if seconds < 90:
-        return f"{max(1, round(seconds))} s"
-    return f"{round(seconds / 60)} min"
 
 
 # ------------------------------------------------------------------------------------------ SSE hub
@@ -460,7 +233,7 @@ class Console:
         self._codes = codes
         return {"v": 1, "window": p.table.window, "end_ts": p.table.end_ts, "topology_key": self.layout().key,
                 "count": len(p.shards), "states": list(STATE_NAMES), "selectors": list(codes),
-                "building_fraction": BUILDING_FRACTION, "codes": {k: _codes_str(c) for k, c in codes.items()}}
+                "building_fraction": BUILDING_FRACTION, "codes": {k: codes_str(c) for k, c in codes.items()}}
 
     def summary(self) -> dict[str, Any]:
         st = self.status
@@ -575,7 +348,7 @@ class Console:
         if i < st.n_warm.shape[0]:
             warm = {m: round(min(1.0, float(st.n_warm[i, j]) / depth), 3) if depth else 1.0
                     for j, m in enumerate(p.metrics)}
-        families = {k: _num(float(v[i])) for k, v in _family_log_m(p).items() if i < v.size}
+        families = {k: _num(float(v[i])) for k, v in family_log_m(p).items() if i < v.size}
         events = [r.to_obj(p.table.end_ts) for r in p.events.records() if sid in r.shard_set][-20:]
         for e in events:
             e.pop("shards", None)

@@ -14,7 +14,7 @@ from tessera_daemon.config import Config, load_config
 from tessera_daemon.daemon import Running, run
 from tessera_daemon.sim import ClusterSim
 from tessera_daemon.sources.synthetic import SyntheticSource
-from tessera_daemon.web.console import FIRING, STATE_NAMES
+from tessera_daemon.web.fleet import FIRING, STATE_NAMES
 
 # 32 shards, short warm-up, one straggler from tick 400: it fires a few windows later
 ENV = {"TESSERA_SIM__ZONES": "1", "TESSERA_SIM__RACKS_PER_ZONE": "2", "TESSERA_SIM__HOSTS_PER_RACK": "2",

@@ -14,8 +14,9 @@ from tessera_daemon.model import ClusterEvent
 from tessera_daemon.sim import ClusterSim
 from tessera_daemon.status import Status
 from tessera_daemon.transport.memory import MemoryTransport
-from tessera_daemon.web.console import FROZEN, HEALTHY, STALE, WARMING, Console, fleet_codes
+from tessera_daemon.web.console import Console
 from tessera_daemon.web.console_api import STATIC
+from tessera_daemon.web.fleet import FROZEN, HEALTHY, STALE, WARMING, fleet_codes
 
 ENV = {"TESSERA_SIM__ZONES": "1", "TESSERA_SIM__RACKS_PER_ZONE": "1", "TESSERA_SIM__HOSTS_PER_RACK": "2",
        "TESSERA_SIM__SHARDS_PER_HOST": "4", "TESSERA_SIM__COHORTS": "1", "TESSERA_SIM__SCENARIO": "sparse",
