@@ -79,7 +79,8 @@ def first_fault_tick(cfg: Config) -> int | None:
 
 def fast_forward_ticks(cfg: Config) -> int:
     """Simulated ticks to run at the fast-forward speed before slowing down."""
-    warmup_ticks = int(cfg.detector.warmup_max_windows * cfg.window.length_s / cfg.sim.tick_s)
+    window_s = cfg.window.length_s or cfg.sim.tick_s  # "auto" (0): the sources' cadence, the simulator's tick
+    warmup_ticks = int(cfg.detector.warmup_max_windows * window_s / cfg.sim.tick_s)
     first = first_fault_tick(cfg)
     return warmup_ticks if first is None else max(0, first - LEAD_TICKS)
 

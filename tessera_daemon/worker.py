@@ -38,10 +38,9 @@ from tessera_daemon.engine.events import EventRecord
 from tessera_daemon.errors import TransportError
 from tessera_daemon.log import get_logger
 from tessera_daemon.model import ClusterEvent
-from tessera_daemon.notify import sd_notify
 from tessera_daemon.outputs.mqtt import MqttFiringPublisher
+from tessera_daemon.runtime import ProcessRuntime, serve_http
 from tessera_daemon.status import Status
-from tessera_daemon.supervise import install_stop_signals
 from tessera_daemon.transport.base import Delivery
 from tessera_daemon.transport.coordinator import Coordinator
 from tessera_daemon.transport.eventlog import FleetBook, LoggedEvent, apply_event
@@ -356,15 +355,13 @@ async def run_detector(
     routes = [web.get("/v1/partitions", partitions),
               *event_routes(cfg.events, det.fleet.get, now=event_now, on_event=on_event, relay=det.relay)]
     app = make_app(status, extra_routes=routes)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2.0, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, cfg.http.host, cfg.http.port)
-    await site.start()
-    port = next((int(a[1]) for a in runner.addresses), cfg.http.port)
+    runner, port = await serve_http(app, cfg)
     log.info("serving", metrics=f"http://{cfg.http.host}:{port}/metrics", worker=wid)
 
-    remove_signals = install_stop_signals(stop) if install_signals else None
-    sd_notify("READY=1")
+    runtime = ProcessRuntime("detector", stop, install_signals=install_signals,
+                             alive=lambda: status.alive(time.time()))
+    runtime.start()
+    runtime.ready()
     if on_running:
         on_running(DetectorRunning(status, port, stop, wid, det))
 
@@ -399,7 +396,7 @@ async def run_detector(
             pub = tg.create_task(det.publisher.run(stop), name="mqtt") if det.publisher else None
             await stop.wait()
             status.stopping = True
-            sd_notify("STOPPING=1")
+            runtime.stopping()
             await consumer
             await coord
             await det.shutdown()
@@ -416,8 +413,7 @@ async def run_detector(
             await runner.cleanup()
         await det.transport.close()
         await det.link.close()
-        if remove_signals is not None:
-            remove_signals()
+        await runtime.close()
     log.info("detector worker stopped", worker=wid, windows=det.counters.windows["committed"],
              skipped=det.counters.windows["skipped"], checkpoints=det.counters.checkpoints["written"],
              dead_letters=sum(det.transport.dead_letters.values()))

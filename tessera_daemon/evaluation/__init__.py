@@ -2,7 +2,8 @@
 detectors beside Tessera's figures, plus a realistic evaluation on our simulator.
 
 ``run_matrix(name, cfg, out_dir, fast=False)`` runs one matrix (``r72``, ``r77``, ``r78``, ``r79``,
-``calibration``, ``realistic``) or ``all``, writes ``<name>.md`` and ``<name>.json`` into ``out_dir``
+``calibration``, ``realistic``; ``messy`` by name only) or ``all``, writes ``<name>.md`` and
+``<name>.json`` into ``out_dir``
 (and, for ``all``, ``index.md`` / ``summary.json``), and returns a summary dict:
 ``{"matrix", "ok", "passed", "checks", "reproduction", "files", "elapsed_s", ...}``. ``ok`` is False
 when an acceptance check or a reproduction check fails (a check that cannot be measured, e.g.
@@ -28,6 +29,9 @@ from tessera_daemon.errors import ConfigError
 from tessera_daemon.evaluation.report import MatrixResult, checks_table, provenance, table
 
 MATRICES: tuple[str, ...] = ("r72", "r77", "r78", "r79", "calibration", "realistic")
+# Run by name only, not by ``all`` (issue 14: the messy fleet judges the engine being fixed; its
+# figures are in docs/evaluation.md, not yet bounds that ``all`` enforces).
+EXTRA_MATRICES: tuple[str, ...] = ("messy",)
 
 
 def _runner(name: str) -> Callable[..., MatrixResult]:
@@ -37,8 +41,8 @@ def _runner(name: str) -> Callable[..., MatrixResult]:
 
 
 def run_one(name: str, cfg: Config, *, fast: bool = False) -> MatrixResult:
-    if name not in MATRICES:
-        raise ConfigError("evaluate", f"unknown matrix {name!r} (one of {', '.join(MATRICES)}, all)")
+    if name not in MATRICES + EXTRA_MATRICES:
+        raise ConfigError("evaluate", f"unknown matrix {name!r} (one of {', '.join(MATRICES + EXTRA_MATRICES)}, all)")
     prov = provenance()  # the code this run starts on
     res = _runner(name)(cfg, fast=fast)
     res.provenance = prov
@@ -52,8 +56,8 @@ def _ok(res: MatrixResult) -> bool:
 def run_matrix(name: str, cfg: Config, out_dir: Path | None, *, fast: bool = False) -> dict[str, Any]:
     """Run matrix ``name`` (or ``all``), write Markdown + JSON into ``out_dir``, return the summary."""
     names = list(MATRICES) if name == "all" else [name]
-    if name != "all" and name not in MATRICES:
-        raise ConfigError("evaluate", f"unknown matrix {name!r} (one of {', '.join(MATRICES)}, all)")
+    if name != "all" and name not in MATRICES + EXTRA_MATRICES:
+        raise ConfigError("evaluate", f"unknown matrix {name!r} (one of {', '.join(MATRICES + EXTRA_MATRICES)}, all)")
     t0 = time.perf_counter()
     results = [run_one(n, cfg, fast=fast) for n in names]
     summaries = []
@@ -103,4 +107,4 @@ def write_index(results: list[MatrixResult], out_dir: Path) -> list[Path]:
     return [md, js]
 
 
-__all__ = ["MATRICES", "run_matrix", "run_one"]
+__all__ = ["EXTRA_MATRICES", "MATRICES", "run_matrix", "run_one"]

@@ -25,6 +25,7 @@ from typing import Any, Literal
 from tessera_daemon.config import Config
 from tessera_daemon.engine import checkpoint
 from tessera_daemon.engine.pipeline import Pipeline
+from tessera_daemon.engine.window import snap_length
 from tessera_daemon.model import Firing, FrameBlock
 from tessera_daemon.transport.base import Delivery
 from tessera_daemon.transport.keys import Keys
@@ -158,7 +159,9 @@ class PartitionWork:
         if idle_s <= 0 or not asm._open or time.monotonic() - self.last_entry_mono < idle_s:
             return []
         cfg = self.pipeline.cfg.window
-        return self.advance(asm.watermark + cfg.length_s + cfg.grace_s, targets=targets)
+        if not asm.resolved:  # auto window: a partition gone quiet before its cadence was measured
+            asm.resolve(snap_length(asm.probe.median_s()))
+        return self.advance(asm.watermark + asm.length_s + cfg.grace_s, targets=targets)
 
     def snapshot(self) -> bytes:
         return checkpoint.snapshot(self.pipeline, partition=self.token, position=self.position.decode(),

@@ -1,4 +1,5 @@
-"""aiohttp application: /metrics, /healthz, /readyz, /v1/firings, /v1/shards/{id}, and the console (``/``).
+"""aiohttp application: /metrics, /healthz, /readyz, /v1/firings, /v1/shards/{id}, /v1/openapi.json, and the
+web console (``/``).
 
 Handlers read the daemon ``Status`` only; they never call a source or run the detector.
 """
@@ -14,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from tessera_daemon.status import Status
 from tessera_daemon.web.console_api import add_console
+from tessera_daemon.web.openapi import openapi_route
 
 STATUS_KEY: web.AppKey[Status] = web.AppKey("status", Status)
 FIRING_STATES = ("open", "resolved", "all")
@@ -112,4 +114,5 @@ def make_app(status: Status, *, extra_routes: list[web.RouteDef] | None = None) 
     add_console(app, status)  # GET / (the web console) and its JSON: web/console_api.py
     if extra_routes:
         app.router.add_routes(extra_routes)
+    app.router.add_routes([openapi_route()])
     return app

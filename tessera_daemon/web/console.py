@@ -257,12 +257,12 @@ class Console:
         body: dict[str, Any] = {
             "v": 1, "version": __version__, "mode": "detector" if self.split else "run", "now": now,
             "started_ts": st.started_ts, "window": t.window, "window_end_ts": t.end_ts,
-            "window_length_s": cfg.window.length_s, "windows_processed": p.windows_processed,
+            "window_length_s": p.window_length_s, "windows_processed": p.windows_processed,
             "lag_s": round(lag, 3), "threshold_log": round(p.threshold_log, 4),
             "resolve_fraction": cfg.detector.resolve_fraction,
             "shards": len(p.shards), "metrics": list(p.metrics), "selectors": selectors(p),
             "ready": not st.not_ready_reasons(now), "not_ready": st.not_ready_reasons(now),
-            "warmup": self.warmup.progress(p, cfg.window.length_s),
+            "warmup": self.warmup.progress(p, p.window_length_s),
             "sources": [{"name": n, "up": h.up, "last_success_ts": h.last_success_ts, "last_error": h.last_error,
                          "polls": dict(h.polls), "frames": h.frames} for n, h in sorted(st.health.items())],
             "frames": p.assembler.stats.frames, "late_frames": p.assembler.stats.late,
@@ -288,7 +288,7 @@ class Console:
     def incident(self, f: Firing) -> dict[str, Any]:
         alert, sev = alert_of(f)
         r = f.receipt
-        length = self.status.cfg.window.length_s
+        length = self.p.window_length_s
         cw = r.get("change_window")
         change_ts = float(cw) * length if isinstance(cw, int) and cw > 0 else r.get("window_start_ts", f.opened_ts)
         curve = self.history.curve(f.id)
@@ -365,7 +365,7 @@ class Console:
             now = time.time()
             with contextlib.suppress(Exception):  # never let a console bug stop the daemon
                 self.warmup.sample(self.p, now)
-                self.warmup.maybe_log(self.p, self.status.cfg.window.length_s, now)
+                self.warmup.maybe_log(self.p, self.p.window_length_s, now)
             await asyncio.sleep(WARMUP_SAMPLE_EVERY_S if self.warmup.samples else 1.0)
 
 

@@ -43,6 +43,17 @@ async def index(_request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC / "index.html", headers={"Content-Security-Policy": CSP, **NO_STORE})
 
 
+ASSETS = {"console.js": "text/javascript", "console.css": "text/css"}
+
+
+async def static(request: web.Request) -> web.FileResponse:
+    name = request.match_info["name"]
+    if name not in ASSETS:
+        raise web.HTTPNotFound(text=f"no asset {name!r}")
+    return web.FileResponse(STATIC / name, headers={"Content-Type": f"{ASSETS[name]}; charset=utf-8",
+                                                    "Cache-Control": "no-cache"})
+
+
 async def topology(request: web.Request) -> web.Response:
     raw, gz = _console(request).topology_bytes()
     headers = {**NO_STORE, "Vary": "Accept-Encoding"}
@@ -130,7 +141,7 @@ def add_console(app: web.Application, status: Status) -> None:
     Console.of(status)
     app[CONSOLE_STATUS] = status
     app.router.add_get("/", index)
-    app.router.add_static("/static/", STATIC, append_version=False)
+    app.router.add_get("/static/{name}", static)
     app.router.add_get("/v1/topology", topology)
     app.router.add_get("/v1/fleet", fleet)
     app.router.add_get("/v1/summary", summary)

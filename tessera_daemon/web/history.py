@@ -288,8 +288,8 @@ class History:
         for i in shown:
             x = self.x[slots, i, j].astype(np.float64) if i < self.x.shape[1] else np.full(slots.size, np.nan)
             offset = float(st.offset[i, j]) if same else 0.0
-            margin = delta * float(_marginal(st, i, j)) if same else math.nan
             base = centre + offset
+            margin = _margin(p, j, base, delta * float(_marginal(st, i, j)) if same else math.nan)
             lo, hi = base - margin, base + margin
             if log_scale:
                 x, base, lo, hi = (np.exp(a) for a in (x, base, lo, hi))
@@ -302,6 +302,20 @@ class History:
                 "cohort": p.cohorts[cohort] if cohort < len(p.cohorts) else None,
                 "cohort_centre": [_num(v) for v in c.tolist()], "members": members,
                 "members_total": len(rows), "delta_min_sigma": delta}
+
+
+def _margin(p: Pipeline, j: int, base: npt.NDArray[np.float64], sigma_margin: float) -> npt.NDArray[np.float64]:
+    """The material margin around a baseline (analysed units, per window): the metric's material effect
+    size at that level, or ``delta_min`` marginal sigmas when larger (as the pipeline's level tracking)."""
+    out = np.full(base.shape, sigma_margin)
+    units = getattr(getattr(p, "params", None), "material_units", None)
+    if units is not None:
+        level = np.full((base.size, len(p.metrics)), np.nan)
+        level[:, j] = base
+        mat = units(np.nan_to_num(level))
+        if mat is not None:
+            out = np.fmax(out, np.where(np.isnan(base), np.nan, mat[:, j]))
+    return out
 
 
 def _marginal(st: Any, i: int, j: int) -> float:

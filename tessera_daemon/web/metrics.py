@@ -10,7 +10,6 @@ active firing or in the top-N by evidence; fleet histograms and per-group series
 from __future__ import annotations
 
 import math
-import platform
 import time
 from collections.abc import Iterator, Mapping
 
@@ -19,7 +18,7 @@ from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, di
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from tessera_daemon import __version__
+from tessera_daemon.buildinfo import build_info_family
 from tessera_daemon.model import CLASSIFICATIONS
 from tessera_daemon.status import Status
 from tessera_daemon.supervise import POLL_BUCKETS, SourceHealth
@@ -63,9 +62,7 @@ class _StatusCollector(Collector):
         asm = p.assembler.stats
         now = time.time()
 
-        info = GaugeMetricFamily("tessera_build_info", "Build information.", labels=["version", "python"])
-        info.add_metric([__version__, platform.python_version()], 1.0)
-        yield info
+        yield build_info_family()
         yield GaugeMetricFamily("tessera_ready", "1 when /readyz answers 200.",
                                 value=0.0 if st.not_ready_reasons(now) else 1.0)
         yield CounterMetricFamily("tessera_windows_processed", "Detector windows processed.",
@@ -78,6 +75,17 @@ class _StatusCollector(Collector):
         yield GaugeMetricFamily("tessera_window_lag_seconds",
                                 "Event time between the newest frame and the end of the last processed window, "
                                 "beyond the lateness grace.", value=lag)
+        yield GaugeMetricFamily("tessera_window_length_seconds",
+                                "Detector window length in force (measured from the poll cadence when auto).",
+                                value=p.window_length_s)
+        cad = p.observed_cadence_s()
+        yield GaugeMetricFamily("tessera_sample_interval_seconds",
+                                "Median over shards of each shard's own sample interval.",
+                                value=cad if math.isfinite(cad) else 0.0)
+        yield GaugeMetricFamily("tessera_window_shorter_than_cadence",
+                                "1 when the configured window is shorter than the sources' cadence "
+                                "(most windows hold no sample; set window.length_s = \"auto\").",
+                                value=1.0 if p.window_too_short() else 0.0)
         yield CounterMetricFamily("tessera_frames_ingested", "Frames accepted into a window.", value=asm.frames)
         yield CounterMetricFamily("tessera_frames_late", "Frames that arrived after their window closed.",
                                   value=asm.late)

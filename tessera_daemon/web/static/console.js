@@ -451,7 +451,7 @@ async function showIncident(id) {
   const mh = d.members_history;
   let mc = null;
   if (mh && mh.members.length) {
-    box.append(el("h3", {}, `Members vs cohort ${mh.cohort || ""} (${mh.members.length} of ${mh.members_total} shown, margin ±${mh.delta_min_sigma} σ)`));
+    box.append(el("h3", {}, `Members vs cohort ${mh.cohort || ""} (${mh.members.length} of ${mh.members_total} shown; band: the material margin around each baseline)`));
     mc = el("canvas", { class: "chart", id: "members-chart" });
     box.append(mc, legendLine([["#ff6b6f", "member values"], ["#dfe4ea", "cohort centre"], ["#7cb4ff", "member baseline"], ["#7cb4ff55", "material margin"]]));
   }
