@@ -16,11 +16,12 @@ from tessera_daemon.status import Status
 from tessera_daemon.transport.memory import MemoryTransport
 from tessera_daemon.web.console import Console
 from tessera_daemon.web.console_api import STATIC
-from tessera_daemon.web.fleet import FROZEN, HEALTHY, STALE, WARMING, fleet_codes
+from tessera_daemon.web.fleet import FIRING, FROZEN, HEALTHY, STALE, WARMING, fleet_codes
 
 ENV = {"TESSERA_SIM__ZONES": "1", "TESSERA_SIM__RACKS_PER_ZONE": "1", "TESSERA_SIM__HOSTS_PER_RACK": "2",
        "TESSERA_SIM__SHARDS_PER_HOST": "4", "TESSERA_SIM__COHORTS": "1", "TESSERA_SIM__SCENARIO": "sparse",
-       "TESSERA_DETECTOR__WARMUP_WINDOWS": "8", "TESSERA_DETECTOR__WARMUP_MAX_WINDOWS": "8"}
+       "TESSERA_DETECTOR__WARMUP_WINDOWS": "8", "TESSERA_DETECTOR__WARMUP_MAX_WINDOWS": "8",
+       "TESSERA_WINDOW__LENGTH_S": "5"}
 
 
 def feed(cfg: Config, ticks: int) -> tuple[ClusterSim, Pipeline, Console]:
@@ -58,7 +59,10 @@ def test_state_codes_warming_healthy_stale_and_frozen() -> None:
     sim, p, console = feed(cfg, 460)  # sparse: 3 % of shards (one here) stop reporting from tick 400
     codes = fleet_codes(p)
     lost = [p.row[s] for s in sim.labels()["faults"][0]["shards"]]
-    assert codes["any"][lost].tolist() == [STALE] * len(lost)
+    assert p.table.stale[lost].all()
+    # stale on the map, unless a rule (device_missing) fires on it: firing outranks stale
+    missing = {f.target for f in p.book.active() if f.detector.startswith("rule:")}
+    assert codes["any"][lost].tolist() == [FIRING if p.shards[i] in missing else STALE for i in lost]
     others = np.setdiff1d(np.arange(len(p.shards)), lost)
     assert set(codes["power_w"][others].tolist()) <= {HEALTHY, 2}
     host = "z0-r00-h01"
