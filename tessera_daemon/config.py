@@ -8,12 +8,13 @@ The loader walks the type hints, so an unknown key, a wrong type or an out-of-ra
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import os
 import tomllib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -78,6 +79,16 @@ class HttpConfig:
     host: str = _f("127.0.0.1", doc="bind address; loopback by default")
     port: int = _f(9477, lo=0, hi=65535, doc="0 picks a free port")
     enabled: bool = _f(True, doc="serve /metrics, /healthz, /readyz and the API")
+    max_connections: int = _f(
+        256, lo=4, hi=1_000_000,
+        doc="open connections at most (also kept under half the open-file limit); at the cap a new connection "
+            "evicts the oldest one that has not sent a complete request, or is refused",
+    )
+    header_timeout_s: float = _f(
+        5.0, lo=0.1, hi=3600.0,
+        doc="a connection must deliver a complete request head this soon after connecting or after its last "
+            "response (slow or idle clients are closed)",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +115,22 @@ class WindowConfig:
         300.0, lo=0.0, hi=1e7,
         doc="a host all of whose shards went stale opens one host_silent firing once silent this long "
             "(agent restarts and short network blips rejoin sooner)",
+    )
+    max_future_skew_s: float = _f(
+        10.0, lo=0.0, hi=1e7,
+        doc="live modes: frames further ahead of the receiver's clock are quarantined (counted, never move the "
+            "watermark; tessera_clock_skew_seconds); 0: no guard. Keep it above grace_s plus the poll jitter",
+    )
+    stall_windows: int = _f(
+        10, lo=0, hi=1_000_000,
+        doc="readiness fails when no window has completed for this many window lengths while frames arrive; 0: never",
+    )
+    plausible: dict[str, tuple[float, ...]] = field(
+        default_factory=dict,
+        metadata={"lo": None, "hi": None,
+                  "doc": "plausible range per metric, {metric = [lo, hi]}, over the built-in defaults "
+                         "(engine/bounds.py); a window value outside is missing, counted in "
+                         "tessera_values_rejected_total"},
     )
 
     @property
@@ -238,6 +265,8 @@ class Config:
 def _to_plain(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: _to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {k: _to_plain(v) for k, v in value.items()}
     if isinstance(value, tuple):
         return [_to_plain(v) for v in value]
     return value
@@ -271,6 +300,11 @@ def _convert(tp: Any, value: Any, path: str) -> Any:  # noqa: C901 - one branch 
         if not isinstance(value, list | tuple):
             raise ConfigError(path, f"expected {_describe(tp)}, got {type(value).__name__}")
         return tuple(_convert(item_tp, v, f"{path}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        key_tp, item_tp = typing.get_args(tp)
+        if not isinstance(value, Mapping):
+            raise ConfigError(path, f"expected a table, got {type(value).__name__}")
+        return {_convert(key_tp, k, path): _convert(item_tp, v, f"{path}.{k}") for k, v in value.items()}
     if origin in (types.UnionType, typing.Union):
         raise ConfigError(path, "unsupported union type in config schema")
     if tp is bool:
@@ -284,7 +318,13 @@ def _convert(tp: Any, value: Any, path: str) -> Any:  # noqa: C901 - one branch 
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(path, f"expected a number, got {value!r}")
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond float range
+            number = math.inf
+        if not math.isfinite(number):  # TOML reads nan / inf; every bound check is False for NaN
+            raise ConfigError(path, f"expected a finite number, got {value!r}")
+        return number
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(path, f"expected a string, got {value!r}")
@@ -365,6 +405,26 @@ def _merge_env(data: dict[str, Any], environ: Mapping[str, str]) -> None:
         node[parts[-1]] = _parse_env_value(raw)
 
 
+def is_loopback(host: str) -> bool:
+    """Whether the HTTP bind address ``host`` is loopback only (127.0.0.0/8, ::1, localhost)."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _validate_window(w: WindowConfig, bad: Callable[[str, str], None]) -> None:
+    if not w.auto and w.length_s < 0.001:
+        bad("window.length_s", f'must be "auto" (0) or at least 0.001 s, got {w.length_s}')
+    elif not w.auto and w.grace_s >= 50 * w.length_s:
+        bad("window.grace_s", "must be less than 50 window lengths")
+    for metric, pair in w.plausible.items():
+        if len(pair) != 2 or not pair[0] < pair[1]:
+            bad(f"window.plausible.{metric}", f"expected [lo, hi] with lo < hi, got {list(pair)}")
+
+
 def _validate(cfg: Config) -> None:
     """The checks that span fields; every failing one is reported."""
     errors: list[ConfigError] = []
@@ -372,10 +432,7 @@ def _validate(cfg: Config) -> None:
     def bad(field_path: str, message: str) -> None:
         errors.append(ConfigError(field_path, message))
 
-    if not cfg.window.auto and cfg.window.length_s < 0.001:
-        bad("window.length_s", f'must be "auto" (0) or at least 0.001 s, got {cfg.window.length_s}')
-    elif not cfg.window.auto and cfg.window.grace_s >= 50 * cfg.window.length_s:
-        bad("window.grace_s", "must be less than 50 window lengths")
+    _validate_window(cfg.window, bad)
     unknown_log = sorted(set(cfg.detector.log_metrics) - set(cfg.detector.metrics))
     if unknown_log:
         bad("detector.log_metrics", f"{unknown_log[0]!r} is not in detector.metrics")
@@ -395,6 +452,10 @@ def _validate(cfg: Config) -> None:
     twice = sorted({n for n in cfg.sources.enabled if cfg.sources.enabled.count(n) > 1})
     if twice:
         bad("sources.enabled", f"source {twice[0]!r} is listed twice")
+    if cfg.events.allow_unauthenticated and not is_loopback(cfg.http.host):
+        bad("events.allow_unauthenticated",
+            f"only on a loopback bind (http.host is {cfg.http.host!r}): set events.api_token / "
+            "events.deploysignal.token instead")
     if cfg.transport.kind == "memory" and cfg.transport.batch_max > cfg.transport.capacity:
         bad("transport.batch_max", "must not exceed transport.capacity")
     if errors:

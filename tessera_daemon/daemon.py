@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -52,7 +53,7 @@ class Running:
     sources: list[Source] = field(default_factory=list)
 
 
-def _event_routes(cfg: Config, pipeline: Pipeline) -> list[web.RouteDef]:
+def _event_routes(cfg: Config, pipeline: Pipeline, counts: Counter[tuple[str, str]]) -> list[web.RouteDef]:
     """POST/GET /v1/events and the DeploySignal v1 inbound route, when enabled."""
 
     def now() -> float:  # the daemon's event time: the end of the last processed window
@@ -62,7 +63,7 @@ def _event_routes(cfg: Config, pipeline: Pipeline) -> list[web.RouteDef]:
         log.info("cluster event", id=rec.id, kind=rec.event.kind, shards=len(rec.shards),
                  freeze_until=rec.freeze_end_ts, source=rec.source)
 
-    return event_routes(cfg.events, lambda: pipeline.events, now=now, on_event=on_event)
+    return event_routes(cfg.events, lambda: pipeline.events, now=now, on_event=on_event, counts=counts)
 
 
 def make_sources(cfg: Config) -> tuple[list[Source], bool]:
@@ -108,6 +109,8 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
     topology = await gather_topology(sources, cfg)
     transport = MemoryTransport(cfg.transport.capacity)
     pipeline = Pipeline(cfg, topology)
+    if not simulated:  # the simulator keeps its own (sped-up) clock; replay never arms the guard
+        pipeline.assembler.guard_future(cfg.window.max_future_skew_s)
     t0 = time.perf_counter()
     await asyncio.to_thread(warm_up)
     await asyncio.to_thread(warm_up_families)
@@ -123,7 +126,7 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
 
     feed = VerdictFeed.from_settings(cfg.events.deploysignal, cluster=cfg.daemon.cluster)
     status.feed = feed
-    app = make_app(status, extra_routes=_event_routes(cfg, pipeline))
+    app = make_app(status, extra_routes=_event_routes(cfg, pipeline, status.event_requests))
     runner, port = await serve_http(app, cfg)
     log.info("serving", console=f"http://{cfg.http.host}:{port}/", metrics=f"http://{cfg.http.host}:{port}/metrics",
              health=f"http://{cfg.http.host}:{port}/healthz", firings=f"http://{cfg.http.host}:{port}/v1/firings")

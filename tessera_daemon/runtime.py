@@ -30,6 +30,7 @@ from tessera_daemon.errors import BindError, ConfigError
 from tessera_daemon.log import get_logger
 from tessera_daemon.notify import sd_notify, watchdog_interval_s
 from tessera_daemon.supervise import install_stop_signals
+from tessera_daemon.web.server import GuardedRunner
 
 log = get_logger("tessera.runtime")
 
@@ -47,7 +48,7 @@ async def serve_http(app: web.Application, cfg: Config) -> tuple[web.AppRunner, 
     An address that cannot be bound raises :class:`BindError` naming the setting to change (one line at
     the command line, exit 2) instead of a traceback.
     """
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2.0, access_log=None)
+    runner = GuardedRunner(app, cfg.http)  # header timeout and connection cap (web/server.py)
     await runner.setup()
     host, port = cfg.http.host, cfg.http.port
     try:

@@ -54,7 +54,7 @@ from tessera_daemon.transport.exporter import (
 from tessera_daemon.transport.keys import Keys
 from tessera_daemon.transport.lease import LeaseKeeper
 from tessera_daemon.transport.link import RedisLink
-from tessera_daemon.transport.partition import Committer, PartitionWork, WindowRecord
+from tessera_daemon.transport.partition import Committer, PartitionWork, Poison, WindowRecord
 from tessera_daemon.transport.redis import EntryToken, RedisTransport
 from tessera_daemon.transport.registry import live_workers, unregister_worker
 from tessera_daemon.transport.view import PartitionView
@@ -107,6 +107,7 @@ class Detector:
     def adopt(self) -> None:
         inbox, lost, release, topologies = self.coordinator.take()
         for work in inbox:
+            work.pipeline.assembler.guard_future(self.cfg.window.max_future_skew_s)
             self.parts[work.token] = work
             self.backlog[work.token] = []
             self.transport.attach(work.token, work.position)
@@ -193,14 +194,20 @@ class Detector:
             owner = self.parts.get(token)
             if owner is not None:
                 dup = owner.duplicates
-                owner.ingest(ds)
+                poison = owner.ingest(ds)
                 self.counters.duplicates += owner.duplicates - dup
+                if poison:
+                    await self.dead_letter(token, poison)
+                errs = owner.window_errors
                 recs = owner.advance(targets=targets)
+                self.counters.window_errors += owner.window_errors - errs
                 self.backlog[token].extend(recs)
                 self.changed = self.changed or bool(recs)
         idle_s = self.cfg.transport.detector.idle_close_s
         for work in list(self.parts.values()):
+            errs = work.window_errors
             closed = work.idle_close(idle_s, targets=targets)
+            self.counters.window_errors += work.window_errors - errs
             self.backlog[work.token].extend(closed)
             self.changed = self.changed or bool(closed)
             await self.flush_commits(work)
@@ -209,6 +216,24 @@ class Detector:
             if work.token in self.parts and (closed or due):
                 await self.checkpoint(work)
         return len(deliveries)
+
+    async def dead_letter(self, token: str, poison: list[Poison]) -> None:
+        """Entries ``PartitionWork.ingest`` handed back (they failed to process and were rolled back, or
+        every frame was quarantined as too far ahead): to the dead-letter stream with the reason and error,
+        acknowledged, counted; the worker goes on. When Redis cannot take them now they stay pending and
+        the next checkpoint acknowledges them (never re-ingested: the cursor is past them)."""
+        bad = []
+        for d, reason, error in poison:
+            tok = d.token
+            assert isinstance(tok, EntryToken)
+            log.warning("entry dead-lettered", partition=token, entry=tok.id.decode(), src=tok.src, reason=reason,
+                        error=error)
+            bad.append((tok.id, reason, error, tok.fields))
+        try:
+            await self.transport.dead_letter(token, bad)
+        except TransportError:
+            for _d, reason, _e in poison:
+                self.transport.dead_letters[reason] += 1
 
     async def flush_commits(self, work: PartitionWork) -> bool:
         queue = self.backlog.get(work.token, [])
@@ -353,7 +378,8 @@ async def run_detector(
                              "peers": [{"worker": w, "url": None} for w in peers if w != wid]}
 
     routes = [web.get("/v1/partitions", partitions),
-              *event_routes(cfg.events, det.fleet.get, now=event_now, on_event=on_event, relay=det.relay)]
+              *event_routes(cfg.events, det.fleet.get, now=event_now, on_event=on_event, relay=det.relay,
+                            counts=status.event_requests)]
     app = make_app(status, extra_routes=routes)
     runner, port = await serve_http(app, cfg)
     log.info("serving", metrics=f"http://{cfg.http.host}:{port}/metrics", worker=wid)

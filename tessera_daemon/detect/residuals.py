@@ -60,6 +60,8 @@ BoolA = npt.NDArray[np.bool_]
 MAD_TO_SD = 1.4826
 LEARN_Z = 4.0  # windows with a larger |innovation| never teach the baseline
 WINSOR = 6.0  # innovations beyond this many robust sigmas are winsorised when learning
+WINSOR_RMS = 3.0  # ... but never below this many plain RMS (quantised readings have a near-zero MAD)
+MAX_LAGGED = 1e150  # |r_prev| beyond this would overflow the AR(1) moments (rp * rp)
 DELTA_SE = 1.0  # margin added for offset estimation error, in standard errors (1/sqrt(n) innovation units)
 V_SE = 1.0  # slack added to the second-moment bound for scale estimation error, x 1/sqrt(n)
 V_AR_CAP = 1.4  # null second-moment bound of an innovation at phi = ar_max (1 at phi <= 0; linear between)
@@ -102,6 +104,8 @@ class ResidualParams:
         """Material margin [S, M] in the analysed units at ``level`` [S, M] (None: no margins set)."""
         if not self.material_abs or not (any(self.material_abs) or any(self.material_rel)):
             return None
+        if level.shape[-1] != len(self.material_abs):
+            return None  # columns that are not the configured metrics (trials of a matrix): sigma margins only
         a, r = np.asarray(self.material_abs), np.asarray(self.material_rel)
         lin = a + r * np.abs(level)
         with np.errstate(over="ignore", invalid="ignore"):
@@ -226,7 +230,12 @@ def _innovation_scale(e: F64, phi: F64) -> tuple[F64, F64]:
     u = e[:, 1:] - phi[:, None] * e[:, :-1]
     u_med = _median(u)
     mad = MAD_TO_SD * _median(np.abs(u - u_med[:, None]))
-    cap = (WINSOR * np.maximum(mad, 1e-12)) ** 2
+    # quantised readings (integer degrees, 15 MHz clock bins) make most innovations 0 and the MAD tiny:
+    # never winsorise below WINSOR_RMS x the plain RMS, or the scale misses the steps that are the noise
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        rms = np.sqrt(np.nan_to_num(np.nanmean(u * u, axis=1), nan=0.0))
+    cap = np.maximum(WINSOR * np.maximum(mad, 1e-12), WINSOR_RMS * rms) ** 2
     uw = np.minimum(u * u, cap[:, None])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a stream with a single window has no pair
@@ -398,14 +407,17 @@ def residual_step(
     # baseline learning after warm-up: cumulative at first (rate 1/n), then exponential with the
     # configured half-life; never for streams that are alarmed or frozen, never from outliers
     if p.halflife > 0:
-        follow = active & ~frozen & (np.abs(w) < LEARN_Z)
+        # outliers never teach the baseline: what lies beyond the material margin by LEARN_Z sigmas (an
+        # immaterial persistent deviation, e.g. a warm-up offset a little off, must still be learnt)
+        follow = active & ~frozen & (np.abs(w) - material < LEARN_Z)
         if follow.any():
             eta = np.maximum(1.0 / (state.n_learn + 1.0), math.log(2.0) / p.halflife)
             eta = np.where(follow, eta, 0.0)
             rr = np.where(follow, r, 0.0)
             uu = np.where(follow, np.minimum(u * u, (WINSOR * state.scale) ** 2), 0.0)
             rp = np.nan_to_num(state.r_prev)
-            both = follow & has_prev
+            both = follow & has_prev & (np.abs(rp) < MAX_LAGGED)  # an absurd lagged residual is not learnt from
+            rp = np.where(both, rp, 0.0)  # and never multiplied: rp * rp overflowed, 0 * inf was NaN for good
             eb = np.where(both, eta, 0.0)
             state.offset += eta * rr
             state.ew_uu += eta * (uu - state.ew_uu)

@@ -79,6 +79,16 @@ class FiringBook:
                 self.recent.popleft()
         return f
 
+    def withdraw(self, key: Key) -> Firing:
+        """Take back a firing opened in the window being processed, before anyone saw it (another
+        incident took it over in the same window): it is neither counted as opened nor as resolved."""
+        t = self._active.pop(key)
+        f = t.firing
+        self.opened_total[(f.classification, f.detector)] -= 1
+        if self.opened_total[(f.classification, f.detector)] <= 0:
+            del self.opened_total[(f.classification, f.detector)]
+        return f
+
     def active(self) -> list[Firing]:
         return sorted((t.firing for t in self._active.values()), key=lambda f: (f.window, f.id))
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,11 +21,12 @@ from tessera_daemon.detect.kernels import family_a_update
 from tessera_daemon.detect.residuals import ResidualOut, ResidualParams, residual_step
 from tessera_daemon.detect.state import DetectorState
 from tessera_daemon.engine.attribution import Candidate, attribute
+from tessera_daemon.engine.bounds import ValueBounds
 from tessera_daemon.engine.ebh import e_d_bh_selected
 from tessera_daemon.engine.events import EventBook
 from tessera_daemon.engine.families import Families, FamilyView
 from tessera_daemon.engine.firings import FiringBook, Key
-from tessera_daemon.engine.groups import GroupDetector, GroupResult
+from tessera_daemon.engine.groups import CHILD_FRACTION, GroupDetector, GroupResult
 from tessera_daemon.engine.rules import RuleHit, evaluate_rules
 from tessera_daemon.engine.window import WindowAssembler, WindowData
 from tessera_daemon.model import ClusterEvent, Firing, Frame, FrameBlock, Topology, firing_id
@@ -35,8 +37,12 @@ BROAD_FRACTION = 0.6  # share of a cohort that must move for a fleet_event
 RULE_METRIC = {"xid": "xid", "ecc_dbe": "ecc_dbe", "device_lost": None, "device_missing": None,
                "host_silent": None}
 CADENCE_RATE = 0.05  # weight of each new gap in a shard's own cadence estimate
+WIDE_SCOPES = frozenset({"cooling_zone", "pod", "fleet"})  # incidents that hold only their own metric
 RELATED_MAX = 32  # related evidence entries kept in one incident's receipt
 RECOVERY_WINDOWS = 30  # after a shard's incident closes, its recovery transient opens nothing new
+STEP_LOOKBACK = 3  # a fleet event's level is compared with the level this many persistence spans ago
+STEP_SMOOTH = 10  # windows averaged at each end of that comparison
+STEP_RING_MAX = 5000  # most windows kept for it
 LEVEL_RATE = 0.2  # weight of each window in the smoothed residual that decides whether a deviation lasts
 
 
@@ -96,6 +102,7 @@ class Pipeline:
         self.bets = np.array(d.bets, np.float64)
         self.critical_xids = frozenset(cfg.rules.critical_xids)
         self.book = FiringBook(recent_limit=d.recent_resolved)
+        self.bounds = ValueBounds(self.metrics, cfg.window)  # implausible window values become missing
         self.assembler = WindowAssembler(
             [], self.metrics, None if cfg.window.auto else cfg.window.length_s, cfg.window.grace_s,
             cfg.rules.ecc_dbe_counter,
@@ -159,6 +166,8 @@ class Pipeline:
         self.cstate = self.cstate.take(np.array([old_c.get(c, -1) for c in cohorts], np.int64))
         self.cohorts = cohorts
         self.cohort_pending = np.zeros((len(cohorts), len(self.metrics)), np.int64)
+        self.cohort_ring = np.zeros((0, 0, 0))  # [C, M, depth] recent cohort centres (``_cohort_step``)
+        self.cohort_ring_at = 0
         cidx = {c: i for i, c in enumerate(cohorts)}
         self._cohort_members = {c: [s for s in shards if topology.cohort_of(s) == c] for c in cohorts}
         self.cohort_of = np.array([cidx[topology.cohort_of(s)] for s in shards], np.int64)
@@ -168,6 +177,10 @@ class Pipeline:
         d = self.cfg.detector
         self.groups = GroupDetector(topology, self.row, len(self.metrics), d.attribution_kinds, self.bets,
                                     d.warmup_windows, d.baseline_halflife_windows)
+        self._groups_of_row: dict[int, list[int]] = {}
+        for gi, rows in enumerate(self.groups.rows):
+            for r in rows.tolist():
+                self._groups_of_row.setdefault(r, []).append(gi)
         # every e-detector stream counts toward the false-page budget: shards, groups and cohorts
         self.n_streams = max(1, (len(shards) + len(self.groups) + len(cohorts)) * len(self.metrics)
                              + len(shards) * self.families.n_streams_per_shard)
@@ -244,7 +257,7 @@ class Pipeline:
         event_frozen = [self.row[s] for s in self.events.frozen(win.end_ts) if s in self.row]
         stale = self._cadence(win.present)
         st.r_prev[stale] = np.nan  # a stale shard's AR(1) restarts when it reports again
-        x = win.values.copy()
+        x = self.bounds.apply(win.values)  # a copy; values outside their plausible range are missing
         if self.log_cols.size:
             lx = x[:, self.log_cols]
             with np.errstate(invalid="ignore", divide="ignore"):
@@ -350,7 +363,7 @@ class Pipeline:
             if f.detector.startswith("rule:") or f.classification == "fleet_event" or "merged" in str(
                     f.receipt.get("resolved_reason", "")):
                 continue
-            rows.update(self.row[s] for s in f.members if s in self.row)
+            rows.update(self.row[s] for s in (*f.members, *self._member_set(f.target)) if s in self.row)
         covered = {s for key in self.book.active_keys() if (g := self.book.get(key)) is not None
                    and not key[1].startswith("rule:") for s in g.members}
         for i in sorted(rows):
@@ -430,7 +443,7 @@ class Pipeline:
             i = self.row.get(f.target, -1)
             if i >= 0 and f.window < self.quiet_until[i]:
                 return  # the shard's incident closed moments ago: its recovery is part of it, not a new page
-            cover = self._incident_of(f.target)
+            cover = self._incident_of(f.target, f.metric)
             if cover is not None:
                 rel = cover.receipt.setdefault("related", [])
                 tag = [f.detector, f.metric]
@@ -439,32 +452,50 @@ class Pipeline:
                     rel.append({"shard": f.target, "detector": f.detector, "metric": f.metric,
                                 "window": f.window, "log_evidence": round(f.log_evidence, 4)})
                 return
+        if f.scope not in ("shard", "cohort"):
+            cover = self._group_incident_of(f.target, f.metric)
+            if cover is not None:  # the node (another metric) or a larger node already has the incident
+                rel = cover.receipt.setdefault("related", [])
+                if len(rel) < RELATED_MAX and not any(r.get("node") == f.target and r.get("metric") == f.metric
+                                                      for r in rel):
+                    rel.append({"node": f.target, "detector": f.detector, "metric": f.metric, "window": f.window,
+                                "log_evidence": round(f.log_evidence, 4)})
+                return
         self.events.attribute(f)
         self.book.open(f)
         opened.append(f)
         if f.scope not in ("shard", "cohort") and f.members:
             self._merge_members(f, opened)
 
-    def _incident_of(self, shard: str) -> Firing | None:
-        """The open statistical incident that already covers ``shard`` (None: none); one that closed in
-        this very window still counts (its recovery is part of it)."""
-        for g in self._merged:
-            if not g.detector.startswith("rule:") and g.classification != "fleet_event" and (
-                    g.target == shard or shard in g.members or shard in self._member_set(g.target)):
-                return g
+    def _incident_of(self, shard: str, metric: str | None) -> Firing | None:
+        """The open statistical incident that already covers a firing of ``shard`` on ``metric`` (None:
+        none): the shard's own incident (any detector or metric), or a group incident holding the shard
+        on the same metric (a multivariate / novelty firing, metric None, on any). One that closed in this
+        very window still counts (its recovery is part of it)."""
         best: Firing | None = None
-        for key in self.book.active_keys():
-            target, det, _metric = key
-            if det.startswith("rule:"):
+        for f in [*self._merged, *(self.book.get(k) for k in self.book.active_keys())]:
+            if f is None or f.detector.startswith("rule:") or f.classification == "fleet_event":
                 continue
-            f = self.book.get(key)
-            if f is None or f.classification in ("fleet_event",):
-                continue
-            covers = target == shard or (f.scope not in ("shard", "cohort") and (
-                shard in f.members or shard in self._member_set(f.target)))
-            if covers and (best is None or (best.scope == "shard" and f.scope != "shard")):
+            own = f.target == shard
+            group = f.scope not in ("shard", "cohort") and (metric is None or f.metric == metric or (
+                f.scope not in WIDE_SCOPES)) and (shard in f.members or shard in self._member_set(f.target))
+            if (own or group) and (best is None or (best.scope == "shard" and f.scope != "shard")):
                 best = f
         return best
+
+    def _group_incident_of(self, node: str, metric: str | None) -> Firing | None:
+        """An open statistical group incident on ``node`` itself (any metric) or, on the same metric, on a
+        node holding all of its shards; one that closed this very window counts too."""
+        mine = self._member_set(node)
+        for f in [*self._merged, *(self.book.get(k) for k in self.book.active_keys())]:
+            if f is None or f.detector.startswith("rule:") or f.scope in ("shard", "cohort"):
+                continue
+            if f.classification == "fleet_event":
+                continue
+            same = f.metric == metric or f.scope not in WIDE_SCOPES
+            if f.target == node or (same and mine and mine <= self._member_set(f.target)):
+                return f
+        return None
 
     def _member_set(self, node: str) -> frozenset[str]:
         """Every shard of a topology node (empty for a shard or an unknown id)."""
@@ -484,13 +515,17 @@ class Pipeline:
             f = self.book.get(key)
             if f is None or f is group or f.scope == "cohort" or not members.issuperset(f.members):
                 continue  # only what lies inside the group is part of its incident
+            if group.scope in WIDE_SCOPES and f.metric is not None and f.metric != group.metric:
+                continue  # ... and, for a zone, on its metric (another metric inside a zone is another fault)
+            merged.append(f.id)
+            if f in opened:  # opened this very window: nobody saw it, the incident is all that is reported
+                opened.remove(f)
+                self.book.withdraw(key)
+                continue
             f.classification = "common_mode"
             f.receipt["group"] = group.target
-            merged.append(f.id)
             done = self.book.resolve(key, ts=group.opened_ts, window=group.window, reason=f"merged into {group.id}")
             self._merged.append(done)
-            if f in opened:  # opened this very window: report only the incident
-                opened.remove(f)
 
     def _rearm_shard(self, i: int) -> None:
         """An incident covering shard row ``i`` closed: its streams without an open firing of their own
@@ -580,8 +615,39 @@ class Pipeline:
             shard, metric = self.shards[i], self.metrics[j]
             if self.book.is_active((shard, "A", metric)):
                 continue
+            gi = self._spread_group(int(i), int(j), thr)
+            if gi >= 0:  # the shift is spread over a group the shard belongs to: the group is the incident
+                g = self.groups.ids[gi]
+                if self._incident_of(shard, metric) is None and self.book.get((g, "A", metric)) is None:
+                    pf = self._pooled_firing(win, gi, int(j), thr)
+                    pf.receipt.update({"promoted_from": shard,
+                                       "log_evidence_of_shard": round(float(st.log_m[i, j]), 4)})
+                    pf.log_evidence = max(pf.log_evidence, float(st.log_m[i, j]))
+                    self._open(pf, opened)
+                    continue
             f = self._family_a_firing(win, int(i), int(j), centre, thr)
             self._open(f, opened)
+
+    def _spread_group(self, i: int, j: int, thr: float) -> int:
+        """The largest group holding shard row ``i`` in which at least half the members show evidence
+        (``CHILD_FRACTION`` of the threshold) on metric column j in the crossing shard's direction, and
+        either the group's pooled evidence does too or a second member crosses (-1: none). A fault on an
+        NVLink domain or a host moves all of its GPUs: the first GPU to cross
+        names the group, not itself."""
+        g = self.groups
+        st = self.state
+        side = st.side[i, j]
+        bar = CHILD_FRACTION * thr
+        best, best_n = -1, 0
+        for gi in self._groups_of_row.get(i, ()):
+            rows = g.rows[gi]
+            same = st.side[rows, j] == side
+            up = (st.log_m[rows, j] >= bar) & same
+            crossing = int(np.count_nonzero((st.log_m[rows, j] >= thr) & same))
+            pooled = g.log_m[gi, j] >= bar and g.side[gi, j] == side
+            if up.mean() >= 0.5 and (pooled or crossing >= 2) and rows.size > best_n:
+                best, best_n = int(gi), int(rows.size)
+        return best
 
     def _cohort_streams(
         self, win: WindowData, centre: npt.NDArray[np.float64], thr: float, resolve_below: float,
@@ -605,6 +671,7 @@ class Pipeline:
         persist = max(1, math.ceil(self.cfg.detector.fleet_event_persist_s / self.window_length_s))
         if self.cohort_pending.shape != (n_c, m):
             self.cohort_pending = np.zeros((n_c, m), np.int64)
+        stepped = self._cohort_step(centre, persist)
         for ci, cohort in enumerate(self.cohorts):
             for j, metric in enumerate(self.metrics):
                 key: Key = (cohort, "A", metric)
@@ -613,7 +680,8 @@ class Pipeline:
                 if f is None:
                     if np.isnan(cs.last_w[ci, j]):
                         continue  # no observation: the pending run neither grows nor breaks
-                    if ev >= thr and self._broad_shift(ci, j, float(cs.offset[ci, j]), int(cs.side[ci, j])):
+                    if ev >= thr and stepped[ci, j] and self._broad_shift(
+                            ci, j, float(cs.offset[ci, j]), int(cs.side[ci, j])):
                         self.cohort_pending[ci, j] += 1
                     else:
                         self.cohort_pending[ci, j] = 0
@@ -642,6 +710,36 @@ class Pipeline:
                 if self.book.quiet_windows(key) >= n_resolve:
                     resolved.append(self.book.resolve(key, ts=win.end_ts, window=win.index, reason="evidence"))
                     cs.rearm(np.array([ci]), np.array([j]))
+
+    def _cohort_step(self, centre: npt.NDArray[np.float64], persist: int) -> npt.NDArray[np.bool_]:
+        """Whether each cohort centre [C, M] stepped: its recent level (the last ``STEP_SMOOTH`` windows)
+        differs by more than the material margin from its level ``STEP_LOOKBACK x persist`` windows
+        ago. A regime is a step; a slow drift (the room's diurnal temperature, a load that follows the
+        day) moves the cohort too, but never by a material amount within the look-back, so it opens no
+        ticket (the cohort stream's own baseline, frozen once it shows evidence, would otherwise page
+        on every slow drift)."""
+        n_c, m = centre.shape
+        depth = min(STEP_LOOKBACK * persist + STEP_SMOOTH, STEP_RING_MAX)
+        if self.cohort_ring.shape != (n_c, m, depth):
+            self.cohort_ring = np.full((n_c, m, depth), np.nan)
+            self.cohort_ring_at = 0
+        k = self.cohort_ring_at % depth
+        self.cohort_ring[:, :, k] = centre
+        self.cohort_ring_at += 1
+        if self.cohort_ring_at < depth:
+            return np.zeros((n_c, m), np.bool_)
+        order = (np.arange(depth) + self.cohort_ring_at) % depth  # oldest first
+        ring = self.cohort_ring[:, :, order]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            old = np.nanmean(ring[:, :, :STEP_SMOOTH], axis=2)
+            new = np.nanmean(ring[:, :, -STEP_SMOOTH:], axis=2)
+        mat = self.params.material_units(old)
+        cs = self.cstate
+        floor = self.params.delta_min * cs.scale / np.sqrt(np.maximum(1.0 - cs.phi * cs.phi, 1e-3))
+        margin = floor if mat is None else np.maximum(mat, floor)
+        out: npt.NDArray[np.bool_] = np.abs(np.nan_to_num(new - old)) > margin
+        return out
 
     def _broad_shift(self, ci: int, j: int, usual: float, side: int) -> bool:
         """A fleet event moves most of the cohort: at least BROAD_FRACTION of its reporting shards sit
@@ -789,8 +887,11 @@ class Pipeline:
                 if gi >= 0 and metric is not None:
                     # the incident closed: neither its sub-groups nor its quiet members may page later on
                     # evidence they gathered during it (a rack's PSUs re-fired 35 windows after a fault)
+                    # (every metric: what the incident held as related evidence belonged to it too)
+                    for j, m in enumerate(self.metrics):
+                        if m == metric or not self.book.is_active((node, "A", m)):
+                            g.rearm_within(gi, j)
                     j = self.metrics.index(metric)
-                    g.rearm_within(gi, j)
                     quiet = [r for r in g.rows[gi] if not self.book.is_active((self.shards[r], "A", metric))]
                     if quiet:
                         self.state.rearm(np.array(quiet, np.int64), np.full(len(quiet), j, np.int64))

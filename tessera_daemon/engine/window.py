@@ -5,7 +5,9 @@ frame time seen, or the wall clock in the live daemon) passes its end plus ``gra
 closed window are late: counted and dropped. Counters become per-second rates (wrap / reset aware)
 between consecutive samples of a shard; the uncorrectable-ECC counter becomes increments for the
 hard-fault rules. A window's value is the mean of its samples. Shards absent from a window are
-counted as missing; the pipeline decides staleness.
+counted as missing; the pipeline decides staleness. In the live daemon (``guard_future``), a frame
+further ahead of the receiver's wall clock than ``max_future_s`` is quarantined: counted, its skew
+remembered, and it never moves the watermark.
 
 Auto length (``length_s=None``): the window follows the observed poll cadence. Until the cadence is
 known the assembler holds what it is given (bounded: :data:`PROBE_MAX_FRAMES` frames or
@@ -18,6 +20,7 @@ frames go in as if just received. Deterministic: the same input gives the same l
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,6 +30,7 @@ from tessera_daemon.engine.rates import counter_delta, counter_rate
 from tessera_daemon.model import Frame, FrameBlock
 
 MAX_GAP_WINDOWS = 10_000  # a watermark jump larger than this skips empty windows instead of emitting them
+MAX_SKEWED = 256  # shards remembered with their clock skew (the newest), for tessera_clock_skew_seconds
 PROBE_INTERVALS = 3  # sample intervals a shard needs before its cadence counts (auto length)
 PROBE_MAX_FRAMES = 200_000  # frames held while the cadence is unknown; past this the length is fixed
 PROBE_MAX_S = 900.0  # event-time span held while the cadence is unknown
@@ -105,6 +109,7 @@ class AssemblerStats:
     unknown_shard: int = 0
     missing_samples: int = 0
     windows: int = 0
+    future: int = 0  # frames too far ahead of the receiver's clock: quarantined, never moved the watermark
 
 
 class WindowAssembler:
@@ -132,6 +137,12 @@ class WindowAssembler:
         self._last_counter: dict[tuple[str, str], tuple[float, float]] = {}
         self.last_closed: int | None = None
         self.watermark = -math.inf
+        # future-skew guard (live modes only: replay leaves it at inf): a frame more than ``max_future_s``
+        # ahead of the wall clock is quarantined (counted, its shard's skew remembered)
+        self.max_future_s = math.inf
+        self._now = 0.0
+        self.skewed: dict[str, tuple[float, float, str]] = {}  # shard -> (skew s, clock when seen, source)
+        self.source = "local"  # the source label of skews seen here (split mode relabels them with the agent)
         self.set_shards(shards)
 
     def set_shards(self, shards: list[str]) -> None:
@@ -167,6 +178,17 @@ class WindowAssembler:
             self.resolve(snap_length(self.probe.median_s()))
         return True
 
+    def _drop_future(self, block: FrameBlock, valid: npt.NDArray[np.bool_], n_known: int) -> int:
+        """Quarantine the frames of ``block`` too far ahead of the receiver's clock (``valid`` updated in
+        place); return the known frames left."""
+        ahead = valid & (block.ts > self._future_limit())
+        if not ahead.any():
+            return n_known
+        for i in np.flatnonzero(ahead).tolist():
+            self._quarantine(block.shards[i], float(block.ts[i]))
+        valid &= ~ahead
+        return int(np.count_nonzero(valid))
+
     def _hold_block(self, block: FrameBlock) -> bool:
         for s_id, t in zip(block.shards, block.ts.tolist(), strict=True):
             if s_id in self._row:
@@ -194,6 +216,9 @@ class WindowAssembler:
         row = self._row.get(frame.shard)
         if row is None:
             self.stats.unknown_shard += 1
+            return
+        if frame.ts > self._future_limit():
+            self._quarantine(frame.shard, frame.ts)
             return
         k = self.window_of(frame.ts)
         if self.last_closed is not None and k <= self.last_closed:
@@ -242,6 +267,8 @@ class WindowAssembler:
         valid = rows >= 0
         n_known = int(np.count_nonzero(valid))
         self.stats.unknown_shard += n - n_known
+        if self.max_future_s != math.inf:
+            n_known = self._drop_future(block, valid, n_known)
         if self.last_closed is not None:
             valid &= ks > self.last_closed
         n_valid = int(np.count_nonzero(valid))
@@ -274,6 +301,25 @@ class WindowAssembler:
                 use = valid.copy()
                 use[lost_i] = False
         self._block_values(block, use, rows, ks, accs)
+
+    def guard_future(self, max_future_s: float) -> None:
+        """Live modes: quarantine frames more than ``max_future_s`` ahead of the wall clock (0: no guard)."""
+        self.max_future_s = max_future_s if max_future_s > 0 else math.inf
+
+    def _future_limit(self) -> float:
+        if self.max_future_s == math.inf:
+            return math.inf
+        self._now = time.time()
+        return self._now + self.max_future_s
+
+    def _quarantine(self, shard: str, ts: float) -> None:
+        """A frame from the future (a host clock jumped ahead): it must not move the watermark, or every
+        open window would close and every later frame be late."""
+        self.stats.future += 1
+        self.skewed.pop(shard, None)
+        self.skewed[shard] = (ts - self._now, self._now, self.source)
+        while len(self.skewed) > MAX_SKEWED:
+            del self.skewed[next(iter(self.skewed))]
 
     def _block_values(self, block: FrameBlock, use: npt.NDArray[np.bool_], rows: npt.NDArray[np.intp],
                       ks: npt.NDArray[np.int64], accs: dict[int, _Acc]) -> None:
