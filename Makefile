@@ -4,8 +4,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 ARGS ?=
+SCENARIO ?= demo
 
-.PHONY: run test lint typecheck check bench system-deps dist clean
+.PHONY: run demo test lint typecheck check bench system-deps dist clean
 
 $(STAMP): pyproject.toml
 	@python3 -m venv $(VENV) 2>/dev/null || { bash scripts/install-system-deps.sh python-venv && python3 -m venv $(VENV); }
@@ -16,6 +17,10 @@ $(STAMP): pyproject.toml
 ## run: set up and run the daemon on its embedded default (in-memory transport, simulated cluster)
 run: $(STAMP)
 	$(VENV)/bin/tessera-daemon run $(ARGS)
+
+## demo: the simulator fast-forwarded through warm-up, watched in the web console (SCENARIO=name, default demo)
+demo: $(STAMP)
+	$(VENV)/bin/tessera-daemon demo $(SCENARIO) $(ARGS)
 
 ## system-deps: apt-get the servers the tests talk to, only those that are absent
 system-deps:

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install, with apt-get, the system servers the test suite talks to, but only those that are absent.
+# Install, with apt-get, the system servers the test suite talks to (and Chromium for the console's browser
+# test, driven by Playwright: never `playwright install`), but only those that are absent.
 # Argument "python-venv" installs only python3-venv.
 #
 # Safe on a machine that already runs these services (a Slurm GPU node, a host with Redis): when nothing is
@@ -19,6 +20,7 @@ declare -A want=(
   [prometheus-alertmanager]="prometheus-alertmanager"
   [slurmctld]="slurmctld slurmd slurm-client munge"
   [systemd-analyze]="systemd"
+  [chromium]="chromium"
 )
 if [[ "${1:-}" == "python-venv" ]]; then
   want=([python3-venv-marker]="python3-venv")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import importlib
 import json
 import os
@@ -123,6 +124,15 @@ def _parser() -> argparse.ArgumentParser:
                     help="write markdown and JSON results here (default: not written)")
     ev.add_argument("--fast", action="store_true", help="the reduced subset that make test runs")
 
+    dm = add_command(sub, "demo", "the simulator fast-forwarded through warm-up, watched in the web console",
+                     Command(cmd_demo, check_run))
+    dm.add_argument("scenario", nargs="?", default="demo", help="scenario (--list names them all)")
+    dm.add_argument("--list", action="store_true", help="list scenarios: what each injects and what should be found")
+    dm.add_argument("--speed", type=float, default=20.0, help="simulated seconds per wall second once live")
+    dm.add_argument("--fast-forward", type=float, default=300.0, help="speed-up through the warm-up")
+    dm.add_argument("--no-browser", action="store_true", help="only print the console URL")
+    dm.add_argument("--unannounced", action="store_true", help="do not announce the scenario's events")
+
     at = add_command(sub, "assets", "list or export the shipped files: alert rules, Grafana dashboards, deployment "
                                     "files (systemd, Kubernetes, compose, Helm) and example configurations",
                      Command(cmd_assets))
@@ -171,6 +181,18 @@ def cmd_run(cfg: Config, _args: argparse.Namespace) -> int:
     from tessera_daemon.daemon import run  # noqa: PLC0415 - keeps `config` and `check` fast
 
     return asyncio.run(run(cfg))
+
+
+def cmd_demo(cfg: Config, args: argparse.Namespace) -> int:
+    demo = importlib.import_module("tessera_daemon.demo")  # the web console's demo (docs/console.md)
+    if args.list:
+        demo.print_catalogue()
+        return EXIT_OK
+    cfg = dataclasses.replace(cfg, sim=dataclasses.replace(cfg.sim, scenario=args.scenario))
+    demo.first_fault_tick(cfg)  # an unknown scenario is a ConfigError naming the known ones
+    rc: int = asyncio.run(demo.run_demo(cfg, speed=args.speed, fast_forward=args.fast_forward,
+                                        open_browser=not args.no_browser, announce=not args.unannounced))
+    return rc
 
 
 def _split(cfg: Config, command: str) -> int:

@@ -15,7 +15,7 @@ import contextlib
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
@@ -36,6 +36,7 @@ from tessera_daemon.status import Status
 from tessera_daemon.supervise import SourceHealth, supervise_source
 from tessera_daemon.transport.memory import MemoryTransport
 from tessera_daemon.web.app import make_app
+from tessera_daemon.web.console import Console
 from tessera_daemon.web.event_api import event_routes
 from tessera_daemon.web.metrics import MetricsRenderer
 
@@ -49,6 +50,7 @@ class Running:
     status: Status
     port: int
     stop: asyncio.Event
+    sources: list[Source] = field(default_factory=list)
 
 
 def _event_routes(cfg: Config, pipeline: Pipeline, counts: Counter[tuple[str, str]]) -> list[web.RouteDef]:
@@ -116,6 +118,9 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
              shards=len(pipeline.shards), metrics=pipeline.metrics, threshold_log=round(pipeline.threshold_log, 3))
 
     status = Status(cfg, pipeline, transport, {s.name: SourceHealth(s.name) for s in sources})
+    console = Console.of(status)  # web console: history rings and live stream (web/console.py)
+    if simulated and isinstance(sources[0], SyntheticSource):
+        console.simulator = sources[0].sim
     renderer = MetricsRenderer(status)
     renderer.render()
 
@@ -123,7 +128,7 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
     status.feed = feed
     app = make_app(status, extra_routes=_event_routes(cfg, pipeline, status.event_requests))
     runner, port = await serve_http(app, cfg)
-    log.info("serving", metrics=f"http://{cfg.http.host}:{port}/metrics",
+    log.info("serving", console=f"http://{cfg.http.host}:{port}/", metrics=f"http://{cfg.http.host}:{port}/metrics",
              health=f"http://{cfg.http.host}:{port}/healthz", firings=f"http://{cfg.http.host}:{port}/v1/firings")
 
     runtime = ProcessRuntime("run", stop, install_signals=install_signals, alive=lambda: status.alive(time.time()))
@@ -132,7 +137,7 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
         await feed.start()
     runtime.ready()
     if on_running:
-        on_running(Running(status, port, stop))
+        on_running(Running(status, port, stop, sources))
 
     totals = {"windows": 0, "opened": 0, "resolved": 0}
     warned_cadence: list[bool] = []  # the window-shorter-than-cadence warning, logged once
@@ -165,6 +170,15 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
         if results:
             renderer.render()
 
+    def advance(watermark: float | None = None) -> list[WindowResult]:
+        """``Pipeline.advance``, with the web console's history recorded after each window."""
+        out = []
+        for w in pipeline.assembler.close_ready(watermark):
+            out.append(pipeline.process(w))
+            console.record()
+        console.flush()  # the browsers' diff goes out before /metrics is rendered
+        return out
+
     async def detector_loop() -> None:
         last_frame_wall = time.monotonic()
         # event time only moves with data; if sources go quiet for longer than a window plus grace
@@ -177,12 +191,12 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
                 pipeline.ingest(d.frames)
             if deliveries:
                 last_frame_wall = time.monotonic()
-                handle(pipeline.advance())
+                handle(advance())
                 await transport.ack(deliveries)
             else:
                 idle = (time.monotonic() - last_frame_wall) * speed
                 if idle > idle_after and pipeline.assembler.watermark > float("-inf"):
-                    handle(pipeline.advance(pipeline.assembler.watermark + idle))
+                    handle(advance(pipeline.assembler.watermark + idle))
                 if stopping:
                     return
             if not stopping:

@@ -59,6 +59,7 @@ class Status:
     stopping: bool = False
     extra_ready_checks: list[Any] = field(default_factory=list)  # callables -> str | None (reason)
     feed: Any = None  # outputs.verdict_feed.VerdictFeed when the DeploySignal feed is configured
+    console: Any = None  # web.console.Console: the web console's history and live stream (created on first use)
     stall: StallWatch = field(default_factory=lambda: StallWatch(0.0))
     event_requests: Counter[tuple[str, str]] = field(default_factory=Counter)  # (route, code) -> event POSTs
 

@@ -56,9 +56,10 @@ from tessera_daemon.transport.lease import LeaseKeeper
 from tessera_daemon.transport.link import RedisLink
 from tessera_daemon.transport.partition import Committer, PartitionWork, Poison, WindowRecord
 from tessera_daemon.transport.redis import EntryToken, RedisTransport
-from tessera_daemon.transport.registry import unregister_worker
+from tessera_daemon.transport.registry import live_workers, unregister_worker
 from tessera_daemon.transport.view import PartitionView
 from tessera_daemon.web.app import make_app
+from tessera_daemon.web.console import Console
 from tessera_daemon.web.event_api import event_routes
 from tessera_daemon.web.metrics import MetricsRenderer
 
@@ -371,6 +372,11 @@ async def run_detector(
         log.info("cluster event", id=rec.id, kind=rec.event.kind, shards=len(rec.shards),
                  freeze_until=rec.freeze_end_ts, source=rec.source, worker=wid)
 
+    peers: list[str] = []
+    console = Console.of(status)  # the web console shows the partitions held here and the live peers
+    console.split = lambda: {"worker": wid, "partitions": det.partitions_json(),
+                             "peers": [{"worker": w, "url": None} for w in peers if w != wid]}
+
     routes = [web.get("/v1/partitions", partitions),
               *event_routes(cfg.events, det.fleet.get, now=event_now, on_event=on_event, relay=det.relay,
                             counts=status.event_requests)]
@@ -393,12 +399,19 @@ async def run_detector(
             if det.changed or now - last_render >= 1.0:
                 det.refresh_view()
                 status.pipeline = det.view.pipeline
+                console.record()  # web console: history, and the browsers' diff before /metrics renders
+                console.flush()
                 renderer.render()
                 last_render = now
 
     async def housekeeping() -> None:
+        beats = 0
         while True:
             status.beat()
+            if beats % 5 == 0:  # the worker registry holds ids only (no addresses): the console lists them
+                with contextlib.suppress(TransportError):
+                    peers[:] = await live_workers(det.link, det.keys)
+            beats += 1
             await asyncio.sleep(1.0)
 
     try:

@@ -27,6 +27,9 @@ class SyntheticSource:
         self.sim = ClusterSim(self.cfg, scenario=self.cfg.scenario, start_ts=start)
         self.start_ts = self.sim_ts = float(self.sim.labels()["start_ts"])
         self._wall_start: float | None = None
+        self._anchor_sim = self.start_ts  # simulated time at the last speed change
+        self.speedup = self.cfg.speedup
+        self._resume: tuple[float, float] | None = None  # (speed, simulated ts) to slow down at
         self.finished = False
 
     @property
@@ -40,9 +43,11 @@ class SyntheticSource:
     async def poll(self, now: float) -> Sequence[Frame]:
         if self._wall_start is None:
             self._wall_start = now
-        target = self.start_ts + (now - self._wall_start) * self.cfg.speedup
+        target = self._anchor_sim + (now - self._wall_start) * self.speedup
         if self.cfg.duration_s > 0:
             target = min(target, self.start_ts + self.cfg.duration_s)
+        if self._resume is not None:
+            target = min(target, self._resume[1])
         frames: list[Frame] = []
         for _ in range(MAX_TICKS_PER_POLL):
             if self.sim_ts + self.sim.tick_s > target + 1e-9:
@@ -52,7 +57,20 @@ class SyntheticSource:
             frames.extend(fr)
         if self.cfg.duration_s > 0 and self.sim_ts + self.sim.tick_s > self.start_ts + self.cfg.duration_s:
             self.finished = True
+        if self._resume is not None and self.sim_ts + self.sim.tick_s > self._resume[1] + 1e-9:
+            self.set_speedup(self._resume[0], now)
         return frames
+
+    def set_speedup(self, speedup: float, now: float | None = None, *, until_ts: float | None = None) -> None:
+        """Run simulated time at ``speedup`` from now on; with ``until_ts``, only up to that simulated
+        time, then back at the current speed (``tessera-daemon demo`` fast-forwards the warm-up so)."""
+        now = time.time() if now is None else now
+        if self._wall_start is not None:
+            # from where the simulator actually is (it may trail a fast-forward's target)
+            self._anchor_sim = min(self._anchor_sim + (now - self._wall_start) * self.speedup, self.sim_ts)
+            self._wall_start = now
+        self._resume = (self.speedup, until_ts) if until_ts is not None else None
+        self.speedup = speedup
 
     async def topology(self) -> TopologyPart:
         topo = self.sim.topology

@@ -177,6 +177,13 @@ async def register_worker(link: RedisLink, keys: Keys, worker: str, ttl_ms: int)
     return max(1, int(res[2]))
 
 
+async def live_workers(link: RedisLink, keys: Keys) -> list[str]:
+    """Ids of the workers whose registry heartbeat has not expired (the registry holds no addresses)."""
+    now_ms = int(time.time() * 1000)
+    raw: list[Any] = await link.call(lambda c: c.zrangebyscore(keys.workers, now_ms, "+inf"))
+    return sorted(_s(w) for w in raw)
+
+
 async def unregister_worker(link: RedisLink, keys: Keys, worker: str) -> None:
     await link.call(lambda c: c.zrem(keys.workers, worker))
 

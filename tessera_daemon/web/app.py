@@ -1,4 +1,5 @@
-"""aiohttp application: /metrics, /healthz, /readyz, /v1/firings, /v1/shards/{id}, /v1/openapi.json.
+"""aiohttp application: /metrics, /healthz, /readyz, /v1/firings, /v1/shards/{id}, /v1/openapi.json, and the
+web console (``/``).
 
 Handlers read the daemon ``Status`` only; they never call a source or run the detector.
 """
@@ -13,6 +14,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from tessera_daemon.status import Status
+from tessera_daemon.web.console_api import add_console
 from tessera_daemon.web.openapi import openapi_route
 
 STATUS_KEY: web.AppKey[Status] = web.AppKey("status", Status)
@@ -96,6 +98,8 @@ async def shard(request: web.Request) -> web.Response:
         "metrics": metrics,
         "active_firings": active,
     }
+    if st.console is not None:  # the web console's history: recent values, cohort band, baseline, events
+        body.update(st.console.shard_extra(sid, i))
     return web.json_response(body)
 
 
@@ -107,6 +111,7 @@ def make_app(status: Status, *, extra_routes: list[web.RouteDef] | None = None) 
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/v1/firings", firings)
     app.router.add_get("/v1/shards/{shard_id:.+}", shard)
+    add_console(app, status)  # GET / (the web console) and its JSON: web/console_api.py
     if extra_routes:
         app.router.add_routes(extra_routes)
     app.router.add_routes([openapi_route()])

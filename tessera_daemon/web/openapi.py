@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from tessera_daemon import __version__
+from tessera_daemon.web.console_openapi import CONSOLE_OPERATIONS, CONSOLE_SERVED_BY
 
 OPENAPI_PATH = "/v1/openapi.json"
 JSON = "application/json"
@@ -212,6 +213,13 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
 }
 
 
+OPERATIONS.update(CONSOLE_OPERATIONS)  # the web console's routes: web/console_openapi.py
+OPERATIONS[("get", "/v1/shards/{shard_id}")]["description"] += (
+    " The web console's fields: history (the last 60 windows per metric: value, cohort centre, baseline, a one "
+    "sigma band and evidence, on the metric's own scale), warmup per metric, family_log_evidence, events that "
+    "touched the shard, recent_firings, cohort and location.")
+
+
 def _path(route: web.AbstractRoute) -> str:
     info = route.resource.get_info() if route.resource is not None else {}
     return str(info.get("path") or info.get("formatter") or "")
@@ -248,7 +256,7 @@ def openapi_route() -> web.RouteDef:
 SERVED_BY: dict[str, str] = {
     "/v1/partitions": "detector", "/v1/agent": "agent", "/v1/firings": "run, detector",
     "/v1/shards/{shard_id}": "run, detector", "/v1/events": "run, detector",
-    "/v1/tessera/deploy-events": "run, detector",
+    "/v1/tessera/deploy-events": "run, detector", **CONSOLE_SERVED_BY,
 }
 
 

@@ -23,7 +23,8 @@ from tests.servers import free_port, redis_argv, running
 from tests.sources.conftest import SlurmCluster, slurm_cluster  # noqa: F401 - the fixture, used below
 
 SCRIPT = ROOT / "scripts" / "install-system-deps.sh"
-PROBED = ("redis-server", "mosquitto", "prometheus", "prometheus-alertmanager", "slurmctld", "systemd-analyze")
+PROBED = ("redis-server", "mosquitto", "prometheus", "prometheus-alertmanager", "slurmctld", "systemd-analyze",
+          "chromium")
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
 

@@ -77,12 +77,21 @@ async def test_single_worker_matches_reference_and_dead_letters_garbage(redis_se
             api = await r.json()
         async with http.get(f"{base}/readyz") as r:
             ready = await r.json()
+        async with http.get(f"{base}/v1/summary") as r:  # the web console's view of a worker
+            console = await r.json()
+        async with http.get(f"{base}/v1/fleet") as r:
+            fleet = await r.json()
         await asyncio.sleep(1.2)  # one render after the last window
         async with http.get(f"{base}/metrics") as r:
             metrics = samples(await r.text())
     out = await read_outputs(client, cfg, ["job-0", "job-1"])
     assert_exact(out, ref)
     assert ready["ready"], ready["reasons"]
+    assert console["mode"] == "detector" and console["split"]["worker"] == worker.worker
+    assert sorted(p["partition"] for p in console["split"]["partitions"]) == ["job-0", "job-1"]
+    assert console["split"]["peers"] == [] and console["dead_letters"] == 8
+    assert fleet["count"] == console["shards"] > 0 and all(len(c) == fleet["count"] for c in fleet["codes"].values())
+    assert set(fleet["codes"]["any"]) <= set("0123456")
     assert {f["id"] for f in api["firings"]} == {fid for _w, fid, _s, _j in ref.firings}
     # every garbage entry went to the dead-letter stream once, with its reason
     dead = await client.xrange(keys.deadletter, "-", "+")
