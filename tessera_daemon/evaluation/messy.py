@@ -17,11 +17,11 @@ recording's median host poll interval; every time below is on the frames' clock)
   the clean twin / its clean shard-windows x 10^6.
 * A counted firing in a faulted recording is true when its members (or its target, if it lists no
   member) intersect a fault's members, the fault's shards making up at least half of them (a cohort-wide
-  firing does not explain a one-GPU fault), and it opens within ``[start - 10 s, end + grace]`` (10 s:
-  host clock skew),
-  grace = ``max(3 w, 3 polls of the fault's slowest host)``, end = the recording's end for sustained
-  faults. Precision = true / counted firings of the faulted recordings; recall = faults with a true
-  firing / faults. Firings per fault = true firings matched to it (one incident per fault is the aim).
+  firing does not explain a one-GPU fault), and it opens within ``[first poll, end + grace]``, first
+  poll = the time stamp (host clock) of the first poll at or after the fault's start, grace =
+  ``max(3 w, 3 polls of the fault's slowest host)``, end = the recording's end for sustained faults.
+  Precision = true / counted firings of the faulted recordings; recall = faults with a true firing /
+  faults. Firings per fault = true firings matched to it (one incident per fault is the aim).
 * Delay = first true firing's ``opened_ts`` - fault start, in seconds, in windows (/ w) and in polls
   of the fault's host. Median delay over the statistical faults, a miss counting as infinite.
 * Hard faults (XID 79, ECC double-bit, silent device): delay from the first poll that shows them
@@ -56,7 +56,7 @@ from tessera_daemon.sim.messy import FAULT_KINDS, HARD_KINDS, FleetShape, MessyS
 ACCEPT_MIXES = ("10s", "15s", "30s", "default")  # the issue's bound holds at 10 to 30 s polls
 HARD_ONE_WINDOW = ("xid79", "ecc_dbe", "silent_device")
 ATTRIBUTED = ("thermal_rack", "psu_cap", "nvlink_degrade", "silent_host")
-SKEW_TOLERANCE_S = 10.0  # frames carry their host's clock: a fault's first sample may read up to this early
+SKEW_TOLERANCE_S = 10.0  # fallback when a fault has no first poll (frames carry their host's clock)
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,7 +227,8 @@ def _matches(f: dict[str, Any], fault: dict[str, Any], run: dict[str, Any]) -> b
         return False
     end = run["end_ts"] if fault["end_ts"] is None else fault["end_ts"]
     grace = max(3 * w, 3 * fault["cadence_s"])
-    return bool(fault["start_ts"] - SKEW_TOLERANCE_S <= f["opened_ts"] <= end + grace)
+    lower = fault.get("first_poll_ts", fault["start_ts"] - SKEW_TOLERANCE_S)  # the first frame it can show in
+    return bool(lower <= f["opened_ts"] <= end + grace)
 
 
 def score_faulted(run: dict[str, Any], stale_after: int) -> dict[str, Any]:
@@ -257,6 +258,9 @@ def score_faulted(run: dict[str, Any], stale_after: int) -> dict[str, Any]:
             "delay_polls": None if delay is None else delay / fault["cadence_s"],
             "hard_delay_windows": None if hard_delay is None else hard_delay / w,
             "firings": len(hits), "first_target": first["target"] if first else None,
+            "widest_target": max(hits, key=lambda f: (len(set(f["members"] or [f["target"]])
+                                                          & set(fault["members"])), -f["opened_ts"]))["target"]
+            if hits else None,
             "first_class": first["classification"] if first else None,
             "first_detector": first["detector"] if first else None, "attributed": attributed,
         })
@@ -382,11 +386,11 @@ def _sections(sc: dict[str, Any], plan: Plan, cfg: Config) -> list[str]:
     rows = [[p["mix"], p["id"], p["target"], p["members"], p["cadence_s"], "yes" if p["detected"] else "no",
              _fmt(p["delay_s"], 0), _fmt(p["delay_windows"]), _fmt(p["delay_polls"]),
              _fmt(p["hard_delay_windows"]) if p["kind"] in HARD_ONE_WINDOW else "",
-             p["firings"], p["first_target"] or "-", p["first_class"] or "-",
+             p["firings"], p["first_target"] or "-", p["first_class"] or "-", p["widest_target"] or "-",
              "" if p["attributed"] is None else ("yes" if p["attributed"] else "no")] for p in sc["per_fault"]]
     out.append("## Faults\n\n" + table(
         ["mix", "fault", "node", "shards", "poll s", "detected", "delay s", "windows", "polls", "hard delay (win)",
-         "firings", "first firing target", "class", "attributed"], rows))
+         "firings", "first firing target", "class", "widest firing target", "attributed"], rows))
     counts = [p["firings"] for p in sc["per_fault"] if p["detected"]]
     fr = [[f["mix"], f["firings"], f["true"], f["false"],
            ", ".join(f"{k} {v}" for k, v in f["false_by_nuisance"].items()), f["elapsed_s"]] for f in sc["faulted"]]
