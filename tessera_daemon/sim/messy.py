@@ -948,3 +948,26 @@ def generate(spec: MessySpec, out_dir: Path) -> Recording:
 
 __all__ = ["CADENCE_MIXES", "COMMON_MODE_KINDS", "FAULT_KINDS", "HARD_KINDS", "FleetShape", "MessySpec",
            "Nuisances", "Recording", "build_fleet", "generate"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m tessera_daemon.sim.messy --out DIR [--mix 10s] [--seed 1] [--hours 8] [--clean]``."""
+    import argparse  # noqa: PLC0415
+
+    p = argparse.ArgumentParser(prog="python -m tessera_daemon.sim.messy", description=__doc__.split("\n")[0])
+    p.add_argument("--out", type=Path, required=True, help="directory for frames/topology/events/truth")
+    p.add_argument("--mix", default="default", choices=sorted(CADENCE_MIXES), help="poll cadence mix")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--hours", type=float, default=8.0)
+    p.add_argument("--clean", action="store_true", help="the clean twin (no faults)")
+    a = p.parse_args(argv)
+    spec = MessySpec(nuisances=Nuisances(cadence_mix=a.mix), duration_s=a.hours * 3600.0, seed=a.seed,
+                     faults=not a.clean)
+    rec = generate(spec, a.out)
+    print(json.dumps({"out": str(rec.out_dir), "frames": rec.frames, "faults": len(rec.faults),
+                      "events": len(rec.events)}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

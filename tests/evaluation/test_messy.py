@@ -288,3 +288,12 @@ def test_evaluate_messy_is_dispatched(cfg: Config, monkeypatch: pytest.MonkeyPat
 def test_messy_acceptance_bounds(fast_result: MatrixResult) -> None:
     failing = {c.name: c.measured for c in fast_result.checks if c.ok is not True}
     assert failing == {}
+
+
+def test_module_cli_writes_a_recording(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tessera_daemon.sim.messy import main  # noqa: PLC0415
+
+    assert main(["--out", str(tmp_path), "--hours", "0.05", "--mix", "30s", "--clean"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["faults"] == 0 and out["frames"] > 0
+    assert {p.name for p in tmp_path.iterdir()} == {"frames.jsonl", "topology.json", "events.jsonl", "truth.json"}
