@@ -21,8 +21,17 @@ WORKDIR /src
 # The venv lives at the same path in both stages, so its scripts' shebangs stay valid.
 RUN python -m venv /opt/tessera
 
-COPY pyproject.toml README.md ./
+# setup.py copies alert_rules.yml, grafana/, deploy/ and examples/ into the wheel as package data
+# (tessera-daemon assets export DIR writes them out of the image).
+COPY pyproject.toml setup.py MANIFEST.in README.md alert_rules.yml ./
+COPY grafana ./grafana
+COPY deploy ./deploy
+COPY examples ./examples
 COPY tessera_daemon ./tessera_daemon
+
+# The source revision that tessera_build_info reports: docker build --build-arg REVISION="$(git rev-parse HEAD)" .
+ARG REVISION=unknown
+RUN printf '%s\n' "${REVISION}" > tessera_daemon/REVISION
 
 # Build a wheel of the project, then install it with its pinned-by-resolver dependencies into the venv.
 RUN /opt/tessera/bin/pip install --no-cache-dir --upgrade "pip>=24" \

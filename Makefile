@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 
-.PHONY: run test lint typecheck check bench system-deps clean
+.PHONY: run test lint typecheck check bench system-deps dist clean
 
 $(STAMP): pyproject.toml
 	@python3 -m venv $(VENV) 2>/dev/null || { bash scripts/install-system-deps.sh python-venv && python3 -m venv $(VENV); }
@@ -38,5 +38,10 @@ bench: $(STAMP)
 	$(PY) bench/detector.py
 	$(PY) bench/transport.py
 
+## dist: build the sdist and the wheel (with the alert rules, dashboards, deploy files and examples) into dist/
+dist: $(STAMP)
+	@git rev-parse HEAD > tessera_daemon/REVISION 2>/dev/null || rm -f tessera_daemon/REVISION
+	$(PY) -m build --outdir dist .; status=$$?; rm -f tessera_daemon/REVISION; exit $$status
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info tessera_daemon/REVISION

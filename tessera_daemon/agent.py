@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import platform
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -26,16 +25,17 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram,
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from tessera_daemon import __version__
+from tessera_daemon.buildinfo import build_info_family
 from tessera_daemon.config import Config
 from tessera_daemon.daemon import gather_topology, make_sources
 from tessera_daemon.errors import TransportError
 from tessera_daemon.log import get_logger
-from tessera_daemon.notify import sd_notify
 from tessera_daemon.outputs.mqtt import MqttHealth
+from tessera_daemon.runtime import ProcessRuntime, serve_http
 from tessera_daemon.sources.base import Source
 from tessera_daemon.sources.synthetic import SyntheticSource
-from tessera_daemon.supervise import POLL_BUCKETS, SourceHealth, install_stop_signals, supervise_source
+from tessera_daemon.status import LIVENESS_TIMEOUT_S
+from tessera_daemon.supervise import POLL_BUCKETS, SourceHealth, supervise_source
 from tessera_daemon.transport.exporter import LinkCollector, MqttCollector
 from tessera_daemon.transport.keys import Keys
 from tessera_daemon.transport.link import RedisLink
@@ -43,6 +43,7 @@ from tessera_daemon.transport.producer import StreamProducer, default_agent_id
 from tessera_daemon.transport.redis import RedisTransport
 from tessera_daemon.transport.registry import Router, publish_registry
 from tessera_daemon.web.metrics import source_families
+from tessera_daemon.web.openapi import openapi_route
 
 log = get_logger("tessera.agent")
 
@@ -98,9 +99,7 @@ class _AgentCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         st = self.status
         p = st.producer.stats
-        info = GaugeMetricFamily("tessera_build_info", "Build information.", labels=["version", "python"])
-        info.add_metric([__version__, platform.python_version()], 1.0)
-        yield info
+        yield build_info_family()
         yield GaugeMetricFamily("tessera_ready", "1 when /readyz answers 200.",
                                 value=0.0 if st.not_ready_reasons() else 1.0)
         yield GaugeMetricFamily("tessera_agent_buffered_frames", "Frames waiting in the agent's buffer for Redis.",
@@ -144,7 +143,7 @@ def make_agent_app(status: AgentStatus, metrics: AgentMetrics) -> web.Applicatio
 
     async def healthz(_r: web.Request) -> web.Response:
         age = time.time() - status.heartbeat_ts
-        ok = age < 30.0
+        ok = age < LIVENESS_TIMEOUT_S
         return web.json_response({"status": "ok" if ok else "stalled", "heartbeat_age_s": round(age, 3)},
                                  status=200 if ok else 503)
 
@@ -161,6 +160,7 @@ def make_agent_app(status: AgentStatus, metrics: AgentMetrics) -> web.Applicatio
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/v1/agent", agent)
+    app.router.add_routes([openapi_route()])
     return app
 
 
@@ -193,15 +193,12 @@ async def run_agent(
     log.info("agent starting", agent=agent_id, sources=[s.name for s in sources], shards=router.n_shards,
              partitions=sorted(router.partitions), redis=cfg.transport.redis.url)
 
-    runner = web.AppRunner(make_agent_app(status, metrics), handle_signals=False, shutdown_timeout=2.0,
-                           access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, cfg.http.host, cfg.http.port)
-    await site.start()
-    port = next((int(a[1]) for a in runner.addresses), cfg.http.port)
+    runner, port = await serve_http(make_agent_app(status, metrics), cfg)
 
-    remove_signals = install_stop_signals(stop) if install_signals else None
-    sd_notify("READY=1")
+    runtime = ProcessRuntime("agent", stop, install_signals=install_signals,
+                             alive=lambda: time.time() - status.heartbeat_ts < LIVENESS_TIMEOUT_S)
+    runtime.start()
+    runtime.ready()
     if on_running:
         on_running(AgentRunning(status, port, stop))
 
@@ -251,7 +248,7 @@ async def run_agent(
             hk = tg.create_task(housekeeping(), name="housekeeping")
             await stop.wait()
             status.stopping = True
-            sd_notify("STOPPING=1")
+            runtime.stopping()
             for t in pollers:
                 t.cancel()
             try:
@@ -267,8 +264,7 @@ async def run_agent(
             await runner.cleanup()
         await transport.close()
         await link.close()
-        if remove_signals is not None:
-            remove_signals()
+        await runtime.close()
     st = producer.stats
     if st.buffered_frames:
         log.warning("stopped with frames still buffered (Redis unreachable)", frames=st.buffered_frames)

@@ -1,7 +1,9 @@
-"""``tessera-daemon``: a thin shell over the library. Exit codes: 0 ok, 1 failure, 2 bad config/usage.
+"""tessera-daemon: a thin shell over the library. Exit codes: 0 ok, 1 failure, 2 bad config or usage.
 
-Settings come from ``--config`` (TOML) and ``TESSERA_SECTION__KEY`` environment overrides only, so
-nothing is defined twice; subcommand options are limited to what the subcommand itself needs.
+Settings come from --config (a TOML file) and TESSERA_SECTION__KEY environment overrides only, so nothing
+is defined twice; subcommand options are limited to what the subcommand itself needs. The global options
+(--config, --log-level, --check-config) are accepted before or after the subcommand; given after it, they
+win over the same option given before it.
 """
 
 from __future__ import annotations
@@ -14,56 +16,131 @@ import os
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from tessera_daemon import __version__
 from tessera_daemon.config import Config, dump_toml, load_config
-from tessera_daemon.errors import CodecError, ConfigError
+from tessera_daemon.errors import BindError, CodecError, ConfigError, ConfigErrors
 from tessera_daemon.log import configure_logging
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the descriptions' line breaks and appends ``(default: X)`` to every option with a real
+    default (``None`` / ``False`` / suppressed defaults are described in the help text itself)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if ("%(default)" in text or default is None or default is False or default is argparse.SUPPRESS
+                or not action.option_strings):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+    """--config / --log-level / --check-config. On the top-level parser they default to None / False; on a
+    subcommand parser their default is SUPPRESS, so a value given after the subcommand replaces the one given
+    before it, and an absent one leaves it alone."""
+    d: Callable[[object], object] = (lambda _v: argparse.SUPPRESS) if suppress else (lambda v: v)
+    g = parser.add_argument_group("global options (before or after the subcommand)")
+    g.add_argument("--config", type=Path, default=d(None), metavar="FILE",
+                   help="TOML configuration file (default: none, the built-in defaults; TESSERA_SECTION__KEY "
+                        "environment variables override both)")
+    g.add_argument("--log-level", choices=LOG_LEVELS, default=d(None),
+                   help="override log.level (default: log.level of the configuration, info)")
+    g.add_argument("--check-config", action="store_true", default=d(False),
+                   help="load and validate the configuration exactly as this subcommand would, print "
+                        "'configuration ok' and exit 0 (2 and every error on a bad configuration)")
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A subcommand: ``handler(cfg, args)`` returns the exit code; ``check(cfg)`` raises ConfigError for what
+    the subcommand refuses beyond the configuration's own validation (``--check-config`` runs it too)."""
+
+    handler: Callable[[Config, argparse.Namespace], int]
+    check: Callable[[Config], None] | None = None
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def add_command(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help_text: str,
+                command: Command, description: str | None = None) -> argparse.ArgumentParser:
+    """Register a subcommand: its parser (with the global options) and its handler."""
+    p = sub.add_parser(name, help=help_text, description=description or help_text[:1].upper() + help_text[1:] + ".",
+                       formatter_class=_HelpFormatter)
+    _global_options(p, suppress=True)
+    COMMANDS[name] = command
+    return p
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tessera-daemon", description=__doc__)
+    p = argparse.ArgumentParser(prog="tessera-daemon", description=__doc__, formatter_class=_HelpFormatter)
     p.add_argument("--version", action="version", version=f"tessera-daemon {__version__}")
-    p.add_argument("--config", type=Path, default=None, help="TOML configuration file")
-    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=None)
+    _global_options(p, suppress=False)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    sub.add_parser("run", help="run everything in one process (simulated cluster when no source is set)")
-    sub.add_parser("config", help="print the effective configuration as TOML")
-    sub.add_parser("agent", help="run the configured sources and publish frames to Redis")
-    sub.add_parser("detector", help="run a detector worker in the Redis consumer group")
+    add_command(sub, "run", "run everything in one process (the simulated cluster when no source is set)",
+                Command(cmd_run, check_run))
+    cf = add_command(sub, "config", "print the effective configuration as TOML (validated as run, agent and "
+                                    "detector validate it)", Command(cmd_config))
+    cf.add_argument("--reference", action="store_true",
+                    help="print the reference of every setting (type, default, range, meaning, environment "
+                         "variable) as Markdown instead: docs/configuration.md")
+    add_command(sub, "agent", "run the configured sources and publish frames to Redis", Command(cmd_agent))
+    add_command(sub, "detector", "run a detector worker in the Redis consumer group", Command(cmd_detector))
 
-    sim = sub.add_parser("simulate", help="write a simulated scenario to files")
+    sim = add_command(sub, "simulate", "write a simulated scenario to files", Command(cmd_simulate))
     sim.add_argument("--scenario", default=None, help="scenario name (default: sim.scenario)")
     sim.add_argument("--seed", type=int, default=None, help="seed (default: sim.seed)")
-    sim.add_argument("--duration-s", type=float, default=None, help="simulated seconds (default 1800)")
-    sim.add_argument("--out", type=Path, help="output directory")
-    sim.add_argument("--list", action="store_true", help="list scenarios and exit")
+    sim.add_argument("--duration-s", type=float, default=None,
+                     help="simulated seconds (default: sim.duration_s, or 1800 when that is 0)")
+    sim.add_argument("--out", type=Path, metavar="DIR", help="output directory (required unless --list)")
+    sim.add_argument("--list", action="store_true", help="list the scenarios and exit")
 
-    rp = sub.add_parser("replay", help="run the detector pipeline offline over recorded frames")
+    rp = add_command(sub, "replay", "run the detector pipeline offline over recorded frames", Command(cmd_replay))
     rp.add_argument("--frames", type=Path, required=True, help="frames, JSON lines (frame contract)")
     rp.add_argument("--topology", type=Path, required=True, help="topology JSON (topology contract)")
-    rp.add_argument("--events", type=Path, default=None, help="cluster events, JSON lines")
+    rp.add_argument("--events", type=Path, default=None, help="cluster events, JSON lines (default: none)")
     rp.add_argument("--out", type=Path, required=True, help="firings output, JSON lines")
 
-    dr = sub.add_parser("drill", help="end-to-end drill: simulator -> daemon -> Prometheus -> Alertmanager -> "
-                                      "a local PagerDuty receiver; prints the timeline")
-    dr.add_argument("--out", type=Path, default=None, help="write the timeline as JSON here")
+    dr = add_command(sub, "drill", "end-to-end drill: simulator, daemon, Prometheus, Alertmanager and a local "
+                                   "PagerDuty receiver; prints the timeline", Command(cmd_drill))
+    dr.add_argument("--out", type=Path, default=None, help="write the timeline as JSON here (default: not written)")
     dr.add_argument("--speedup", type=float, default=20.0, help="simulated seconds per wall second")
 
-    ev = sub.add_parser("evaluate", help="run an evaluation matrix (r72, r77, r78, r79, calibration, realistic, all; "
-                                         "messy: issue 14's messy fleet, by name only)")
-    ev.add_argument("matrix", choices=["r72", "r77", "r78", "r79", "calibration", "realistic", "all", "messy"])
-    ev.add_argument("--out", type=Path, default=None, help="write markdown and JSON results here")
-    ev.add_argument("--fast", action="store_true", help="the reduced subset that `make test` runs")
+    ev = add_command(sub, "evaluate", "run an evaluation matrix (r72, r77, r78, r79, calibration, realistic, all; "
+                                      "messy: the messy fleet of issue 14, by name only)", Command(cmd_evaluate))
+    ev.add_argument("matrix", choices=["r72", "r77", "r78", "r79", "calibration", "realistic", "all", "messy"],
+                    help="the matrix to run")
+    ev.add_argument("--out", type=Path, default=None, metavar="DIR",
+                    help="write markdown and JSON results here (default: not written)")
+    ev.add_argument("--fast", action="store_true", help="the reduced subset that make test runs")
 
-    ck = sub.add_parser("check", help="exit 0 if /healthz and /readyz answer 200 (container HEALTHCHECK)")
-    ck.add_argument("--url", default=None, help="base URL (default: from http.host / http.port)")
-    ck.add_argument("--timeout-s", type=float, default=3.0)
+    at = add_command(sub, "assets", "list or export the shipped files: alert rules, Grafana dashboards, deployment "
+                                    "files (systemd, Kubernetes, compose, Helm) and example configurations",
+                     Command(cmd_assets))
+    at.add_argument("action", choices=["list", "export"], help="list: print their paths; export: copy them to DIR")
+    at.add_argument("dir", nargs="?", type=Path, metavar="DIR", help="target directory of export (created)")
+
+    oa = add_command(sub, "openapi", "print the OpenAPI document of the HTTP API (every process's routes)",
+                     Command(cmd_openapi))
+    oa.add_argument("--markdown", action="store_true", help="print the Markdown reference instead: docs/api.md")
+
+    co = add_command(sub, "completion", "print the shell completion script (bash; zsh through bashcompinit)",
+                     Command(cmd_completion))
+    co.add_argument("shell", choices=["bash"], help="the shell")
+
+    ck = add_command(sub, "check", "exit 0 if /healthz and /readyz answer 200 (the container HEALTHCHECK)",
+                     Command(cmd_check))
+    ck.add_argument("--url", default=None, help="base URL (default: from http.host and http.port)")
+    ck.add_argument("--timeout-s", type=float, default=3.0, help="timeout of each request in seconds")
     return p
 
 
@@ -74,13 +151,29 @@ def _load(args: argparse.Namespace) -> Config:
     return load_config(args.config, env)
 
 
-def cmd_run(cfg: Config) -> int:
+def check_run(cfg: Config) -> None:
+    from tessera_daemon.runtime import check_all_in_one  # noqa: PLC0415
+
+    check_all_in_one(cfg)
+
+
+def cmd_config(cfg: Config, args: argparse.Namespace) -> int:
+    if args.reference:
+        from tessera_daemon.config_reference import reference_markdown  # noqa: PLC0415
+
+        print(reference_markdown(), end="")
+        return EXIT_OK
+    print(dump_toml(cfg), end="")
+    return EXIT_OK
+
+
+def cmd_run(cfg: Config, _args: argparse.Namespace) -> int:
     from tessera_daemon.daemon import run  # noqa: PLC0415 - keeps `config` and `check` fast
 
     return asyncio.run(run(cfg))
 
 
-def cmd_split(cfg: Config, command: str) -> int:
+def _split(cfg: Config, command: str) -> int:
     """The agent / detector split over Redis Streams (``tessera_daemon.agent`` / ``.worker``)."""
     module, func = ("tessera_daemon.agent", "run_agent") if command == "agent" else ("tessera_daemon.worker",
                                                                                       "run_detector")
@@ -90,6 +183,14 @@ def cmd_split(cfg: Config, command: str) -> int:
         raise ConfigError(command, f"the {command} process is not available in this build ({exc})") from exc
     rc: int = asyncio.run(entry(cfg))
     return rc
+
+
+def cmd_agent(cfg: Config, _args: argparse.Namespace) -> int:
+    return _split(cfg, "agent")
+
+
+def cmd_detector(cfg: Config, _args: argparse.Namespace) -> int:
+    return _split(cfg, "detector")
 
 
 def cmd_simulate(cfg: Config, args: argparse.Namespace) -> int:
@@ -134,6 +235,38 @@ def cmd_evaluate(cfg: Config, args: argparse.Namespace) -> int:
     return EXIT_OK if summary.get("ok", True) else EXIT_FAIL
 
 
+def cmd_assets(_cfg: Config, args: argparse.Namespace) -> int:
+    from tessera_daemon import shipped  # noqa: PLC0415
+
+    if args.action == "list":
+        root = shipped.asset_root()
+        for rel in shipped.asset_files(root):
+            print(rel)
+        return EXIT_OK
+    if args.dir is None:
+        raise ConfigError("assets export", "a target directory is required: tessera-daemon assets export DIR")
+    written = shipped.export(args.dir)
+    print(f"tessera-daemon: wrote {len(written)} files to {args.dir} (from {shipped.asset_root()})")
+    return EXIT_OK
+
+
+def cmd_openapi(_cfg: Config, args: argparse.Namespace) -> int:
+    from tessera_daemon.web import openapi  # noqa: PLC0415
+
+    if args.markdown:
+        print(openapi.markdown(), end="")
+    else:
+        print(json.dumps(openapi.full_document(), indent=2))
+    return EXIT_OK
+
+
+def cmd_completion(_cfg: Config, args: argparse.Namespace) -> int:
+    from tessera_daemon.completion import bash  # noqa: PLC0415
+
+    print(bash(_parser()), end="")
+    return EXIT_OK
+
+
 def cmd_check(cfg: Config, args: argparse.Namespace) -> int:
     host = cfg.http.host if cfg.http.host not in ("0.0.0.0", "::") else "127.0.0.1"
     base = args.url or f"http://{host}:{cfg.http.port}"
@@ -154,32 +287,26 @@ def cmd_check(cfg: Config, args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    command = COMMANDS[args.command]
     try:
         cfg = _load(args)
-        configure_logging(cfg.log.level, cfg.log.format)
-        if args.command == "config":
-            print(dump_toml(cfg), end="")
+        if command.check is not None:
+            command.check(cfg)
+        if args.check_config:
+            print(f"tessera-daemon {args.command}: configuration ok"
+                  + (f" ({args.config})" if args.config else " (built-in defaults and environment)"))
             return EXIT_OK
-        if args.command == "run":
-            return cmd_run(cfg)
-        if args.command in ("agent", "detector"):
-            return cmd_split(cfg, args.command)
-        if args.command == "simulate":
-            return cmd_simulate(cfg, args)
-        if args.command == "replay":
-            return cmd_replay(cfg, args)
-        if args.command == "check":
-            return cmd_check(cfg, args)
-        if args.command == "drill":
-            return cmd_drill(cfg, args)
-        if args.command == "evaluate":
-            return cmd_evaluate(cfg, args)
+        configure_logging(cfg.log.level, cfg.log.format)
+        return command.handler(cfg, args)
+    except BindError as exc:
+        print(f"tessera-daemon: cannot start: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except ConfigError as exc:
-        print(f"tessera-daemon: configuration error: {exc}", file=sys.stderr)
+        for error in exc.errors if isinstance(exc, ConfigErrors) else [exc]:
+            print(f"tessera-daemon: configuration error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except CodecError as exc:
         print(f"tessera-daemon: invalid input: {exc}", file=sys.stderr)
         return EXIT_FAIL
     except KeyboardInterrupt:
         return EXIT_OK
-    return EXIT_USAGE

@@ -8,24 +8,63 @@ The loader walks the type hints, so an unknown key, a wrong type or an out-of-ra
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+import math
 import os
 import tomllib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from tessera_daemon.errors import ConfigError
+import tomli_w
+
+from tessera_daemon.errors import ConfigError, ConfigErrors
 from tessera_daemon.events_settings import EventsConfig
 from tessera_daemon.schema import setting as _f
+from tessera_daemon.sources import SOURCES
 from tessera_daemon.sources.settings import SourcesConfig
 from tessera_daemon.transport.settings import TransportConfig
 
 ENV_PREFIX = "TESSERA_"
 
 
+
+
+# Material effect sizes of the metrics the sources produce (detector.material): what an operator would
+# act on. Temperatures in degrees C; utilisations, clocks, power, rates and step time relative to their
+# level (a ratio utilisation of 0.9 and a percentage of 90 get the same margin). Cohort-wide job phases
+# hit members a few percent differently and rack inlet temperatures wander a few tenths of a degree:
+# both stay below these.
+DEFAULT_MATERIAL: tuple[str, ...] = (
+    "gpu_util=6%", "tensorcore_util=6%", "mem_bw_util=6%", "sm_clock_mhz=3%", "mem_clock_mhz=3%", "power_w=8%",
+    "temp_c=2", "mem_temp_c=2", "step_time_ms=10%", "nvlink_tx_bytes=10%", "nvlink_rx_bytes=10%",
+    "nvlink_bytes_per_s=10%", "nvlink_tx_bytes_per_s=10%", "nvlink_rx_bytes_per_s=10%",
+    "pcie_tx_bytes_per_s=20%", "pcie_rx_bytes_per_s=20%", "mem_used_bytes=10%",
+)
+
+
+def parse_material(entries: tuple[str, ...], path: str = "detector.material") -> dict[str, tuple[float, bool]]:
+    """``("temp_c=2", "power_w=8%")`` -> ``{"temp_c": (2.0, False), "power_w": (0.08, True)}`` (later
+    entries win). Raises ConfigError naming the entry."""
+    out: dict[str, tuple[float, bool]] = {}
+    for e in entries:
+        name, sep, spec = e.partition("=")
+        name, spec = name.strip(), spec.strip()
+        where = f"{path}.{name}" if name else path
+        if not sep or not name:
+            raise ConfigError(where, f'expected "metric=N" or "metric=N%", got {e!r}')
+        rel = spec.endswith("%")
+        try:
+            val = float(spec[:-1] if rel else spec)
+        except ValueError:
+            raise ConfigError(where, f'expected a number or a percentage, got {spec!r}') from None
+        if not math.isfinite(val) or val < 0 or (rel and val >= 100):
+            raise ConfigError(where, f"must be a finite number >= 0 (a percentage below 100), got {spec!r}")
+        out[name] = (val / 100.0 if rel else val, rel)
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,20 +78,65 @@ class DaemonConfig:
 class HttpConfig:
     host: str = _f("127.0.0.1", doc="bind address; loopback by default")
     port: int = _f(9477, lo=0, hi=65535, doc="0 picks a free port")
-    enabled: bool = _f(True)
+    enabled: bool = _f(True, doc="serve /metrics, /healthz, /readyz and the API")
+    max_connections: int = _f(
+        256, lo=4, hi=1_000_000,
+        doc="open connections at most (also kept under half the open-file limit); at the cap a new connection "
+            "evicts the oldest one that has not sent a complete request, or is refused",
+    )
+    header_timeout_s: float = _f(
+        5.0, lo=0.1, hi=3600.0,
+        doc="a connection must deliver a complete request head this soon after connecting or after its last "
+            "response (slow or idle clients are closed)",
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class LogConfig:
-    level: Literal["debug", "info", "warning", "error"] = _f("info")
+    level: Literal["debug", "info", "warning", "error"] = _f("info", doc="least severe level logged")
     format: Literal["auto", "json", "console"] = _f("auto", doc="auto: console on a TTY, JSON otherwise")
 
 
 @dataclass(frozen=True, slots=True)
 class WindowConfig:
-    length_s: float = _f(5.0, lo=0.001, hi=3600.0, doc="detector window length")
+    length_s: float = _f(
+        0.0, lo=0.0, hi=3600.0, auto=True,
+        doc='detector window length; "auto" (or 0): the sources\' median sample interval, measured from the '
+            "first samples (an explicit number wins; shorter than a source's cadence leaves windows empty)",
+    )
     grace_s: float = _f(2.0, lo=0.0, hi=3600.0, doc="lateness allowed after a window ends")
-    stale_after_windows: int = _f(3, lo=1, hi=10_000, doc="missing windows before a shard is stale")
+    stale_after_windows: int = _f(
+        3, lo=1, hi=10_000,
+        doc="a shard is stale (and, while its host still reports, missing) once it has sent nothing for this "
+            "many of its own sample intervals (at least this many windows)",
+    )
+
+    host_silent_s: float = _f(
+        300.0, lo=0.0, hi=1e7,
+        doc="a host all of whose shards went stale opens one host_silent firing once silent this long "
+            "(agent restarts and short network blips rejoin sooner)",
+    )
+    max_future_skew_s: float = _f(
+        10.0, lo=0.0, hi=1e7,
+        doc="live modes: frames further ahead of the receiver's clock are quarantined (counted, never move the "
+            "watermark; tessera_clock_skew_seconds); 0: no guard. Keep it above grace_s plus the poll jitter",
+    )
+    stall_windows: int = _f(
+        10, lo=0, hi=1_000_000,
+        doc="readiness fails when no window has completed for this many window lengths while frames arrive; 0: never",
+    )
+    plausible: dict[str, tuple[float, ...]] = field(
+        default_factory=dict,
+        metadata={"lo": None, "hi": None,
+                  "doc": "plausible range per metric, {metric = [lo, hi]}, over the built-in defaults "
+                         "(engine/bounds.py); a window value outside is missing, counted in "
+                         "tessera_values_rejected_total"},
+    )
+
+    @property
+    def auto(self) -> bool:
+        """The window length follows the observed poll cadence."""
+        return self.length_s <= 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +164,19 @@ class DetectorConfig:
     min_threshold_log: float = _f(6.0, lo=1.0, hi=100.0, doc="floor on the log-evidence threshold")
     delta_min_sigma: float = _f(
         0.1, lo=0.0, hi=3.0, doc="practical significance: shifts below this many sigma are null"
+    )
+    material: tuple[str, ...] = _f(
+        DEFAULT_MATERIAL, pairs=True,
+        doc='material effect size per metric, "metric=N" in the metric\'s own units or "metric=N%" of its '
+            "level (a TOML table works too: [detector.material] temp_c = 2, power_w = \"8%\"); a deviation "
+            "pages only when it is both certain and larger than this (the null is |shift| <= margin); entries "
+            "given here replace the defaults of the same metric; with \"*\" the defaults are dropped and \"*\" sets "
+            "every metric not named (\"*=0\": no material margins, sigma margins only)",
+    )
+    fleet_event_persist_s: float = _f(
+        1200.0, lo=0.0, hi=1e7,
+        doc="a whole cohort's shift opens a fleet_event ticket only once it has lasted this long (job phases "
+            "such as eval loops and checkpoint stalls come and go; a new regime persists)",
     )
     clip_sigma: float = _f(4.0, lo=1.0, hi=20.0, doc="standardised residuals are clipped at this many sigma")
     bets: tuple[float, ...] = _f(
@@ -127,18 +224,18 @@ class RulesConfig:
 
 @dataclass(frozen=True, slots=True)
 class SimConfig:
-    seed: int = _f(7, lo=0, hi=2**63 - 1)
+    seed: int = _f(7, lo=0, hi=2**63 - 1, doc="seed of the simulated cluster (topology, noise, faults)")
     scenario: str = _f("demo", doc="fault scenario (see `tessera-daemon simulate --list`)")
-    zones: int = _f(2, lo=1, hi=1000)
-    racks_per_zone: int = _f(2, lo=1, hi=1000)
-    hosts_per_rack: int = _f(4, lo=1, hi=1000)
-    shards_per_host: int = _f(8, lo=1, hi=64)
+    zones: int = _f(2, lo=1, hi=1000, doc="cooling zones of the simulated cluster")
+    racks_per_zone: int = _f(2, lo=1, hi=1000, doc="racks per zone")
+    hosts_per_rack: int = _f(4, lo=1, hi=1000, doc="hosts per rack")
+    shards_per_host: int = _f(8, lo=1, hi=64, doc="GPUs (shards) per host")
     cohorts: int = _f(2, lo=1, hi=10_000, doc="training jobs; each spans whole hosts")
     tick_s: float = _f(1.0, lo=0.001, hi=3600.0, doc="sampling period of the simulated pollers")
     speedup: float = _f(1.0, lo=0.01, hi=100_000.0, doc="simulated seconds per wall second")
     rho: float = _f(0.8, lo=-0.99, hi=0.99, doc="AR(1) coefficient of per-shard noise")
     tail_df: float = _f(4.0, lo=2.1, hi=1000.0, doc="Student-t degrees of freedom of the innovations")
-    diurnal_period_s: float = _f(86_400.0, lo=1.0, hi=1e9)
+    diurnal_period_s: float = _f(86_400.0, lo=1.0, hi=1e9, doc="period of the simulated daily load cycle")
     diurnal_amplitude: float = _f(0.5, lo=0.0, hi=10.0, doc="diurnal load swing in noise sigmas")
     regime_every_s: float = _f(0.0, lo=0.0, hi=1e9, doc="mean interval between cohort regime steps; 0: none")
     start_ts: float = _f(0.0, lo=0.0, doc="simulated start time; 0: wall clock at start")
@@ -168,6 +265,8 @@ class Config:
 def _to_plain(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: _to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {k: _to_plain(v) for k, v in value.items()}
     if isinstance(value, tuple):
         return [_to_plain(v) for v in value]
     return value
@@ -201,6 +300,11 @@ def _convert(tp: Any, value: Any, path: str) -> Any:  # noqa: C901 - one branch 
         if not isinstance(value, list | tuple):
             raise ConfigError(path, f"expected {_describe(tp)}, got {type(value).__name__}")
         return tuple(_convert(item_tp, v, f"{path}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        key_tp, item_tp = typing.get_args(tp)
+        if not isinstance(value, Mapping):
+            raise ConfigError(path, f"expected a table, got {type(value).__name__}")
+        return {_convert(key_tp, k, path): _convert(item_tp, v, f"{path}.{k}") for k, v in value.items()}
     if origin in (types.UnionType, typing.Union):
         raise ConfigError(path, "unsupported union type in config schema")
     if tp is bool:
@@ -214,7 +318,13 @@ def _convert(tp: Any, value: Any, path: str) -> Any:  # noqa: C901 - one branch 
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(path, f"expected a number, got {value!r}")
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond float range
+            number = math.inf
+        if not math.isfinite(number):  # TOML reads nan / inf; every bound check is False for NaN
+            raise ConfigError(path, f"expected a finite number, got {value!r}")
+        return number
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(path, f"expected a string, got {value!r}")
@@ -235,18 +345,40 @@ def _check_range(f: dataclasses.Field[Any], value: Any, path: str) -> None:
 
 
 def _build(cls: Any, data: Mapping[str, Any], path: str) -> Any:
+    """Construct ``cls`` from ``data``, checking every field before raising: all the errors of a file
+    (unknown keys, wrong types, values out of range, in any section) come out together."""
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        where = f"{path}.{unknown[0]}" if path else unknown[0]
-        raise ConfigError(where, f"unknown setting (known here: {', '.join(sorted(fields))})")
+    errors: list[ConfigError] = []
+    for name in sorted(set(data) - set(fields)):
+        where = f"{path}.{name}" if path else name
+        errors.append(ConfigError(where, f"unknown setting (known here: {', '.join(sorted(fields))})"))
     kwargs: dict[str, Any] = {}
     for name, value in data.items():
+        if name not in fields:
+            continue
         sub = f"{path}.{name}" if path else name
-        converted = _convert(hints[name], value, sub)
-        _check_range(fields[name], converted, sub)
+        try:
+            if fields[name].metadata.get("auto") and value == "auto":
+                kwargs[name] = 0.0
+                continue
+            if fields[name].metadata.get("pairs"):  # "k=v" entries; a table merges over the defaults
+                entries = [f"{k}={v}" for k, v in value.items()] if isinstance(value, Mapping) else value
+                given = _convert(hints[name], entries, sub)
+                # entries replace the defaults of their metric; "*" replaces every default not named
+                default: tuple[str, ...] = fields[name].default  # type: ignore[assignment]
+                wild = any(e.partition("=")[0].strip() == "*" for e in given)
+                merged = parse_material(given if wild else (*default, *given), sub)
+                kwargs[name] = tuple(f"{k}={v * 100:g}%" if rel else f"{k}={v:g}" for k, (v, rel) in merged.items())
+                continue
+            converted = _convert(hints[name], value, sub)
+            _check_range(fields[name], converted, sub)
+        except ConfigError as exc:
+            errors.append(exc)
+            continue
         kwargs[name] = converted
+    if errors:
+        raise ConfigErrors(errors)
     return cls(**kwargs)
 
 
@@ -273,25 +405,61 @@ def _merge_env(data: dict[str, Any], environ: Mapping[str, str]) -> None:
         node[parts[-1]] = _parse_env_value(raw)
 
 
+def is_loopback(host: str) -> bool:
+    """Whether the HTTP bind address ``host`` is loopback only (127.0.0.0/8, ::1, localhost)."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _validate_window(w: WindowConfig, bad: Callable[[str, str], None]) -> None:
+    if not w.auto and w.length_s < 0.001:
+        bad("window.length_s", f'must be "auto" (0) or at least 0.001 s, got {w.length_s}')
+    elif not w.auto and w.grace_s >= 50 * w.length_s:
+        bad("window.grace_s", "must be less than 50 window lengths")
+    for metric, pair in w.plausible.items():
+        if len(pair) != 2 or not pair[0] < pair[1]:
+            bad(f"window.plausible.{metric}", f"expected [lo, hi] with lo < hi, got {list(pair)}")
+
+
 def _validate(cfg: Config) -> None:
-    if cfg.window.grace_s >= 50 * cfg.window.length_s:
-        raise ConfigError("window.grace_s", "must be less than 50 window lengths")
+    """The checks that span fields; every failing one is reported."""
+    errors: list[ConfigError] = []
+
+    def bad(field_path: str, message: str) -> None:
+        errors.append(ConfigError(field_path, message))
+
+    _validate_window(cfg.window, bad)
     unknown_log = sorted(set(cfg.detector.log_metrics) - set(cfg.detector.metrics))
     if unknown_log:
-        raise ConfigError("detector.log_metrics", f"{unknown_log[0]!r} is not in detector.metrics")
+        bad("detector.log_metrics", f"{unknown_log[0]!r} is not in detector.metrics")
     unknown_fam = sorted(set(cfg.detector.families) - {"C", "D", "E"})
     if unknown_fam:
-        raise ConfigError("detector.families", f"unknown family {unknown_fam[0]!r} (C, D, E; A always runs)")
+        bad("detector.families", f"unknown family {unknown_fam[0]!r} (C, D, E; A always runs)")
     if not cfg.detector.metrics:
-        raise ConfigError("detector.metrics", "must name at least one metric")
+        bad("detector.metrics", "must name at least one metric")
     if cfg.detector.warmup_max_windows < cfg.detector.warmup_windows:
-        raise ConfigError("detector.warmup_max_windows",
-                          f"must be >= detector.warmup_windows ({cfg.detector.warmup_windows}), "
-                          f"got {cfg.detector.warmup_max_windows}")
+        bad("detector.warmup_max_windows", f"must be >= detector.warmup_windows ({cfg.detector.warmup_windows}), "
+                                           f"got {cfg.detector.warmup_max_windows}")
     if not cfg.detector.bets or any(not 0 < b <= 4 for b in cfg.detector.bets):
-        raise ConfigError("detector.bets", "expected bets in (0, 4]")
+        bad("detector.bets", "expected bets in (0, 4]")
+    unknown_src = [n for n in cfg.sources.enabled if n not in SOURCES]
+    if unknown_src:
+        bad("sources.enabled", f"unknown source {unknown_src[0]!r} (known: {', '.join(sorted(SOURCES))})")
+    twice = sorted({n for n in cfg.sources.enabled if cfg.sources.enabled.count(n) > 1})
+    if twice:
+        bad("sources.enabled", f"source {twice[0]!r} is listed twice")
+    if cfg.events.allow_unauthenticated and not is_loopback(cfg.http.host):
+        bad("events.allow_unauthenticated",
+            f"only on a loopback bind (http.host is {cfg.http.host!r}): set events.api_token / "
+            "events.deploysignal.token instead")
     if cfg.transport.kind == "memory" and cfg.transport.batch_max > cfg.transport.capacity:
-        raise ConfigError("transport.batch_max", "must not exceed transport.capacity")
+        bad("transport.batch_max", "must not exceed transport.capacity")
+    if errors:
+        raise ConfigErrors(errors)
 
 
 def load_config(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
@@ -312,31 +480,20 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
 
 
 def dump_toml(cfg: Config) -> str:
-    """Render the effective configuration as TOML (what `tessera-daemon config` prints)."""
+    """Render the effective configuration as TOML (what `tessera-daemon config` prints), with tomli-w so
+    that any value (quotes, newlines, unicode) round-trips; tokens are redacted."""
 
-    def scalar(v: Any, key: str = "") -> str:
-        if key.endswith("token") and isinstance(v, str) and v:
-            return '"<redacted>"'
+    def redact(table: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in table.items():
+            if isinstance(v, dict):
+                out[k] = redact(v)
+            elif k.endswith("token") and isinstance(v, str) and v:
+                out[k] = "<redacted>"
+            elif k == "length_s" and v == 0:
+                out[k] = "auto"
+            else:
+                out[k] = v
+        return out
 
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, str):
-            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        if isinstance(v, list):
-            return "[" + ", ".join(scalar(x) for x in v) + "]"
-        return repr(v)
-
-    lines: list[str] = []
-
-    def emit(table: dict[str, Any], prefix: str) -> None:
-        flat = {k: v for k, v in table.items() if not isinstance(v, dict)}
-        nested = {k: v for k, v in table.items() if isinstance(v, dict)}
-        if flat:
-            lines.append(f"[{prefix}]")
-            lines.extend(f"{k} = {scalar(v, k)}" for k, v in flat.items())
-            lines.append("")
-        for k, v in nested.items():
-            emit(v, f"{prefix}.{k}" if prefix else k)
-
-    emit(cfg.to_dict(), "")
-    return "\n".join(lines)
+    return tomli_w.dumps(redact(cfg.to_dict()))

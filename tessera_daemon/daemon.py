@@ -1,8 +1,9 @@
 """``run(cfg)``: the all-in-one daemon. One TaskGroup, a stop Event, and a fixed shutdown order.
 
 Start-up: sources and topology, detector kernels compiled (before readiness), HTTP server, then the
-TaskGroup of supervised pollers, the detector loop and housekeeping. SIGTERM / SIGINT only set the
-stop event (a second one forces exit). Shutdown: mark not ready, stop the pollers, let the detector
+TaskGroup of supervised pollers, the detector loop and housekeeping. Signals, READY / WATCHDOG /
+STOPPING: :class:`tessera_daemon.runtime.ProcessRuntime` (SIGTERM / SIGINT only set the stop event; a
+second one forces exit). Shutdown: mark not ready, stop the pollers, let the detector
 drain the transport and finish the windows that can close, render /metrics a last time, stop HTTP,
 log one summary line.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,16 +24,16 @@ from tessera_daemon.detect.kernels import warm_up
 from tessera_daemon.engine.events import EventRecord
 from tessera_daemon.engine.families import warm_up as warm_up_families
 from tessera_daemon.engine.pipeline import Pipeline, WindowResult
-from tessera_daemon.errors import ConfigError, TesseraError
+from tessera_daemon.errors import TesseraError
 from tessera_daemon.log import get_logger
 from tessera_daemon.model import Topology
-from tessera_daemon.notify import sd_notify, watchdog_interval_s
 from tessera_daemon.outputs.verdict_feed import VerdictFeed, verdict_group_for_event
+from tessera_daemon.runtime import ProcessRuntime, check_all_in_one, serve_http
 from tessera_daemon.sources import build_sources, load_static_topology, merge_topology
 from tessera_daemon.sources.base import Source
 from tessera_daemon.sources.synthetic import SyntheticSource
 from tessera_daemon.status import Status
-from tessera_daemon.supervise import SourceHealth, install_stop_signals, supervise_source
+from tessera_daemon.supervise import SourceHealth, supervise_source
 from tessera_daemon.transport.memory import MemoryTransport
 from tessera_daemon.web.app import make_app
 from tessera_daemon.web.event_api import event_routes
@@ -49,7 +51,7 @@ class Running:
     stop: asyncio.Event
 
 
-def _event_routes(cfg: Config, pipeline: Pipeline) -> list[web.RouteDef]:
+def _event_routes(cfg: Config, pipeline: Pipeline, counts: Counter[tuple[str, str]]) -> list[web.RouteDef]:
     """POST/GET /v1/events and the DeploySignal v1 inbound route, when enabled."""
 
     def now() -> float:  # the daemon's event time: the end of the last processed window
@@ -59,7 +61,7 @@ def _event_routes(cfg: Config, pipeline: Pipeline) -> list[web.RouteDef]:
         log.info("cluster event", id=rec.id, kind=rec.event.kind, shards=len(rec.shards),
                  freeze_until=rec.freeze_end_ts, source=rec.source)
 
-    return event_routes(cfg.events, lambda: pipeline.events, now=now, on_event=on_event)
+    return event_routes(cfg.events, lambda: pipeline.events, now=now, on_event=on_event, counts=counts)
 
 
 def make_sources(cfg: Config) -> tuple[list[Source], bool]:
@@ -91,9 +93,7 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
 ) -> int:
     """Run until stopped; return the process exit code."""
     stop = stop or asyncio.Event()
-    if cfg.transport.kind != "memory":
-        raise ConfigError("transport.kind", f"`run` is the all-in-one process and uses the in-memory transport; "
-                          f"for {cfg.transport.kind!r} run `tessera-daemon agent` and `tessera-daemon detector`")
+    check_all_in_one(cfg)
     sources, simulated = make_sources(cfg)
     if simulated:
         sim = sources[0]
@@ -107,6 +107,8 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
     topology = await gather_topology(sources, cfg)
     transport = MemoryTransport(cfg.transport.capacity)
     pipeline = Pipeline(cfg, topology)
+    if not simulated:  # the simulator keeps its own (sped-up) clock; replay never arms the guard
+        pipeline.assembler.guard_future(cfg.window.max_future_skew_s)
     t0 = time.perf_counter()
     await asyncio.to_thread(warm_up)
     await asyncio.to_thread(warm_up_families)
@@ -119,26 +121,21 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
 
     feed = VerdictFeed.from_settings(cfg.events.deploysignal, cluster=cfg.daemon.cluster)
     status.feed = feed
-    app = make_app(status, extra_routes=_event_routes(cfg, pipeline))
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2.0, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, cfg.http.host, cfg.http.port)
-    await site.start()
-    port = cfg.http.port
-    for addr in runner.addresses:  # the bound address: port 0 picks a free one
-        port = int(addr[1])
-        break
+    app = make_app(status, extra_routes=_event_routes(cfg, pipeline, status.event_requests))
+    runner, port = await serve_http(app, cfg)
     log.info("serving", metrics=f"http://{cfg.http.host}:{port}/metrics",
              health=f"http://{cfg.http.host}:{port}/healthz", firings=f"http://{cfg.http.host}:{port}/v1/firings")
 
-    remove_signals = install_stop_signals(stop) if install_signals else None
+    runtime = ProcessRuntime("run", stop, install_signals=install_signals, alive=lambda: status.alive(time.time()))
+    runtime.start()
     if feed is not None:
         await feed.start()
-    sd_notify("READY=1")
+    runtime.ready()
     if on_running:
         on_running(Running(status, port, stop))
 
     totals = {"windows": 0, "opened": 0, "resolved": 0}
+    warned_cadence: list[bool] = []  # the window-shorter-than-cadence warning, logged once
     speed = cfg.sim.speedup if simulated else 1.0
 
     def handle(results: list[WindowResult]) -> None:
@@ -160,6 +157,11 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
                 totals["resolved"] += 1
                 log.info("firing resolved", id=f.id, target=f.target, detector=f.detector, metric=f.metric,
                          window=r.index, reason=f.receipt.get("resolved_reason"))
+        if results and not warned_cadence and pipeline.window_too_short():
+            warned_cadence.append(True)
+            log.warning("window shorter than the sources' cadence: most windows hold no sample",
+                        window_s=pipeline.window_length_s, sample_interval_s=round(pipeline.observed_cadence_s(), 3),
+                        setting="window.length_s", hint='set window.length_s = "auto"')
         if results:
             renderer.render()
 
@@ -167,8 +169,8 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
         last_frame_wall = time.monotonic()
         # event time only moves with data; if sources go quiet for longer than a window plus grace
         # (and longer than two poll intervals), close windows on the clock so staleness shows up
-        idle_after = max(cfg.window.length_s + cfg.window.grace_s, 2 * cfg.sources.poll_interval_s * speed)
         while True:
+            idle_after = max(pipeline.window_length_s + cfg.window.grace_s, 2 * cfg.sources.poll_interval_s * speed)
             stopping = stop.is_set()
             deliveries = await transport.receive(cfg.transport.batch_max, 0.0 if stopping else 0.1)
             for d in deliveries:
@@ -187,15 +189,12 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
                 await asyncio.sleep(0)
 
     async def housekeeping() -> None:
-        wd = watchdog_interval_s()
-        interval = min(1.0, cfg.window.length_s, wd or 1.0)
+        interval = min(1.0, pipeline.window_length_s)
         last_render = 0.0
         while True:
             status.beat()
-            if wd:
-                sd_notify("WATCHDOG=1")
             now = time.monotonic()
-            if now - last_render >= cfg.window.length_s:
+            if now - last_render >= pipeline.window_length_s:
                 renderer.render()
                 last_render = now
             if simulated and isinstance(sources[0], SyntheticSource) and sources[0].finished:
@@ -238,7 +237,7 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
             topo_task = None if simulated else tg.create_task(topology_refresh(), name="topology")
             await stop.wait()
             status.stopping = True
-            sd_notify("STOPPING=1")
+            runtime.stopping()
             for t in pollers:
                 t.cancel()
             hk.cancel()
@@ -258,8 +257,7 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
         with contextlib.suppress(Exception):
             await runner.cleanup()
         await transport.close()
-        if remove_signals is not None:
-            remove_signals()
+        await runtime.close()
     tstats = transport.stats()
     log.info("shutdown complete", windows=totals["windows"], firings_opened=totals["opened"],
              firings_resolved=totals["resolved"], frames=pipeline.assembler.stats.frames,

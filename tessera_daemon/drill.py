@@ -84,10 +84,10 @@ from tessera_daemon.drill_stack import (
     drill_alert_rules,
     drill_alertmanager_config,
     prometheus_server,
-    shipped_file,
 )
 from tessera_daemon.engine.pipeline import Pipeline
 from tessera_daemon.model import Firing
+from tessera_daemon.shipped import shipped_file
 from tessera_daemon.sim import DEFAULT_START_TS, SCENARIOS, FaultSpec, Scenario
 from tessera_daemon.sources.settings import SourcesConfig
 

@@ -17,8 +17,9 @@ Used by the end-to-end drill (:mod:`tessera_daemon.drill`, ``tessera-daemon dril
 
 Servers are child processes on free loopback ports, stopped by PID (SIGTERM, then SIGKILL after a timeout).
 A missing binary raises :class:`MissingBinaryError`. The shipped configs (``alert_rules.yml``,
-``deploy/alertmanager/alertmanager.yml``) are read from the source checkout this package lives in (or the
-current directory). Reading them needs PyYAML (a test dependency: ``pip install -e .[test]``).
+``deploy/alertmanager/alertmanager.yml``) are the package data of an installed wheel, else the files of the
+source checkout this package lives in, else of the current directory (:mod:`tessera_daemon.shipped`).
+Reading them needs PyYAML (a dependency).
 """
 
 from __future__ import annotations
@@ -41,9 +42,20 @@ from typing import Any
 
 from aiohttp import web
 
-ROOT = Path(__file__).resolve().parents[1]
-ALERT_RULES = ROOT / "alert_rules.yml"
-ALERTMANAGER_YML = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
+from tessera_daemon.shipped import CHECKOUT, PACKAGE_ASSETS, shipped_file
+
+ROOT = CHECKOUT
+
+
+def _located(relative: str) -> Path:
+    try:
+        return shipped_file(relative)
+    except FileNotFoundError:  # reported when used: shipped_file names every place it looked
+        return PACKAGE_ASSETS / relative
+
+
+ALERT_RULES = _located("alert_rules.yml")
+ALERTMANAGER_YML = _located("deploy/alertmanager/alertmanager.yml")
 
 JSON = dict[str, Any]
 
@@ -58,16 +70,6 @@ def _yaml() -> Any:
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise RuntimeError("the drill needs PyYAML to read alert_rules.yml: pip install pyyaml") from exc
     return yaml
-
-
-def shipped_file(relative: str) -> Path:
-    """A file of the source checkout (``alert_rules.yml``, ``deploy/...``): next to the package, else in the
-    current directory; FileNotFoundError naming both places when neither has it."""
-    for base in (ROOT, Path.cwd()):
-        path = base / relative
-        if path.is_file():
-            return path
-    raise FileNotFoundError(f"{relative} not found in {ROOT} or {Path.cwd()}: run from a source checkout")
 
 
 # ------------------------------------------------------------------------------------------ processes

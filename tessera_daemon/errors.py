@@ -23,6 +23,34 @@ class ConfigError(TesseraError):
         super().__init__(f"{field}: {message}")
 
 
+class ConfigErrors(ConfigError):
+    """Several configuration errors, reported together (the loader checks every field before raising).
+
+    ``errors`` holds each one; ``field`` / ``message`` are those of the first, and the text lists all of
+    them, one per line.
+    """
+
+    errors: list[ConfigError]
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        flat: list[ConfigError] = []
+        for e in errors:
+            flat.extend(e.errors if isinstance(e, ConfigErrors) else [e])
+        self.errors = flat
+        super().__init__(flat[0].field, flat[0].message)
+        self.args = ("\n".join(str(e) for e in flat),)
+
+    def __str__(self) -> str:
+        return "\n".join(str(e) for e in self.errors)
+
+
+class BindError(ConfigError):
+    """The HTTP server cannot listen where the configuration says (port in use, no such address).
+
+    ``field`` is the setting to change (``http.port`` or ``http.host``).
+    """
+
+
 class TransientError(TesseraError):
     """A failure worth retrying (network, timeout, a substrate that is briefly gone)."""
 

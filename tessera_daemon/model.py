@@ -19,6 +19,8 @@ import numpy as np
 from tessera_daemon.errors import CodecError
 
 CONTRACT_VERSION = 1
+MAX_XID = 2**31 - 1  # XID codes are small non-negative integers
+MAX_XIDS = 256  # codes of one shard in one sample
 
 NodeKind = Literal[
     "shard", "host", "nvlink_domain", "rack", "psu", "cooling_zone", "pod", "cohort", "fleet", "switch"
@@ -49,10 +51,35 @@ def _finite_or_none(value: Any, where: str) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise CodecError(f"{where}: expected a number or null, got {type(value).__name__}")
-    v = float(value)
+    try:
+        v = float(value)
+    except OverflowError:  # an integer beyond float range: as non-finite, not a value
+        return None
     if not math.isfinite(v):
         return None
     return v
+
+
+def _unix_time(value: Any, where: str) -> float:
+    """A finite, non-negative unix time (an integer beyond float range, NaN or inf: CodecError)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise CodecError(f"{where}: expected a number, got {type(value).__name__}")
+    try:
+        v = float(value)
+    except OverflowError:
+        v = math.inf
+    if not math.isfinite(v) or v < 0:
+        raise CodecError(f"{where}: expected a finite unix time in seconds")
+    return v
+
+
+def _loads(text: str | bytes, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CodecError(f"{what}: not valid JSON ({exc})", payload=text) from exc
+    except RecursionError as exc:
+        raise CodecError(f"{what}: not valid JSON (nested too deeply)", payload=text) from exc
 
 
 def _require(obj: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
@@ -97,9 +124,7 @@ class Frame:
         if not isinstance(obj, dict):
             raise CodecError(f"frame: expected a JSON object, got {type(obj).__name__}")
         _check_version(obj, "frame")
-        ts = _require(obj, "ts", (int, float), "frame")
-        if not math.isfinite(float(ts)) or ts < 0:
-            raise CodecError("frame.ts: expected a finite unix time in seconds")
+        ts = _unix_time(_require(obj, "ts", (int, float), "frame"), "frame.ts")
         shard = _require(obj, "shard", str, "frame")
         if not shard:
             raise CodecError("frame.shard: empty shard id")
@@ -113,14 +138,12 @@ class Frame:
         if not isinstance(raw_counters, list) or not all(isinstance(c, str) for c in raw_counters):
             raise CodecError("frame.counters: expected a list of metric names")
         raw_xid = obj.get("xid", [])
-        if isinstance(raw_xid, int) and not isinstance(raw_xid, bool):
-            xids: tuple[int, ...] = (raw_xid,)
-        elif isinstance(raw_xid, list) and all(
-            isinstance(x, int) and not isinstance(x, bool) for x in raw_xid
+        codes = [raw_xid] if isinstance(raw_xid, int) and not isinstance(raw_xid, bool) else raw_xid
+        if not isinstance(codes, list) or len(codes) > MAX_XIDS or not all(
+            isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= MAX_XID for x in codes
         ):
-            xids = tuple(raw_xid)
-        else:
-            raise CodecError("frame.xid: expected an integer XID code or a list of them")
+            raise CodecError(f"frame.xid: expected an XID code (0 to {MAX_XID}) or a list of at most {MAX_XIDS}")
+        xids: tuple[int, ...] = tuple(codes)
         lost = obj.get("lost", False)
         if not isinstance(lost, bool):
             raise CodecError("frame.lost: expected a boolean")
@@ -128,11 +151,7 @@ class Frame:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Frame:
-        try:
-            obj = json.loads(text)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise CodecError(f"frame: not valid JSON ({exc})", payload=text) from exc
-        return cls.from_obj(obj)
+        return cls.from_obj(_loads(text, "frame"))
 
     def to_obj(self) -> dict[str, Any]:
         obj: dict[str, Any] = {"v": CONTRACT_VERSION, "ts": self.ts, "shard": self.shard}
@@ -291,7 +310,10 @@ class Topology:
                 raise CodecError(f"{where}.labels: expected an object")
             nodes.append(TopoNode(nid, kind, parent, {str(k): str(v) for k, v in labels.items()}))
         edges = []
-        for i, re_ in enumerate(obj.get("edges", [])):
+        raw_edges = obj.get("edges", [])
+        if not isinstance(raw_edges, list):
+            raise CodecError("topology.edges: expected a list")
+        for i, re_ in enumerate(raw_edges):
             where = f"topology.edges[{i}]"
             if not isinstance(re_, dict):
                 raise CodecError(f"{where}: expected an object")
@@ -303,11 +325,7 @@ class Topology:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Topology:
-        try:
-            obj = json.loads(text)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise CodecError(f"topology: not valid JSON ({exc})") from exc
-        return cls.from_obj(obj)
+        return cls.from_obj(_loads(text, "topology"))
 
 
 # ------------------------------------------------------------------------------------------- events
@@ -336,14 +354,12 @@ class ClusterEvent:
         kind = _require(obj, "kind", str, "event")
         if kind not in EVENT_KINDS:
             raise CodecError(f"event.kind: unknown kind {kind!r} (one of {sorted(EVENT_KINDS)})")
-        ts = float(_require(obj, "ts", (int, float), "event"))
+        ts = _unix_time(_require(obj, "ts", (int, float), "event"), "event.ts")
         end_ts = obj.get("end_ts")
         if end_ts is not None:
-            if isinstance(end_ts, bool) or not isinstance(end_ts, int | float):
-                raise CodecError("event.end_ts: expected a number")
+            end_ts = _unix_time(end_ts, "event.end_ts")
             if end_ts < ts:
                 raise CodecError("event.end_ts: must not be before ts")
-            end_ts = float(end_ts)
         scope = obj.get("scope", "fleet")
         if scope == "fleet":
             scope_t: tuple[str, ...] = ("fleet",)
@@ -355,11 +371,7 @@ class ClusterEvent:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> ClusterEvent:
-        try:
-            obj = json.loads(text)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise CodecError(f"event: not valid JSON ({exc})", payload=text) from exc
-        return cls.from_obj(obj)
+        return cls.from_obj(_loads(text, "event"))
 
     def to_obj(self) -> dict[str, Any]:
         obj: dict[str, Any] = {"v": CONTRACT_VERSION, "id": self.id, "kind": self.kind, "ts": self.ts}

@@ -31,6 +31,7 @@ class ReplaySummary:
     events: int = 0
     late: int = 0
     unknown_shard: int = 0
+    window_s: float = 0.0  # the window length in force (measured when window.length_s is auto)
     by_classification: dict[str, int] = field(default_factory=dict)
 
     def to_obj(self) -> dict[str, object]:
@@ -86,6 +87,7 @@ def replay(cfg: Config, frames_path: Path, topology_path: Path, out_path: Path,
         dead.close()
     summary.late = pipeline.assembler.stats.late
     summary.unknown_shard = pipeline.assembler.stats.unknown_shard
+    summary.window_s = pipeline.window_length_s
     return summary
 
 

@@ -6,8 +6,13 @@ from dataclasses import field
 from typing import Any
 
 
-def setting(default: Any, *, lo: float | None = None, hi: float | None = None, doc: str = "") -> Any:
-    """A dataclass field for a config setting. Sequences must be tuples (configs are frozen)."""
+def setting(default: Any, *, lo: float | None = None, hi: float | None = None, doc: str = "",
+            auto: bool = False, pairs: bool = False) -> Any:
+    """A dataclass field for a config setting. Sequences must be tuples (configs are frozen).
+
+    ``auto``: a number that may also be given as the string ``"auto"``, stored as 0 (the daemon
+    measures it). ``pairs``: a list of ``"key=value"`` strings that a TOML table may also give (merged
+    over the default entries)."""
     if isinstance(default, list | dict | set):
         raise TypeError("use tuples for sequence defaults")
-    return field(default=default, metadata={"lo": lo, "hi": hi, "doc": doc})
+    return field(default=default, metadata={"lo": lo, "hi": hi, "doc": doc, "auto": auto, "pairs": pairs})

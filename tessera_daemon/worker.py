@@ -38,10 +38,9 @@ from tessera_daemon.engine.events import EventRecord
 from tessera_daemon.errors import TransportError
 from tessera_daemon.log import get_logger
 from tessera_daemon.model import ClusterEvent
-from tessera_daemon.notify import sd_notify
 from tessera_daemon.outputs.mqtt import MqttFiringPublisher
+from tessera_daemon.runtime import ProcessRuntime, serve_http
 from tessera_daemon.status import Status
-from tessera_daemon.supervise import install_stop_signals
 from tessera_daemon.transport.base import Delivery
 from tessera_daemon.transport.coordinator import Coordinator
 from tessera_daemon.transport.eventlog import FleetBook, LoggedEvent, apply_event
@@ -55,7 +54,7 @@ from tessera_daemon.transport.exporter import (
 from tessera_daemon.transport.keys import Keys
 from tessera_daemon.transport.lease import LeaseKeeper
 from tessera_daemon.transport.link import RedisLink
-from tessera_daemon.transport.partition import Committer, PartitionWork, WindowRecord
+from tessera_daemon.transport.partition import Committer, PartitionWork, Poison, WindowRecord
 from tessera_daemon.transport.redis import EntryToken, RedisTransport
 from tessera_daemon.transport.registry import unregister_worker
 from tessera_daemon.transport.view import PartitionView
@@ -107,6 +106,7 @@ class Detector:
     def adopt(self) -> None:
         inbox, lost, release, topologies = self.coordinator.take()
         for work in inbox:
+            work.pipeline.assembler.guard_future(self.cfg.window.max_future_skew_s)
             self.parts[work.token] = work
             self.backlog[work.token] = []
             self.transport.attach(work.token, work.position)
@@ -193,14 +193,20 @@ class Detector:
             owner = self.parts.get(token)
             if owner is not None:
                 dup = owner.duplicates
-                owner.ingest(ds)
+                poison = owner.ingest(ds)
                 self.counters.duplicates += owner.duplicates - dup
+                if poison:
+                    await self.dead_letter(token, poison)
+                errs = owner.window_errors
                 recs = owner.advance(targets=targets)
+                self.counters.window_errors += owner.window_errors - errs
                 self.backlog[token].extend(recs)
                 self.changed = self.changed or bool(recs)
         idle_s = self.cfg.transport.detector.idle_close_s
         for work in list(self.parts.values()):
+            errs = work.window_errors
             closed = work.idle_close(idle_s, targets=targets)
+            self.counters.window_errors += work.window_errors - errs
             self.backlog[work.token].extend(closed)
             self.changed = self.changed or bool(closed)
             await self.flush_commits(work)
@@ -209,6 +215,24 @@ class Detector:
             if work.token in self.parts and (closed or due):
                 await self.checkpoint(work)
         return len(deliveries)
+
+    async def dead_letter(self, token: str, poison: list[Poison]) -> None:
+        """Entries ``PartitionWork.ingest`` handed back (they failed to process and were rolled back, or
+        every frame was quarantined as too far ahead): to the dead-letter stream with the reason and error,
+        acknowledged, counted; the worker goes on. When Redis cannot take them now they stay pending and
+        the next checkpoint acknowledges them (never re-ingested: the cursor is past them)."""
+        bad = []
+        for d, reason, error in poison:
+            tok = d.token
+            assert isinstance(tok, EntryToken)
+            log.warning("entry dead-lettered", partition=token, entry=tok.id.decode(), src=tok.src, reason=reason,
+                        error=error)
+            bad.append((tok.id, reason, error, tok.fields))
+        try:
+            await self.transport.dead_letter(token, bad)
+        except TransportError:
+            for _d, reason, _e in poison:
+                self.transport.dead_letters[reason] += 1
 
     async def flush_commits(self, work: PartitionWork) -> bool:
         queue = self.backlog.get(work.token, [])
@@ -348,17 +372,16 @@ async def run_detector(
                  freeze_until=rec.freeze_end_ts, source=rec.source, worker=wid)
 
     routes = [web.get("/v1/partitions", partitions),
-              *event_routes(cfg.events, det.fleet.get, now=event_now, on_event=on_event, relay=det.relay)]
+              *event_routes(cfg.events, det.fleet.get, now=event_now, on_event=on_event, relay=det.relay,
+                            counts=status.event_requests)]
     app = make_app(status, extra_routes=routes)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2.0, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, cfg.http.host, cfg.http.port)
-    await site.start()
-    port = next((int(a[1]) for a in runner.addresses), cfg.http.port)
+    runner, port = await serve_http(app, cfg)
     log.info("serving", metrics=f"http://{cfg.http.host}:{port}/metrics", worker=wid)
 
-    remove_signals = install_stop_signals(stop) if install_signals else None
-    sd_notify("READY=1")
+    runtime = ProcessRuntime("detector", stop, install_signals=install_signals,
+                             alive=lambda: status.alive(time.time()))
+    runtime.start()
+    runtime.ready()
     if on_running:
         on_running(DetectorRunning(status, port, stop, wid, det))
 
@@ -386,7 +409,7 @@ async def run_detector(
             pub = tg.create_task(det.publisher.run(stop), name="mqtt") if det.publisher else None
             await stop.wait()
             status.stopping = True
-            sd_notify("STOPPING=1")
+            runtime.stopping()
             await consumer
             await coord
             await det.shutdown()
@@ -403,8 +426,7 @@ async def run_detector(
             await runner.cleanup()
         await det.transport.close()
         await det.link.close()
-        if remove_signals is not None:
-            remove_signals()
+        await runtime.close()
     log.info("detector worker stopped", worker=wid, windows=det.counters.windows["committed"],
              skipped=det.counters.windows["skipped"], checkpoints=det.counters.checkpoints["written"],
              dead_letters=sum(det.transport.dead_letters.values()))

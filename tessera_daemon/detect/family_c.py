@@ -51,8 +51,9 @@ _N_EFF_MAX = 2.0 * COV_HALFLIFE / _LN2
 
 
 @njit(cache=True, nogil=True, fastmath=False)
-def _load(w_row: np.ndarray, clip: float, xc: np.ndarray, obs: np.ndarray) -> int:
-    """Winsorise one shard's innovations into xc, mark the observed ones; return how many."""
+def _load(w_row: np.ndarray, d_row: np.ndarray, clip: float, xc: np.ndarray, obs: np.ndarray) -> int:
+    """Winsorise one shard's innovations into xc (at +-max(clip, delta + clip / 2), as Family A), mark
+    the observed ones; return how many."""
     n_obs = 0
     for m in range(w_row.shape[0]):
         xi = w_row[m]
@@ -61,7 +62,8 @@ def _load(w_row: np.ndarray, clip: float, xc: np.ndarray, obs: np.ndarray) -> in
             xc[m] = 0.0
             continue
         obs[m] = True
-        xc[m] = min(max(xi, -clip), clip)
+        cl = max(clip, d_row[m] + 0.5 * clip)
+        xc[m] = min(max(xi, -cl), cl)
         n_obs += 1
     return n_obs
 
@@ -178,7 +180,7 @@ def _family_c_update(
     sd = np.zeros(n_m)
     obs = np.zeros(n_m, np.bool_)
     for i in range(n_s):
-        n_obs = _load(w[i], clip, xc, obs)
+        n_obs = _load(w[i], delta[i], clip, xc, obs)
         if n_obs == 0:  # no observation: carry state
             continue
         prev_max = -1e300

@@ -4,7 +4,8 @@ Each kernel has a NumPy twin in ``detect.reference`` with the same signature; te
 Numba functions are opaque to mypy, so callers use the typed wrappers at the bottom.
 
 Family A (univariate, per shard x metric): a two-sided mixture of e-CUSUM recursions over a grid of
-bets lambda_k. For a standardised innovation x (winsorised at +-clip) and side s in {+1, -1}:
+bets lambda_k. For a standardised innovation x (winsorised at +-max(clip, delta + clip / 2), so a wide
+material margin never leaves the clip below it) and side s in {+1, -1}:
 
     y     = lambda_k * s * x
     phi   = sign(y) * log(1 + |y| + y^2 / 2)              (Catoni's influence function)
@@ -15,6 +16,13 @@ bets lambda_k. For a standardised innovation x (winsorised at +-clip) and side s
 Because exp(phi(y)) <= 1 + y + y^2/2, under the null E[s x | past] <= delta and E[x^2 | past] <= v
 each exp(inc) has conditional mean <= 1, so every exp(W_ks) is an e-CUSUM e-detector and so is the
 mixture: alarming at logM >= log c gives average run length >= c (Shin, Ramdas & Rinaldo 2024).
+
+Centred on a material margin ``c0 > 0`` (``margin``): each side bets on its excess over the margin,
+``y_s = clip(s x - c0, -clip, clip)`` in place of ``s x``, with ``delta`` and ``v`` the bounds on the
+mean and second moment of ``s x - c0`` beyond it. The payoff is increasing in x, so for a location family
+(the innovation is noise plus a shift mu) its expectation over the composite null ``s mu <= c0 + delta``
+is largest at the boundary: bounding it there is enough, and the margin costs no second-moment slack
+(``v`` holds ``delta^2``, not ``(c0 + delta)^2``). ``c0 = 0`` is the plain recursion above, bit for bit.
 
 Three ways to carry W from one window to the next, chosen by ``floor`` and ``renew``:
 
@@ -42,7 +50,7 @@ I64 = npt.NDArray[np.int64]
 
 
 @njit(cache=True, nogil=True, fastmath=False)
-def _family_a_update(
+def _family_a_update(  # noqa: C901 - one loop nest; the centred and plain payoffs share it
     x: np.ndarray,  # float64[S, M] standardised innovations, NaN = no observation this window
     delta: np.ndarray,  # float64[S, M] composite-null margin in innovation units
     v: np.ndarray,  # float64[S, M] null second-moment bound
@@ -55,6 +63,7 @@ def _family_a_update(
     run_start: np.ndarray,  # int64[S, M] window at which the current run began (in/out)
     log_m: np.ndarray,  # float64[S, M] mixture log evidence (out)
     side: np.ndarray,  # int64[S, M] +1 / -1: side of the strongest component (out)
+    margin: np.ndarray,  # float64[S, M] material margin the bets are centred on (0: none)
 ) -> None:
     n_s, n_m = x.shape
     n_k = bets.shape[0]
@@ -64,11 +73,14 @@ def _family_a_update(
             xi = x[i, m]
             if math.isnan(xi):  # no observation: carry state
                 continue
-            if xi > clip:
-                xi = clip
-            elif xi < -clip:
-                xi = -clip
             d = delta[i, m]
+            c0 = margin[i, m]
+            cl = max(clip, d + 0.5 * clip)  # a wide margin widens the clip: evidence past the margin counts
+            if c0 <= 0.0:
+                if xi > cl:
+                    xi = cl
+                elif xi < -cl:
+                    xi = -cl
             vv = v[i, m]
             prev_max = -math.inf
             for j in range(2 * n_k):
@@ -78,20 +90,35 @@ def _family_a_update(
             best = -1e300
             best_j = 0
             ax = abs(xi)
+            # centred on the margin: each side bets on its excess y_s = s x - c0 (clipped at +-clip)
+            y_up = min(max(xi - c0, -clip), clip)
+            y_dn = min(max(-xi - c0, -clip), clip)
             for k in range(n_k):
                 lam = bets[k]
                 norm = math.log1p(lam * d + 0.5 * lam * lam * vv)
-                y = lam * ax
-                phi = math.log1p(y + 0.5 * y * y)  # phi is odd: one log serves both sides
-                if xi < 0.0:
-                    phi = -phi
+                if c0 <= 0.0:
+                    y = lam * ax
+                    phi = math.log1p(y + 0.5 * y * y)  # phi is odd: one log serves both sides
+                    if xi < 0.0:
+                        phi = -phi
+                    phi_up = phi
+                    phi_dn = -phi
+                else:
+                    y = lam * abs(y_up)
+                    phi_up = math.log1p(y + 0.5 * y * y)
+                    if y_up < 0.0:
+                        phi_up = -phi_up
+                    y = lam * abs(y_dn)
+                    phi_dn = math.log1p(y + 0.5 * y * y)
+                    if y_dn < 0.0:
+                        phi_dn = -phi_dn
                 for s in range(2):
                     j = 2 * k + s
                     w = max(w_state[i, m, j], floor)
                     if renew > -math.inf:  # log(exp(w) + exp(renew))
                         hi = max(w, renew)
                         w = hi + math.log1p(math.exp(min(w, renew) - hi))
-                    w += (phi if s == 0 else -phi) - norm
+                    w += (phi_up if s == 0 else phi_dn) - norm
                     w_state[i, m, j] = w
                     if w > best:
                         best = w
@@ -116,14 +143,17 @@ def family_a_update(
     side: I64,
     floor: float = 0.0,
     renew: float = -math.inf,
+    margin: F64 | None = None,
 ) -> None:
     """Typed wrapper: update Family A state in place for one window (see module docstring).
 
     ``floor=0`` runs the e-CUSUM change detector (ARL >= c); ``floor=-inf`` runs the plain mixture
     test martingale for fixed-horizon tests (Ville: P(sup log M >= log(1/alpha)) <= alpha);
     ``floor=-inf`` with ``renew=log(pi)`` the change-point mixture (state starting at -inf)."""
+    if margin is None:
+        margin = np.zeros_like(x)
     _family_a_update(x, delta, v, bets, float(clip), int(window), float(floor), float(renew), w_state, run_start,
-                     log_m, side)
+                     log_m, side, margin)
 
 
 def warm_up() -> None:

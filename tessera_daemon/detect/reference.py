@@ -24,18 +24,25 @@ def family_a_update(
     side: I64,
     floor: float = 0.0,
     renew: float = -np.inf,
+    margin: F64 | None = None,
 ) -> None:
     obs = ~np.isnan(x)
     if not obs.any():
         return
-    xc = np.clip(np.where(obs, x, 0.0), -clip, clip)
+    c0 = np.zeros_like(x) if margin is None else margin
+    cl = np.maximum(clip, delta + 0.5 * clip)
+    x0 = np.where(obs, x, 0.0)
+    xc = np.clip(x0, -cl, cl)
+    centred = c0 > 0.0
+    y_up = np.where(centred, np.clip(x0 - c0, -clip, clip), xc)  # s x - c0 per side (c0 = 0: s x)
+    y_dn = np.where(centred, np.clip(-x0 - c0, -clip, clip), -xc)
     prev_max = w_state.max(axis=2)
     run_start[obs & (prev_max <= floor)] = window
     n_k = bets.shape[0]
     lam = bets[None, None, :]  # [1, 1, K]
     norm = np.log1p(lam * delta[..., None] + 0.5 * lam * lam * v[..., None])  # [S, M, K]
-    sgn = np.array([1.0, -1.0])
-    y = lam[..., None] * sgn[None, None, None, :] * xc[..., None, None]  # [S, M, K, 2]
+    ys = np.stack([y_up, y_dn], axis=-1)[:, :, None, :]  # [S, M, 1, 2]
+    y = lam[..., None] * ys  # [S, M, K, 2]
     phi = np.sign(y) * np.log1p(np.abs(y) + 0.5 * y * y)
     inc = (phi - norm[..., None]).reshape(x.shape[0], x.shape[1], 2 * n_k)
     carried = np.maximum(w_state, floor)

@@ -68,7 +68,8 @@ def family_c_update(
         return
     n_m = w.shape[1]
     n_k = bets.shape[0]
-    xc = np.clip(np.where(obs, w, 0.0), -clip, clip)
+    cl = np.maximum(clip, delta + 0.5 * clip)
+    xc = np.clip(np.where(obs, w, 0.0), -cl, cl)
     reset = rows & (w_state.max(axis=1) <= 0.0)
     run_start[reset] = window
     theta_state[reset] = 0.0

@@ -60,6 +60,8 @@ BoolA = npt.NDArray[np.bool_]
 MAD_TO_SD = 1.4826
 LEARN_Z = 4.0  # windows with a larger |innovation| never teach the baseline
 WINSOR = 6.0  # innovations beyond this many robust sigmas are winsorised when learning
+WINSOR_RMS = 3.0  # ... but never below this many plain RMS (quantised readings have a near-zero MAD)
+MAX_LAGGED = 1e150  # |r_prev| beyond this would overflow the AR(1) moments (rp * rp)
 DELTA_SE = 1.0  # margin added for offset estimation error, in standard errors (1/sqrt(n) innovation units)
 V_SE = 1.0  # slack added to the second-moment bound for scale estimation error, x 1/sqrt(n)
 V_AR_CAP = 1.4  # null second-moment bound of an innovation at phi = ar_max (1 at phi <= 0; linear between)
@@ -78,12 +80,38 @@ class ResidualParams:
     v_inflation: float  # null second-moment bound of a standardised innovation at phi = ar_max (see v)
     warmup_max: int = 0  # most warm-up windows (the buffer depth); 0: ``warmup`` (a fixed warm-up)
     persistence: float = 0.0  # warm once n (1 - phi_up) reaches this (after ``warmup`` windows); 0: fixed
+    # material effect size per metric column (detector.material): absolute units + relative to the level;
+    # log-scale columns take both relative to the level (empty: no material margin, sigma margin only)
+    material_abs: tuple[float, ...] = ()
+    material_rel: tuple[float, ...] = ()
+    material_log: tuple[bool, ...] = ()
 
     @classmethod
     def from_config(cls, d: DetectorConfig, v_inflation: float = V_AR_CAP) -> ResidualParams:
+        from tessera_daemon.config import parse_material  # noqa: PLC0415 - config imports nothing from here
+
+        table = parse_material(d.material)
+        wild = table.get("*", (0.0, False))
+        spec = [table.get(m, wild) for m in d.metrics]
         return cls(warmup=d.warmup_windows, ar_max=d.ar_max, halflife=d.baseline_halflife_windows,
                    min_cohort=d.min_cohort, delta_min=d.delta_min_sigma, v_inflation=v_inflation,
-                   warmup_max=d.warmup_max_windows, persistence=d.warmup_persistence)
+                   warmup_max=d.warmup_max_windows, persistence=d.warmup_persistence,
+                   material_abs=tuple(0.0 if rel else v for v, rel in spec),
+                   material_rel=tuple(v if rel else 0.0 for v, rel in spec),
+                   material_log=tuple(m in d.log_metrics for m in d.metrics))
+
+    def material_units(self, level: F64) -> F64 | None:
+        """Material margin [S, M] in the analysed units at ``level`` [S, M] (None: no margins set)."""
+        if not self.material_abs or not (any(self.material_abs) or any(self.material_rel)):
+            return None
+        if level.shape[-1] != len(self.material_abs):
+            return None  # columns that are not the configured metrics (trials of a matrix): sigma margins only
+        a, r = np.asarray(self.material_abs), np.asarray(self.material_rel)
+        lin = a + r * np.abs(level)
+        with np.errstate(over="ignore", invalid="ignore"):
+            logm = np.log1p(r + a * np.exp(-np.clip(level, -700.0, 700.0)))
+        out: F64 = np.where(np.asarray(self.material_log, np.bool_), logm, lin)
+        return out
 
     @property
     def buffer(self) -> int:
@@ -96,6 +124,10 @@ class ResidualOut:
     w: F64  # [S, M] standardised innovations (NaN: no update)
     delta: F64  # [S, M] composite-null margin in innovation units
     delta_min: F64  # [S, M] practical-significance part of delta alone (no estimation margin)
+    material: F64  # [S, M] the material-effect part of delta_min (innovation units; 0: none)
+    margin: F64  # [S, M] where the material margin dominates: the margin Family A's bets are centred on
+    delta_a: F64  # [S, M] Family A's mean bound beyond ``margin`` (delta - margin)
+    v_a: F64  # [S, M] Family A's second-moment bound beyond ``margin``
     v: F64  # [S, M] second-moment bound
     centre: F64  # [C, M] cohort centre this window
 
@@ -198,7 +230,12 @@ def _innovation_scale(e: F64, phi: F64) -> tuple[F64, F64]:
     u = e[:, 1:] - phi[:, None] * e[:, :-1]
     u_med = _median(u)
     mad = MAD_TO_SD * _median(np.abs(u - u_med[:, None]))
-    cap = (WINSOR * np.maximum(mad, 1e-12)) ** 2
+    # quantised readings (integer degrees, 15 MHz clock bins) make most innovations 0 and the MAD tiny:
+    # never winsorise below WINSOR_RMS x the plain RMS, or the scale misses the steps that are the noise
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        rms = np.sqrt(np.nan_to_num(np.nanmean(u * u, axis=1), nan=0.0))
+    cap = np.maximum(WINSOR * np.maximum(mad, 1e-12), WINSOR_RMS * rms) ** 2
     uw = np.minimum(u * u, cap[:, None])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a stream with a single window has no pair
@@ -345,24 +382,42 @@ def residual_step(
     r = np.where(active, x - state.offset - c, np.nan)
     phi = state.phi
     has_prev = ~np.isnan(state.r_prev)
-    u = np.where(has_prev, r - phi * np.nan_to_num(state.r_prev), r * np.sqrt(1.0 - phi * phi))
+    root = np.sqrt(1.0 - phi * phi)
+    u = np.where(has_prev, r - phi * np.nan_to_num(state.r_prev), r * root)
     w = u / state.scale
     inv_sqrt_n = 1.0 / np.sqrt(np.maximum(state.n_learn, 1))
-    delta = p.delta_min * np.sqrt((1.0 - phi) / (1.0 + phi)) + DELTA_SE * inv_sqrt_n
-    v = 1.0 + (p.v_inflation - 1.0) * np.clip(phi, 0.0, p.ar_max) / max(p.ar_max, 1e-9) + V_SE * inv_sqrt_n
-    v = v + delta * delta
+    # a persistent shift mu of the residual moves the innovation by mu (1 - phi) (by mu sqrt(1 - phi^2)
+    # on a restart without a previous residual): the null |mu| <= margin in innovation units
+    fac = np.where(has_prev, 1.0 - phi, root)
+    dmin = p.delta_min * fac / np.maximum(root, 1e-3)  # delta_min marginal sigmas
+    mat_units = p.material_units(state.offset + np.nan_to_num(c))
+    if mat_units is None:
+        material = np.zeros_like(dmin)
+    else:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            material = np.nan_to_num(mat_units * fac / state.scale, nan=0.0, posinf=0.0)
+    # where the material margin is the wider one, Family A bets on the excess over it (kernel docs)
+    margin = np.where(material > dmin, material, 0.0)
+    dmin = np.maximum(dmin, material)
+    delta = dmin + DELTA_SE * inv_sqrt_n
+    v0 = 1.0 + (p.v_inflation - 1.0) * np.clip(phi, 0.0, p.ar_max) / max(p.ar_max, 1e-9) + V_SE * inv_sqrt_n
+    v = v0 + delta * delta
+    delta_a = delta - margin
 
     # baseline learning after warm-up: cumulative at first (rate 1/n), then exponential with the
     # configured half-life; never for streams that are alarmed or frozen, never from outliers
     if p.halflife > 0:
-        follow = active & ~frozen & (np.abs(w) < LEARN_Z)
+        # outliers never teach the baseline: what lies beyond the material margin by LEARN_Z sigmas (an
+        # immaterial persistent deviation, e.g. a warm-up offset a little off, must still be learnt)
+        follow = active & ~frozen & (np.abs(w) - material < LEARN_Z)
         if follow.any():
             eta = np.maximum(1.0 / (state.n_learn + 1.0), math.log(2.0) / p.halflife)
             eta = np.where(follow, eta, 0.0)
             rr = np.where(follow, r, 0.0)
             uu = np.where(follow, np.minimum(u * u, (WINSOR * state.scale) ** 2), 0.0)
             rp = np.nan_to_num(state.r_prev)
-            both = follow & has_prev
+            both = follow & has_prev & (np.abs(rp) < MAX_LAGGED)  # an absurd lagged residual is not learnt from
+            rp = np.where(both, rp, 0.0)  # and never multiplied: rp * rp overflowed, 0 * inf was NaN for good
             eb = np.where(both, eta, 0.0)
             state.offset += eta * rr
             state.ew_uu += eta * (uu - state.ew_uu)
@@ -374,8 +429,11 @@ def residual_step(
             state.phi = np.where(both, np.clip(est, -0.5, p.ar_max), state.phi)
             state.n_learn += follow
 
-    state.r_prev = np.where(observed, np.where(active, r, np.nan), np.nan)
+    # a window without a sample is no observation: the AR(1) carries its last residual to the next
+    # sample (the pipeline forgets it once the shard is stale)
+    state.r_prev = np.where(observed, np.where(active, r, np.nan), state.r_prev)
     state.last_x = np.where(observed, x, np.nan)
     state.last_r = r
     state.last_w = w
-    return ResidualOut(w=w, delta=delta, delta_min=delta - DELTA_SE * inv_sqrt_n, v=v, centre=centre)
+    return ResidualOut(w=w, delta=delta, delta_min=dmin, v=v, centre=centre, material=material, margin=margin,
+                       delta_a=delta_a, v_a=v0 + delta_a * delta_a)

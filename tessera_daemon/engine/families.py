@@ -63,7 +63,10 @@ class Families:
                 new[keep] = prev[rows[keep]]
 
     def update(self, w: F64, delta: F64, v: F64, cohort_of: I64, n_cohorts: int, clip: float,
-               window: int) -> list[FamilyView]:
+               window: int, material: F64 | None = None) -> list[FamilyView]:
+        """One window of C, D and E. ``material`` [S, M] (innovation units): E scores only what lies
+        beyond each metric's material margin (a conformal p-value is valid for any score), C and D
+        carry it in ``delta``."""
         out: list[FamilyView] = []
         observed_any = ~np.all(np.isnan(w), axis=1)
         if "C" in self.enabled:
@@ -78,7 +81,8 @@ class Families:
             out.append(FamilyView("D", [self.metrics[c] for c in cols], self.d[4], ~np.isnan(w[:, cols]),
                                   {"lag": self.d[5]}))
         if "E" in self.enabled:
-            family_e.family_e_update(np.ascontiguousarray(w), cohort_of, n_cohorts, self.kappas, clip, window,
+            we = w if material is None else np.sign(w) * np.maximum(np.abs(w) - material, 0.0)
+            family_e.family_e_update(np.ascontiguousarray(we), cohort_of, n_cohorts, self.kappas, clip, window,
                                      self.seed, *self.e)
             out.append(FamilyView("E", [None], self.e[2][:, None], observed_any[:, None], {"p": self.e[3]}))
         return out

@@ -33,6 +33,7 @@ each host, and without waiting for each host to cross on its own.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -48,6 +49,8 @@ GROUP_CLIP = 3.0  # pooled z is winsorised at this many times the per-shard clip
 GROUP_BET_EXTRA = (2.0, 3.0)  # pooled streams also bet these multiples of the largest shard bet
 CHILD_FRACTION = 0.25  # a sub-group "shows evidence" at this fraction of the threshold (parsimony only)
 MIN_SEED = 20  # innovations needed to seed a group's variance from its members' warm-up buffers
+WANDER_K = 3.0  # a group's level may wander this many times its kind's typical wander without paging
+WANDER_HALFLIFE_S = 4 * 3600.0  # memory of each group kind's normal between-group spread
 
 
 @dataclass(slots=True)
@@ -118,6 +121,12 @@ class GroupDetector:
         self.side = np.zeros((g, m), np.int64)
         self.last_z = np.full((g, m), np.nan)
         self.last_x = np.full((g, m), np.nan)
+        # group wander: each kind's typical |mean member residual| (analysed units), learnt over hours
+        self.kind_names = sorted(set(self.kinds))
+        self.kind_idx = np.array([self.kind_names.index(k) for k in self.kinds], np.int64)
+        self.wander = np.full((len(self.kind_names), m), np.nan)  # [kinds, M] typical wander (units)
+        self.level2 = np.zeros((g, m))  # [G, M] slow mean of (group level^2 - member noise)
+        self.wander_obs = np.zeros((g, m), np.int64)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -165,8 +174,46 @@ class GroupDetector:
         counts = np.add.reduceat(obs.astype(np.float64), self.starts, axis=0)
         return sums, counts
 
+    def learn_wander(self, r: npt.NDArray[np.float64], marg_sd: npt.NDArray[np.float64], window_s: float,
+                     learn_below: float) -> None:
+        """Learn each group kind's normal between-group spread from the members' peer residuals ``r``
+        [S, M] (analysed units). Per group and metric, the slow mean of the squared mean member residual,
+        less what the members' own noise explains (``sum marg_sd^2 / n^2``), is the group's squared
+        wander; a kind's wander is the median over its groups (those without evidence). Racks whose inlet
+        temperature follows the room, PSUs whose load follows their jobs: that much is normal, learnt
+        with a half-life of ``WANDER_HALFLIFE_S`` and kept in the checkpoint."""
+        if self.var.shape[0] == 0:
+            return
+        vals = r[self.flat]
+        obs = ~np.isnan(vals)
+        sums = np.add.reduceat(np.where(obs, vals, 0.0), self.starts, axis=0)
+        counts = np.add.reduceat(obs.astype(np.float64), self.starts, axis=0)
+        noise = np.add.reduceat(np.where(obs, np.nan_to_num(marg_sd[self.flat]) ** 2, 0.0), self.starts, axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            level = np.where(counts >= 2, sums / counts, np.nan)
+            noise = np.where(counts >= 2, noise / (counts * counts), np.nan)
+        learn = ~np.isnan(level) & (self.log_m < learn_below)
+        rate = math.log(2.0) * window_s / WANDER_HALFLIFE_S
+        eta = np.where(learn, np.maximum(1.0 / (self.wander_obs + 1.0), rate), 0.0)
+        self.level2 = self.level2 + eta * (np.nan_to_num(level) ** 2 - np.nan_to_num(noise) - self.level2)
+        self.wander_obs += learn
+        g_wander = np.sqrt(np.maximum(self.level2, 0.0))
+        for k in range(len(self.kind_names)):
+            rows = self.kind_idx == k
+            if rows.sum() < 3:
+                continue  # too few groups of this kind to say what is normal between them
+            known = self.wander_obs[rows] >= MIN_SEED
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # metrics with no known group yet
+                med = np.nanmedian(np.where(known, g_wander[rows], np.nan), axis=0)
+            self.wander[k] = np.where(known.sum(axis=0) >= 3, med, np.nan)
+
     def update(self, w: npt.NDArray[np.float64], delta_min: npt.NDArray[np.float64], v_inflation: float, clip: float,
-               window: int, thr: float, learn_below: float) -> GroupResult:
+               window: int, thr: float, learn_below: float, per_unit: npt.NDArray[np.float64] | None = None,
+               margin: npt.NDArray[np.float64] | None = None) -> GroupResult:
+        """One window of the pooled detectors. ``per_unit`` [S, M]: each member innovation's response to a
+        unit shift of its residual ((1 - phi) / scale); with it, a group's margin also covers its kind's
+        learnt wander (``WANDER_K`` x typical level)."""
         g, m = self.var.shape
         if g == 0:
             return GroupResult(np.zeros((0, m), np.bool_), [])
@@ -180,11 +227,24 @@ class GroupDetector:
         # the members' offset-estimation errors average out in z_g, so that margin does not
         dmean = np.add.reduceat(np.nan_to_num(delta_min[self.flat]), self.starts, axis=0) / np.maximum(
             np.add.reduceat(np.ones_like(delta_min[self.flat]), self.starts, axis=0), 1.0)
-        dg = dmean * np.sqrt(np.maximum(counts, 1.0)) + 1.0 / np.sqrt(np.maximum(self.n, 1))
+        n_mem = np.maximum(np.add.reduceat(np.ones_like(delta_min[self.flat]), self.starts, axis=0), 1.0)
+        centre = np.zeros_like(dmean)  # the material / wander margin the pooled bets are centred on
+        if margin is not None:
+            centre = np.add.reduceat(np.nan_to_num(margin[self.flat]), self.starts, axis=0) / n_mem
+        if per_unit is not None:
+            pu = np.nan_to_num(per_unit[self.flat])
+            mean_pu = np.add.reduceat(pu, self.starts, axis=0) / n_mem
+            wander = WANDER_K * np.nan_to_num(self.wander[self.kind_idx]) * mean_pu
+            centre = np.where(wander > np.maximum(dmean, centre), wander, centre)
+            dmean = np.maximum(dmean, wander)
+        root_n = np.sqrt(np.maximum(counts, 1.0))
+        dg = (dmean - centre) * root_n + 1.0 / np.sqrt(np.maximum(self.n, 1))
         vg = v_inflation + 1.0 / np.sqrt(np.maximum(self.n, 1)) + dg * dg
         learn = ~np.isnan(z) & (self.log_m < learn_below) & (np.abs(np.nan_to_num(x)) < 4.0)
+        # a shared shift c per member moves z by c sqrt(n) and x = z / sqrt(var) by c sqrt(n / var): the
+        # material / wander margin the bets are centred on, in x's units
         family_a_update(x, dg, vg, self.bets, GROUP_CLIP * clip, window, self.w_state, self.run_start, self.log_m,
-                        self.side)
+                        self.side, margin=centre * root_n / np.sqrt(self.var))
         if self.halflife > 0:
             # cumulative during the group's warm-up, then the slow exponential follow, as for shards:
             # a fault must not teach the group that its shift is noise
@@ -223,7 +283,13 @@ class GroupDetector:
                 continue
             if any(crossing[p, j] and side[p, j] == side[gi, j] and complete(p, j) for p in self.parents[gi]):
                 continue  # a larger group explains it
-            out.append((int(gi), int(j)))
+            # promotion: a larger group whose every sub-group shows evidence in the same direction (and
+            # that shows some itself) explains the crossing better than the part that crossed first; the
+            # crossing is the alarm, the parsimony names the node (a rack fault is the rack, not a host)
+            wider = [p for p in self.parents[gi] if elevated[p, j] and side[p, j] == side[gi, j] and complete(p, j)]
+            pick = max(wider, key=lambda p: self.rows[p].size) if wider else int(gi)
+            if (pick, j) not in out:
+                out.append((int(pick), int(j)))
         return out
 
     def relearn(self, rows: npt.NDArray[np.int64]) -> None:

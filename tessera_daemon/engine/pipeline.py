@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,9 +18,10 @@ import numpy.typing as npt
 
 from tessera_daemon.config import Config
 from tessera_daemon.detect.kernels import family_a_update
-from tessera_daemon.detect.residuals import ResidualParams, residual_step
+from tessera_daemon.detect.residuals import ResidualOut, ResidualParams, residual_step
 from tessera_daemon.detect.state import DetectorState
 from tessera_daemon.engine.attribution import Candidate, attribute
+from tessera_daemon.engine.bounds import ValueBounds
 from tessera_daemon.engine.ebh import e_d_bh_selected
 from tessera_daemon.engine.events import EventBook
 from tessera_daemon.engine.families import Families, FamilyView
@@ -32,7 +34,36 @@ from tessera_daemon.model import ClusterEvent, Firing, Frame, FrameBlock, Topolo
 V_INFLATION = 1.2  # null second-moment bound of a group's pooled z (plus estimation slack)
 FAMILY_NAMES = {"C": "multivariate", "D": "oscillation", "E": "conformal novelty"}
 BROAD_FRACTION = 0.6  # share of a cohort that must move for a fleet_event
-RULE_METRIC = {"xid": "xid", "ecc_dbe": "ecc_dbe", "device_lost": None}
+RULE_METRIC = {"xid": "xid", "ecc_dbe": "ecc_dbe", "device_lost": None, "device_missing": None,
+               "host_silent": None}
+CADENCE_RATE = 0.05  # weight of each new gap in a shard's own cadence estimate
+WIDE_SCOPES = frozenset({"cooling_zone", "pod", "fleet"})  # incidents that hold only their own metric
+RELATED_MAX = 32  # related evidence entries kept in one incident's receipt
+RECOVERY_WINDOWS = 30  # after a shard's incident closes, its recovery transient opens nothing new
+STEP_LOOKBACK = 3  # a fleet event's level is compared with the level this many persistence spans ago
+STEP_SMOOTH = 10  # windows averaged at each end of that comparison
+STEP_RING_MAX = 5000  # most windows kept for it
+LEVEL_RATE = 0.2  # weight of each window in the smoothed residual that decides whether a deviation lasts
+
+
+def threshold_log(n_streams: int, window_s: float, false_pages_per_day: float, floor: float) -> float:
+    """The evidence threshold: log(streams x windows per day / false pages per day), floored.
+
+    Every e-detector stream (shard, group, cohort, family) alarms at average run length >= the
+    threshold's exp, so the fleet expects at most ``false_pages_per_day`` false alarms a day."""
+    windows_per_day = 86_400.0 / window_s
+    return max(floor, math.log(max(1, n_streams) * windows_per_day / false_pages_per_day))
+
+
+def _hosts(topology: Topology, shards: list[str]) -> dict[str, npt.NDArray[np.int64]]:
+    """Rows of each host's shards (a shard's nearest ancestor of kind host; none: not grouped)."""
+    out: dict[str, list[int]] = {}
+    for i, s in enumerate(shards):
+        for a in topology.ancestors(s):
+            if topology.nodes[a].kind == "host":
+                out.setdefault(a, []).append(i)
+                break
+    return {h: np.array(r, np.int64) for h, r in out.items()}
 
 
 @dataclass(slots=True)
@@ -71,17 +102,27 @@ class Pipeline:
         self.bets = np.array(d.bets, np.float64)
         self.critical_xids = frozenset(cfg.rules.critical_xids)
         self.book = FiringBook(recent_limit=d.recent_resolved)
+        self.bounds = ValueBounds(self.metrics, cfg.window)  # implausible window values become missing
         self.assembler = WindowAssembler(
-            [], self.metrics, cfg.window.length_s, cfg.window.grace_s, cfg.rules.ecc_dbe_counter
+            [], self.metrics, None if cfg.window.auto else cfg.window.length_s, cfg.window.grace_s,
+            cfg.rules.ecc_dbe_counter,
         )
         self.state = DetectorState.empty(0, len(self.metrics), d.warmup_max_windows, len(self.bets))
         self.cstate = DetectorState.empty(0, len(self.metrics), d.warmup_max_windows, len(self.bets))
         self.families = Families(0, self.metrics, d.families, d.oscillation_metrics, d.conformal_seed)
         self.cohorts: list[str] = []
         self.missing_run = np.zeros(0, np.int64)
+        self.cadence = np.ones(0)  # [S] each shard's own sample interval, in windows (EW, >= 1)
+        self.quiet_until = np.zeros(0, np.int64)  # [S] no new statistical page before this window (recovery)
+        self._window_index = -1
+        self.r_ew = np.zeros((0, len(self.metrics)))  # [S, M] smoothed peer residual (analysed units)
+        self.level_out = np.zeros((0, len(self.metrics)), np.bool_)  # [S, M] r_ew beyond the margin
+        self.seen = np.zeros(0, np.bool_)  # [S] the shard has reported at least once
         self.shards: list[str] = []
         self.row: dict[str, int] = {}
         self.table = ShardTable()
+        self.threshold_override: float | None = None
+        self._merged: list[Firing] = []  # where _open reports member firings a group incident took over
         self.windows_processed = 0
         self.last_duration_s = 0.0
         self.topology = topology
@@ -100,14 +141,33 @@ class Pipeline:
         keep = rows >= 0
         missing[keep] = self.missing_run[rows[keep]]
         self.missing_run = missing
+        cadence = np.ones(len(shards))
+        cadence[keep] = self.cadence[rows[keep]]
+        self.cadence = cadence
+        quiet = np.full(len(shards), np.iinfo(np.int64).min, np.int64)
+        quiet[keep] = self.quiet_until[rows[keep]]
+        self.quiet_until = quiet
+        m = len(self.metrics)
+        r_ew = np.full((len(shards), m), np.nan)
+        r_ew[keep] = self.r_ew[rows[keep]]
+        self.r_ew = r_ew
+        self.level_out = np.zeros((len(shards), m), np.bool_)
+        seen = np.zeros(len(shards), np.bool_)
+        seen[keep] = self.seen[rows[keep]]
+        self.seen = seen
         self.topology = topology
         self._members = topology.members()
+        self._member_sets: dict[str, frozenset[str]] = {}
+        self.host_of = _hosts(topology, shards)
         self.shards = shards
         self.row = {s: i for i, s in enumerate(shards)}
         cohorts = sorted({topology.cohort_of(s) for s in shards})
         old_c = {c: i for i, c in enumerate(self.cohorts)}
         self.cstate = self.cstate.take(np.array([old_c.get(c, -1) for c in cohorts], np.int64))
         self.cohorts = cohorts
+        self.cohort_pending = np.zeros((len(cohorts), len(self.metrics)), np.int64)
+        self.cohort_ring = np.zeros((0, 0, 0))  # [C, M, depth] recent cohort centres (``_cohort_step``)
+        self.cohort_ring_at = 0
         cidx = {c: i for i, c in enumerate(cohorts)}
         self._cohort_members = {c: [s for s in shards if topology.cohort_of(s) == c] for c in cohorts}
         self.cohort_of = np.array([cidx[topology.cohort_of(s)] for s in shards], np.int64)
@@ -118,13 +178,38 @@ class Pipeline:
         self.groups = GroupDetector(topology, self.row, len(self.metrics), d.attribution_kinds, self.bets,
                                     d.warmup_windows, d.baseline_halflife_windows)
         # every e-detector stream counts toward the false-page budget: shards, groups and cohorts
-        n_streams = max(1, (len(shards) + len(self.groups) + len(cohorts)) * len(self.metrics)
-                        + len(shards) * self.families.n_streams_per_shard)
-        windows_per_day = 86_400.0 / self.cfg.window.length_s
-        self.threshold_log = max(
-            self.cfg.detector.min_threshold_log,
-            math.log(n_streams * windows_per_day / self.cfg.detector.false_pages_per_day),
-        )
+        self.n_streams = max(1, (len(shards) + len(self.groups) + len(cohorts)) * len(self.metrics)
+                             + len(shards) * self.families.n_streams_per_shard)
+
+    @property
+    def window_length_s(self) -> float:
+        """The window length in force (measured from the poll cadence when ``window.length_s`` is auto;
+        until then, the fallback the assembler reports)."""
+        return self.assembler.length_s
+
+    def observed_cadence_s(self) -> float:
+        """Median over reporting shards of their own sample interval (seconds; NaN before any)."""
+        seen = self.seen
+        if not seen.any():
+            return math.nan
+        return float(np.median(self.cadence[seen])) * self.window_length_s
+
+    def window_too_short(self) -> bool:
+        """An explicit window shorter than the shards' median cadence: most windows hold no sample."""
+        cad = self.observed_cadence_s()
+        return math.isfinite(cad) and self.windows_processed >= 10 and cad > 1.5 * self.window_length_s
+
+    @property
+    def threshold_log(self) -> float:
+        """The evidence threshold of this pipeline's streams (a split-mode worker sets the fleet's)."""
+        if self.threshold_override is not None:
+            return self.threshold_override
+        return threshold_log(self.n_streams, self.window_length_s, self.cfg.detector.false_pages_per_day,
+                             self.cfg.detector.min_threshold_log)
+
+    @threshold_log.setter
+    def threshold_log(self, value: float) -> None:
+        self.threshold_override = float(value)
 
     # ------------------------------------------------------------------------------ ingest
 
@@ -166,9 +251,9 @@ class Pipeline:
                 self.families.relearn(rows)
                 self.groups.relearn(rows)
         event_frozen = [self.row[s] for s in self.events.frozen(win.end_ts) if s in self.row]
-        self.missing_run = np.where(win.present, 0, self.missing_run + 1)
-        stale = self.missing_run >= self.cfg.window.stale_after_windows
-        x = win.values.copy()
+        stale = self._cadence(win.present)
+        st.r_prev[stale] = np.nan  # a stale shard's AR(1) restarts when it reports again
+        x = self.bounds.apply(win.values)  # a copy; values outside their plausible range are missing
         if self.log_cols.size:
             lx = x[:, self.log_cols]
             with np.errstate(invalid="ignore", divide="ignore"):
@@ -193,24 +278,30 @@ class Pipeline:
                 lone[self.row[target], self.metrics.index(metric)] = f is not None and f.classification == "shard_fault"
 
         res = residual_step(st, x, self.cohort_of, fresh_rows, frozen, self.params)
+        self._track_level(res, stale)
         family_a_update(
-            res.w, res.delta, res.v, self.bets, self.cfg.detector.clip_sigma, win.index,
-            st.w_state, st.run_start, st.log_m, st.side,
+            res.w, res.delta_a, res.v_a, self.bets, self.cfg.detector.clip_sigma, win.index,
+            st.w_state, st.run_start, st.log_m, st.side, margin=res.margin,
         )
 
         views = self.families.update(res.w, res.delta, res.v, self.cohort_of, len(self.cohorts),
-                                     self.cfg.detector.clip_sigma, win.index)
+                                     self.cfg.detector.clip_sigma, win.index, material=self._step_margin(res))
         self.groups.seed(st, self.cfg.detector.clip_sigma)
         # pooled detectors are for shifts too small to fire single shards: a member already firing as a
         # shard fault is explained by its own firing and left out of its groups' pools (a straggler must
         # not slowly drag its host over the threshold with seven healthy GPUs in it)
+        marg_sd = st.scale / np.sqrt(np.maximum(1.0 - st.phi * st.phi, 1e-3))
+        self.groups.learn_wander(st.last_r, marg_sd, self.window_length_s, self.cfg.detector.learn_below_log)
+        per_unit = (1.0 - st.phi) / st.scale
         gres = self.groups.update(np.where(lone, np.nan, res.w), res.delta_min, V_INFLATION,
-                                  self.cfg.detector.clip_sigma, win.index, thr, self.cfg.detector.learn_below_log)
+                                  self.cfg.detector.clip_sigma, win.index, thr, self.cfg.detector.learn_below_log,
+                                  per_unit=per_unit, margin=res.margin)
         shard_cross = self._selection(st, stale, thr)
         if self.cfg.detector.selection == "e-d-bh" and len(self.groups):
             gres = self.groups.result(shard_cross[1], thr)
         opened: list[Firing] = []
         resolved: list[Firing] = []
+        self._merged = resolved
         self._resolve_relearned(win, ended, resolved)
         self._cohort_streams(win, res.centre, thr, resolve_below, opened, resolved)
         self._lifecycle_family_a(win, res.centre, stale, shard_cross[0], thr, resolve_below, opened, resolved)
@@ -218,8 +309,12 @@ class Pipeline:
             self._lifecycle_view(win, view, stale, thr, resolve_below, opened, resolved)
         self._attribution(win, gres, thr, resolve_below, opened, resolved)
         hits = evaluate_rules(win.xids, win.ecc_increments, win.lost, self.critical_xids)
+        hits += self._silence(stale)
         self._lifecycle_rules(win, hits, thr, opened, resolved)
 
+        self._window_index = win.index
+        self._rearm_closed(resolved)
+        self._merged = []
         self.table = ShardTable(
             window=win.index, end_ts=win.end_ts, log_m=st.log_m.copy(), last_x=x,
             last_w=np.where(np.isnan(res.w), np.nan, res.w), warm=st.warm(), stale=stale,
@@ -229,11 +324,216 @@ class Pipeline:
         self.last_duration_s = time.perf_counter() - t0
         return WindowResult(win.index, win.end_ts, opened, resolved, self.last_duration_s, win.n_frames, ended)
 
+    def _step_margin(self, res: ResidualOut) -> npt.NDArray[np.float64]:
+        """The material margin as a one-window step (innovation units, not scaled by 1 - phi): what
+        conformal novelty (E) treats as immaterial. A cohort-wide phase that moves one member a little
+        more than its peers shows up as a step at each phase change, never as more than that."""
+        st = self.state
+        mat = self.params.material_units(st.offset + np.nan_to_num(res.centre[self.cohort_of]))
+        if mat is None:
+            return res.material
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out: npt.NDArray[np.float64] = np.nan_to_num(mat / st.scale, nan=0.0, posinf=0.0)
+        return np.maximum(out, res.material)
+
+    def _track_level(self, res: ResidualOut, stale: npt.NDArray[np.bool_]) -> None:
+        """Smoothed peer residual per stream (analysed units) and whether it lies beyond the stream's
+        margin (the material effect, or delta_min marginal sigmas when larger): what keeps an incident
+        open while the deviation it stands for lasts."""
+        st = self.state
+        r = st.last_r
+        obs = ~np.isnan(r)
+        self.r_ew = np.where(obs, np.where(np.isnan(self.r_ew), r, self.r_ew + LEVEL_RATE * (r - self.r_ew)),
+                             np.where(stale[:, None], np.nan, self.r_ew))
+        root = np.sqrt(np.maximum(1.0 - st.phi * st.phi, 1e-6))
+        marg = self.params.delta_min * st.scale / root
+        mat = self.params.material_units(st.offset + np.nan_to_num(res.centre[self.cohort_of]))
+        if mat is not None:
+            marg = np.maximum(marg, mat)
+        self.level_out = np.abs(np.nan_to_num(self.r_ew)) > marg
+
+    def _rearm_closed(self, resolved: list[Firing]) -> None:
+        """Statistical incidents that closed this window re-arm the streams of the shards they covered."""
+        rows: set[int] = set()
+        for f in resolved:
+            if f.detector.startswith("rule:") or f.classification == "fleet_event" or "merged" in str(
+                    f.receipt.get("resolved_reason", "")):
+                continue
+            rows.update(self.row[s] for s in (*f.members, *self._member_set(f.target)) if s in self.row)
+        covered = {s for key in self.book.active_keys() if (g := self.book.get(key)) is not None
+                   and not key[1].startswith("rule:") for s in g.members}
+        for i in sorted(rows):
+            if self.shards[i] not in covered:
+                self._rearm_shard(i)
+                self.quiet_until[i] = self._window_index + RECOVERY_WINDOWS
+
+    def _cadence(self, present: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
+        """Update each shard's own cadence and return which shards are stale.
+
+        A window without a sample is no observation; a shard is late only once it has sent nothing for
+        ``stale_after_windows`` of its own sample intervals (a 30-s poller behind 10-s windows is not
+        stale after three empty windows). The interval is an exponential mean of the gaps between the
+        windows a shard reported in, each gap capped at twice the current estimate plus one (an outage
+        does not teach the shard a slow cadence)."""
+        gap = self.missing_run + 1
+        back = present & self.seen
+        if back.any():
+            g = np.minimum(gap[back], 2.0 * self.cadence[back] + 1.0)
+            self.cadence[back] = np.maximum(self.cadence[back] + CADENCE_RATE * (g - self.cadence[back]), 1.0)
+        self.seen |= present
+        self.missing_run = np.where(present, 0, self.missing_run + 1)
+        limit = self.cfg.window.stale_after_windows * np.maximum(self.cadence, 1.0)
+        stale: npt.NDArray[np.bool_] = self.missing_run >= np.ceil(limit)
+        return stale
+
+    def _silence(self, stale: npt.NDArray[np.bool_]) -> list[RuleHit]:
+        """Silence is a signal: a shard that stopped reporting while its host's other shards still report
+        is a missing device (hard fault); a host whose every shard went silent is one host-level hit."""
+        gone = stale & self.seen
+        if not gone.any():
+            return []
+        hits: list[RuleHit] = []
+        for host, rows in self.host_of.items():
+            g = gone[rows]
+            if not g.any():
+                continue
+            if g.all():
+                if self.missing_run[rows].min() * self.window_length_s < self.cfg.window.host_silent_s:
+                    continue  # an agent restart or a short network blip: the host comes back
+                if rows.size > 1:
+                    hits.append(RuleHit(host, "host_silent", {"shards": int(rows.size)}, scope="host",
+                                        members=tuple(self.shards[r] for r in rows)))
+                else:
+                    hits.append(RuleHit(self.shards[int(rows[0])], "device_missing", {"host_reporting": False}))
+                continue
+            alive = ~stale[rows]
+            if alive.any():
+                for r in rows[g]:
+                    hits.append(RuleHit(self.shards[int(r)], "device_missing",
+                                        {"missing_windows": int(self.missing_run[r]),
+                                         "cadence_windows": round(float(self.cadence[r]), 2),
+                                         "host_reporting": int(alive.sum())}))
+        hits.sort(key=lambda h: (h.shard, h.rule))
+        return hits
+
     def _open(self, f: Firing, opened: list[Firing]) -> None:
-        """Open a firing, labelled event_conditional when it starts inside an announced event's window."""
+        """Open a firing, labelled event_conditional when it starts inside an announced event's window.
+
+        One incident per fault: a statistical shard firing whose shard is already part of an open
+        incident (its own statistical firing on another detector or metric, or a group firing that
+        lists it) is not opened; it is recorded in that incident's receipt as related evidence. A group
+        firing that opens takes over its members' open statistical firings (resolved as merged)."""
+        if f.detector.startswith("rule:"):
+            first = next((self.book.get(k) for k in self.book.active_keys()
+                          if k[1].startswith("rule:") and k[0] == f.target), None)
+            if first is not None and f.scope == "shard":  # e.g. XID 79, then the device is lost: one incident
+                rel = first.receipt.setdefault("related", [])
+                if len(rel) < RELATED_MAX and not any(r.get("detector") == f.detector for r in rel):
+                    rel.append({"shard": f.target, "detector": f.detector, "metric": f.metric, "window": f.window})
+                return
+            self.events.attribute(f)
+            self.book.open(f)
+            opened.append(f)
+            return
+        if f.scope == "shard":
+            i = self.row.get(f.target, -1)
+            if i >= 0 and f.window < self.quiet_until[i]:
+                return  # the shard's incident closed moments ago: its recovery is part of it, not a new page
+            cover = self._incident_of(f.target, f.metric)
+            if cover is not None:
+                rel = cover.receipt.setdefault("related", [])
+                tag = [f.detector, f.metric]
+                if len(rel) < RELATED_MAX and not any(r.get("detector") == tag[0] and r.get("metric") == tag[1]
+                                                      and r.get("shard") == f.target for r in rel):
+                    rel.append({"shard": f.target, "detector": f.detector, "metric": f.metric,
+                                "window": f.window, "log_evidence": round(f.log_evidence, 4)})
+                return
+        if f.scope not in ("shard", "cohort"):
+            cover = self._group_incident_of(f.target, f.metric)
+            if cover is not None:  # the node (another metric) or a larger node already has the incident
+                rel = cover.receipt.setdefault("related", [])
+                if len(rel) < RELATED_MAX and not any(r.get("node") == f.target and r.get("metric") == f.metric
+                                                      for r in rel):
+                    rel.append({"node": f.target, "detector": f.detector, "metric": f.metric, "window": f.window,
+                                "log_evidence": round(f.log_evidence, 4)})
+                return
         self.events.attribute(f)
         self.book.open(f)
         opened.append(f)
+        if f.scope not in ("shard", "cohort") and f.members:
+            self._merge_members(f, opened)
+
+    def _incident_of(self, shard: str, metric: str | None) -> Firing | None:
+        """The open statistical incident that already covers a firing of ``shard`` on ``metric`` (None:
+        none): the shard's own incident (any detector or metric), or a group incident holding the shard
+        on the same metric (a multivariate / novelty firing, metric None, on any). One that closed in this
+        very window still counts (its recovery is part of it)."""
+        best: Firing | None = None
+        for f in [*self._merged, *(self.book.get(k) for k in self.book.active_keys())]:
+            if f is None or f.detector.startswith("rule:") or f.classification == "fleet_event":
+                continue
+            own = f.target == shard
+            group = f.scope not in ("shard", "cohort") and (metric is None or f.metric == metric or (
+                f.scope not in WIDE_SCOPES)) and (shard in f.members or shard in self._member_set(f.target))
+            if (own or group) and (best is None or (best.scope == "shard" and f.scope != "shard")):
+                best = f
+        return best
+
+    def _group_incident_of(self, node: str, metric: str | None) -> Firing | None:
+        """An open statistical group incident on ``node`` itself (any metric) or, on the same metric, on a
+        node holding all of its shards; one that closed this very window counts too."""
+        mine = self._member_set(node)
+        for f in [*self._merged, *(self.book.get(k) for k in self.book.active_keys())]:
+            if f is None or f.detector.startswith("rule:") or f.scope in ("shard", "cohort"):
+                continue
+            if f.classification == "fleet_event":
+                continue
+            same = f.metric == metric or f.scope not in WIDE_SCOPES
+            if f.target == node or (same and mine and mine <= self._member_set(f.target)):
+                return f
+        return None
+
+    def _member_set(self, node: str) -> frozenset[str]:
+        """Every shard of a topology node (empty for a shard or an unknown id)."""
+        cached = self._member_sets.get(node)
+        if cached is None:
+            cached = self._member_sets[node] = frozenset(self._members.get(node, ()))
+        return cached
+
+    def _merge_members(self, group: Firing, opened: list[Firing]) -> None:
+        """A group incident opened: its members' open statistical shard firings become part of it."""
+        members = set(group.members) | self._member_set(group.target)
+        merged = group.receipt.setdefault("merged", [])
+        for key in self.book.active_keys():
+            _target, det, _metric = key
+            if det.startswith("rule:") or key == self.book.key(group):
+                continue
+            f = self.book.get(key)
+            if f is None or f is group or f.scope == "cohort" or not members.issuperset(f.members):
+                continue  # only what lies inside the group is part of its incident
+            if group.scope in WIDE_SCOPES and f.metric is not None and f.metric != group.metric:
+                continue  # ... and, for a zone, on its metric (another metric inside a zone is another fault)
+            f.classification = "common_mode"
+            f.receipt["group"] = group.target
+            merged.append(f.id)
+            done = self.book.resolve(key, ts=group.opened_ts, window=group.window, reason=f"merged into {group.id}")
+            self._merged.append(done)
+            if f in opened:  # opened this very window: report only the incident
+                opened.remove(f)
+
+    def _rearm_shard(self, i: int) -> None:
+        """An incident covering shard row ``i`` closed: its streams without an open firing of their own
+        start from zero (evidence gathered during the incident belonged to it)."""
+        shard = self.shards[i]
+        cols = [j for j, m in enumerate(self.metrics) if not self.book.is_active((shard, "A", m))]
+        if cols:
+            self.state.rearm(np.full(len(cols), i, np.int64), np.array(cols, np.int64))
+        for name in ("C", "E"):
+            if not self.book.is_active((shard, name, None)):
+                self.families.rearm(name, i, 0)
+        for col, m in enumerate(self.families.metrics[c] for c in self.families.d_cols):
+            if not self.book.is_active((shard, "D", m)):
+                self.families.rearm("D", i, col)
 
     def _resolve_relearned(
         self, win: WindowData, ended: list[tuple[ClusterEvent, list[str]]], resolved: list[Firing]
@@ -297,6 +597,9 @@ class Pipeline:
             # quiet: evidence is low, or has fallen by (1 - resolve_fraction) x threshold from its peak
             # (the e-CUSUM is moving back toward the null; the slow small-bet components lag behind)
             quiet = ev < resolve_below or ev <= peak - (thr - resolve_below)
+            # ... and the deviation itself is back within its margin: a persistent fault whose e-CUSUM
+            # settles (the whitened innovation of a held shift is small at high phi) stays one incident
+            quiet = quiet and not self.level_out[i, j]
             self.book.observe(key, above=ev >= thr, quiet=quiet, evidence=ev, window=win.index)
             if self.book.quiet_windows(key) >= n_resolve:
                 resolved.append(self.book.resolve(key, ts=win.end_ts, window=win.index, reason="evidence"))
@@ -325,18 +628,30 @@ class Pipeline:
         frozen = cs.log_m >= self.cfg.detector.learn_below_log
         res = residual_step(cs, centre, np.zeros(n_c, np.int64), [np.arange(n_c)], frozen, self.params,
                             centre=np.zeros((1, m)))
-        family_a_update(res.w, res.delta, res.v, self.bets, self.cfg.detector.clip_sigma, win.index,
-                        cs.w_state, cs.run_start, cs.log_m, cs.side)
+        family_a_update(res.w, res.delta_a, res.v_a, self.bets, self.cfg.detector.clip_sigma, win.index,
+                        cs.w_state, cs.run_start, cs.log_m, cs.side, margin=res.margin)
         n_resolve = self.cfg.detector.resolve_windows
+        persist = max(1, math.ceil(self.cfg.detector.fleet_event_persist_s / self.window_length_s))
+        if self.cohort_pending.shape != (n_c, m):
+            self.cohort_pending = np.zeros((n_c, m), np.int64)
+        stepped = self._cohort_step(centre, persist)
         for ci, cohort in enumerate(self.cohorts):
             for j, metric in enumerate(self.metrics):
                 key: Key = (cohort, "A", metric)
                 ev = float(cs.log_m[ci, j])
                 f = self.book.get(key)
                 if f is None:
-                    if ev >= thr and not np.isnan(cs.last_w[ci, j]) and self._broad_shift(
-                        ci, j, float(cs.offset[ci, j]), int(cs.side[ci, j])
-                    ):
+                    if np.isnan(cs.last_w[ci, j]):
+                        continue  # no observation: the pending run neither grows nor breaks
+                    if ev >= thr and stepped[ci, j] and self._broad_shift(
+                            ci, j, float(cs.offset[ci, j]), int(cs.side[ci, j])):
+                        self.cohort_pending[ci, j] += 1
+                    else:
+                        self.cohort_pending[ci, j] = 0
+                    # a ticket means a new persistent regime: a job phase (eval loop, checkpoint stall)
+                    # moves the whole cohort for minutes and comes back; it must outlast
+                    # detector.fleet_event_persist_s first
+                    if self.cohort_pending[ci, j] >= persist:
                         f = Firing(
                             id=firing_id(cohort, "A", metric, win.index), state="open", opened_ts=win.end_ts,
                             window=win.index, scope="cohort", target=cohort,
@@ -347,6 +662,7 @@ class Pipeline:
                                      "direction": "up" if cs.side[ci, j] > 0 else "down",
                                      "cohort_level": round(float(centre[ci, j]), 6),
                                      "usual_level": round(float(cs.offset[ci, j]), 6),
+                                     "persisted_windows": int(self.cohort_pending[ci, j]),
                                      "note": "the whole cohort moved together; peer residuals cancel it"})
                         self._open(f, opened)
                     continue
@@ -357,6 +673,36 @@ class Pipeline:
                 if self.book.quiet_windows(key) >= n_resolve:
                     resolved.append(self.book.resolve(key, ts=win.end_ts, window=win.index, reason="evidence"))
                     cs.rearm(np.array([ci]), np.array([j]))
+
+    def _cohort_step(self, centre: npt.NDArray[np.float64], persist: int) -> npt.NDArray[np.bool_]:
+        """Whether each cohort centre [C, M] stepped: its recent level (the last ``STEP_SMOOTH`` windows)
+        differs by more than the material margin from its level ``STEP_LOOKBACK x persist`` windows
+        ago. A regime is a step; a slow drift (the room's diurnal temperature, a load that follows the
+        day) moves the cohort too, but never by a material amount within the look-back, so it opens no
+        ticket (the cohort stream's own baseline, frozen once it shows evidence, would otherwise page
+        on every slow drift)."""
+        n_c, m = centre.shape
+        depth = min(STEP_LOOKBACK * persist + STEP_SMOOTH, STEP_RING_MAX)
+        if self.cohort_ring.shape != (n_c, m, depth):
+            self.cohort_ring = np.full((n_c, m, depth), np.nan)
+            self.cohort_ring_at = 0
+        k = self.cohort_ring_at % depth
+        self.cohort_ring[:, :, k] = centre
+        self.cohort_ring_at += 1
+        if self.cohort_ring_at < depth:
+            return np.zeros((n_c, m), np.bool_)
+        order = (np.arange(depth) + self.cohort_ring_at) % depth  # oldest first
+        ring = self.cohort_ring[:, :, order]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            old = np.nanmean(ring[:, :, :STEP_SMOOTH], axis=2)
+            new = np.nanmean(ring[:, :, -STEP_SMOOTH:], axis=2)
+        mat = self.params.material_units(old)
+        cs = self.cstate
+        floor = self.params.delta_min * cs.scale / np.sqrt(np.maximum(1.0 - cs.phi * cs.phi, 1e-3))
+        margin = floor if mat is None else np.maximum(mat, floor)
+        out: npt.NDArray[np.bool_] = np.abs(np.nan_to_num(new - old)) > margin
+        return out
 
     def _broad_shift(self, ci: int, j: int, usual: float, side: int) -> bool:
         """A fleet event moves most of the cohort: at least BROAD_FRACTION of its reporting shards sit
@@ -387,6 +733,7 @@ class Pipeline:
         them, and pooled group detectors for shifts too small to fire single shards."""
         present = self._cofiring(win, gres, thr, opened)
         present |= self._pooled(win, gres, thr, resolve_below, opened, present)
+        present |= self._held_by_members(win, resolve_below, present)
         self._resolve_groups(win, present, resolved)
 
     def _cofiring(self, win: WindowData, gres: GroupResult, thr: float, opened: list[Firing]) -> set[Key]:
@@ -395,6 +742,13 @@ class Pipeline:
         for target, det, metric in self.book.active_keys():
             if det == "A" and metric is not None and target in self.row:
                 firing_by_metric.setdefault(metric, []).append(target)
+        # shards whose evidence crosses but whose firing an open incident holds (one incident per fault)
+        st = self.state
+        over = (st.log_m >= thr) & ~np.isnan(st.last_w)
+        for i, j in zip(*np.nonzero(over), strict=True):
+            lst = firing_by_metric.setdefault(self.metrics[j], [])
+            if self.shards[i] not in lst:
+                lst.append(self.shards[i])
         present: set[Key] = set()
         for metric, shards in sorted(firing_by_metric.items()):
             if len(shards) < 2:
@@ -419,6 +773,26 @@ class Pipeline:
                     self.book.observe(key, above=True, quiet=False, evidence=group_e, window=win.index)
                 self._relabel_members(c.members, c.node)
         return present
+
+    def _held_by_members(self, win: WindowData, resolve_below: float, present: set[Key]) -> set[Key]:
+        """A common-mode incident stays open while any of its members' own evidence on its metric is
+        above the resolve level (the members' firings are part of it, not separate pages)."""
+        out: set[Key] = set()
+        for key in self.book.active_keys():
+            node, det, metric = key
+            if det != "A" or metric is None or key in present or node in self.row or node in self._cohort_members:
+                continue
+            f = self.book.get(key)
+            if f is None:
+                continue
+            rows = [self.row[s] for s in f.members if s in self.row]
+            j = self.metrics.index(metric)
+            if rows and (float(np.max(self.state.log_m[rows, j])) >= resolve_below
+                         or np.mean(self.level_out[rows, j]) >= 0.5):
+                out.add(key)
+                self.book.observe(key, above=False, quiet=False, evidence=self._group_log_e(node, j),
+                                  window=win.index)
+        return out
 
     def _relabel_members(self, members: Iterable[str], node: str) -> None:
         """Every statistical firing of a common mode's members is part of it (not a shard fault):
@@ -476,8 +850,11 @@ class Pipeline:
                 if gi >= 0 and metric is not None:
                     # the incident closed: neither its sub-groups nor its quiet members may page later on
                     # evidence they gathered during it (a rack's PSUs re-fired 35 windows after a fault)
+                    # (every metric: what the incident held as related evidence belonged to it too)
+                    for j, m in enumerate(self.metrics):
+                        if m == metric or not self.book.is_active((node, "A", m)):
+                            g.rearm_within(gi, j)
                     j = self.metrics.index(metric)
-                    g.rearm_within(gi, j)
                     quiet = [r for r in g.rows[gi] if not self.book.is_active((self.shards[r], "A", metric))]
                     if quiet:
                         self.state.rearm(np.array(quiet, np.int64), np.full(len(quiet), j, np.int64))
@@ -496,11 +873,17 @@ class Pipeline:
         g = self.groups
         node, metric = g.ids[gi], self.metrics[j]
         members = sorted(self.shards[r] for r in g.rows[gi])
+        evidence = float(g.log_m[gi, j])
+        extra: dict[str, Any] = {}
+        if evidence < thr and g.descendants[gi]:  # promoted: a sub-group crossed, this node explains it
+            best = max(g.descendants[gi], key=lambda c: float(g.log_m[c, j]))
+            extra = {"promoted_from": g.ids[best], "own_log_evidence": round(evidence, 4)}
+            evidence = max(evidence, float(g.log_m[best, j]))
         return Firing(
             id=firing_id(node, "A", metric, win.index), state="open", opened_ts=win.end_ts, window=win.index,
             scope=g.kinds[gi], target=node, members=members, detector="A", metric=metric,
-            log_evidence=float(g.log_m[gi, j]), threshold_log=thr, classification="common_mode",
-            receipt={"window_start_ts": win.start_ts, "window_end_ts": win.end_ts, "pooled": True,
+            log_evidence=evidence, threshold_log=thr, classification="common_mode",
+            receipt={**extra, "window_start_ts": win.start_ts, "window_end_ts": win.end_ts, "pooled": True,
                      "pooled_z": round(float(g.last_z[gi, j]), 4), "pooled_variance": round(float(g.var[gi, j]), 4),
                      "change_window": int(g.run_start[gi, j]),
                      "direction": "up" if g.side[gi, j] > 0 else "down",
@@ -633,6 +1016,18 @@ class Pipeline:
         for h in hits:
             key: Key = (h.shard, f"rule:{h.rule}", RULE_METRIC[h.rule])
             hit_keys.add(key)
+            if not self.book.is_active(key) and h.scope == "shard":
+                # another hard fault of this shard is open: this hit is part of that incident and keeps it open
+                other = next((k for k in self.book.active_keys() if k[1].startswith("rule:") and k[0] == h.shard),
+                             None)
+                if other is not None:
+                    hit_keys.add(other)
+                    first = self.book.get(other)
+                    rel = first.receipt.setdefault("related", []) if first is not None else []
+                    if len(rel) < RELATED_MAX and not any(r.get("detector") == key[1] for r in rel):
+                        rel.append({"shard": h.shard, "detector": key[1], "metric": key[2], "window": win.index,
+                                    **h.detail})
+                    key = other
             if self.book.is_active(key):
                 self.book.observe(key, above=True, quiet=False, evidence=thr, window=win.index)
                 continue
@@ -641,9 +1036,9 @@ class Pipeline:
                 state="open",
                 opened_ts=win.end_ts,
                 window=win.index,
-                scope="shard",
+                scope=h.scope,
                 target=h.shard,
-                members=[h.shard],
+                members=list(h.members) if h.members else [h.shard],
                 detector=key[1],
                 metric=key[2],
                 log_evidence=thr,

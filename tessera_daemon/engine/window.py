@@ -5,12 +5,22 @@ frame time seen, or the wall clock in the live daemon) passes its end plus ``gra
 closed window are late: counted and dropped. Counters become per-second rates (wrap / reset aware)
 between consecutive samples of a shard; the uncorrectable-ECC counter becomes increments for the
 hard-fault rules. A window's value is the mean of its samples. Shards absent from a window are
-counted as missing; the pipeline decides staleness.
+counted as missing; the pipeline decides staleness. In the live daemon (``guard_future``), a frame
+further ahead of the receiver's wall clock than ``max_future_s`` is quarantined: counted, its skew
+remembered, and it never moves the watermark.
+
+Auto length (``length_s=None``): the window follows the observed poll cadence. Until the cadence is
+known the assembler holds what it is given (bounded: :data:`PROBE_MAX_FRAMES` frames or
+:data:`PROBE_MAX_S` seconds of event time) and closes nothing; once half the shards seen have
+``PROBE_INTERVALS`` sample intervals, the length is the median over shards of each shard's median
+interval, snapped to a round value no shorter than ``AUTO_MIN_S`` (:func:`snap_length`), and the held
+frames go in as if just received. Deterministic: the same input gives the same length.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,6 +30,52 @@ from tessera_daemon.engine.rates import counter_delta, counter_rate
 from tessera_daemon.model import Frame, FrameBlock
 
 MAX_GAP_WINDOWS = 10_000  # a watermark jump larger than this skips empty windows instead of emitting them
+MAX_SKEWED = 256  # shards remembered with their clock skew (the newest), for tessera_clock_skew_seconds
+PROBE_INTERVALS = 3  # sample intervals a shard needs before its cadence counts (auto length)
+PROBE_MAX_FRAMES = 200_000  # frames held while the cadence is unknown; past this the length is fixed
+PROBE_MAX_S = 900.0  # event-time span held while the cadence is unknown
+AUTO_FALLBACK_S = 10.0  # auto length when no shard ever sent two samples
+AUTO_MIN_S = 5.0  # shortest auto length: faster pollers are averaged over 5-s windows
+NICE_LENGTHS = (5.0, 6.0, 8.0, 10.0, 12.0, 15.0, 20.0, 25.0, 30.0, 40.0, 45.0, 60.0, 90.0,
+                120.0, 180.0, 240.0, 300.0, 600.0)
+
+
+def snap_length(seconds: float) -> float:
+    """The round window length nearest (in ratio) to a measured cadence: 9.7 s -> 10 s, 14 s -> 15 s;
+    never below ``AUTO_MIN_S`` (a 1-s poller is averaged over 5-s windows)."""
+    if not math.isfinite(seconds) or seconds <= 0:
+        return AUTO_FALLBACK_S
+    return min(NICE_LENGTHS, key=lambda n: abs(math.log(n / seconds)))
+
+
+class CadenceProbe:
+    """Per-shard sample intervals (event time), kept short: the median cadence of the fleet."""
+
+    def __init__(self, keep: int = 8) -> None:
+        self.keep = keep
+        self.last: dict[str, float] = {}
+        self.intervals: dict[str, list[float]] = {}
+
+    def observe(self, shard: str, ts: float) -> None:
+        prev = self.last.get(shard)
+        if prev is None or ts > prev:
+            self.last[shard] = ts
+        if prev is not None and ts > prev:
+            iv = self.intervals.setdefault(shard, [])
+            iv.append(ts - prev)
+            if len(iv) > self.keep:
+                del iv[0]
+
+    def ready(self, min_intervals: int = PROBE_INTERVALS) -> bool:
+        if not self.last:
+            return False
+        n_ok = sum(1 for v in self.intervals.values() if len(v) >= min_intervals)
+        return n_ok >= max(1, len(self.last) // 2)
+
+    def median_s(self) -> float:
+        """Median over shards of each shard's median interval (NaN: no intervals yet)."""
+        per = [float(np.median(v)) for v in self.intervals.values() if v]
+        return float(np.median(per)) if per else math.nan
 
 
 @dataclass(slots=True)
@@ -53,6 +109,7 @@ class AssemblerStats:
     unknown_shard: int = 0
     missing_samples: int = 0
     windows: int = 0
+    future: int = 0  # frames too far ahead of the receiver's clock: quarantined, never moved the watermark
 
 
 class WindowAssembler:
@@ -60,13 +117,19 @@ class WindowAssembler:
         self,
         shards: list[str],
         metrics: list[str],
-        length_s: float,
+        length_s: float | None,
         grace_s: float,
         ecc_counter: str = "ecc_dbe",
     ) -> None:
         self.metrics = list(metrics)
         self._col = {m: j for j, m in enumerate(self.metrics)}
-        self.length_s = length_s
+        self.auto = length_s is None or length_s <= 0
+        self.length_s = AUTO_FALLBACK_S if self.auto else float(length_s)  # type: ignore[arg-type]
+        self.resolved = not self.auto
+        self.probe = CadenceProbe()
+        self._held: list[Frame | FrameBlock] = []
+        self._held_frames = 0
+        self._held_first = math.inf
         self.grace_s = grace_s
         self.ecc_counter = ecc_counter
         self.stats = AssemblerStats()
@@ -74,6 +137,12 @@ class WindowAssembler:
         self._last_counter: dict[tuple[str, str], tuple[float, float]] = {}
         self.last_closed: int | None = None
         self.watermark = -math.inf
+        # future-skew guard (live modes only: replay leaves it at inf): a frame more than ``max_future_s``
+        # ahead of the wall clock is quarantined (counted, its shard's skew remembered)
+        self.max_future_s = math.inf
+        self._now = 0.0
+        self.skewed: dict[str, tuple[float, float, str]] = {}  # shard -> (skew s, clock when seen, source)
+        self.source = "local"  # the source label of skews seen here (split mode relabels them with the agent)
         self.set_shards(shards)
 
     def set_shards(self, shards: list[str]) -> None:
@@ -97,10 +166,59 @@ class WindowAssembler:
     def window_of(self, ts: float) -> int:
         return math.floor(ts / self.length_s)
 
+    def _hold(self, item: Frame | FrameBlock, n: int, ts_min: float, ts_max: float) -> bool:
+        """While the auto length is unknown: keep ``item``; True when it was kept (not added yet)."""
+        if self.resolved:
+            return False
+        self._held.append(item)
+        self._held_frames += n
+        self._held_first = min(self._held_first, ts_min)
+        if (self.probe.ready() or self._held_frames >= PROBE_MAX_FRAMES
+                or ts_max - self._held_first >= PROBE_MAX_S):
+            self.resolve(snap_length(self.probe.median_s()))
+        return True
+
+    def _drop_future(self, block: FrameBlock, valid: npt.NDArray[np.bool_], n_known: int) -> int:
+        """Quarantine the frames of ``block`` too far ahead of the receiver's clock (``valid`` updated in
+        place); return the known frames left."""
+        ahead = valid & (block.ts > self._future_limit())
+        if not ahead.any():
+            return n_known
+        for i in np.flatnonzero(ahead).tolist():
+            self._quarantine(block.shards[i], float(block.ts[i]))
+        valid &= ~ahead
+        return int(np.count_nonzero(valid))
+
+    def _hold_block(self, block: FrameBlock) -> bool:
+        for s_id, t in zip(block.shards, block.ts.tolist(), strict=True):
+            if s_id in self._row:
+                self.probe.observe(s_id, t)
+        return self._hold(block, len(block.shards), float(block.ts.min()), float(block.ts.max()))
+
+    def resolve(self, length_s: float) -> None:
+        """Fix the window length (auto) and add what was held while it was unknown."""
+        if self.resolved:
+            return
+        self.length_s = float(length_s)
+        self.resolved = True
+        held, self._held, self._held_frames = self._held, [], 0
+        for item in held:
+            if isinstance(item, FrameBlock):
+                self.add_block(item)
+            else:
+                self.add(item)
+
     def add(self, frame: Frame) -> None:
+        if not self.resolved and frame.shard in self._row:
+            self.probe.observe(frame.shard, frame.ts)
+        if self._hold(frame, 1, frame.ts, frame.ts):
+            return
         row = self._row.get(frame.shard)
         if row is None:
             self.stats.unknown_shard += 1
+            return
+        if frame.ts > self._future_limit():
+            self._quarantine(frame.shard, frame.ts)
             return
         k = self.window_of(frame.ts)
         if self.last_closed is not None and k <= self.last_closed:
@@ -142,11 +260,15 @@ class WindowAssembler:
             return
         shards = block.shards
         row_get = self._row.get
+        if not self.resolved and self._hold_block(block):
+            return
         rows = np.fromiter((row_get(s, -1) for s in shards), np.intp, n)
         ks = np.floor(block.ts / self.length_s).astype(np.int64)  # window_of, for every frame
         valid = rows >= 0
         n_known = int(np.count_nonzero(valid))
         self.stats.unknown_shard += n - n_known
+        if self.max_future_s != math.inf:
+            n_known = self._drop_future(block, valid, n_known)
         if self.last_closed is not None:
             valid &= ks > self.last_closed
         n_valid = int(np.count_nonzero(valid))
@@ -179,6 +301,25 @@ class WindowAssembler:
                 use = valid.copy()
                 use[lost_i] = False
         self._block_values(block, use, rows, ks, accs)
+
+    def guard_future(self, max_future_s: float) -> None:
+        """Live modes: quarantine frames more than ``max_future_s`` ahead of the wall clock (0: no guard)."""
+        self.max_future_s = max_future_s if max_future_s > 0 else math.inf
+
+    def _future_limit(self) -> float:
+        if self.max_future_s == math.inf:
+            return math.inf
+        self._now = time.time()
+        return self._now + self.max_future_s
+
+    def _quarantine(self, shard: str, ts: float) -> None:
+        """A frame from the future (a host clock jumped ahead): it must not move the watermark, or every
+        open window would close and every later frame be late."""
+        self.stats.future += 1
+        self.skewed.pop(shard, None)
+        self.skewed[shard] = (ts - self._now, self._now, self.source)
+        while len(self.skewed) > MAX_SKEWED:
+            del self.skewed[next(iter(self.skewed))]
 
     def _block_values(self, block: FrameBlock, use: npt.NDArray[np.bool_], rows: npt.NDArray[np.intp],
                       ks: npt.NDArray[np.int64], accs: dict[int, _Acc]) -> None:
@@ -278,6 +419,8 @@ class WindowAssembler:
 
     def close_ready(self, watermark: float | None = None) -> list[WindowData]:
         """Close every window whose end + grace is at or before the watermark."""
+        if not self.resolved:
+            return []
         wm = self.watermark if watermark is None else max(watermark, self.watermark)
         if wm == -math.inf:
             return []
@@ -286,6 +429,8 @@ class WindowAssembler:
 
     def flush(self) -> list[WindowData]:
         """Close every open window (end of replay input)."""
+        if not self.resolved:
+            self.resolve(snap_length(self.probe.median_s()))
         if not self._open:
             return []
         return self._close_through(max(self._open))

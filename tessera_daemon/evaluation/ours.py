@@ -26,6 +26,7 @@ evidence (the pipeline's own statistic, ``floor=0``, run alongside) reaches
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -57,7 +58,9 @@ class OurSettings:
         return cls(
             bets=tuple(d.bets),
             clip=d.clip_sigma,
-            params=ResidualParams.from_config(d),
+            # the matrices' columns are trials in sigma units, not metrics: no material margins
+            params=dataclasses.replace(ResidualParams.from_config(d), material_abs=(), material_rel=(),
+                                       material_log=()),
             learn_below_log=d.learn_below_log,
         )
 

@@ -327,8 +327,18 @@ def _attribution(run: dict[str, Any], f: Fault) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------ report
 
 
+def sigma_config(cfg: Config) -> Config:
+    """This matrix's faults are sized in the simulator's noise sigmas (1 to 4) and it ticks every second:
+    it measures the statistical engine on sigma margins alone (``detector.material = ["*=0"]``) with the
+    5-s window it was built for. The production defaults (material margins, auto window) are measured
+    on the messy fleet (``evaluate messy``)."""
+    window = cfg.window if not cfg.window.auto else dataclasses.replace(cfg.window, length_s=5.0)
+    return dataclasses.replace(cfg, window=window, detector=dataclasses.replace(cfg.detector, material=("*=0",)))
+
+
 def run(cfg: Config, *, fast: bool = False, workers: int | None = None) -> MatrixResult:
     t0 = time.perf_counter()
+    cfg = sigma_config(cfg)
     plan = FAST if fast else FULL
     sim_cfg = sim_config(cfg.sim, plan)
     todo = cases(plan)

@@ -99,11 +99,14 @@ def _single(kind: str, description: str, **kw: Any) -> Scenario:
 
 _CATALOGUE: tuple[Scenario, ...] = (
     Scenario("clean", "no faults: the null model only (false-alarm measurements)"),
-    _single("sdc_drift", "one shard's power_w ramps to +3 sigma over 200 ticks from tick 400"),
-    _single("straggler", "one shard's step_time_ms steps up 4 sigma (log scale) at tick 400", magnitude=4.0),
-    _single("thermal_rack", "temp_c of one rack rises 3 sigma over 30 ticks from tick 400"),
-    _single("psu_cap", "power_w and sm_clock_mhz of one PSU's shards drop 3 sigma at tick 400"),
-    _single("nvlink_degrade", "one host's NVLink rate drops 3 sigma (step time +1.5 sigma) at tick 400"),
+    _single("sdc_drift", "one shard's power_w ramps to +8 sigma (+20 %) over 200 ticks from tick 400",
+            magnitude=8.0),
+    _single("straggler", "one shard's step_time_ms steps up 8 sigma (log scale, +27 %) at tick 400", magnitude=8.0),
+    _single("thermal_rack", "temp_c of one rack rises 5 sigma (+5 C) over 30 ticks from tick 400", magnitude=5.0),
+    _single("psu_cap", "power_w and sm_clock_mhz of one PSU's shards drop 8 sigma (-20 %, -6 %) at tick 400",
+            magnitude=8.0),
+    _single("nvlink_degrade", "one host's NVLink rate drops 8 sigma (-30 %; step time +4 sigma) at tick 400",
+            magnitude=8.0),
     _single(
         "fleet_regime_change", "benign: every shard of one cohort shifts 2 sigma at tick 400", magnitude=2.0
     ),
@@ -119,11 +122,11 @@ _CATALOGUE: tuple[Scenario, ...] = (
     Scenario(
         "demo",
         "live default, all within 1800 ticks and after the warm-up: straggler (900-1100), "
-        "sdc_drift (1140-1360, 100-tick ramp), thermal_rack (1400-1600), xid79 (1620, lost for 60 ticks)",
+        "sdc_drift (1140-1360, 60-tick ramp), thermal_rack (1400-1600), xid79 (1620, lost for 60 ticks)",
         (
-            FaultSpec("straggler", start_tick=900, duration_ticks=200, magnitude=4.0),
-            FaultSpec("sdc_drift", start_tick=1140, duration_ticks=220, magnitude=4.0, ramp_ticks=100),
-            FaultSpec("thermal_rack", start_tick=1400, duration_ticks=200, magnitude=3.0),
+            FaultSpec("straggler", start_tick=900, duration_ticks=200, magnitude=10.0),
+            FaultSpec("sdc_drift", start_tick=1140, duration_ticks=220, magnitude=12.0, ramp_ticks=60),
+            FaultSpec("thermal_rack", start_tick=1400, duration_ticks=200, magnitude=6.0),
             FaultSpec("xid79", start_tick=1620, duration_ticks=60),
         ),
     ),
@@ -132,11 +135,11 @@ _CATALOGUE: tuple[Scenario, ...] = (
         "concurrent faults on different shards and racks: sdc_drift, straggler, thermal_rack, "
         "psu_cap, nvlink_degrade, xid79 starting between ticks 400 and 650",
         (
-            FaultSpec("sdc_drift", start_tick=400, magnitude=3.0),
-            FaultSpec("straggler", start_tick=450, magnitude=4.0),
-            FaultSpec("thermal_rack", start_tick=500, magnitude=3.0),
-            FaultSpec("psu_cap", start_tick=550, magnitude=3.0),
-            FaultSpec("nvlink_degrade", start_tick=600, magnitude=3.0),
+            FaultSpec("sdc_drift", start_tick=400, magnitude=8.0),
+            FaultSpec("straggler", start_tick=450, magnitude=8.0),
+            FaultSpec("thermal_rack", start_tick=500, magnitude=5.0),
+            FaultSpec("psu_cap", start_tick=550, magnitude=8.0),
+            FaultSpec("nvlink_degrade", start_tick=600, magnitude=8.0),
             FaultSpec("xid79", start_tick=650, duration_ticks=200),
         ),
     ),

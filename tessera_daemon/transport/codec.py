@@ -17,7 +17,10 @@ d      msgpack map: ``h`` host, ``s`` shard ids [S], ``t`` float64 LE [S] timest
 
 Never pickle: msgpack and raw little-endian float64 only. Anything the decoder cannot read raises
 :class:`EntryError` (a :class:`CodecError`) whose ``reason`` is one of ``undecodable``, ``version``,
-``invalid``: the detector dead-letters it with that reason.
+``invalid``: the detector dead-letters it with that reason. Integers are real integers (a msgpack
+``true`` is not the index 1), indices lie inside the entry, timestamps are finite and non-negative.
+An entry that decodes but then fails in the window assembler is dead-lettered as ``unprocessable``
+(``transport/partition.py``).
 """
 
 from __future__ import annotations
@@ -31,13 +34,16 @@ import msgpack
 import numpy as np
 
 from tessera_daemon.errors import CodecError
-from tessera_daemon.model import Firing, Frame, FrameBlock
+from tessera_daemon.model import MAX_XID, MAX_XIDS, Firing, Frame, FrameBlock
 
 ENTRY_VERSION = 1
-REASONS = ("undecodable", "version", "invalid")
+# unprocessable: decoded, then failed in the window assembler; clock_skew: every frame too far in the future
+REASONS = ("undecodable", "version", "invalid", "unprocessable", "clock_skew")
 _F8 = np.dtype("<f8")
 _MAX_SHARDS = 65_536
 _MAX_METRICS = 4_096
+_MAX_XIDS = MAX_XIDS
+_MAX_XID = MAX_XID
 
 
 class EntryError(CodecError):
@@ -117,6 +123,15 @@ def _str_list(obj: Any, what: str, *, limit: int) -> list[str]:
     return obj
 
 
+def _int(obj: Any) -> bool:
+    """A real integer: msgpack reads ``true`` as a bool, and ``isinstance(True, int)`` holds."""
+    return isinstance(obj, int) and not isinstance(obj, bool)
+
+
+def _index(obj: Any, n: int) -> bool:
+    return _int(obj) and 0 <= obj < n
+
+
 def _floats(obj: Any, n: int, what: str) -> np.ndarray:
     if not isinstance(obj, bytes) or len(obj) != n * _F8.itemsize:
         raise EntryError("invalid", f"{what}: expected {n} little-endian float64")
@@ -132,7 +147,10 @@ def decode_entry(fields: Mapping[Any, Any] | None) -> HostEntry:
         raise EntryError("version", f"unsupported entry version {version[:16]!r} (this daemon reads 1)")
     try:
         src = _field(fields, "src").decode()
-        seq = int(_field(fields, "seq"))
+        raw_seq = _field(fields, "seq")
+        if not raw_seq.isdigit() or len(raw_seq) > 20:
+            raise ValueError(f"seq {raw_seq[:24]!r} is not a decimal sequence number")
+        seq = int(raw_seq)
     except (UnicodeDecodeError, ValueError) as exc:
         raise EntryError("undecodable", f"bad src/seq ({exc})") from exc
     try:
@@ -175,13 +193,13 @@ def _frames(obj: dict[str, Any]) -> tuple[str, FrameBlock]:
     if not isinstance(pairs, list):
         raise EntryError("invalid", "e: expected a list")
     for pair in pairs:
-        if (not isinstance(pair, list) or len(pair) != 2 or not isinstance(pair[0], int)
-                or not 0 <= pair[0] < s or not isinstance(pair[1], list)
-                or not all(isinstance(c, int) and not isinstance(c, bool) for c in pair[1])):
+        if (not isinstance(pair, list) or len(pair) != 2 or not _index(pair[0], s)
+                or not isinstance(pair[1], list) or len(pair[1]) > _MAX_XIDS
+                or not all(_int(c) and 0 <= c <= _MAX_XID for c in pair[1])):
             raise EntryError("invalid", "e: expected [[shard index, [xid codes]], ...]")
         xids[pair[0]] = tuple(pair[1])
     lost_raw = obj.get("l", [])
-    if not isinstance(lost_raw, list) or not all(isinstance(i, int) and 0 <= i < s for i in lost_raw):
+    if not isinstance(lost_raw, list) or not all(_index(i, s) for i in lost_raw):
         raise EntryError("invalid", "l: expected shard indices")
     lost = set(lost_raw)
     return host, FrameBlock(shards, tss_arr, names, values, absent, counters if per_frame is None else per_frame,
@@ -198,6 +216,8 @@ def frame_from_json(payload: bytes | str, *, shard: str | None = None) -> Frame:
         obj = json.loads(payload)
     except (ValueError, UnicodeDecodeError) as exc:
         raise CodecError(f"frame: not valid JSON ({exc})", payload=payload) from exc
+    except RecursionError as exc:
+        raise CodecError("frame: not valid JSON (nested too deeply)", payload=payload) from exc
     if shard is not None and isinstance(obj, dict):
         named = obj.setdefault("shard", shard)
         if named != shard:

@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import time
 
 from tessera_daemon.config import Config
-from tessera_daemon.engine.pipeline import Pipeline
+from tessera_daemon.engine.pipeline import Pipeline, threshold_log
 from tessera_daemon.errors import CheckpointError, TransportError
 from tessera_daemon.log import get_logger
 from tessera_daemon.model import Topology
@@ -46,9 +45,9 @@ log = get_logger("tessera.coordinator")
 def fleet_threshold(cfg: Config, n_shards: int) -> float:
     """The shard detectors' threshold for a fleet of ``n_shards`` (as ``Pipeline.set_topology``)."""
     d = cfg.detector
-    n_streams = max(1, n_shards * len(d.metrics))
-    windows_per_day = 86_400.0 / cfg.window.length_s
-    return max(d.min_threshold_log, math.log(n_streams * windows_per_day / d.false_pages_per_day))
+    # an auto window is measured per partition; the fleet's budget is set at the configured poll interval
+    window_s = cfg.window.length_s if not cfg.window.auto else cfg.sources.poll_interval_s
+    return threshold_log(n_shards * len(d.metrics), window_s, d.false_pages_per_day, d.min_threshold_log)
 
 
 class Coordinator:

@@ -46,6 +46,7 @@ class WorkerCounters:
     firings_published: Counter[str] = field(default_factory=Counter)  # redis_stream / mqtt
     duplicates: int = 0
     events: Counter[str] = field(default_factory=Counter)  # event log: relayed / read / undecodable / applied
+    window_errors: int = 0  # windows whose processing raised (committed without results)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +92,8 @@ class WorkerCollector(Collector):
         for r in REASONS:
             dl.add_metric([r], dead.get(r, 0))
         yield dl
+        yield CounterMetricFamily("tessera_window_errors", "Windows whose processing raised an error (committed "
+                                  "without results; the worker goes on).", value=c.window_errors)
         yield CounterMetricFamily("tessera_stream_entries", "Host entries decoded from the partition streams.",
                                   value=entries)
         yield CounterMetricFamily("tessera_stream_duplicate_entries", "Entries dropped as re-sent duplicates.",

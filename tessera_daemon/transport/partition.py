@@ -15,6 +15,7 @@ evidence at w even when the same batch resolves it later.
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from collections import OrderedDict
@@ -22,14 +23,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
+
 from tessera_daemon.config import Config
 from tessera_daemon.engine import checkpoint
 from tessera_daemon.engine.pipeline import Pipeline
+from tessera_daemon.engine.window import WindowAssembler, snap_length
+from tessera_daemon.log import get_logger
 from tessera_daemon.model import Firing, FrameBlock
 from tessera_daemon.transport.base import Delivery
 from tessera_daemon.transport.keys import Keys
 from tessera_daemon.transport.lease import Lease
 from tessera_daemon.transport.link import RedisLink
+
+log = get_logger("tessera.partition")
 
 COMMIT = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
@@ -92,15 +99,22 @@ class PartitionWork:
     release: str = ""  # reason a release was requested ("rebalance", "shutdown")
     changed: bool = False  # state moved since the last checkpoint
     events_replayed: tuple[int, int] = (0, 0)  # last event log entry replayed at load (older ones are stale)
+    window_errors: int = 0  # windows whose processing raised (committed without results)
 
     # ------------------------------------------------------------------------------------ ingest
 
-    def ingest(self, deliveries: Sequence[Delivery]) -> None:
+    def ingest(self, deliveries: Sequence[Delivery]) -> list[Poison]:
         """De-duplicate by (src, seq), then hand the frames to the pipeline in delivery order. Runs of
         consecutive host entries that :meth:`FrameBlock.concat` can join (same metric names, same shared
         counter set) go in as one block: one vectorised window update per run instead of per entry,
-        with the same result (``add_block`` follows frame order exactly; tests/unit/test_partition.py)."""
-        run: list[FrameBlock] = []
+        with the same result (``add_block`` follows frame order exactly; tests/unit/test_partition.py).
+
+        Poison never kills: a run that raises is rolled back (the window assembler is restored to its
+        state before the run) and its entries go in again one at a time, each inside the same guard;
+        an entry that still raises leaves no trace in the state and is returned with its exception, for
+        the caller to dead-letter. Nothing a checkpoint could persist is half-applied."""
+        failed: list[Poison] = []
+        run: list[Delivery] = []
         for d in deliveries:
             tok = d.token
             self.unacked.append(tok.id)
@@ -115,30 +129,86 @@ class PartitionWork:
                 self.dedupe.popitem(last=False)
             frames = d.frames
             if isinstance(frames, FrameBlock):
-                if run and not run[0].joinable(frames):
-                    self._ingest_run(run)
+                if run and not _block(run[0]).joinable(frames):
+                    failed += self._ingest_run(run)
                     run = []
-                run.append(frames)
+                run.append(d)
                 continue
             if run:
-                self._ingest_run(run)
+                failed += self._ingest_run(run)
                 run = []
-            self.pipeline.ingest(frames)
+            failed += self._ingest_run([d])
         if run:
-            self._ingest_run(run)
+            failed += self._ingest_run(run)
         if deliveries:
             self.last_entry_mono = time.monotonic()
             self.changed = True
+        return failed
 
-    def _ingest_run(self, run: list[FrameBlock]) -> None:
-        self.pipeline.ingest(run[0] if len(run) == 1 else FrameBlock.concat(run))
+    def _ingest_run(self, run: list[Delivery]) -> list[Poison]:
+        asm = self.pipeline.assembler
+        future = asm.stats.future
+        saved = _save(asm)
+        try:
+            if len(run) == 1 or not isinstance(run[0].frames, FrameBlock):
+                self.pipeline.ingest(run[0].frames)
+            else:
+                self.pipeline.ingest(FrameBlock.concat([_block(d) for d in run]))
+            return self._skewed(run) if asm.stats.future != future else []
+        except Exception as exc:
+            _restore(asm, saved)
+            if len(run) == 1:
+                return [(run[0], "unprocessable", _error(exc))]
+        failed: list[Poison] = []
+        for d in run:  # one at a time: only the entries that fail on their own are poison
+            saved = _save(asm)
+            try:
+                self.pipeline.ingest(d.frames)
+            except Exception as exc:
+                _restore(asm, saved)
+                failed.append((d, "unprocessable", _error(exc)))
+        if asm.stats.future != future:
+            failed += self._skewed([d for d in run if all(d is not f[0] for f in failed)])
+        return failed
+
+    def _skewed(self, run: list[Delivery]) -> list[Poison]:
+        """After frames of ``run`` were quarantined as too far ahead: label their shards' skews with the
+        sending agent, and hand back the entries none of whose frames were taken (dead-lettered as
+        ``clock_skew``: a host whose clock jumped ahead, kept for inspection)."""
+        asm = self.pipeline.assembler
+        limit = asm._now + asm.max_future_s
+        out: list[Poison] = []
+        for d in run:
+            frames = d.frames
+            ts = frames.ts if isinstance(frames, FrameBlock) else np.array([f.ts for f in frames], np.float64)
+            ahead = ts > limit
+            if not ahead.any():
+                continue
+            agent = d.token.src.partition("/")[0] or "unknown"
+            for i in np.flatnonzero(ahead).tolist():
+                sid = frames.shards[i] if isinstance(frames, FrameBlock) else frames[i].shard
+                if sid in asm.skewed:
+                    skew, seen, _src = asm.skewed[sid]
+                    asm.skewed[sid] = (skew, seen, agent)
+            if ahead.all():
+                out.append((d, "clock_skew", f"every frame is {float(ts.min()) - asm._now:.0f} s ahead of the "
+                                             f"receiver's clock (window.max_future_skew_s = {asm.max_future_s:g})"))
+        return out
 
     def advance(self, watermark: float | None = None, *, targets: bool = False) -> list[WindowRecord]:
         """Close and process ready windows one at a time, serialising each window's firings."""
         out: list[WindowRecord] = []
         p = self.pipeline
         for w in p.assembler.close_ready(watermark):
-            r = p.process(w)
+            try:
+                r = p.process(w)
+            except Exception as exc:  # never seen with bounded values; must not stop the worker either
+                self.window_errors += 1
+                log.error("window processing failed: committed without results", partition=self.token,
+                          window=w.index, error=f"{type(exc).__name__}: {exc}", exc_info=True)
+                out.append(WindowRecord(w.index, w.end_ts, w.n_frames, [], {}))
+                self.changed = True
+                continue
             firings = [(f.id, "open", _dumps(open_view(f))) for f in r.opened]
             firings += [(f.id, "resolved", f.to_json()) for f in r.resolved]
             by_target: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -158,7 +228,9 @@ class PartitionWork:
         if idle_s <= 0 or not asm._open or time.monotonic() - self.last_entry_mono < idle_s:
             return []
         cfg = self.pipeline.cfg.window
-        return self.advance(asm.watermark + cfg.length_s + cfg.grace_s, targets=targets)
+        if not asm.resolved:  # auto window: a partition gone quiet before its cadence was measured
+            asm.resolve(snap_length(asm.probe.median_s()))
+        return self.advance(asm.watermark + asm.length_s + cfg.grace_s, targets=targets)
 
     def snapshot(self) -> bytes:
         return checkpoint.snapshot(self.pipeline, partition=self.token, position=self.position.decode(),
@@ -175,6 +247,29 @@ class PartitionWork:
         for src, seq in meta.extra.get("dedupe", []):
             work.dedupe[str(src)] = int(seq)
         return work
+
+
+Poison = tuple[Delivery, str, str]  # an entry to dead-letter: (delivery, reason, error)
+
+
+def _error(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _block(d: Delivery) -> FrameBlock:
+    assert isinstance(d.frames, FrameBlock)
+    return d.frames
+
+
+def _save(asm: WindowAssembler) -> dict[str, Any]:
+    """What ingesting frames can change in the assembler: its attributes, the open windows' accumulators
+    copied deeply (updated in place), every other container shallowly (their values are replaced,
+    never mutated: counter positions are tuples, statistics plain numbers)."""
+    return {k: copy.deepcopy(v) if k == "_open" else copy.copy(v) for k, v in vars(asm).items()}
+
+
+def _restore(asm: WindowAssembler, saved: dict[str, Any]) -> None:
+    vars(asm).update(saved)
 
 
 def _dumps(obj: dict[str, Any]) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tessera_daemon.errors import TransportError
@@ -38,6 +38,8 @@ class EntryToken:
     id: bytes
     src: str
     seq: int
+    # the raw stream fields, kept only until the entry is ingested (a poison entry is dead-lettered whole)
+    fields: dict[bytes, bytes] | None = field(default=None, compare=False, repr=False)
 
 
 class RedisTransport:
@@ -175,9 +177,12 @@ class RedisTransport:
             except EntryError as exc:
                 bad.append((entry_id, exc.reason, str(exc), fields))
                 continue
-            out.append(Delivery(e.frames, EntryToken(r.token, entry_id, e.src, e.seq)))
+            except Exception as exc:  # a decoder bug must not stop the worker: the entry is poison
+                bad.append((entry_id, "unprocessable", f"{type(exc).__name__}: {exc}", fields))
+                continue
+            out.append(Delivery(e.frames, EntryToken(r.token, entry_id, e.src, e.seq, fields)))
         if bad:
-            await self._dead_letter(r, bad)
+            await self._dead_letter(r.stream, r.group, bad)
         if trimmed:
             r.trimmed += len(trimmed)
             await r.ack(trimmed)
@@ -186,14 +191,20 @@ class RedisTransport:
         self.delivered_frames += sum(len(d.frames) for d in out)
         return out
 
-    async def _dead_letter(self, r: PartitionReader, bad: list[BadEntry]) -> None:
+    async def dead_letter(self, token: str, bad: Sequence[BadEntry]) -> None:
+        """Dead-letter and acknowledge entries of partition ``token`` that were delivered but could not
+        be processed (may raise TransportError; the caller retries or leaves them pending)."""
+        if bad:
+            await self._dead_letter(self.keys.stream(token), self.cfg.redis.group, bad)
+
+    async def _dead_letter(self, stream: str, group: str, bad: Sequence[BadEntry]) -> None:
         maxlen = self.cfg.redis.deadletter_maxlen
 
         async def write(client: Any) -> None:
             pipe = client.pipeline(transaction=False)
             for entry_id, reason, error, fields in bad:
                 record: dict[bytes, bytes] = {
-                    b"stream": r.stream.encode(), b"id": entry_id, b"reason": reason.encode(),
+                    b"stream": stream.encode(), b"id": entry_id, b"reason": reason.encode(),
                     b"error": error.encode()[:2048], b"consumer": self.consumer.encode(),
                 }
                 for k, v in (fields or {}).items():
@@ -201,7 +212,7 @@ class RedisTransport:
                     vb = v if isinstance(v, bytes) else str(v).encode()
                     record[b"f:" + kb[:256]] = vb[:PAYLOAD_LIMIT]
                 pipe.xadd(self.keys.deadletter, record, maxlen=maxlen, approximate=True)
-            pipe.xack(r.stream, r.group, *[b[0] for b in bad])
+            pipe.xack(stream, group, *[b[0] for b in bad])
             await pipe.execute()
 
         await self.link.call(write)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Literal
+from urllib.parse import urlsplit
 
 from tessera_daemon.errors import ConfigError
 from tessera_daemon.schema import setting
@@ -34,6 +35,34 @@ class RedisSettings:
     )
     socket_timeout_s: float = setting(5.0, lo=0.05, hi=600.0, doc="per-command socket timeout")
     connect_timeout_s: float = setting(2.0, lo=0.05, hi=600.0, doc="connection timeout")
+
+    def __post_init__(self) -> None:
+        problem = redis_url_problem(self.url)
+        if problem:
+            raise ConfigError("transport.redis.url", problem)
+
+
+def redis_url_problem(url: str) -> str | None:
+    """Why redis-py could not connect to ``url`` as written (None when it is well-formed): the scheme,
+    the port and the database number are checked; the password is never echoed."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        return f"not a valid URL ({exc})"
+    shown = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+    if parts.scheme not in {"redis", "rediss", "unix"}:
+        return f"expected redis://host:port/db, rediss://... or unix:///path, got {shown!r}"
+    if parts.scheme == "unix":
+        return None if parts.path else f"a unix:// URL needs the socket path, got {shown!r}"
+    if not parts.hostname:
+        return f"no host in {shown!r}"
+    if port == 0:
+        return f"port 0 in {shown!r}"
+    db = parts.path.strip("/")
+    if db and not db.isdigit():
+        return f"the database (the path) must be a number, got {db!r} in {shown!r}"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,11 +114,11 @@ class WorkerSettings:
 @dataclass(frozen=True, slots=True)
 class MqttSettings:
     host: str = setting("127.0.0.1", doc="MQTT broker host")
-    port: int = setting(1883, lo=1, hi=65535)
+    port: int = setting(1883, lo=1, hi=65535, doc="MQTT broker port")
     username: str = setting("", doc="empty: anonymous")
     password_file: str = setting("", doc="file holding the password; empty: none")
     client_id: str = setting("", doc="empty: tessera-<role>-<host>-<pid>")
-    keepalive_s: int = setting(30, lo=1, hi=65535)
+    keepalive_s: int = setting(30, lo=1, hi=65535, doc="MQTT keepalive interval")
     topic_prefix: str = setting(
         "tessera", doc="topics: <prefix>/<cluster>/frames/<shard>, <prefix>/<cluster>/firings/<scope>/<target>"
     )
@@ -103,7 +132,9 @@ class MqttSettings:
 
 @dataclass(frozen=True, slots=True)
 class TransportConfig:
-    kind: Literal["memory", "redis"] = setting("memory")
+    kind: Literal["memory", "redis"] = setting(
+        "memory", doc="memory: the all-in-one `run`; redis: the agent / detector split over Redis Streams"
+    )
     capacity: int = setting(200_000, lo=1, hi=100_000_000, doc="in-memory queue bound, frames")
     batch_max: int = setting(4096, lo=1, hi=1_000_000, doc="frames taken per receive")
     redis: RedisSettings = field(default_factory=RedisSettings)

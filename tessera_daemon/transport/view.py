@@ -58,6 +58,8 @@ class PartitionView:
             present=np.zeros(s, np.bool_),
         )
         lost: set[str] = set()
+        skewed: dict[str, tuple[float, float, str]] = {}
+        rejected: Counter[str] = Counter()
         for t, p in parts.items():
             rows = self._rows[t]
             v.missing_run[rows] = p.missing_run
@@ -68,6 +70,9 @@ class PartitionView:
             stats.unknown_shard += a.unknown_shard
             stats.missing_samples += a.missing_samples
             stats.windows += a.windows
+            stats.future += a.future
+            rejected.update(p.bounds.rejected)
+            skewed.update(p.assembler.skewed)
             watermark = max(watermark, p.assembler.watermark)
             pt = p.table
             if pt.window >= 0 and pt.log_m.shape[0] == rows.size:
@@ -79,6 +84,8 @@ class PartitionView:
         table.lost = frozenset(lost)
         v.table = table if table.window >= 0 else ShardTable()
         v.assembler.stats = stats
+        v.assembler.skewed = skewed
+        v.bounds.rejected = rejected
         v.assembler.watermark = float(watermark)
         v.book = _merged_books([p.book for p in parts.values()], self.cfg.detector.recent_resolved)
         versions = tuple(sorted((t, p.events.version) for t, p in parts.items()))

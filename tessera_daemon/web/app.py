@@ -1,4 +1,4 @@
-"""aiohttp application: /metrics, /healthz, /readyz, /v1/firings, /v1/shards/{id}.
+"""aiohttp application: /metrics, /healthz, /readyz, /v1/firings, /v1/shards/{id}, /v1/openapi.json.
 
 Handlers read the daemon ``Status`` only; they never call a source or run the detector.
 """
@@ -13,6 +13,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from tessera_daemon.status import Status
+from tessera_daemon.web.openapi import openapi_route
 
 STATUS_KEY: web.AppKey[Status] = web.AppKey("status", Status)
 FIRING_STATES = ("open", "resolved", "all")
@@ -108,4 +109,5 @@ def make_app(status: Status, *, extra_routes: list[web.RouteDef] | None = None) 
     app.router.add_get("/v1/shards/{shard_id:.+}", shard)
     if extra_routes:
         app.router.add_routes(extra_routes)
+    app.router.add_routes([openapi_route()])
     return app

@@ -1,8 +1,9 @@
 """DeploySignal contract v1, consumer side: ``POST /v1/tessera/deploy-events``.
 
 Request: ``{"contract_version":"v1","event":DeployEventPayload,"emitted_at_ts":<unix s>}`` with
-headers ``x-ds-instance-id`` (required) and ``authorization: Bearer <token>`` (required when
-``events.deploysignal.token`` / ``token_file`` is set; compared in constant time). The event is
+headers ``x-ds-instance-id`` (required), ``content-type: application/json`` (415 otherwise) and
+``authorization: Bearer <token>`` (compared in constant time; with no ``events.deploysignal.token`` /
+``token_file`` set the route refuses every request with 403 unless ``events.allow_unauthenticated``). The event is
 mapped by :func:`tessera_daemon.engine.events.from_deploy_event` (scope ``"fleet"`` unless
 ``metadata.scope`` lists node ids) and added to the event book, which freezes the affected shards.
 
@@ -12,9 +13,11 @@ Answers (JSON, ``contract_version`` always ``"v1"``):
   activated when the event freezes at least one shard and its freeze has not already ended
   (``now`` is the daemon's event time); ``..._at_ts`` is when the freeze takes effect
   (``max(now, event_ts)``), present only when activated. A re-delivered event gets the same answer.
-- 400 ``{"status":"rejected","reason":...}``: bad JSON, bad envelope, unknown scope node ids, or
-  an event id re-used with different contents.
-- 401: missing ``x-ds-instance-id`` header, or missing / malformed / wrong bearer token.
+- 400 ``{"status":"rejected","reason":...}``: bad or deeply nested JSON, bad envelope, unknown scope
+  node ids, an event id re-used with different contents, or an event outside ``events.max_age_s`` /
+  ``events.max_ahead_s`` of the daemon's event time. 429: over ``events.relearns_per_hour`` for its scope.
+- 401: missing ``x-ds-instance-id`` header, or missing / malformed / wrong bearer token. 403: no token
+  configured (and not ``events.allow_unauthenticated``). 415: not ``application/json``.
 - 413: body over 1 MiB. 503: the event book is not ready yet, or (split mode, ``relay`` given) the
   event log could not take the event: nothing was accepted, DeploySignal retries.
 """
@@ -39,10 +42,10 @@ from tessera_daemon.web.events import (
     BodyTooLarge,
     BookGetter,
     OnEvent,
+    PostPolicy,
     Relay,
     TokenGetter,
     as_getter,
-    bearer_ok,
     load_json,
     read_body,
     relay_failure,
@@ -92,6 +95,12 @@ def _rejected(status: int, reason: str, headers: dict[str, str] | None = None) -
     return _reply(status, {"status": "rejected", "reason": reason}, headers)
 
 
+def _refusal(status: int, reason: str) -> web.Response:
+    if status == 401:
+        return unauthorized({"contract_version": CONTRACT_VERSION, "status": "rejected", "reason": reason})
+    return _rejected(status, reason)
+
+
 def deploysignal_routes(
     book: EventBook | BookGetter,
     *,
@@ -100,6 +109,7 @@ def deploysignal_routes(
     now: Callable[[], float] = time.time,
     max_body: int = MAX_BODY_BYTES,
     relay: Relay | None = None,
+    policy: PostPolicy | None = None,
 ) -> list[web.RouteDef]:
     """The DS contract v1 consumer route over ``book`` (an EventBook or a callable giving one).
 
@@ -107,19 +117,20 @@ def deploysignal_routes(
     ``on_event`` is called with every added or updated record; ``now`` is the daemon's current
     event time (decides whether a freeze is still ahead). ``relay`` (split mode) is handed the
     validated event with source ``deploysignal`` and its metadata before it is added locally; a
-    :class:`TransportError` from it answers 503 and adds nothing.
+    :class:`TransportError` from it answers 503 and adds nothing. ``policy`` (default: ``token``
+    required, the default age bounds, no rate limit) is what the route demands (``web/events.py``).
     """
     get_book = as_getter(book)
+    pol = policy if policy is not None else PostPolicy(token=token)
 
     async def deploy_events(request: web.Request) -> web.Response:
         instance = request.headers.get(INSTANCE_HEADER, "").strip()
         if not instance:
             return unauthorized({"contract_version": CONTRACT_VERSION, "status": "rejected",
                                  "reason": f"missing {INSTANCE_HEADER} header"})
-        expected = token() if token is not None else ""
-        if expected and not bearer_ok(request.headers.get("Authorization"), expected):
-            return unauthorized({"contract_version": CONTRACT_VERSION, "status": "rejected",
-                                 "reason": "missing or invalid bearer token"})
+        refused = pol.refuse(request)
+        if refused is not None:
+            return _refusal(*refused)
         try:
             raw = await read_body(request, max_body)
         except BodyTooLarge:
@@ -135,11 +146,15 @@ def deploysignal_routes(
             return _rejected(503, "event handling is not ready")
         metadata = dict(req.metadata)
         metadata.setdefault("ds_instance_id", instance)
-        reason = b.check(req.event)
+        reason = pol.out_of_range([req.event], now()) or b.check(req.event)
         if reason is not None:
             return _rejected(400, reason)
+        fresh, limited = pol.budget(b, [req.event])
+        if limited is not None:
+            return _rejected(429, limited, {"Retry-After": "60"})
         if await relay_failure(relay, [req.event], "deploysignal", metadata) is not None:
             return _rejected(503, RELAY_UNAVAILABLE, {"Retry-After": RETRY_AFTER_S})
+        pol.spend(fresh)
         res = b.add(req.event, source="deploysignal", metadata=metadata)
         if not res.ok:
             return _rejected(400, res.reason)

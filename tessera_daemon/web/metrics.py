@@ -10,16 +10,17 @@ active firing or in the top-N by evidence; fleet histograms and per-group series
 from __future__ import annotations
 
 import math
-import platform
 import time
 from collections.abc import Iterator, Mapping
+from typing import Any
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, disable_created_metrics, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from tessera_daemon import __version__
+from tessera_daemon.buildinfo import build_info_family
+from tessera_daemon.engine.bounds import REASONS as VALUE_REASONS
 from tessera_daemon.model import CLASSIFICATIONS
 from tessera_daemon.status import Status
 from tessera_daemon.supervise import POLL_BUCKETS, SourceHealth
@@ -53,6 +54,36 @@ def source_families(health: Mapping[str, SourceHealth]) -> Iterator[Metric]:
     yield last
 
 
+SKEW_SERIES = 50  # at most this many (source, host) series: the largest skews
+SKEW_HORIZON_WINDOWS = 12  # a host counts as currently skewed for this many window lengths after its last frame
+
+
+def clock_skew(p: Any, now: float) -> Metric:
+    """``tessera_clock_skew_seconds{source,host}``: how far ahead of this receiver's clock the newest
+    quarantined frame of each currently skewed host was (only hosts seen skewed recently, capped)."""
+    g = GaugeMetricFamily("tessera_clock_skew_seconds", "How far ahead of the receiver's clock a host's frames "
+                          "were (quarantined: window.max_future_skew_s); only hosts currently skewed.",
+                          labels=["source", "host"])
+    horizon = max(60.0, SKEW_HORIZON_WINDOWS * p.cfg.window.length_s)
+    worst: dict[tuple[str, str], float] = {}
+    nodes = p.topology.nodes
+    for shard, (skew, seen, source) in list(p.assembler.skewed.items()):
+        if now - seen > horizon:
+            continue
+        host = shard
+        cur = nodes[shard].parent if shard in nodes else None
+        while cur is not None and cur in nodes:
+            if nodes[cur].kind == "host":
+                host = cur
+                break
+            cur = nodes[cur].parent
+        key = (source, host)
+        worst[key] = max(worst.get(key, skew), skew)
+    for (source, host), skew in sorted(worst.items(), key=lambda kv: -kv[1])[:SKEW_SERIES]:
+        g.add_metric([source, host], round(skew, 3))
+    return g
+
+
 class _StatusCollector(Collector):
     def __init__(self, status: Status) -> None:
         self.status = status
@@ -63,9 +94,7 @@ class _StatusCollector(Collector):
         asm = p.assembler.stats
         now = time.time()
 
-        info = GaugeMetricFamily("tessera_build_info", "Build information.", labels=["version", "python"])
-        info.add_metric([__version__, platform.python_version()], 1.0)
-        yield info
+        yield build_info_family()
         yield GaugeMetricFamily("tessera_ready", "1 when /readyz answers 200.",
                                 value=0.0 if st.not_ready_reasons(now) else 1.0)
         yield CounterMetricFamily("tessera_windows_processed", "Detector windows processed.",
@@ -78,6 +107,17 @@ class _StatusCollector(Collector):
         yield GaugeMetricFamily("tessera_window_lag_seconds",
                                 "Event time between the newest frame and the end of the last processed window, "
                                 "beyond the lateness grace.", value=lag)
+        yield GaugeMetricFamily("tessera_window_length_seconds",
+                                "Detector window length in force (measured from the poll cadence when auto).",
+                                value=p.window_length_s)
+        cad = p.observed_cadence_s()
+        yield GaugeMetricFamily("tessera_sample_interval_seconds",
+                                "Median over shards of each shard's own sample interval.",
+                                value=cad if math.isfinite(cad) else 0.0)
+        yield GaugeMetricFamily("tessera_window_shorter_than_cadence",
+                                "1 when the configured window is shorter than the sources' cadence "
+                                "(most windows hold no sample; set window.length_s = \"auto\").",
+                                value=1.0 if p.window_too_short() else 0.0)
         yield CounterMetricFamily("tessera_frames_ingested", "Frames accepted into a window.", value=asm.frames)
         yield CounterMetricFamily("tessera_frames_late", "Frames that arrived after their window closed.",
                                   value=asm.late)
@@ -86,7 +126,19 @@ class _StatusCollector(Collector):
         dropped.add_metric(["transport_full"], tstats.dropped_frames)
         dropped.add_metric(["unknown_shard"], asm.unknown_shard)
         dropped.add_metric(["malformed"], tstats.dead_lettered)
+        dropped.add_metric(["clock_skew"], asm.future)
         yield dropped
+        yield clock_skew(p, now)
+        requests = CounterMetricFamily("tessera_event_requests", "Event POST requests answered, by route and status "
+                                       "code (every refusal counted).", labels=["route", "code"])
+        for (route, code), n in sorted(st.event_requests.items()):
+            requests.add_metric([route, code], n)
+        yield requests
+        rejected = CounterMetricFamily("tessera_values_rejected", "Window values outside their metric's plausible "
+                                       "range (window.plausible), treated as missing, by reason.", labels=["reason"])
+        for reason in VALUE_REASONS:
+            rejected.add_metric([reason], p.bounds.rejected.get(reason, 0))
+        yield rejected
         yield CounterMetricFamily("tessera_samples_missing", "Shard-windows with no sample.",
                                   value=asm.missing_samples)
         yield GaugeMetricFamily("tessera_transport_queued_frames", "Frames waiting in the transport.",

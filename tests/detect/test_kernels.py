@@ -166,3 +166,39 @@ def test_change_point_mixture_false_alarm_probability_at_most_alpha() -> None:
         log_total = np.logaddexp(st_[2][:, 0], np.log(max(1.0 - (w + 1) / horizon, 1e-300)))
         crossed |= log_total >= np.log(1 / alpha)
     assert crossed.mean() <= alpha + 3 * np.sqrt(alpha * (1 - alpha) / s)
+
+
+def test_agree_when_centred_on_a_material_margin() -> None:
+    """Half the streams bet on their excess over a material margin (c0 > 0), half plainly: same result."""
+    rng = np.random.default_rng(7)
+    s, m = 200, 3
+    margin = np.where(rng.random((s, m)) < 0.5, rng.uniform(0.5, 6.0, (s, m)), 0.0)
+    delta = np.full((s, m), 0.2)
+    v = 1.4 + delta * delta
+    a, b = _state(s, m, len(BETS)), _state(s, m, len(BETS))
+    for w in range(60):
+        x = rng.standard_t(4, (s, m)) + margin * rng.choice([-1.0, 1.0], (s, m)) + (w > 30) * 2.0
+        x[rng.random((s, m)) < 0.1] = np.nan
+        kernels.family_a_update(x, delta, v, BETS, 4.0, w, *a, margin=margin)
+        reference.family_a_update(x, delta, v, BETS, 4.0, w, *b, margin=margin)
+    _assert_same(a, b)
+
+
+def test_centred_bets_keep_ville_at_the_margin_and_gain_beyond_it() -> None:
+    """A shift exactly at the margin (the composite null's boundary): the plain mixture martingale
+    crosses log(1/alpha) in at most alpha of the streams; a shift 1.5 sigma beyond it crosses at once."""
+    rng = np.random.default_rng(11)
+    s, n_w, c0, alpha = 4000, 200, 3.0, 0.01
+    margin = np.full((s, 1), c0)
+    delta, v = np.full((s, 1), 0.0), np.full((s, 1), 1.0)
+    null, alt = _state(s, 1, len(BETS)), _state(s, 1, len(BETS))
+    hit_null = np.zeros(s, np.bool_)
+    hit_alt = np.zeros(s, np.bool_)
+    for w in range(n_w):
+        noise = rng.standard_normal((s, 1))
+        kernels.family_a_update(c0 + noise, delta, v, BETS, 4.0, w, *null, floor=-np.inf, margin=margin)
+        kernels.family_a_update(c0 + 1.5 + noise, delta, v, BETS, 4.0, w, *alt, floor=-np.inf, margin=margin)
+        hit_null |= null[2][:, 0] >= np.log(1 / alpha)
+        hit_alt |= alt[2][:, 0] >= np.log(1 / alpha)
+    assert hit_null.mean() <= alpha
+    assert hit_alt.mean() > 0.99

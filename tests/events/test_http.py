@@ -16,7 +16,7 @@ from tessera_daemon.engine.events import EventBook, EventRecord
 from tessera_daemon.errors import CodecError
 from tessera_daemon.model import ClusterEvent
 from tessera_daemon.web.deploysignal import DS_EVENTS_PATH, deploysignal_routes, parse_envelope
-from tessera_daemon.web.events import bearer_ok, events_routes
+from tessera_daemon.web.events import PostPolicy, bearer_ok, events_routes
 from tests.events.helpers import cfg, topology
 from tests.events.servers import serve_daemon_app
 
@@ -28,10 +28,29 @@ def ev(eid: str, **kw: Any) -> dict[str, Any]:
     return {"v": 1, "id": eid, "kind": "firmware_push", "ts": 1000.0, "scope": "fleet", **kw}
 
 
+TOKEN = "t0ken-for-tests"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def ev_routes(book: Any, **kw: Any) -> list[Any]:
+    """POST/GET /v1/events as the tests serve them: a token (required by default) and the tests' event time."""
+    kw.setdefault("token", lambda: TOKEN)
+    kw.setdefault("now", lambda: NOW)
+    return events_routes(book, **kw)
+
+
+def ds_routes(book: Any, **kw: Any) -> list[Any]:
+    kw.setdefault("now", lambda: NOW)
+    return deploysignal_routes(book, **kw)
+
+
 async def post(s: aiohttp.ClientSession, url: str, body: Any, headers: dict[str, str] | None = None,
                raw: bytes | None = None) -> tuple[int, dict[str, Any], Any]:
+    """POST JSON (``Content-Type: application/json`` unless ``headers`` say otherwise); ``headers`` None:
+    with the tests' bearer token."""
     data = io.BytesIO(raw if raw is not None else json.dumps(body).encode())
-    async with s.post(url, data=data, headers=headers or {}) as r:
+    sent = {"Content-Type": "application/json", **(AUTH if headers is None else headers)}
+    async with s.post(url, data=data, headers=sent) as r:
         return r.status, dict(r.headers), await r.json(content_type=None)
 
 
@@ -41,7 +60,7 @@ async def post(s: aiohttp.ClientSession, url: str, body: Any, headers: dict[str,
 async def test_post_events_single_list_duplicates_and_get() -> None:
     book = EventBook(topology(), cfg())
     seen: list[EventRecord] = []
-    async with serve_daemon_app(events_routes(book, on_event=seen.append, now=lambda: NOW)) as base, \
+    async with serve_daemon_app(ev_routes(book, on_event=seen.append, now=lambda: NOW)) as base, \
             aiohttp.ClientSession() as s:
         status, _, body = await post(s, f"{base}/v1/events", ev("fw1", scope=["r1"]))
         assert status == 202
@@ -81,13 +100,13 @@ async def test_post_events_single_list_duplicates_and_get() -> None:
         (ev("a", scope=["r1", "nope"]), None, "unknown topology nodes 'nope'"),
         ([ev("a"), ev("a", ts=5.0)], None, "appears twice with different contents"),
         (ev("a", end_ts=1.0), None, "end_ts: must not be before ts"),
-        (None, b'{"v":1,"id":"a","kind":"firmware_push","ts":NaN}', "event times must be finite"),
-        (None, b'{"v":1,"id":"a","kind":"firmware_push","ts":1' + b"0" * 400 + b"}", "out of range"),
+        (None, b'{"v":1,"id":"a","kind":"firmware_push","ts":NaN}', "finite unix time"),
+        (None, b'{"v":1,"id":"a","kind":"firmware_push","ts":1' + b"0" * 400 + b"}", "finite unix time"),
     ],
 )
 async def test_post_events_400_reasons_and_nothing_added(body: Any, raw: bytes | None, words: str) -> None:
     book = EventBook(topology(), cfg())
-    async with serve_daemon_app(events_routes(book)) as base, aiohttp.ClientSession() as s:
+    async with serve_daemon_app(ev_routes(book)) as base, aiohttp.ClientSession() as s:
         status, _, got = await post(s, f"{base}/v1/events", body, raw=raw)
     assert status == 400 and words in got["error"]
     assert len(book) == 0  # all or nothing
@@ -96,16 +115,16 @@ async def test_post_events_400_reasons_and_nothing_added(body: Any, raw: bytes |
 async def test_post_events_conflicting_reuse_of_an_id_is_400() -> None:
     book = EventBook(topology(), cfg())
     book.add(ClusterEvent("a", "firmware_push", 1000.0, ("fleet",)))
-    async with serve_daemon_app(events_routes(book)) as base, aiohttp.ClientSession() as s:
+    async with serve_daemon_app(ev_routes(book)) as base, aiohttp.ClientSession() as s:
         status, _, got = await post(s, f"{base}/v1/events", ev("a", kind="driver_update"))
     assert status == 400 and "different kind" in got["error"]
 
 
 async def test_post_events_413_over_one_mib_and_token_401() -> None:
     book = EventBook(topology(), cfg())
-    routes = events_routes(book, token=lambda: "s3cret")
+    routes = ev_routes(book, token=lambda: "s3cret")
     async with serve_daemon_app(routes) as base, aiohttp.ClientSession() as s:
-        ok = {"Authorization": "Bearer s3cret"}
+        ok = {"Authorization": "Bearer s3cret", "Content-Type": "application/json"}
         big = json.dumps([ev(f"e{i}") for i in range(20_000)]).encode()
         assert len(big) > MIB
         status, _, got = await post(s, f"{base}/v1/events", None, ok, raw=big)
@@ -118,7 +137,7 @@ async def test_post_events_413_over_one_mib_and_token_401() -> None:
 
         async with s.post(f"{base}/v1/events", data=chunks(), headers=ok) as r:
             assert r.status == 413
-        status, headers, got = await post(s, f"{base}/v1/events", ev("a"))
+        status, headers, got = await post(s, f"{base}/v1/events", ev("a"), {})
         assert status == 401 and headers["WWW-Authenticate"].startswith("Bearer")
         status, _, _ = await post(s, f"{base}/v1/events", ev("a"), {"Authorization": "Bearer wrong!"})
         assert status == 401
@@ -128,7 +147,7 @@ async def test_post_events_413_over_one_mib_and_token_401() -> None:
 
 
 async def test_events_503_before_the_book_exists() -> None:
-    async with serve_daemon_app(events_routes(lambda: None)) as base, aiohttp.ClientSession() as s:
+    async with serve_daemon_app(ev_routes(lambda: None)) as base, aiohttp.ClientSession() as s:
         status, _, _ = await post(s, f"{base}/v1/events", ev("a"))
         assert status == 503
         async with s.get(f"{base}/v1/events") as r:
@@ -149,7 +168,7 @@ DS_HEADERS = {"x-ds-instance-id": "ds-prod-1", "Authorization": "Bearer tok-123"
 async def test_ds_202_activates_freeze_and_is_idempotent() -> None:
     book = EventBook(topology(), cfg())
     seen: list[EventRecord] = []
-    routes = deploysignal_routes(book, token=lambda: "tok-123", on_event=seen.append, now=lambda: NOW)
+    routes = ds_routes(book, token=lambda: "tok-123", on_event=seen.append, now=lambda: NOW)
     async with serve_daemon_app(routes) as base, aiohttp.ClientSession() as s:
         url = base + DS_EVENTS_PATH
         status, _, body = await post(s, url, envelope(), DS_HEADERS)
@@ -190,7 +209,7 @@ async def test_ds_202_activates_freeze_and_is_idempotent() -> None:
 )
 async def test_ds_401(headers: dict[str, str], words: str) -> None:
     book = EventBook(topology(), cfg())
-    async with serve_daemon_app(deploysignal_routes(book, token=lambda: "tok-123")) as base, \
+    async with serve_daemon_app(ds_routes(book, token=lambda: "tok-123")) as base, \
             aiohttp.ClientSession() as s:
         status, hdrs, body = await post(s, base + DS_EVENTS_PATH, envelope(), headers)
     assert status == 401 and words in body["reason"] and body["status"] == "rejected"
@@ -198,9 +217,13 @@ async def test_ds_401(headers: dict[str, str], words: str) -> None:
     assert len(book) == 0
 
 
-async def test_ds_without_configured_token_needs_only_the_instance_header() -> None:
+async def test_ds_without_configured_token_refuses_unless_explicitly_unauthenticated() -> None:
     book = EventBook(topology(), cfg())
-    async with serve_daemon_app(deploysignal_routes(book)) as base, aiohttp.ClientSession() as s:
+    async with serve_daemon_app(ds_routes(book)) as base, aiohttp.ClientSession() as s:
+        status, _, body = await post(s, base + DS_EVENTS_PATH, envelope(), {"x-ds-instance-id": "ds"})
+        assert status == 403 and "no token is configured" in body["reason"]
+    open_policy = PostPolicy(allow_unauthenticated=True)
+    async with serve_daemon_app(ds_routes(book, policy=open_policy)) as base, aiohttp.ClientSession() as s:
         assert (await post(s, base + DS_EVENTS_PATH, envelope(), {"x-ds-instance-id": "ds"}))[0] == 202
         assert (await post(s, base + DS_EVENTS_PATH, envelope(), {}))[0] == 401
 
@@ -222,7 +245,7 @@ async def test_ds_without_configured_token_needs_only_the_instance_header() -> N
 )
 async def test_ds_400(body: Any, raw: bytes | None, words: str) -> None:
     book = EventBook(topology(), cfg())
-    async with serve_daemon_app(deploysignal_routes(book, token=lambda: "tok-123")) as base, \
+    async with serve_daemon_app(ds_routes(book, token=lambda: "tok-123")) as base, \
             aiohttp.ClientSession() as s:
         status, _, got = await post(s, base + DS_EVENTS_PATH, body, DS_HEADERS, raw=raw)
     assert status == 400 and words in got["reason"] and got["status"] == "rejected"
@@ -231,14 +254,15 @@ async def test_ds_400(body: Any, raw: bytes | None, words: str) -> None:
 
 async def test_ds_413_and_503() -> None:
     book = EventBook(topology(), cfg())
-    async with serve_daemon_app(deploysignal_routes(book, token=lambda: "tok-123")) as base, \
+    async with serve_daemon_app(ds_routes(book, token=lambda: "tok-123")) as base, \
             aiohttp.ClientSession() as s:
         pad = "x" * (MIB + 10)
         e = {"event_id": "big", "event_class": "env_change", "event_ts": 1, "metadata": {"pad": pad}}
         status, _, got = await post(s, base + DS_EVENTS_PATH, envelope(e), DS_HEADERS)
         assert status == 413 and got["contract_version"] == "v1" and got["status"] == "rejected"
-    async with serve_daemon_app(deploysignal_routes(lambda: None)) as base, aiohttp.ClientSession() as s:
-        status, _, _ = await post(s, base + DS_EVENTS_PATH, envelope(), {"x-ds-instance-id": "ds"})
+    async with serve_daemon_app(ds_routes(lambda: None, token=lambda: "tok-123")) as base, \
+            aiohttp.ClientSession() as s:
+        status, _, _ = await post(s, base + DS_EVENTS_PATH, envelope(), DS_HEADERS)
         assert status == 503
 
 

@@ -25,7 +25,7 @@ GAUGES = {
     "tessera_top_shard_evidence_log", "tessera_group_evidence_log", "tessera_transport_queued_frames",
     "tessera_redis_up",
     "tessera_stream_lag_entries", "tessera_stream_pending_entries", "tessera_breaker_open",
-    "tessera_checkpoint_last_success_timestamp_seconds",
+    "tessera_checkpoint_last_success_timestamp_seconds", "tessera_clock_skew_seconds",
 }
 HISTOGRAMS = {
     "tessera_window_duration_seconds", "tessera_source_poll_duration_seconds", "tessera_shard_evidence_log",

@@ -114,7 +114,8 @@ def dump(doc: dict[str, Any]) -> str:
 ALL = ["TesseraHardFault", "TesseraShardFault", "TesseraCommonModeRack", "TesseraCommonModeZone",
        "TesseraFleetEvent", "TesseraEventConditional", "TesseraDaemonDown", "TesseraNotReady",
        "TesseraSourceDown", "TesseraSourceStale", "TesseraShardsStale", "TesseraDetectorLag",
-       "TesseraStreamBacklog", "TesseraRedisUnreachable", "TesseraFramesDropped", "TesseraCheckpointFailing"]
+       "TesseraStreamBacklog", "TesseraRedisUnreachable", "TesseraFramesDropped", "TesseraCheckpointFailing",
+       "TesseraClockSkew"]
 
 
 
@@ -220,6 +221,9 @@ HEALTH: dict[str, Any] = {"tests": [
         series("tessera_frames_dropped_total", L(DET, reason="transport_full"), "0+60x30"),
         series("tessera_frames_dropped_total", L(DET, reason="malformed"), "0x30"),
         series("tessera_frames_dropped_total", L(DET2, reason="unknown_shard"), "0 0 5x28"),
+        series("tessera_frames_dropped_total", L(DET2, reason="clock_skew"), "0+30x30"),
+        series("tessera_clock_skew_seconds", L(DET2, source="agent-7", host="r02-h05"), "_ _ 86400x28"),
+        series("tessera_clock_skew_seconds", L(DET, source="agent-3", host="r01-h01"), "12 _x29"),
         series("tessera_checkpoint_last_success_timestamp_seconds", DET, "60x30"),
         series("tessera_checkpoints_total", L(DET, outcome="failure"), "0+1x30"),
         series("tessera_checkpoints_total", L(DET, outcome="success"), "1x30"),
@@ -254,6 +258,8 @@ HEALTH: dict[str, Any] = {"tests": [
           [exp("TesseraFramesDropped", L(DET, reason="transport_full"), 1)]),
         t("20m", "TesseraCheckpointFailing", []),
         t("23m", "TesseraCheckpointFailing", [exp("TesseraCheckpointFailing", DET, 23 * 60 - 60)]),
+        t("11m", "TesseraClockSkew", []),
+        t("13m", "TesseraClockSkew", [exp("TesseraClockSkew", L(DET2, source="agent-7", host="r02-h05"), 86400)]),
     ],
   },
   {

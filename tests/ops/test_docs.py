@@ -42,3 +42,26 @@ def test_relative_links_resolve(name: str) -> None:
         if "://" in target:
             continue
         assert (ROOT / "docs" / target).resolve().exists(), f"{name}: broken link {target}"
+
+
+def test_configuration_reference_matches_the_code(capsys: pytest.CaptureFixture[str]) -> None:
+    """docs/configuration.md is `tessera-daemon config --reference`; every setting has a line of doc."""
+    from tessera_daemon.cli import main  # noqa: PLC0415
+
+    assert main(["config", "--reference"]) == 0
+    generated = capsys.readouterr().out
+    current = (ROOT / "docs" / "configuration.md").read_text()
+    assert current == generated, "docs/configuration.md is stale: tessera-daemon config --reference > " \
+                                 "docs/configuration.md"
+    rows = [line for line in generated.splitlines() if line.startswith("| `")]
+    assert len(rows) > 150
+    undocumented = [r.split("|")[1].strip() + " " + r.split("|")[-2].strip() for r in rows
+                    if re.split(r"(?<!\\)\|", r)[5].strip() == ""]
+    assert not undocumented, f"settings without a doc line (setting(..., doc=...)): {undocumented}"
+
+
+def test_api_reference_matches_the_code() -> None:
+    from tessera_daemon.web.openapi import markdown  # noqa: PLC0415
+
+    assert (ROOT / "docs" / "api.md").read_text() == markdown(), \
+        "docs/api.md is stale: tessera-daemon openapi --markdown > docs/api.md"

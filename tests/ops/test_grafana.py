@@ -17,14 +17,15 @@ from tests.ops.stack import promql
 
 GRAFANA = ROOT / "grafana"
 DASHBOARD_FILES = sorted((GRAFANA / "dashboards").glob("*.json"))
-DS_UID = "tessera-prom"
+DS_UID = "tessera-prom"  # the provisioned datasource's uid (compose); the dashboards themselves pin none
+DS_REF = {"type": "prometheus", "uid": "${datasource}"}
 
 # Values for Grafana's built-in variables and the dashboards' own ones when the PromQL is sent to Prometheus.
 BUILTINS = {
     "__rate_interval": "1m", "__interval": "15s", "__interval_ms": "15000", "__range": "1h",
     "__range_s": "3600", "__range_ms": "3600000",
 }
-SAMPLE_VALUES = {"job": "tessera.*", "instance": ".+", "shard": "gpu-r01-h03-2", "host": "r01-h03",
+SAMPLE_VALUES = {"cluster": ".*", "job": "tessera.*", "instance": ".+", "shard": "gpu-r01-h03-2", "host": "r01-h03",
                  "rack": "r01"}
 _VAR = re.compile(r"\$\{([A-Za-z_]\w*)(?::[^}]*)?\}|\$([A-Za-z_]\w*)")
 
@@ -118,14 +119,39 @@ def test_dashboard_structure(path: Path) -> None:
         assert grid["x"] + grid["w"] <= 24, panel["title"]
         if panel["type"] == "row":
             continue
-        assert panel["datasource"] == {"type": "prometheus", "uid": DS_UID}, panel["title"]
+        assert panel["datasource"] == DS_REF, panel["title"]
         assert panel["targets"], f"{panel['title']} has no query"
         for target in panel["targets"]:
-            assert target["datasource"]["uid"] == DS_UID
+            assert target["datasource"] == DS_REF
             assert target["expr"].strip()
     for var in dash["templating"]["list"]:
         if var["type"] == "query":
-            assert var["datasource"]["uid"] == DS_UID
+            assert var["datasource"] == DS_REF
+
+
+@pytest.mark.parametrize("path", DASHBOARD_FILES, ids=lambda p: p.stem)
+def test_dashboard_imports_into_any_grafana(path: Path) -> None:
+    """Importable as is (Dashboards > Import): an input for the Prometheus datasource, a datasource variable
+    that every query goes through, a cluster variable every selector filters on, no pinned datasource uid,
+    no database id."""
+    dash = _load(path)
+    assert [i["pluginId"] for i in dash["__inputs"] if i["type"] == "datasource"] == ["prometheus"]
+    assert {r["id"] for r in dash["__requires"]} >= {"grafana", "prometheus"}
+    assert dash.get("id") is None
+    variables = {v["name"]: v for v in dash["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
+    cluster = variables["cluster"]
+    assert cluster["includeAll"] and cluster["allValue"] == ".*"
+    assert [v["name"] for v in dash["templating"]["list"]][:2] == ["datasource", "cluster"]
+    text = path.read_text()
+    assert DS_UID not in text and '"uid": "${DS_PROMETHEUS}"' not in text
+    for where, expr in _expressions(dash):
+        if where == "variable cluster":
+            continue
+        selectors = re.findall(r"\b(?:tessera_[a-z_]+|process_[a-z_]+|up)\{[^}]*\}", expr)
+        assert selectors, f"{path.name} {where}: no label selector"
+        for sel in selectors:
+            assert 'cluster=~"$cluster"' in sel, f"{path.name} {where}: {sel} does not filter on $cluster"
 
 
 @pytest.mark.parametrize("path", DASHBOARD_FILES, ids=lambda p: p.stem)

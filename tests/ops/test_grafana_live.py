@@ -51,8 +51,8 @@ def test_every_run_mode_panel_returns_data(tmp_path: Path) -> None:
                     break
                 time.sleep(1.0)
             labels = top[0]["metric"]
-            values = {"job": "tessera.*", "instance": ".+", "shard": labels["shard"], "host": labels["host"],
-                      "rack": labels["rack"]}
+            values = {"cluster": ".*", "job": "tessera.*", "instance": ".+", "shard": labels["shard"],
+                      "host": labels["host"], "rack": labels["rack"]}
             skip = redis_only_series()
             queries = []
             for path in DASHBOARD_FILES:

@@ -22,6 +22,7 @@ import redis.asyncio as aioredis
 from tessera_daemon.agent import AgentRunning, run_agent
 from tessera_daemon.config import Config, load_config
 from tessera_daemon.engine.pipeline import Pipeline
+from tessera_daemon.model import Frame
 from tessera_daemon.outputs.stream import read_firings
 from tessera_daemon.sim import ClusterSim
 from tessera_daemon.transport.coordinator import fleet_threshold
@@ -63,8 +64,9 @@ class Reference:
         return max(self.windows[token])
 
 
-def reference(cfg: Config) -> Reference:
-    """The uninterrupted, single-process result for the configured simulation."""
+def reference(cfg: Config, before: dict[str, list[Frame]] | None = None) -> Reference:
+    """The uninterrupted, single-process result for the configured simulation (``before``: frames a
+    partition receives ahead of the simulator's first)."""
     sim = ClusterSim(cfg.sim, scenario=cfg.sim.scenario, start_ts=cfg.sim.start_ts)
     router = Router(sim.topology)
     thr = fleet_threshold(cfg, router.n_shards)
@@ -83,6 +85,9 @@ def reference(cfg: Config) -> Reference:
                                for f in r.opened)
             ref.firings.extend((r.index, f.id, "resolved", f.to_json()) for f in r.resolved)
 
+    for token, fs in (before or {}).items():
+        pipes[token].ingest(fs)
+        ref.frames += len(fs)
     for _ in range(ticks):
         _ts, frames = sim.step()
         ref.frames += len(frames)
@@ -125,7 +130,8 @@ def assert_exact(out: Outputs, ref: Reference) -> None:
         got = [w for w, _n, _by in out.windows[token]]
         assert len(got) == len(set(got)), f"{token}: a window was committed twice"
         assert got == sorted(expected), f"{token}: committed windows differ from the reference"
-        assert {w: n for w, n, _by in out.windows[token]} == expected, f"{token}: frame counts differ"
+        got_n = {w: n for w, n, _by in out.windows[token]}
+        assert got_n == expected, f"{token}: frame counts differ: {sorted(set(got_n.items()) ^ set(expected.items()))}"
     assert [r[:3] for r in out.firings] == [r[:3] for r in ref.firings]
     assert out.firings == ref.firings
 

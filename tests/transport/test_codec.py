@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tessera_daemon.engine.window import WindowAssembler
 from tessera_daemon.errors import CodecError
 from tessera_daemon.model import Frame
 from tessera_daemon.sim import ClusterSim
@@ -94,6 +95,36 @@ def test_fuzzed_payloads_only_ever_raise_codec_errors(key: str, value: object, r
     for f in e.frames:  # whatever decodes is a well-formed frame
         assert f.shard and math.isfinite(f.ts) and f.ts >= 0
         assert all(v is None or math.isfinite(v) for v in f.metrics.values())
+    WindowAssembler(["s0", "s1"], ["m"], 5.0, 1.0).add_block(e.frames)  # and the window assembler takes it
+
+
+def _with(key: str, value: object) -> dict[bytes, bytes]:
+    payload = _valid_payload()
+    payload[key] = value
+    return {b"v": b"1", b"src": b"a", b"seq": b"1", b"d": msgpack.packb(payload, use_bin_type=True)}
+
+
+@pytest.mark.parametrize(
+    ("fields", "what"),
+    [  # regression: each of these once passed the codec (``isinstance(True, int)``) and killed the worker
+        (_with("e", [[True, [79]]]), "xid shard index true"),
+        (_with("e", [[0, [True]]]), "xid code true"),
+        (_with("e", [[0, [79]], [2, [79]]]), "xid shard index out of range"),
+        (_with("e", [[0, [-1]]]), "negative xid code"),
+        (_with("e", [[0, [2**40]]]), "xid code beyond 32 bits"),
+        (_with("l", [True]), "lost index true"),
+        (_with("l", [-1]), "negative lost index"),
+        (_with("t", np.array([1.0, -5.0]).tobytes()), "negative timestamp"),
+        (_with("t", np.array([1.0, np.inf]).tobytes()), "infinite timestamp"),
+        (_with("t", np.array([np.nan, 1.0]).tobytes()), "NaN timestamp"),
+        ({**_with("h", "h"), b"seq": b"1_0"}, "seq with an underscore"),
+        ({**_with("h", "h"), b"seq": b"-3"}, "negative seq"),
+    ],
+)
+def test_bools_out_of_range_indices_and_bad_numbers_are_refused(fields: dict[bytes, bytes], what: str) -> None:
+    with pytest.raises(EntryError) as info:
+        decode_entry(fields)
+    assert info.value.reason in ("invalid", "undecodable"), what
 
 
 def test_json_frames_from_mqtt_topics() -> None:

@@ -33,6 +33,18 @@ HOST = "z0-r00-h00"  # a host of job-0 only
 RACK = "z0-r00"  # a rack with one host of each job
 
 
+TOKEN = "events-t0ken"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def ev_cfg(url: str, **env: str) -> Config:
+    """The worker's configuration with tokens on both event routes (required since issue 18) and an age
+    bound wide enough for events at simulated times (the worker's event time is the wall clock until
+    its first window)."""
+    return make_cfg(url, **{"TESSERA_EVENTS__API_TOKEN": TOKEN, "TESSERA_EVENTS__DEPLOYSIGNAL__TOKEN": TOKEN,
+                            "TESSERA_EVENTS__MAX_AGE_S": "3e9", **env})
+
+
 def event(eid: str, scope: list[str] | str, kind: str = "firmware_push", ts: float = START_TS + 600) -> dict[str, Any]:
     return {"v": 1, "id": eid, "kind": kind, "ts": ts, "scope": scope}
 
@@ -93,10 +105,10 @@ async def logged(client: Any, cfg: Config) -> list[dict[str, Any]]:
 
 
 async def test_posted_event_freezes_the_shards_of_every_partition_it_concerns(redis_server: Server) -> None:
-    cfg = make_cfg(redis_server.url)
+    cfg = ev_cfg(redis_server.url)
     router = await publish(cfg)
     client = client_for(redis_server.url)
-    async with detector(cfg) as (worker, _t), aiohttp.ClientSession() as http:
+    async with detector(cfg) as (worker, _t), aiohttp.ClientSession(headers=AUTH) as http:
         await serving(worker)
         base = f"http://127.0.0.1:{worker.port}"
         async with http.post(f"{base}/v1/events", json=[event("fw-host", [HOST]), event("fw-rack", [RACK])]) as r:
@@ -150,7 +162,7 @@ async def _metric(http: aiohttp.ClientSession, base: str, line: str) -> bool:
 
 
 async def test_unknown_scope_and_bad_token_are_refused_and_not_logged(redis_server: Server) -> None:
-    cfg = make_cfg(redis_server.url, TESSERA_EVENTS__API_TOKEN="s3cret")
+    cfg = ev_cfg(redis_server.url, TESSERA_EVENTS__API_TOKEN="s3cret")
     await publish(cfg)
     client = client_for(redis_server.url)
     key = Keys(cfg.transport.redis.prefix).events
@@ -176,7 +188,7 @@ async def test_unknown_scope_and_bad_token_are_refused_and_not_logged(redis_serv
 
 
 async def test_a_worker_started_after_the_event_replays_the_log(redis_server: Server) -> None:
-    cfg = make_cfg(redis_server.url)
+    cfg = ev_cfg(redis_server.url)
     router = await publish(cfg)
     keys = Keys(cfg.transport.redis.prefix)
     client = client_for(redis_server.url)
@@ -190,7 +202,7 @@ async def test_a_worker_started_after_the_event_replays_the_log(redis_server: Se
                            "deploysignal", {"ds_instance_id": "ds-1"})])
     finally:
         await link.close()
-    async with detector(cfg) as (worker, _t), aiohttp.ClientSession() as http:
+    async with detector(cfg) as (worker, _t), aiohttp.ClientSession(headers=AUTH) as http:
         await serving(worker)
         for token in TOKENS:  # in the books as soon as the partitions are handed over (replayed on load)
             book = worker.detector.parts[token].pipeline.events
@@ -211,7 +223,7 @@ async def test_a_worker_started_after_the_event_replays_the_log(redis_server: Se
     # a takeover from a checkpoint older than the event: the next worker still freezes for it
     for token in TOKENS:
         await client.delete(keys.checkpoint(token))
-    async with detector(cfg) as (worker, _t), aiohttp.ClientSession() as http:
+    async with detector(cfg) as (worker, _t), aiohttp.ClientSession(headers=AUTH) as http:
         await serving(worker)
         assert shards_with(worker, "fw-late") == {"job-0": members(router.partitions["job-0"].topology, HOST)}
         assert len(shards_with(worker, "fw-early")) == 2
@@ -222,14 +234,14 @@ async def test_a_worker_started_after_the_event_replays_the_log(redis_server: Se
 
 
 async def test_deploysignal_event_is_logged_and_freezes(redis_server: Server) -> None:
-    cfg = make_cfg(redis_server.url)
+    cfg = ev_cfg(redis_server.url)
     router = await publish(cfg)
     client = client_for(redis_server.url)
     now = time.time()
     envelope = {"contract_version": "v1", "emitted_at_ts": now, "event": {
         "event_id": "ds-42", "event_class": "driver_update", "event_ts": now,
         "metadata": {"scope": RACK, "change": "driver 570"}}}
-    async with detector(cfg) as (worker, _t), aiohttp.ClientSession() as http:
+    async with detector(cfg) as (worker, _t), aiohttp.ClientSession(headers=AUTH) as http:
         await serving(worker)
         url = f"http://127.0.0.1:{worker.port}/v1/tessera/deploy-events"
         async with http.post(url, json=envelope, headers={"x-ds-instance-id": "ds-prod"}) as r:
@@ -251,9 +263,9 @@ async def test_deploysignal_event_is_logged_and_freezes(redis_server: Server) ->
 
 
 async def test_post_answers_503_while_redis_is_down_and_succeeds_on_retry(redis_aof: Server) -> None:
-    cfg = make_cfg(redis_aof.url)
+    cfg = ev_cfg(redis_aof.url)
     router = await publish(cfg)
-    async with detector(cfg) as (worker, _t), aiohttp.ClientSession() as http:
+    async with detector(cfg) as (worker, _t), aiohttp.ClientSession(headers=AUTH) as http:
         await serving(worker)
         base = f"http://127.0.0.1:{worker.port}"
         ds_url = f"{base}/v1/tessera/deploy-events"
@@ -289,9 +301,9 @@ async def test_post_answers_503_while_redis_is_down_and_succeeds_on_retry(redis_
 
 async def test_a_partition_acquired_after_the_event_was_read_replays_the_log(redis_server: Server) -> None:
     refresh = {"TESSERA_TRANSPORT__AGENT__TOPOLOGY_REFRESH_S": "0.2"}
-    cfg = make_cfg(redis_server.url, **refresh)
+    cfg = ev_cfg(redis_server.url, **refresh)
     await publish(cfg)
-    async with detector(cfg) as (worker, _t), aiohttp.ClientSession() as http:
+    async with detector(cfg) as (worker, _t), aiohttp.ClientSession(headers=AUTH) as http:
         await serving(worker)
         async with http.post(f"http://127.0.0.1:{worker.port}/v1/events", json=event("fw-r01", ["z0-r01"])) as r:
             assert r.status == 202

@@ -1,4 +1,5 @@
-"""PartitionWork.ingest joins runs of host entries into one block: same result as entry by entry."""
+"""PartitionWork.ingest joins runs of host entries into one block: same result as entry by entry; a
+poison entry (one the window assembler raises on) is rolled back and handed back, the rest go in."""
 
 from __future__ import annotations
 
@@ -184,6 +185,8 @@ def test_runs_break_on_names_counters_and_frame_lists() -> None:
     got: list[Any] = []
 
     class Recorder:
+        assembler = _assembler()  # what a failed run would be rolled back to
+
         def ingest(self, fr: Any) -> None:
             got.append(fr)
 
@@ -200,3 +203,44 @@ def test_runs_break_on_names_counters_and_frame_lists() -> None:
                                                                         common[0], frames, common[2]]
     assert got[1] is wide and got[3] is per_frame and got[4] is per_frame and got[6] is frames
     assert work.duplicates == 1 and work.position == b"4-0" and len(work.unacked) == 10
+
+
+def _poison_block(ts: float, kind: str) -> FrameBlock:
+    """A block the codec would refuse (it rejects bools as indices) made by hand: the assembler raises on it."""
+    xids: dict[Any, tuple[int, ...]] = {True: (79,)} if kind == "xid" else {}
+    lost: set[Any] = {True} if kind == "lost" else set()
+    return FrameBlock(["a", "b", "c"], np.full(3, ts), ["util", "tx_bytes"], np.ones((3, 2)), None,
+                      frozenset({"tx_bytes"}), xids, lost)
+
+
+@pytest.mark.parametrize("kind", ["xid", "lost"])
+def test_a_poison_entry_is_rolled_back_and_handed_back(kind: str) -> None:
+    """Joined into a run with good entries, the poison one raises inside ``add_block``: the run is rolled
+    back, the good entries go in one at a time, the poison one is returned with its error, and the state
+    is exactly what ingesting the good entries alone gives (nothing half-applied for a checkpoint)."""
+    rng = np.random.default_rng(7)
+    good = [d for d in _deliveries(rng, 300) if isinstance(d.frames, FrameBlock)]
+    ts = float(good[150].frames.ts[0])
+    poison = Delivery(_poison_block(ts, kind), EntryToken("p", b"999-0", "evil/boot", 1))
+    batch = [*good[:150], poison, *good[150:]]
+    with pytest.raises(ValueError):  # the failure is real: the assembler raises on this block
+        _assembler().add_block(poison.frames)
+
+    work = _work()
+    failed: list[tuple[Delivery, str, str]] = []
+    got: list[WindowData] = []
+    for i in range(0, len(batch), 40):
+        failed += work.ingest(batch[i:i + 40])
+        got += work.pipeline.assembler.close_ready()
+    got += work.pipeline.assembler.flush()
+    assert [d for d, _r, _e in failed] == [poison]
+    assert failed[0][1] == "unprocessable" and failed[0][2].startswith("ValueError")
+
+    clean = _work()
+    ref: list[WindowData] = []
+    for i in range(0, len(batch), 40):  # the same batches, without the poison entry
+        assert clean.ingest([d for d in batch[i:i + 40] if d is not poison]) == []
+        ref += clean.pipeline.assembler.close_ready()
+    ref += clean.pipeline.assembler.flush()
+    _assert_same(work.pipeline.assembler, clean.pipeline.assembler, got, ref)
+    assert poison.token.id in work.unacked and work.position == batch[-1].token.id
