@@ -92,9 +92,9 @@ def tasks(plan: Plan) -> list[Task]:
 
 
 def window_s(cfg: Config, cadences: list[float]) -> float:
-    """The daemon's window length: the configured number, else (``"auto"``) the median poll interval."""
+    """The daemon's window length: the configured number, else (``"auto"``, or 0) the median poll interval."""
     length = getattr(cfg.window, "length_s", None)
-    if isinstance(length, int | float) and not isinstance(length, bool):
+    if isinstance(length, int | float) and not isinstance(length, bool) and length > 0:
         return float(length)
     return float(median(sorted(cadences)) or 10.0)
 
@@ -357,6 +357,11 @@ def _checks(res: MatrixResult, sc: dict[str, Any], plan: Plan, cfg: Config) -> N
     _ = cfg
 
 
+def _length(cfg: Config) -> str:
+    length = getattr(cfg.window, "length_s", None)
+    return f"{length:g} s" if isinstance(length, int | float) and length > 0 else "auto"
+
+
 def _sections(sc: dict[str, Any], plan: Plan, cfg: Config) -> list[str]:
     out = []
     w = {c["mix"]: c["window_s"] for c in sc["clean"]}
@@ -366,7 +371,7 @@ def _sections(sc: dict[str, Any], plan: Plan, cfg: Config) -> list[str]:
         f"rack, NVLink domains of {plan.shape.gpus_per_nvlink}), 2 training jobs; {plan.duration_s / 3600:g} h per "
         f"recording; runs (cadence mix, seed): {list(plan.runs)}, each a faulted recording and its clean twin; every "
         f"nuisance on (tessera_daemon.sim.messy). Replay with the configuration given (window "
-        f"{cfg.window.length_s} s; effective window per run {w}); warm-up {cfg.detector.warmup_max_windows} windows."))
+        f"{_length(cfg)}; effective window per run {w}); warm-up {cfg.detector.warmup_max_windows} windows."))
     rows = [[c["mix"], c["seed"], f"{c['frames']:,}", f"{c['clean_shard_windows']:,}", c["firings"],
              c["after_warmup"], _fmt(c["per_million"]), c["excluded_event_conditional"], c["elapsed_s"]]
             for c in sc["clean"]]

@@ -242,12 +242,17 @@ def test_scoring_definitions(cfg: Config) -> None:
 
 
 def test_window_length_for_auto_cadence(cfg: Config) -> None:
-    assert ev.window_s(cfg, [10.0, 30.0]) == cfg.window.length_s
+    if cfg.window.length_s > 0:
+        assert ev.window_s(cfg, [10.0, 30.0]) == cfg.window.length_s
+    else:  # "auto" is stored as 0
+        assert ev.window_s(cfg, [10.0, 30.0]) == 20.0
 
     class Auto:
         class window:  # mimics cfg.window
             length_s = "auto"
 
+    assert ev.window_s(Auto(), [10.0, 15.0, 30.0]) == 15.0  # type: ignore[arg-type]
+    Auto.window.length_s = 0.0  # type: ignore[assignment]
     assert ev.window_s(Auto(), [10.0, 15.0, 30.0]) == 15.0  # type: ignore[arg-type]
 
 
