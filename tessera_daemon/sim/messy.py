@@ -78,6 +78,7 @@ CADENCE_MIXES: dict[str, tuple[tuple[float, float], ...]] = {
 FAULT_KINDS = ("thermal_rack", "psu_cap", "fw_unannounced", "nvlink_degrade", "silent_host", "straggler",
                "sdc_drift", "xid79", "ecc_dbe", "silent_device")
 HARD_KINDS = frozenset({"xid79", "ecc_dbe", "silent_device"})
+RAMP_S = {"straggler": 60.0, "psu_cap": 60.0, "nvlink_degrade": 60.0, "thermal_rack": 180.0, "sdc_drift": 1800.0}
 SINGLE_GPU_KINDS = frozenset({"straggler", "sdc_drift", "xid79", "ecc_dbe", "silent_device"})
 COMMON_MODE_KINDS = frozenset({"thermal_rack", "psu_cap", "nvlink_degrade", "silent_host"})
 
@@ -478,6 +479,7 @@ class Fault:
                 "members": sorted(self.members), "metrics": self.metrics, "start_ts": self.start_ts,
                 "end_ts": self.end_ts, "magnitude": self.magnitude, "hard": self.hard,
                 "common_mode": self.kind in COMMON_MODE_KINDS,
+                "full_ts": self.start_ts + RAMP_S.get(self.kind, 0.0),  # when the fault reaches its full size
                 "hosts": [fleet.host_ids[h] for h in self.hosts],
                 "cadence_s": max(plans[h].cadence_s for h in self.hosts), **self.detail}
 
@@ -701,18 +703,17 @@ def _apply_faults(faults: list[Fault], fleet: Fleet, h: int, t: F64, vals: dict[
         rows = np.array([i for i, g in enumerate(gpus) if g in set(f.members)], np.intp)
         end = math.inf if f.end_ts is None else f.end_ts
         on = ((t >= f.start_ts) & (t < end)).astype(float)[None, :]
-        ramp = np.clip((t - f.start_ts) / 60.0, 0, 1)[None, :] * on  # a minute to full size
+        ramp = np.clip((t - f.start_ts) / RAMP_S.get(f.kind, 60.0), 0, 1)[None, :] * on  # to full size
         sel = (rows[:, None], slice(None))
         if f.kind == "straggler":
             vals["step_time_ms"][sel] *= 1.0 + (float(f.detail["step_factor"]) - 1.0) * ramp
             vals["gpu_util"][sel] -= 12.0 * ramp
             vals["power_w"][sel] *= 1.0 - 0.06 * ramp
         elif f.kind == "sdc_drift":
-            slow_ramp = np.clip((t - f.start_ts) / 1800.0, 0, 1)[None, :] * on
-            vals["power_w"][sel] *= 1.0 + 0.10 * slow_ramp
-            vals["_inlet"][sel] += 4.0 * slow_ramp
+            vals["power_w"][sel] *= 1.0 + 0.10 * ramp
+            vals["_inlet"][sel] += 4.0 * ramp
         elif f.kind == "thermal_rack":
-            vals["_inlet"][sel] += 4.0 * np.clip((t - f.start_ts) / 180.0, 0, 1)[None, :] * on
+            vals["_inlet"][sel] += 4.0 * ramp
         elif f.kind == "psu_cap":
             vals["power_w"][sel] *= 1.0 - 0.18 * ramp
             vals["sm_clock_mhz"][sel] -= 110.0 * ramp
