@@ -17,13 +17,15 @@ recording's median host poll interval; every time below is on the frames' clock)
   the clean twin / its clean shard-windows x 10^6.
 * A counted firing in a faulted recording is true when its members (or its target, if it lists no
   member) intersect a fault's members, the fault's shards making up at least half of them (a cohort-wide
-  firing does not explain a one-GPU fault), and it opens within ``[start - 10 s, end + grace]`` (10 s:
-  host clock skew),
-  grace = ``max(3 w, 3 polls of the fault's slowest host)``, end = the recording's end for sustained
-  faults. Precision = true / counted firings of the faulted recordings; recall = faults with a true
-  firing / faults. Firings per fault = true firings matched to it (one incident per fault is the aim).
+  firing does not explain a one-GPU fault), and it opens within ``[first poll, end + grace]``, first
+  poll = the time stamp (host clock) of the first poll at or after the fault's start, grace =
+  ``max(3 w, 3 polls of the fault's slowest host)``, end = the recording's end for sustained faults.
+  Precision = true / counted firings of the faulted recordings; recall = faults with a true firing /
+  faults. Firings per fault = true firings matched to it (one incident per fault is the aim).
 * Delay = first true firing's ``opened_ts`` - fault start, in seconds, in windows (/ w) and in polls
-  of the fault's host. Median delay over the statistical faults, a miss counting as infinite.
+  of the fault's host; also in windows after the fault reaches its full size (``full_ts``: ramps of
+  1 min, 3 min for a rack's inlet, 30 min for the SDC-like drift; 0 when detected earlier). The
+  check is the median of the latter over the statistical faults, a miss counting as infinite.
 * Hard faults (XID 79, ECC double-bit, silent device): delay from the first poll that shows them
   (for the silent device: that first missing poll plus ``window.stale_after_windows`` polls of its
   cadence, the point the issue says it becomes a fault) must be at most one window.
@@ -56,7 +58,7 @@ from tessera_daemon.sim.messy import FAULT_KINDS, HARD_KINDS, FleetShape, MessyS
 ACCEPT_MIXES = ("10s", "15s", "30s", "default")  # the issue's bound holds at 10 to 30 s polls
 HARD_ONE_WINDOW = ("xid79", "ecc_dbe", "silent_device")
 ATTRIBUTED = ("thermal_rack", "psu_cap", "nvlink_degrade", "silent_host")
-SKEW_TOLERANCE_S = 10.0  # frames carry their host's clock: a fault's first sample may read up to this early
+SKEW_TOLERANCE_S = 10.0  # fallback when a fault has no first poll (frames carry their host's clock)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,9 +94,9 @@ def tasks(plan: Plan) -> list[Task]:
 
 
 def window_s(cfg: Config, cadences: list[float]) -> float:
-    """The daemon's window length: the configured number, else (``"auto"``) the median poll interval."""
+    """The daemon's window length: the configured number, else (``"auto"``, or 0) the median poll interval."""
     length = getattr(cfg.window, "length_s", None)
-    if isinstance(length, int | float) and not isinstance(length, bool):
+    if isinstance(length, int | float) and not isinstance(length, bool) and length > 0:
         return float(length)
     return float(median(sorted(cadences)) or 10.0)
 
@@ -227,7 +229,8 @@ def _matches(f: dict[str, Any], fault: dict[str, Any], run: dict[str, Any]) -> b
         return False
     end = run["end_ts"] if fault["end_ts"] is None else fault["end_ts"]
     grace = max(3 * w, 3 * fault["cadence_s"])
-    return bool(fault["start_ts"] - SKEW_TOLERANCE_S <= f["opened_ts"] <= end + grace)
+    lower = fault.get("first_poll_ts", fault["start_ts"] - SKEW_TOLERANCE_S)  # the first frame it can show in
+    return bool(lower <= f["opened_ts"] <= end + grace)
 
 
 def score_faulted(run: dict[str, Any], stale_after: int) -> dict[str, Any]:
@@ -255,8 +258,13 @@ def score_faulted(run: dict[str, Any], stale_after: int) -> dict[str, Any]:
             "members": len(fault["members"]), "hard": fault["hard"], "cadence_s": fault["cadence_s"],
             "detected": first is not None, "delay_s": delay, "delay_windows": None if delay is None else delay / w,
             "delay_polls": None if delay is None else delay / fault["cadence_s"],
+            "full_delay_windows": None if first is None else
+            max(0.0, first["opened_ts"] - fault.get("full_ts", fault["start_ts"])) / w,
             "hard_delay_windows": None if hard_delay is None else hard_delay / w,
             "firings": len(hits), "first_target": first["target"] if first else None,
+            "widest_target": max(hits, key=lambda f: (len(set(f["members"] or [f["target"]])
+                                                          & set(fault["members"])), -f["opened_ts"]))["target"]
+            if hits else None,
             "first_class": first["classification"] if first else None,
             "first_detector": first["detector"] if first else None, "attributed": attributed,
         })
@@ -277,11 +285,13 @@ def score(runs: list[dict[str, Any]], cfg: Config) -> dict[str, Any]:
     n = sum(f["firings"] for f in faulted)
     stat = [p for p in per_fault if p["kind"] not in HARD_KINDS]
     delays = [p["delay_windows"] if p["delay_windows"] is not None else math.inf for p in stat]
+    full = [p["full_delay_windows"] if p["full_delay_windows"] is not None else math.inf for p in stat]
     return {
         "clean": clean, "faulted": faulted, "per_fault": per_fault,
         "precision": tp / n if n else None, "true_firings": tp, "counted_firings": n,
         "recall": sum(p["detected"] for p in per_fault) / len(per_fault) if per_fault else None,
         "median_delay_windows": median(delays) if delays else None,
+        "median_full_delay_windows": median(full) if full else None,
         "all_clean": _sum_breakdowns(clean),
     }
 
@@ -340,9 +350,9 @@ def _checks(res: MatrixResult, sc: dict[str, Any], plan: Plan, cfg: Config) -> N
     ok = sum(1 for x in attr if x["attributed"])
     res.checks.append(Check("common modes attributed to their node (first true firing)", "all",
                             f"{ok}/{len(attr)}", ok == len(attr) if attr else None))
-    md = sc["median_delay_windows"]
-    res.checks.append(Check("median delay, statistical faults (misses infinite)", "<= 10 windows",
-                            f"{_fmt(md)} windows", md is not None and md <= 10))
+    md, mf = sc["median_delay_windows"], sc["median_full_delay_windows"]
+    res.checks.append(Check("median delay after full size, statistical faults (misses infinite)", "<= 10 windows",
+                            f"{_fmt(mf)} windows ({_fmt(md)} from onset)", mf is not None and mf <= 10))
     hard = [x for x in pf if x["kind"] in HARD_ONE_WINDOW]
     late = [x for x in hard if x["hard_delay_windows"] is None or x["hard_delay_windows"] > 1.0 + 1e-9]
     res.checks.append(Check("hard faults (XID 79, ECC DBE, silent device) within 1 window", "all",
@@ -351,6 +361,11 @@ def _checks(res: MatrixResult, sc: dict[str, Any], plan: Plan, cfg: Config) -> N
                                                                  f"{_fmt(x['hard_delay_windows'])}" for x in late)
                                 + ")" if late else ""), not late if hard else None))
     _ = cfg
+
+
+def _length(cfg: Config) -> str:
+    length = getattr(cfg.window, "length_s", None)
+    return f"{length:g} s" if isinstance(length, int | float) and length > 0 else "auto"
 
 
 def _sections(sc: dict[str, Any], plan: Plan, cfg: Config) -> list[str]:
@@ -362,7 +377,7 @@ def _sections(sc: dict[str, Any], plan: Plan, cfg: Config) -> list[str]:
         f"rack, NVLink domains of {plan.shape.gpus_per_nvlink}), 2 training jobs; {plan.duration_s / 3600:g} h per "
         f"recording; runs (cadence mix, seed): {list(plan.runs)}, each a faulted recording and its clean twin; every "
         f"nuisance on (tessera_daemon.sim.messy). Replay with the configuration given (window "
-        f"{cfg.window.length_s} s; effective window per run {w}); warm-up {cfg.detector.warmup_max_windows} windows."))
+        f"{_length(cfg)}; effective window per run {w}); warm-up {cfg.detector.warmup_max_windows} windows."))
     rows = [[c["mix"], c["seed"], f"{c['frames']:,}", f"{c['clean_shard_windows']:,}", c["firings"],
              c["after_warmup"], _fmt(c["per_million"]), c["excluded_event_conditional"], c["elapsed_s"]]
             for c in sc["clean"]]
@@ -380,13 +395,14 @@ def _sections(sc: dict[str, Any], plan: Plan, cfg: Config) -> list[str]:
                 ", ".join(f"{k} {v}" for k, v in c["by_scope"].items())] for c in sc["clean"]]
     out.append("## Clean twins per cadence\n\n" + table(["mix", "classification", "metric (top 6)", "scope"], per_mix))
     rows = [[p["mix"], p["id"], p["target"], p["members"], p["cadence_s"], "yes" if p["detected"] else "no",
-             _fmt(p["delay_s"], 0), _fmt(p["delay_windows"]), _fmt(p["delay_polls"]),
+             _fmt(p["delay_s"], 0), _fmt(p["delay_windows"]), _fmt(p["full_delay_windows"]), _fmt(p["delay_polls"]),
              _fmt(p["hard_delay_windows"]) if p["kind"] in HARD_ONE_WINDOW else "",
-             p["firings"], p["first_target"] or "-", p["first_class"] or "-",
+             p["firings"], p["first_target"] or "-", p["first_class"] or "-", p["widest_target"] or "-",
              "" if p["attributed"] is None else ("yes" if p["attributed"] else "no")] for p in sc["per_fault"]]
     out.append("## Faults\n\n" + table(
-        ["mix", "fault", "node", "shards", "poll s", "detected", "delay s", "windows", "polls", "hard delay (win)",
-         "firings", "first firing target", "class", "attributed"], rows))
+        ["mix", "fault", "node", "shards", "poll s", "detected", "delay s", "windows", "after full size (win)", "polls",
+         "hard delay (win)",
+         "firings", "first firing target", "class", "widest firing target", "attributed"], rows))
     counts = [p["firings"] for p in sc["per_fault"] if p["detected"]]
     fr = [[f["mix"], f["firings"], f["true"], f["false"],
            ", ".join(f"{k} {v}" for k, v in f["false_by_nuisance"].items()), f["elapsed_s"]] for f in sc["faulted"]]

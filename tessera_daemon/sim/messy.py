@@ -78,6 +78,7 @@ CADENCE_MIXES: dict[str, tuple[tuple[float, float], ...]] = {
 FAULT_KINDS = ("thermal_rack", "psu_cap", "fw_unannounced", "nvlink_degrade", "silent_host", "straggler",
                "sdc_drift", "xid79", "ecc_dbe", "silent_device")
 HARD_KINDS = frozenset({"xid79", "ecc_dbe", "silent_device"})
+RAMP_S = {"straggler": 60.0, "psu_cap": 60.0, "nvlink_degrade": 60.0, "thermal_rack": 180.0, "sdc_drift": 1800.0}
 SINGLE_GPU_KINDS = frozenset({"straggler", "sdc_drift", "xid79", "ecc_dbe", "silent_device"})
 COMMON_MODE_KINDS = frozenset({"thermal_rack", "psu_cap", "nvlink_degrade", "silent_host"})
 
@@ -478,6 +479,7 @@ class Fault:
                 "members": sorted(self.members), "metrics": self.metrics, "start_ts": self.start_ts,
                 "end_ts": self.end_ts, "magnitude": self.magnitude, "hard": self.hard,
                 "common_mode": self.kind in COMMON_MODE_KINDS,
+                "full_ts": self.start_ts + RAMP_S.get(self.kind, 0.0),  # when the fault reaches its full size
                 "hosts": [fleet.host_ids[h] for h in self.hosts],
                 "cadence_s": max(plans[h].cadence_s for h in self.hosts), **self.detail}
 
@@ -701,18 +703,17 @@ def _apply_faults(faults: list[Fault], fleet: Fleet, h: int, t: F64, vals: dict[
         rows = np.array([i for i, g in enumerate(gpus) if g in set(f.members)], np.intp)
         end = math.inf if f.end_ts is None else f.end_ts
         on = ((t >= f.start_ts) & (t < end)).astype(float)[None, :]
-        ramp = np.clip((t - f.start_ts) / 60.0, 0, 1)[None, :] * on  # a minute to full size
+        ramp = np.clip((t - f.start_ts) / RAMP_S.get(f.kind, 60.0), 0, 1)[None, :] * on  # to full size
         sel = (rows[:, None], slice(None))
         if f.kind == "straggler":
             vals["step_time_ms"][sel] *= 1.0 + (float(f.detail["step_factor"]) - 1.0) * ramp
             vals["gpu_util"][sel] -= 12.0 * ramp
             vals["power_w"][sel] *= 1.0 - 0.06 * ramp
         elif f.kind == "sdc_drift":
-            slow_ramp = np.clip((t - f.start_ts) / 1800.0, 0, 1)[None, :] * on
-            vals["power_w"][sel] *= 1.0 + 0.10 * slow_ramp
-            vals["_inlet"][sel] += 4.0 * slow_ramp
+            vals["power_w"][sel] *= 1.0 + 0.10 * ramp
+            vals["_inlet"][sel] += 4.0 * ramp
         elif f.kind == "thermal_rack":
-            vals["_inlet"][sel] += 4.0 * np.clip((t - f.start_ts) / 180.0, 0, 1)[None, :] * on
+            vals["_inlet"][sel] += 4.0 * ramp
         elif f.kind == "psu_cap":
             vals["power_w"][sel] *= 1.0 - 0.18 * ramp
             vals["sm_clock_mhz"][sel] -= 110.0 * ramp
@@ -948,3 +949,26 @@ def generate(spec: MessySpec, out_dir: Path) -> Recording:
 
 __all__ = ["CADENCE_MIXES", "COMMON_MODE_KINDS", "FAULT_KINDS", "HARD_KINDS", "FleetShape", "MessySpec",
            "Nuisances", "Recording", "build_fleet", "generate"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m tessera_daemon.sim.messy --out DIR [--mix 10s] [--seed 1] [--hours 8] [--clean]``."""
+    import argparse  # noqa: PLC0415
+
+    p = argparse.ArgumentParser(prog="python -m tessera_daemon.sim.messy", description=__doc__.split("\n")[0])
+    p.add_argument("--out", type=Path, required=True, help="directory for frames/topology/events/truth")
+    p.add_argument("--mix", default="default", choices=sorted(CADENCE_MIXES), help="poll cadence mix")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--hours", type=float, default=8.0)
+    p.add_argument("--clean", action="store_true", help="the clean twin (no faults)")
+    a = p.parse_args(argv)
+    spec = MessySpec(nuisances=Nuisances(cadence_mix=a.mix), duration_s=a.hours * 3600.0, seed=a.seed,
+                     faults=not a.clean)
+    rec = generate(spec, a.out)
+    print(json.dumps({"out": str(rec.out_dir), "frames": rec.frames, "faults": len(rec.faults),
+                      "events": len(rec.events)}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

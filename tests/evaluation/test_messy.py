@@ -242,12 +242,17 @@ def test_scoring_definitions(cfg: Config) -> None:
 
 
 def test_window_length_for_auto_cadence(cfg: Config) -> None:
-    assert ev.window_s(cfg, [10.0, 30.0]) == cfg.window.length_s
+    if cfg.window.length_s > 0:
+        assert ev.window_s(cfg, [10.0, 30.0]) == cfg.window.length_s
+    else:  # "auto" is stored as 0
+        assert ev.window_s(cfg, [10.0, 30.0]) == 20.0
 
     class Auto:
         class window:  # mimics cfg.window
             length_s = "auto"
 
+    assert ev.window_s(Auto(), [10.0, 15.0, 30.0]) == 15.0  # type: ignore[arg-type]
+    Auto.window.length_s = 0.0  # type: ignore[assignment]
     assert ev.window_s(Auto(), [10.0, 15.0, 30.0]) == 15.0  # type: ignore[arg-type]
 
 
@@ -291,3 +296,12 @@ def test_messy_acceptance_bounds(fast_result: MatrixResult) -> None:
     failing = {c.name: c.measured for c in fast_result.checks if c.ok is not True and "delay" not in c.name}
     assert failing == {}
     assert fast_result.data["recall"] == 1.0
+
+
+def test_module_cli_writes_a_recording(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tessera_daemon.sim.messy import main  # noqa: PLC0415
+
+    assert main(["--out", str(tmp_path), "--hours", "0.05", "--mix", "30s", "--clean"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["faults"] == 0 and out["frames"] > 0
+    assert {p.name for p in tmp_path.iterdir()} == {"frames.jsonl", "topology.json", "events.jsonl", "truth.json"}
