@@ -46,7 +46,7 @@ SCHEMA_VERSION = 2  # 2: detector state holds the warm-up fits (cohort pooling)
 _HEADER = struct.Struct(">4sH32s")
 PACKAGE = "tessera_daemon."
 CONFIG_MODULES = ("tessera_daemon.config", "tessera_daemon.schema")
-DERIVED = frozenset({"cfg", "params", "bets", "log_cols", "critical_xids", "metrics"})
+DERIVED = frozenset({"cfg", "params", "bets", "log_cols", "critical_xids", "metrics", "_member_sets"})  # + caches
 _INT64 = (-(2**63), 2**64 - 1)
 
 
