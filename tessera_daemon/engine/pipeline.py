@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +53,14 @@ def threshold_log(n_streams: int, window_s: float, false_pages_per_day: float, f
     threshold's exp, so the fleet expects at most ``false_pages_per_day`` false alarms a day."""
     windows_per_day = 86_400.0 / window_s
     return max(floor, math.log(max(1, n_streams) * windows_per_day / false_pages_per_day))
+
+
+def _relate(incident: Firing, entry: dict[str, Any], same: tuple[str, ...]) -> None:
+    """Record ``entry`` (a crossing an open incident holds instead of paging) in the incident's receipt,
+    once per value of the ``same`` fields and at most ``RELATED_MAX`` entries."""
+    rel = incident.receipt.setdefault("related", [])
+    if len(rel) < RELATED_MAX and not any(all(r.get(k) == entry[k] for k in same) for r in rel):
+        rel.append(entry)
 
 
 def _hosts(topology: Topology, shards: list[str]) -> dict[str, npt.NDArray[np.int64]]:
@@ -282,14 +290,16 @@ class Pipeline:
                 lone[self.row[target], self.metrics.index(metric)] = f is not None and f.classification == "shard_fault"
 
         res = residual_step(st, x, self.cohort_of, fresh_rows, frozen, self.params)
-        self._track_level(res, stale)
+        mat_units = self.params.material_units(st.offset + np.nan_to_num(res.centre[self.cohort_of]))
+        self._track_level(mat_units, stale)
         family_a_update(
             res.w, res.delta_a, res.v_a, self.bets, self.cfg.detector.clip_sigma, win.index,
             st.w_state, st.run_start, st.log_m, st.side, margin=res.margin,
         )
 
         views = self.families.update(res.w, res.delta, res.v, self.cohort_of, len(self.cohorts),
-                                     self.cfg.detector.clip_sigma, win.index, material=self._step_margin(res))
+                                     self.cfg.detector.clip_sigma, win.index,
+                                     material=self._step_margin(res, mat_units))
         self.groups.seed(st, self.cfg.detector.clip_sigma)
         # pooled detectors are for shifts too small to fire single shards: a member already firing as a
         # shard fault is explained by its own firing and left out of its groups' pools (a straggler must
@@ -328,19 +338,18 @@ class Pipeline:
         self.last_duration_s = time.perf_counter() - t0
         return WindowResult(win.index, win.end_ts, opened, resolved, self.last_duration_s, win.n_frames, ended)
 
-    def _step_margin(self, res: ResidualOut) -> npt.NDArray[np.float64]:
+    def _step_margin(self, res: ResidualOut, mat: npt.NDArray[np.float64] | None) -> npt.NDArray[np.float64]:
         """The material margin as a one-window step (innovation units, not scaled by 1 - phi): what
         conformal novelty (E) treats as immaterial. A cohort-wide phase that moves one member a little
         more than its peers shows up as a step at each phase change, never as more than that."""
         st = self.state
-        mat = self.params.material_units(st.offset + np.nan_to_num(res.centre[self.cohort_of]))
         if mat is None:
             return res.material
         with np.errstate(invalid="ignore", divide="ignore"):
             out: npt.NDArray[np.float64] = np.nan_to_num(mat / st.scale, nan=0.0, posinf=0.0)
         return np.maximum(out, res.material)
 
-    def _track_level(self, res: ResidualOut, stale: npt.NDArray[np.bool_]) -> None:
+    def _track_level(self, mat: npt.NDArray[np.float64] | None, stale: npt.NDArray[np.bool_]) -> None:
         """Smoothed peer residual per stream (analysed units) and whether it lies beyond the stream's
         margin (the material effect, or delta_min marginal sigmas when larger): what keeps an incident
         open while the deviation it stands for lasts."""
@@ -351,7 +360,6 @@ class Pipeline:
                              np.where(stale[:, None], np.nan, self.r_ew))
         root = np.sqrt(np.maximum(1.0 - st.phi * st.phi, 1e-6))
         marg = self.params.delta_min * st.scale / root
-        mat = self.params.material_units(st.offset + np.nan_to_num(res.centre[self.cohort_of]))
         if mat is not None:
             marg = np.maximum(marg, mat)
         self.level_out = np.abs(np.nan_to_num(self.r_ew)) > marg
@@ -427,14 +435,7 @@ class Pipeline:
         incident (its own statistical firing on another detector or metric, or a group firing that
         lists it) is not opened; it is recorded in that incident's receipt as related evidence. A group
         firing that opens takes over its members' open statistical firings (resolved as merged)."""
-        if f.detector.startswith("rule:"):
-            first = next((self.book.get(k) for k in self.book.active_keys()
-                          if k[1].startswith("rule:") and k[0] == f.target), None)
-            if first is not None and f.scope == "shard":  # e.g. XID 79, then the device is lost: one incident
-                rel = first.receipt.setdefault("related", [])
-                if len(rel) < RELATED_MAX and not any(r.get("detector") == f.detector for r in rel):
-                    rel.append({"shard": f.target, "detector": f.detector, "metric": f.metric, "window": f.window})
-                return
+        if f.detector.startswith("rule:"):  # (a shard's second hard fault is folded in by _lifecycle_rules)
             self.events.attribute(f)
             self.book.open(f)
             opened.append(f)
@@ -445,21 +446,14 @@ class Pipeline:
                 return  # the shard's incident closed moments ago: its recovery is part of it, not a new page
             cover = self._incident_of(f.target, f.metric)
             if cover is not None:
-                rel = cover.receipt.setdefault("related", [])
-                tag = [f.detector, f.metric]
-                if len(rel) < RELATED_MAX and not any(r.get("detector") == tag[0] and r.get("metric") == tag[1]
-                                                      and r.get("shard") == f.target for r in rel):
-                    rel.append({"shard": f.target, "detector": f.detector, "metric": f.metric,
-                                "window": f.window, "log_evidence": round(f.log_evidence, 4)})
+                _relate(cover, {"shard": f.target, "detector": f.detector, "metric": f.metric, "window": f.window,
+                                "log_evidence": round(f.log_evidence, 4)}, ("shard", "detector", "metric"))
                 return
         if f.scope not in ("shard", "cohort"):
             cover = self._group_incident_of(f.target, f.metric)
             if cover is not None:  # the node (another metric) or a larger node already has the incident
-                rel = cover.receipt.setdefault("related", [])
-                if len(rel) < RELATED_MAX and not any(r.get("node") == f.target and r.get("metric") == f.metric
-                                                      for r in rel):
-                    rel.append({"node": f.target, "detector": f.detector, "metric": f.metric, "window": f.window,
-                                "log_evidence": round(f.log_evidence, 4)})
+                _relate(cover, {"node": f.target, "detector": f.detector, "metric": f.metric, "window": f.window,
+                                "log_evidence": round(f.log_evidence, 4)}, ("node", "metric"))
                 return
         self.events.attribute(f)
         self.book.open(f)
@@ -473,9 +467,7 @@ class Pipeline:
         on the same metric (a multivariate / novelty firing, metric None, on any). One that closed in this
         very window still counts (its recovery is part of it)."""
         best: Firing | None = None
-        for f in [*self._merged, *(self.book.get(k) for k in self.book.active_keys())]:
-            if f is None or f.detector.startswith("rule:") or f.classification == "fleet_event":
-                continue
+        for f in self._statistical_incidents():
             own = f.target == shard
             group = f.scope not in ("shard", "cohort") and (metric is None or f.metric == metric or (
                 f.scope not in WIDE_SCOPES)) and (shard in f.members or shard in self._member_set(f.target))
@@ -487,15 +479,20 @@ class Pipeline:
         """An open statistical group incident on ``node`` itself (any metric) or, on the same metric, on a
         node holding all of its shards; one that closed this very window counts too."""
         mine = self._member_set(node)
-        for f in [*self._merged, *(self.book.get(k) for k in self.book.active_keys())]:
-            if f is None or f.detector.startswith("rule:") or f.scope in ("shard", "cohort"):
-                continue
-            if f.classification == "fleet_event":
+        for f in self._statistical_incidents():
+            if f.scope in ("shard", "cohort"):
                 continue
             same = f.metric == metric or f.scope not in WIDE_SCOPES
             if f.target == node or (same and mine and mine <= self._member_set(f.target)):
                 return f
         return None
+
+    def _statistical_incidents(self) -> Iterator[Firing]:
+        """Open statistical incidents (not hard faults, not fleet events), those closed in this very
+        window first."""
+        for f in [*self._merged, *(self.book.get(k) for k in self.book.active_keys())]:
+            if f is not None and not f.detector.startswith("rule:") and f.classification != "fleet_event":
+                yield f
 
     def _member_set(self, node: str) -> frozenset[str]:
         """Every shard of a topology node (empty for a shard or an unknown id)."""
@@ -1060,10 +1057,9 @@ class Pipeline:
                 if other is not None:
                     hit_keys.add(other)
                     first = self.book.get(other)
-                    rel = first.receipt.setdefault("related", []) if first is not None else []
-                    if len(rel) < RELATED_MAX and not any(r.get("detector") == key[1] for r in rel):
-                        rel.append({"shard": h.shard, "detector": key[1], "metric": key[2], "window": win.index,
-                                    **h.detail})
+                    if first is not None:
+                        _relate(first, {"shard": h.shard, "detector": key[1], "metric": key[2],
+                                        "window": win.index, **h.detail}, ("detector",))
                     key = other
             if self.book.is_active(key):
                 self.book.observe(key, above=True, quiet=False, evidence=thr, window=win.index)
