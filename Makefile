@@ -33,6 +33,7 @@ test: $(STAMP) system-deps
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check tessera_daemon tests bench scripts
+	$(VENV)/bin/ruff format --check tessera_daemon tests bench scripts
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy

@@ -64,15 +64,37 @@ def size(url: str) -> tuple[int, int]:
 def start_daemon(shards: int, port: int, log: Any) -> subprocess.Popen[bytes]:
     racks = 10
     hosts = max(1, shards // (4 * racks * 8))
-    env = {**os.environ, "TESSERA_HTTP__PORT": str(port), "TESSERA_LOG__LEVEL": "warning",
-           "TESSERA_SIM__ZONES": "4", "TESSERA_SIM__RACKS_PER_ZONE": str(racks),
-           "TESSERA_SIM__HOSTS_PER_RACK": str(hosts), "TESSERA_SIM__SHARDS_PER_HOST": "8",
-           "TESSERA_SIM__COHORTS": "8", "TESSERA_SIM__TICK_S": "5",
-           "TESSERA_DETECTOR__WARMUP_WINDOWS": "8", "TESSERA_DETECTOR__WARMUP_MAX_WINDOWS": "8"}
+    env = {
+        **os.environ,
+        "TESSERA_HTTP__PORT": str(port),
+        "TESSERA_LOG__LEVEL": "warning",
+        "TESSERA_SIM__ZONES": "4",
+        "TESSERA_SIM__RACKS_PER_ZONE": str(racks),
+        "TESSERA_SIM__HOSTS_PER_RACK": str(hosts),
+        "TESSERA_SIM__SHARDS_PER_HOST": "8",
+        "TESSERA_SIM__COHORTS": "8",
+        "TESSERA_SIM__TICK_S": "5",
+        "TESSERA_DETECTOR__WARMUP_WINDOWS": "8",
+        "TESSERA_DETECTOR__WARMUP_MAX_WINDOWS": "8",
+    }
     # the warm-up fast-forwarded, then live at the wall clock's pace (one window every 5 s)
-    return subprocess.Popen([sys.executable, "-c", "import sys; from tessera_daemon.cli import main; sys.exit(main())",
-                             "demo", "clean", "--no-browser", "--fast-forward", "4", "--speed", "1"],
-                            env=env, stdout=log, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from tessera_daemon.cli import main; sys.exit(main())",
+            "demo",
+            "clean",
+            "--no-browser",
+            "--fast-forward",
+            "4",
+            "--speed",
+            "1",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -108,9 +130,11 @@ def main() -> int:
                 time.sleep(1.0)
             n = s["shards"]
             load = os.getloadavg()[0]
-            print(f"daemon: {n} shards x {len(s['metrics'])} metrics, warm after {time.monotonic() - t0:.0f} s; "
-                  f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-                  f"load average {load:.1f}")
+            print(
+                f"daemon: {n} shards x {len(s['metrics'])} metrics, warm after {time.monotonic() - t0:.0f} s; "
+                f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+                f"load average {load:.1f}"
+            )
             for path in ("/v1/topology", "/v1/fleet", "/v1/summary", "/v1/incidents"):
                 gz, raw = size(base + path)
                 print(f"  {path}: {raw / 1024:.0f} KiB JSON, {gz / 1024:.0f} KiB as sent")
@@ -140,16 +164,24 @@ def main() -> int:
             proc.wait(30)
     diffs = [u["latencyMs"] for u in updates if u["diff"]]
     fulls = [u["latencyMs"] for u in updates if not u["diff"]]
-    print(f"first paint over {len(paints)} loads: median {statistics.median(paints):.0f} ms, "
-          f"max {max(paints):.0f} ms ({', '.join(f'{p:.0f}' for p in paints)})")
-    print(f"  of which: page and script loaded at {statistics.median(scripts):.0f} ms, the four JSON documents "
-          f"fetched at {statistics.median(fetched):.0f} ms (medians)")
+    print(
+        f"first paint over {len(paints)} loads: median {statistics.median(paints):.0f} ms, "
+        f"max {max(paints):.0f} ms ({', '.join(f'{p:.0f}' for p in paints)})"
+    )
+    print(
+        f"  of which: page and script loaded at {statistics.median(scripts):.0f} ms, the four JSON documents "
+        f"fetched at {statistics.median(fetched):.0f} ms (medians)"
+    )
     if diffs:
-        print(f"live update (cell diff), {len(diffs)} updates: median {statistics.median(diffs):.0f} ms, "
-              f"p95 {pct(diffs, 0.95):.0f} ms, max {max(diffs):.0f} ms")
+        print(
+            f"live update (cell diff), {len(diffs)} updates: median {statistics.median(diffs):.0f} ms, "
+            f"p95 {pct(diffs, 0.95):.0f} ms, max {max(diffs):.0f} ms"
+        )
     if fulls:
-        print(f"live update (full refetch), {len(fulls)} updates: median {statistics.median(fulls):.0f} ms, "
-              f"max {max(fulls):.0f} ms")
+        print(
+            f"live update (full refetch), {len(fulls)} updates: median {statistics.median(fulls):.0f} ms, "
+            f"max {max(fulls):.0f} ms"
+        )
     if errors:
         print(f"page errors: {errors}")
     return 0

@@ -23,8 +23,12 @@ def bench(fn, shards: int, repeat: int) -> float:  # type: ignore[no-untyped-def
     xs = [rng.standard_normal((shards, METRICS)) for _ in range(4)]
     delta = np.full((shards, METRICS), 0.1)
     v = np.full((shards, METRICS), 1.2)
-    state = [np.zeros((shards, METRICS, 2 * len(BETS))), np.zeros((shards, METRICS), np.int64),
-             np.zeros((shards, METRICS)), np.zeros((shards, METRICS), np.int64)]
+    state = [
+        np.zeros((shards, METRICS, 2 * len(BETS))),
+        np.zeros((shards, METRICS), np.int64),
+        np.zeros((shards, METRICS)),
+        np.zeros((shards, METRICS), np.int64),
+    ]
     fn(xs[0], delta, v, BETS, 4.0, 0, *state)  # compile / warm caches
     best = float("inf")
     for r in range(repeat):
@@ -39,8 +43,10 @@ def main() -> None:
     ap.add_argument("--sizes", default="1000,10000,100000")
     ap.add_argument("--repeat", type=int, default=7)
     args = ap.parse_args()
-    print(f"Family A update, {METRICS} metrics, {len(BETS)} bets x 2 sides; best of {args.repeat}; "
-          f"python {platform.python_version()}, {platform.machine()}")
+    print(
+        f"Family A update, {METRICS} metrics, {len(BETS)} bets x 2 sides; best of {args.repeat}; "
+        f"python {platform.python_version()}, {platform.machine()}"
+    )
     print(f"{'shards':>8} {'numba ns/upd':>13} {'numpy ns/upd':>13} {'numpy/numba':>12} {'numba ms/window':>16}")
     for n in (int(s) for s in args.sizes.split(",")):
         nb = bench(kernels.family_a_update, n, args.repeat)

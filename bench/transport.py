@@ -41,15 +41,23 @@ START = 1_767_225_600.0
 def bench_cfg(url: str, group: str = "tessera-detectors") -> Any:
     from tessera_daemon.config import load_config  # noqa: PLC0415
 
-    return load_config(None, {
-        "TESSERA_TRANSPORT__KIND": "redis", "TESSERA_TRANSPORT__REDIS__URL": url,
-        "TESSERA_TRANSPORT__REDIS__GROUP": group,
-        "TESSERA_TRANSPORT__REDIS__STREAM_MAXLEN": "10000000", "TESSERA_TRANSPORT__AGENT__BUFFER_FRAMES": "100000000",
-        "TESSERA_TRANSPORT__AGENT__PIPELINE_ENTRIES": "1000", "TESSERA_TRANSPORT__BATCH_MAX": "1000000",
-        "TESSERA_DETECTOR__METRICS": json.dumps(METRICS), "TESSERA_DETECTOR__LOG_METRICS": "[]",
-        "TESSERA_DETECTOR__WARMUP_WINDOWS": "20", "TESSERA_TRANSPORT__DETECTOR__IDLE_CLOSE_S": "0",
-        "TESSERA_LOG__LEVEL": "warning",
-    })
+    return load_config(
+        None,
+        {
+            "TESSERA_TRANSPORT__KIND": "redis",
+            "TESSERA_TRANSPORT__REDIS__URL": url,
+            "TESSERA_TRANSPORT__REDIS__GROUP": group,
+            "TESSERA_TRANSPORT__REDIS__STREAM_MAXLEN": "10000000",
+            "TESSERA_TRANSPORT__AGENT__BUFFER_FRAMES": "100000000",
+            "TESSERA_TRANSPORT__AGENT__PIPELINE_ENTRIES": "1000",
+            "TESSERA_TRANSPORT__BATCH_MAX": "1000000",
+            "TESSERA_DETECTOR__METRICS": json.dumps(METRICS),
+            "TESSERA_DETECTOR__LOG_METRICS": "[]",
+            "TESSERA_DETECTOR__WARMUP_WINDOWS": "20",
+            "TESSERA_TRANSPORT__DETECTOR__IDLE_CLOSE_S": "0",
+            "TESSERA_LOG__LEVEL": "warning",
+        },
+    )
 
 
 def topology(hosts: int) -> Any:
@@ -58,8 +66,10 @@ def topology(hosts: int) -> Any:
     nodes = [TopoNode("fleet", "fleet")]
     for h in range(hosts):
         nodes.append(TopoNode(f"h{h:04d}", "host", "fleet"))
-        nodes += [TopoNode(f"h{h:04d}/g{g}", "shard", f"h{h:04d}", {"cohort": "bench", "model": "H100"})
-                  for g in range(SHARDS_PER_HOST)]
+        nodes += [
+            TopoNode(f"h{h:04d}/g{g}", "shard", f"h{h:04d}", {"cohort": "bench", "model": "H100"})
+            for g in range(SHARDS_PER_HOST)
+        ]
     return Topology(nodes)
 
 
@@ -103,8 +113,12 @@ async def role_agent(url: str, hosts: int, ticks: int, group: str) -> dict[str, 
     dt = time.perf_counter() - t0
     await link.close()
     st = producer.stats
-    return {"seconds": dt, "frames": st.published_frames, "entries": st.published_entries,
-            "values": st.published_frames * len(METRICS)}
+    return {
+        "seconds": dt,
+        "frames": st.published_frames,
+        "entries": st.published_entries,
+        "values": st.published_frames * len(METRICS),
+    }
 
 
 async def role_read(url: str, entries: int) -> dict[str, float]:
@@ -153,8 +167,14 @@ async def role_worker(url: str, entries: int, group: str) -> dict[str, float]:
     frames_n = work.pipeline.assembler.stats.frames
     await det.shutdown()
     await det.link.close()
-    return {"seconds": dt, "frames": frames_n, "entries": done, "values": frames_n * len(METRICS),
-            "windows": det.counters.windows["committed"], "checkpoints": det.counters.checkpoints["written"]}
+    return {
+        "seconds": dt,
+        "frames": frames_n,
+        "entries": done,
+        "values": frames_n * len(METRICS),
+        "windows": det.counters.windows["committed"],
+        "checkpoints": det.counters.checkpoints["written"],
+    }
 
 
 # ----------------------------------------------------------------------------------- orchestration
@@ -177,9 +197,34 @@ def ceiling(port: int, payload_bytes: int, n: int) -> float:
     if exe is None:
         raise SystemExit("redis-benchmark is not installed (apt-get install redis-tools)")
     blob = "x" * payload_bytes
-    cmd = [exe, "-h", "127.0.0.1", "-p", str(port), "-n", str(n), "-c", "50", "-P", "16", "-q",
-           "XADD", "ceiling", "MAXLEN", "~", "100000", "*", "v", "1", "src", "bench/1", "seq", "__rand_int__",
-           "d", blob]
+    cmd = [
+        exe,
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-n",
+        str(n),
+        "-c",
+        "50",
+        "-P",
+        "16",
+        "-q",
+        "XADD",
+        "ceiling",
+        "MAXLEN",
+        "~",
+        "100000",
+        "*",
+        "v",
+        "1",
+        "src",
+        "bench/1",
+        "seq",
+        "__rand_int__",
+        "d",
+        blob,
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=600).stdout
     line = [ln for ln in out.replace("\r", "\n").splitlines() if "requests per second" in ln][-1]
     return float(line.split(":")[1].split("requests")[0].strip())
@@ -187,8 +232,10 @@ def ceiling(port: int, payload_bytes: int, n: int) -> float:
 
 def row(name: str, r: dict[str, float], ceil_eps: float) -> str:
     eps = r["entries"] / r["seconds"]
-    return (f"{name:<34} {r['frames'] / r['seconds']:>12,.0f} {r['values'] / r['seconds']:>14,.0f} "
-            f"{eps:>11,.0f} {eps / ceil_eps:>8.2f}")
+    return (
+        f"{name:<34} {r['frames'] / r['seconds']:>12,.0f} {r['values'] / r['seconds']:>14,.0f} "
+        f"{eps:>11,.0f} {eps / ceil_eps:>8.2f}"
+    )
 
 
 def main() -> None:
@@ -233,18 +280,24 @@ def main() -> None:
             a = spawn("--role", "agent", "--url", url, *shape, "--group", "both")
             both_agent, both_worker = result(a), result(w)
             both = {**both_worker, "seconds": time.perf_counter() - t0}
-    print(f"Redis Streams transport: {args.hosts} hosts x {SHARDS_PER_HOST} shards x {len(METRICS)} metrics, "
-          f"{args.ticks} polls ({entries:,} host entries of {payload} payload bytes); python "
-          f"{platform.python_version()}, {platform.machine()}, {os.cpu_count()} cpus, redis on loopback")
-    print(f"redis-benchmark ceiling (XADD, -P 16, -c 50, same entry size): {ceil_eps:,.0f} entries/s "
-          f"= {ceil_eps * SHARDS_PER_HOST:,.0f} frames/s = {ceil_eps * SHARDS_PER_HOST * len(METRICS):,.0f} values/s")
+    print(
+        f"Redis Streams transport: {args.hosts} hosts x {SHARDS_PER_HOST} shards x {len(METRICS)} metrics, "
+        f"{args.ticks} polls ({entries:,} host entries of {payload} payload bytes); python "
+        f"{platform.python_version()}, {platform.machine()}, {os.cpu_count()} cpus, redis on loopback"
+    )
+    print(
+        f"redis-benchmark ceiling (XADD, -P 16, -c 50, same entry size): {ceil_eps:,.0f} entries/s "
+        f"= {ceil_eps * SHARDS_PER_HOST:,.0f} frames/s = {ceil_eps * SHARDS_PER_HOST * len(METRICS):,.0f} values/s"
+    )
     print(f"{'path':<34} {'frames/s':>12} {'values/s':>14} {'entries/s':>11} {'/ceiling':>8}")
     print(row("agent -> redis (encode + XADD)", agent, ceil_eps))
     print(row("redis -> worker (read + decode)", read, ceil_eps))
     print(row("redis -> worker (full detector)", worker, ceil_eps))
     print(row("agent + worker concurrently", both, ceil_eps))
-    print(f"full detector: {worker['windows']:.0f} windows committed, {worker['checkpoints']:.0f} checkpoints; "
-          f"concurrent run: agent alone part took {both_agent['seconds']:.2f}s of {both['seconds']:.2f}s")
+    print(
+        f"full detector: {worker['windows']:.0f} windows committed, {worker['checkpoints']:.0f} checkpoints; "
+        f"concurrent run: agent alone part took {both_agent['seconds']:.2f}s of {both['seconds']:.2f}s"
+    )
 
 
 if __name__ == "__main__":

@@ -73,21 +73,31 @@ class AgentStatus:
             out.append("partitions not registered yet")
         a = self.cfg.transport.agent
         if self.producer.buffered_frames > a.ready_buffer_fraction * a.buffer_frames:
-            out.append(f"buffer {self.producer.buffered_frames} frames above {a.ready_buffer_fraction:.0%} of "
-                       f"{a.buffer_frames}")
-        out.extend(f"source {n}: no successful poll yet" for n, h in sorted(self.health.items())
-                   if h.last_success_ts == 0.0)
+            out.append(
+                f"buffer {self.producer.buffered_frames} frames above {a.ready_buffer_fraction:.0%} of "
+                f"{a.buffer_frames}"
+            )
+        out.extend(
+            f"source {n}: no successful poll yet" for n, h in sorted(self.health.items()) if h.last_success_ts == 0.0
+        )
         out.extend(f"mqtt {h.role} disconnected ({h.last_error or 'connecting'})" for h in self.mqtt if not h.up)
         return out
 
     def to_obj(self) -> dict[str, object]:
         st = self.producer.stats
         return {
-            "v": 1, "agent": self.agent_id, "src": self.producer.src, "redis_up": self.link.up,
-            "breaker": self.link.breaker.state, "reconnects": self.link.reconnects,
-            "buffered_frames": st.buffered_frames, "dropped_frames": st.dropped_frames,
-            "published_frames": st.published_frames, "published_entries": st.published_entries,
-            "unrouted_frames": st.unrouted_frames, "partitions": sorted(self.producer.router.partitions),
+            "v": 1,
+            "agent": self.agent_id,
+            "src": self.producer.src,
+            "redis_up": self.link.up,
+            "breaker": self.link.breaker.state,
+            "reconnects": self.link.reconnects,
+            "buffered_frames": st.buffered_frames,
+            "dropped_frames": st.dropped_frames,
+            "published_frames": st.published_frames,
+            "published_entries": st.published_entries,
+            "unrouted_frames": st.unrouted_frames,
+            "partitions": sorted(self.producer.router.partitions),
             "ready_reasons": self.not_ready_reasons(),
         }
 
@@ -100,18 +110,28 @@ class _AgentCollector(Collector):
         st = self.status
         p = st.producer.stats
         yield build_info_family()
-        yield GaugeMetricFamily("tessera_ready", "1 when /readyz answers 200.",
-                                value=0.0 if st.not_ready_reasons() else 1.0)
-        yield GaugeMetricFamily("tessera_agent_buffered_frames", "Frames waiting in the agent's buffer for Redis.",
-                                value=p.buffered_frames)
-        yield CounterMetricFamily("tessera_agent_dropped_frames", "Frames dropped because the agent's buffer "
-                                  "was full (oldest first).", value=p.dropped_frames)
-        yield CounterMetricFamily("tessera_agent_published_frames", "Frames accepted by Redis.",
-                                  value=p.published_frames)
-        yield CounterMetricFamily("tessera_agent_published_entries", "Host entries accepted by Redis.",
-                                  value=p.published_entries)
-        yield CounterMetricFamily("tessera_agent_unrouted_frames", "Frames of shards missing from the topology "
-                                  "(no partition), dropped.", value=p.unrouted_frames)
+        yield GaugeMetricFamily(
+            "tessera_ready", "1 when /readyz answers 200.", value=0.0 if st.not_ready_reasons() else 1.0
+        )
+        yield GaugeMetricFamily(
+            "tessera_agent_buffered_frames", "Frames waiting in the agent's buffer for Redis.", value=p.buffered_frames
+        )
+        yield CounterMetricFamily(
+            "tessera_agent_dropped_frames",
+            "Frames dropped because the agent's buffer was full (oldest first).",
+            value=p.dropped_frames,
+        )
+        yield CounterMetricFamily(
+            "tessera_agent_published_frames", "Frames accepted by Redis.", value=p.published_frames
+        )
+        yield CounterMetricFamily(
+            "tessera_agent_published_entries", "Host entries accepted by Redis.", value=p.published_entries
+        )
+        yield CounterMetricFamily(
+            "tessera_agent_unrouted_frames",
+            "Frames of shards missing from the topology (no partition), dropped.",
+            value=p.unrouted_frames,
+        )
         yield from source_families(st.health)
 
 
@@ -119,8 +139,13 @@ class AgentMetrics:
     def __init__(self, status: AgentStatus, sources: list[Source]) -> None:
         self.status = status
         self.registry = CollectorRegistry(auto_describe=False)
-        self.poll_duration = Histogram("tessera_source_poll_duration_seconds", "Wall time of one source poll.",
-                                       ["source"], buckets=POLL_BUCKETS, registry=self.registry)
+        self.poll_duration = Histogram(
+            "tessera_source_poll_duration_seconds",
+            "Wall time of one source poll.",
+            ["source"],
+            buckets=POLL_BUCKETS,
+            registry=self.registry,
+        )
         self.registry.register(_AgentCollector(status))
         self.registry.register(LinkCollector(status.link))
         if status.mqtt:
@@ -144,8 +169,9 @@ def make_agent_app(status: AgentStatus, metrics: AgentMetrics) -> web.Applicatio
     async def healthz(_r: web.Request) -> web.Response:
         age = time.time() - status.heartbeat_ts
         ok = age < LIVENESS_TIMEOUT_S
-        return web.json_response({"status": "ok" if ok else "stalled", "heartbeat_age_s": round(age, 3)},
-                                 status=200 if ok else 503)
+        return web.json_response(
+            {"status": "ok" if ok else "stalled", "heartbeat_age_s": round(age, 3)}, status=200 if ok else 503
+        )
 
     async def readyz(_r: web.Request) -> web.Response:
         reasons = status.not_ready_reasons()
@@ -186,17 +212,33 @@ async def run_agent(
     link = RedisLink(cfg.transport.redis, cfg.transport.breaker, role="agent")
     producer = StreamProducer(cfg.transport, link, router, agent_id=agent_id)
     transport = RedisTransport(cfg.transport, link, producer=producer)
-    status = AgentStatus(cfg, agent_id, link, producer, {s.name: SourceHealth(s.name) for s in sources},
-                         [h for h in (getattr(s, "health", None) for s in sources) if isinstance(h, MqttHealth)])
+    status = AgentStatus(
+        cfg,
+        agent_id,
+        link,
+        producer,
+        {s.name: SourceHealth(s.name) for s in sources},
+        [h for h in (getattr(s, "health", None) for s in sources) if isinstance(h, MqttHealth)],
+    )
     metrics = AgentMetrics(status, sources)
     metrics.render()
-    log.info("agent starting", agent=agent_id, sources=[s.name for s in sources], shards=router.n_shards,
-             partitions=sorted(router.partitions), redis=cfg.transport.redis.url)
+    log.info(
+        "agent starting",
+        agent=agent_id,
+        sources=[s.name for s in sources],
+        shards=router.n_shards,
+        partitions=sorted(router.partitions),
+        redis=cfg.transport.redis.url,
+    )
 
     runner, port = await serve_http(make_agent_app(status, metrics), cfg)
 
-    runtime = ProcessRuntime("agent", stop, install_signals=install_signals,
-                             alive=lambda: time.time() - status.heartbeat_ts < LIVENESS_TIMEOUT_S)
+    runtime = ProcessRuntime(
+        "agent",
+        stop,
+        install_signals=install_signals,
+        alive=lambda: time.time() - status.heartbeat_ts < LIVENESS_TIMEOUT_S,
+    )
     runtime.start()
     runtime.ready()
     if on_running:
@@ -217,8 +259,9 @@ async def run_agent(
                 seen_reconnects = -1  # re-register: keeps the registration fresh for the workers' fleet count
             if seen_reconnects != link.reconnects and link.breaker.allow():
                 try:
-                    await publish_registry(link, Keys(cfg.transport.redis.prefix), agent_id, router,
-                                           cfg.transport.redis.group)
+                    await publish_registry(
+                        link, Keys(cfg.transport.redis.prefix), agent_id, router, cfg.transport.redis.group
+                    )
                     seen_reconnects = link.reconnects
                     status.registered = True
                 except TransportError:
@@ -238,9 +281,17 @@ async def run_agent(
     try:
         async with asyncio.TaskGroup() as tg:
             pollers = [
-                tg.create_task(supervise_source(s, status.health[s.name], transport.publish,
-                                                interval_s=cfg.sources.poll_interval_s,
-                                                timeout_s=cfg.sources.timeout_s, stop=stop), name=f"source:{s.name}")
+                tg.create_task(
+                    supervise_source(
+                        s,
+                        status.health[s.name],
+                        transport.publish,
+                        interval_s=cfg.sources.poll_interval_s,
+                        timeout_s=cfg.sources.timeout_s,
+                        stop=stop,
+                    ),
+                    name=f"source:{s.name}",
+                )
                 for s in sources
             ]
             flusher = tg.create_task(producer.run(stop), name="flusher")
@@ -268,6 +319,12 @@ async def run_agent(
     st = producer.stats
     if st.buffered_frames:
         log.warning("stopped with frames still buffered (Redis unreachable)", frames=st.buffered_frames)
-    log.info("agent stopped", published_frames=st.published_frames, published_entries=st.published_entries,
-             dropped_frames=st.dropped_frames, unbuffered=st.buffered_frames, reconnects=link.reconnects)
+    log.info(
+        "agent stopped",
+        published_frames=st.published_frames,
+        published_entries=st.published_entries,
+        dropped_frames=st.dropped_frames,
+        unbuffered=st.buffered_frames,
+        reconnects=link.reconnects,
+    )
     return 0

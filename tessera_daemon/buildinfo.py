@@ -27,7 +27,7 @@ def _git_dir(root: Path) -> Path | None:
     if dot.is_file():  # a worktree or submodule: "gitdir: <path>"
         text = dot.read_text().strip()
         if text.startswith("gitdir:"):
-            target = Path(text[len("gitdir:"):].strip())
+            target = Path(text[len("gitdir:") :].strip())
             return target if target.is_absolute() else (root / target).resolve()
     return None
 
@@ -57,7 +57,7 @@ def git_revision(root: Path) -> str | None:
         if git_dir is None:
             return None
         head = (git_dir / "HEAD").read_text().strip()
-        sha = _resolve_ref(git_dir, head[len("ref:"):].strip()) if head.startswith("ref:") else head
+        sha = _resolve_ref(git_dir, head[len("ref:") :].strip()) if head.startswith("ref:") else head
     except OSError:
         return None
     return sha if sha and _SHA.match(sha) else None
@@ -76,7 +76,10 @@ def revision() -> str:
 
 
 def build_info_family() -> GaugeMetricFamily:
-    info = GaugeMetricFamily("tessera_build_info", "Build information: version, source revision, Python.",
-                             labels=["version", "revision", "python"])
+    info = GaugeMetricFamily(
+        "tessera_build_info",
+        "Build information: version, source revision, Python.",
+        labels=["version", "revision", "python"],
+    )
     info.add_metric([__version__, revision(), platform.python_version()], 1.0)
     return info

@@ -37,8 +37,13 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         default = action.default
-        if ("%(default)" in text or default is None or default is False or default is argparse.SUPPRESS
-                or not action.option_strings):
+        if (
+            "%(default)" in text
+            or default is None
+            or default is False
+            or default is argparse.SUPPRESS
+            or not action.option_strings
+        ):
             return text
         return f"{text} (default: %(default)s)"
 
@@ -49,14 +54,27 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     before it, and an absent one leaves it alone."""
     d: Callable[[object], object] = (lambda _v: argparse.SUPPRESS) if suppress else (lambda v: v)
     g = parser.add_argument_group("global options (before or after the subcommand)")
-    g.add_argument("--config", type=Path, default=d(None), metavar="FILE",
-                   help="TOML configuration file (default: none, the built-in defaults; TESSERA_SECTION__KEY "
-                        "environment variables override both)")
-    g.add_argument("--log-level", choices=LOG_LEVELS, default=d(None),
-                   help="override log.level (default: log.level of the configuration, info)")
-    g.add_argument("--check-config", action="store_true", default=d(False),
-                   help="load and validate the configuration exactly as this subcommand would, print "
-                        "'configuration ok' and exit 0 (2 and every error on a bad configuration)")
+    g.add_argument(
+        "--config",
+        type=Path,
+        default=d(None),
+        metavar="FILE",
+        help="TOML configuration file (default: none, the built-in defaults; TESSERA_SECTION__KEY "
+        "environment variables override both)",
+    )
+    g.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        default=d(None),
+        help="override log.level (default: log.level of the configuration, info)",
+    )
+    g.add_argument(
+        "--check-config",
+        action="store_true",
+        default=d(False),
+        help="load and validate the configuration exactly as this subcommand would, print "
+        "'configuration ok' and exit 0 (2 and every error on a bad configuration)",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,11 +89,20 @@ class Command:
 COMMANDS: dict[str, Command] = {}
 
 
-def add_command(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help_text: str,
-                command: Command, description: str | None = None) -> argparse.ArgumentParser:
+def add_command(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    help_text: str,
+    command: Command,
+    description: str | None = None,
+) -> argparse.ArgumentParser:
     """Register a subcommand: its parser (with the global options) and its handler."""
-    p = sub.add_parser(name, help=help_text, description=description or help_text[:1].upper() + help_text[1:] + ".",
-                       formatter_class=_HelpFormatter)
+    p = sub.add_parser(
+        name,
+        help=help_text,
+        description=description or help_text[:1].upper() + help_text[1:] + ".",
+        formatter_class=_HelpFormatter,
+    )
     _global_options(p, suppress=True)
     COMMANDS[name] = command
     return p
@@ -87,21 +114,36 @@ def _parser() -> argparse.ArgumentParser:
     _global_options(p, suppress=False)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    add_command(sub, "run", "run everything in one process (the simulated cluster when no source is set)",
-                Command(cmd_run, check_run))
-    cf = add_command(sub, "config", "print the effective configuration as TOML (validated as run, agent and "
-                                    "detector validate it)", Command(cmd_config))
-    cf.add_argument("--reference", action="store_true",
-                    help="print the reference of every setting (type, default, range, meaning, environment "
-                         "variable) as Markdown instead: docs/configuration.md")
+    add_command(
+        sub,
+        "run",
+        "run everything in one process (the simulated cluster when no source is set)",
+        Command(cmd_run, check_run),
+    )
+    cf = add_command(
+        sub,
+        "config",
+        "print the effective configuration as TOML (validated as run, agent and detector validate it)",
+        Command(cmd_config),
+    )
+    cf.add_argument(
+        "--reference",
+        action="store_true",
+        help="print the reference of every setting (type, default, range, meaning, environment "
+        "variable) as Markdown instead: docs/configuration.md",
+    )
     add_command(sub, "agent", "run the configured sources and publish frames to Redis", Command(cmd_agent))
     add_command(sub, "detector", "run a detector worker in the Redis consumer group", Command(cmd_detector))
 
     sim = add_command(sub, "simulate", "write a simulated scenario to files", Command(cmd_simulate))
     sim.add_argument("--scenario", default=None, help="scenario name (default: sim.scenario)")
     sim.add_argument("--seed", type=int, default=None, help="seed (default: sim.seed)")
-    sim.add_argument("--duration-s", type=float, default=None,
-                     help="simulated seconds (default: sim.duration_s, or 1800 when that is 0)")
+    sim.add_argument(
+        "--duration-s",
+        type=float,
+        default=None,
+        help="simulated seconds (default: sim.duration_s, or 1800 when that is 0)",
+    )
     sim.add_argument("--out", type=Path, metavar="DIR", help="output directory (required unless --list)")
     sim.add_argument("--list", action="store_true", help="list the scenarios and exit")
 
@@ -111,21 +153,43 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--events", type=Path, default=None, help="cluster events, JSON lines (default: none)")
     rp.add_argument("--out", type=Path, required=True, help="firings output, JSON lines")
 
-    dr = add_command(sub, "drill", "end-to-end drill: simulator, daemon, Prometheus, Alertmanager and a local "
-                                   "PagerDuty receiver; prints the timeline", Command(cmd_drill))
+    dr = add_command(
+        sub,
+        "drill",
+        "end-to-end drill: simulator, daemon, Prometheus, Alertmanager and a local "
+        "PagerDuty receiver; prints the timeline",
+        Command(cmd_drill),
+    )
     dr.add_argument("--out", type=Path, default=None, help="write the timeline as JSON here (default: not written)")
     dr.add_argument("--speedup", type=float, default=20.0, help="simulated seconds per wall second")
 
-    ev = add_command(sub, "evaluate", "run an evaluation matrix (r72, r77, r78, r79, calibration, realistic, all; "
-                                      "messy: the messy fleet of issue 14, by name only)", Command(cmd_evaluate))
-    ev.add_argument("matrix", choices=["r72", "r77", "r78", "r79", "calibration", "realistic", "all", "messy"],
-                    help="the matrix to run")
-    ev.add_argument("--out", type=Path, default=None, metavar="DIR",
-                    help="write markdown and JSON results here (default: not written)")
+    ev = add_command(
+        sub,
+        "evaluate",
+        "run an evaluation matrix (r72, r77, r78, r79, calibration, realistic, all; "
+        "messy: the messy fleet of issue 14, by name only)",
+        Command(cmd_evaluate),
+    )
+    ev.add_argument(
+        "matrix",
+        choices=["r72", "r77", "r78", "r79", "calibration", "realistic", "all", "messy"],
+        help="the matrix to run",
+    )
+    ev.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="write markdown and JSON results here (default: not written)",
+    )
     ev.add_argument("--fast", action="store_true", help="the reduced subset that make test runs")
 
-    dm = add_command(sub, "demo", "the simulator fast-forwarded through warm-up, watched in the web console",
-                     Command(cmd_demo, check_run))
+    dm = add_command(
+        sub,
+        "demo",
+        "the simulator fast-forwarded through warm-up, watched in the web console",
+        Command(cmd_demo, check_run),
+    )
     dm.add_argument("scenario", nargs="?", default="demo", help="scenario (--list names them all)")
     dm.add_argument("--list", action="store_true", help="list scenarios: what each injects and what should be found")
     dm.add_argument("--speed", type=float, default=20.0, help="simulated seconds per wall second once live")
@@ -133,22 +197,29 @@ def _parser() -> argparse.ArgumentParser:
     dm.add_argument("--no-browser", action="store_true", help="only print the console URL")
     dm.add_argument("--unannounced", action="store_true", help="do not announce the scenario's events")
 
-    at = add_command(sub, "assets", "list or export the shipped files: alert rules, Grafana dashboards, deployment "
-                                    "files (systemd, Kubernetes, compose, Helm) and example configurations",
-                     Command(cmd_assets))
+    at = add_command(
+        sub,
+        "assets",
+        "list or export the shipped files: alert rules, Grafana dashboards, deployment "
+        "files (systemd, Kubernetes, compose, Helm) and example configurations",
+        Command(cmd_assets),
+    )
     at.add_argument("action", choices=["list", "export"], help="list: print their paths; export: copy them to DIR")
     at.add_argument("dir", nargs="?", type=Path, metavar="DIR", help="target directory of export (created)")
 
-    oa = add_command(sub, "openapi", "print the OpenAPI document of the HTTP API (every process's routes)",
-                     Command(cmd_openapi))
+    oa = add_command(
+        sub, "openapi", "print the OpenAPI document of the HTTP API (every process's routes)", Command(cmd_openapi)
+    )
     oa.add_argument("--markdown", action="store_true", help="print the Markdown reference instead: docs/api.md")
 
-    co = add_command(sub, "completion", "print the shell completion script (bash; zsh through bashcompinit)",
-                     Command(cmd_completion))
+    co = add_command(
+        sub, "completion", "print the shell completion script (bash; zsh through bashcompinit)", Command(cmd_completion)
+    )
     co.add_argument("shell", choices=["bash"], help="the shell")
 
-    ck = add_command(sub, "check", "exit 0 if /healthz and /readyz answer 200 (the container HEALTHCHECK)",
-                     Command(cmd_check))
+    ck = add_command(
+        sub, "check", "exit 0 if /healthz and /readyz answer 200 (the container HEALTHCHECK)", Command(cmd_check)
+    )
     ck.add_argument("--url", default=None, help="base URL (default: from http.host and http.port)")
     ck.add_argument("--timeout-s", type=float, default=3.0, help="timeout of each request in seconds")
     return p
@@ -190,15 +261,23 @@ def cmd_demo(cfg: Config, args: argparse.Namespace) -> int:
         return EXIT_OK
     cfg = dataclasses.replace(cfg, sim=dataclasses.replace(cfg.sim, scenario=args.scenario))
     demo.first_fault_tick(cfg)  # an unknown scenario is a ConfigError naming the known ones
-    rc: int = asyncio.run(demo.run_demo(cfg, speed=args.speed, fast_forward=args.fast_forward,
-                                        open_browser=not args.no_browser, announce=not args.unannounced))
+    rc: int = asyncio.run(
+        demo.run_demo(
+            cfg,
+            speed=args.speed,
+            fast_forward=args.fast_forward,
+            open_browser=not args.no_browser,
+            announce=not args.unannounced,
+        )
+    )
     return rc
 
 
 def _split(cfg: Config, command: str) -> int:
     """The agent / detector split over Redis Streams (``tessera_daemon.agent`` / ``.worker``)."""
-    module, func = ("tessera_daemon.agent", "run_agent") if command == "agent" else ("tessera_daemon.worker",
-                                                                                      "run_detector")
+    module, func = (
+        ("tessera_daemon.agent", "run_agent") if command == "agent" else ("tessera_daemon.worker", "run_detector")
+    )
     try:
         entry = getattr(importlib.import_module(module), func)
     except ModuleNotFoundError as exc:
@@ -315,8 +394,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command.check is not None:
             command.check(cfg)
         if args.check_config:
-            print(f"tessera-daemon {args.command}: configuration ok"
-                  + (f" ({args.config})" if args.config else " (built-in defaults and environment)"))
+            print(
+                f"tessera-daemon {args.command}: configuration ok"
+                + (f" ({args.config})" if args.config else " (built-in defaults and environment)")
+            )
             return EXIT_OK
         configure_logging(cfg.log.level, cfg.log.format)
         return command.handler(cfg, args)

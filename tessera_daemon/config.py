@@ -31,18 +31,29 @@ from tessera_daemon.transport.settings import TransportConfig
 ENV_PREFIX = "TESSERA_"
 
 
-
-
 # Material effect sizes of the metrics the sources produce (detector.material): what an operator would
 # act on. Temperatures in degrees C; utilisations, clocks, power, rates and step time relative to their
 # level (a ratio utilisation of 0.9 and a percentage of 90 get the same margin). Cohort-wide job phases
 # hit members a few percent differently and rack inlet temperatures wander a few tenths of a degree:
 # both stay below these.
 DEFAULT_MATERIAL: tuple[str, ...] = (
-    "gpu_util=6%", "tensorcore_util=6%", "mem_bw_util=6%", "sm_clock_mhz=3%", "mem_clock_mhz=3%", "power_w=8%",
-    "temp_c=2", "mem_temp_c=2", "step_time_ms=10%", "nvlink_tx_bytes=10%", "nvlink_rx_bytes=10%",
-    "nvlink_bytes_per_s=10%", "nvlink_tx_bytes_per_s=10%", "nvlink_rx_bytes_per_s=10%",
-    "pcie_tx_bytes_per_s=20%", "pcie_rx_bytes_per_s=20%", "mem_used_bytes=10%",
+    "gpu_util=6%",
+    "tensorcore_util=6%",
+    "mem_bw_util=6%",
+    "sm_clock_mhz=3%",
+    "mem_clock_mhz=3%",
+    "power_w=8%",
+    "temp_c=2",
+    "mem_temp_c=2",
+    "step_time_ms=10%",
+    "nvlink_tx_bytes=10%",
+    "nvlink_rx_bytes=10%",
+    "nvlink_bytes_per_s=10%",
+    "nvlink_tx_bytes_per_s=10%",
+    "nvlink_rx_bytes_per_s=10%",
+    "pcie_tx_bytes_per_s=20%",
+    "pcie_rx_bytes_per_s=20%",
+    "mem_used_bytes=10%",
 )
 
 
@@ -60,7 +71,7 @@ def parse_material(entries: tuple[str, ...], path: str = "detector.material") ->
         try:
             val = float(spec[:-1] if rel else spec)
         except ValueError:
-            raise ConfigError(where, f'expected a number or a percentage, got {spec!r}') from None
+            raise ConfigError(where, f"expected a number or a percentage, got {spec!r}") from None
         if not math.isfinite(val) or val < 0 or (rel and val >= 100):
             raise ConfigError(where, f"must be a finite number >= 0 (a percentage below 100), got {spec!r}")
         out[name] = (val / 100.0 if rel else val, rel)
@@ -80,14 +91,18 @@ class HttpConfig:
     port: int = _f(9477, lo=0, hi=65535, doc="0 picks a free port")
     enabled: bool = _f(True, doc="serve /metrics, /healthz, /readyz and the API")
     max_connections: int = _f(
-        256, lo=4, hi=1_000_000,
+        256,
+        lo=4,
+        hi=1_000_000,
         doc="open connections at most (also kept under half the open-file limit); at the cap a new connection "
-            "evicts the oldest one that has not sent a complete request, or is refused",
+        "evicts the oldest one that has not sent a complete request, or is refused",
     )
     header_timeout_s: float = _f(
-        5.0, lo=0.1, hi=3600.0,
+        5.0,
+        lo=0.1,
+        hi=3600.0,
         doc="a connection must deliver a complete request head this soon after connecting or after its last "
-            "response (slow or idle clients are closed)",
+        "response (slow or idle clients are closed)",
     )
 
 
@@ -100,37 +115,51 @@ class LogConfig:
 @dataclass(frozen=True, slots=True)
 class WindowConfig:
     length_s: float = _f(
-        0.0, lo=0.0, hi=3600.0, auto=True,
+        0.0,
+        lo=0.0,
+        hi=3600.0,
+        auto=True,
         doc='detector window length; "auto" (or 0): the sources\' median sample interval, measured from the '
-            "first samples (an explicit number wins; shorter than a source's cadence leaves windows empty)",
+        "first samples (an explicit number wins; shorter than a source's cadence leaves windows empty)",
     )
     grace_s: float = _f(2.0, lo=0.0, hi=3600.0, doc="lateness allowed after a window ends")
     stale_after_windows: int = _f(
-        3, lo=1, hi=10_000,
+        3,
+        lo=1,
+        hi=10_000,
         doc="a shard is stale (and, while its host still reports, missing) once it has sent nothing for this "
-            "many of its own sample intervals (at least this many windows)",
+        "many of its own sample intervals (at least this many windows)",
     )
 
     host_silent_s: float = _f(
-        300.0, lo=0.0, hi=1e7,
+        300.0,
+        lo=0.0,
+        hi=1e7,
         doc="a host all of whose shards went stale opens one host_silent firing once silent this long "
-            "(agent restarts and short network blips rejoin sooner)",
+        "(agent restarts and short network blips rejoin sooner)",
     )
     max_future_skew_s: float = _f(
-        10.0, lo=0.0, hi=1e7,
+        10.0,
+        lo=0.0,
+        hi=1e7,
         doc="live modes: frames further ahead of the receiver's clock are quarantined (counted, never move the "
-            "watermark; tessera_clock_skew_seconds); 0: no guard. Keep it above grace_s plus the poll jitter",
+        "watermark; tessera_clock_skew_seconds); 0: no guard. Keep it above grace_s plus the poll jitter",
     )
     stall_windows: int = _f(
-        10, lo=0, hi=1_000_000,
+        10,
+        lo=0,
+        hi=1_000_000,
         doc="readiness fails when no window has completed for this many window lengths while frames arrive; 0: never",
     )
     plausible: dict[str, tuple[float, ...]] = field(
         default_factory=dict,
-        metadata={"lo": None, "hi": None,
-                  "doc": "plausible range per metric, {metric = [lo, hi]}, over the built-in defaults "
-                         "(engine/bounds.py); a window value outside is missing, counted in "
-                         "tessera_values_rejected_total"},
+        metadata={
+            "lo": None,
+            "hi": None,
+            "doc": "plausible range per metric, {metric = [lo, hi]}, over the built-in defaults "
+            "(engine/bounds.py); a window value outside is missing, counted in "
+            "tessera_values_rejected_total",
+        },
     )
 
     @property
@@ -150,10 +179,12 @@ class DetectorConfig:
         60, lo=5, hi=100_000, doc="fewest windows used to learn offsets, scales and AR(1) (the warm-up minimum)"
     )
     warmup_persistence: float = _f(
-        14.0, lo=0.0, hi=1e6,
+        14.0,
+        lo=0.0,
+        hi=1e6,
         doc="warm-up ends once n (1 - phi) reaches this (n windows, phi their AR(1) estimate read 3 standard "
-            "errors high): near a unit root the offset error persists ~1/(1 - phi) windows, so persistent streams "
-            "learn longer; 0: a fixed warm-up of warmup_windows",
+        "errors high): near a unit root the offset error persists ~1/(1 - phi) windows, so persistent streams "
+        "learn longer; 0: a fixed warm-up of warmup_windows",
     )
     warmup_max_windows: int = _f(
         240, lo=5, hi=100_000, doc="longest warm-up, whatever phi (>= warmup_windows; the warm-up buffer depth)"
@@ -166,22 +197,23 @@ class DetectorConfig:
         0.1, lo=0.0, hi=3.0, doc="practical significance: shifts below this many sigma are null"
     )
     material: tuple[str, ...] = _f(
-        DEFAULT_MATERIAL, pairs=True,
+        DEFAULT_MATERIAL,
+        pairs=True,
         doc='material effect size per metric, "metric=N" in the metric\'s own units or "metric=N%" of its '
-            "level (a TOML table works too: [detector.material] temp_c = 2, power_w = \"8%\"); a deviation "
-            "pages only when it is both certain and larger than this (the null is |shift| <= margin); entries "
-            "given here replace the defaults of the same metric; with \"*\" the defaults are dropped and \"*\" sets "
-            "every metric not named (\"*=0\": no material margins, sigma margins only)",
+        'level (a TOML table works too: [detector.material] temp_c = 2, power_w = "8%"); a deviation '
+        "pages only when it is both certain and larger than this (the null is |shift| <= margin); entries "
+        'given here replace the defaults of the same metric; with "*" the defaults are dropped and "*" sets '
+        'every metric not named ("*=0": no material margins, sigma margins only)',
     )
     fleet_event_persist_s: float = _f(
-        1200.0, lo=0.0, hi=1e7,
+        1200.0,
+        lo=0.0,
+        hi=1e7,
         doc="a whole cohort's shift opens a fleet_event ticket only once it has lasted this long (job phases "
-            "such as eval loops and checkpoint stalls come and go; a new regime persists)",
+        "such as eval loops and checkpoint stalls come and go; a new regime persists)",
     )
     clip_sigma: float = _f(4.0, lo=1.0, hi=20.0, doc="standardised residuals are clipped at this many sigma")
-    bets: tuple[float, ...] = _f(
-        (0.1, 0.25, 0.5, 1.0, 1.5), doc="grid of bets (Catoni scale) mixed by the e-detector"
-    )
+    bets: tuple[float, ...] = _f((0.1, 0.25, 0.5, 1.0, 1.5), doc="grid of bets (Catoni scale) mixed by the e-detector")
     ar_max: float = _f(0.95, lo=0.0, hi=0.999, doc="cap on the estimated AR(1) coefficient")
     baseline_halflife_windows: float = _f(
         2000.0, lo=0.0, hi=1e9, doc="half-life of the slow baseline follow; 0 freezes baselines after warm-up"
@@ -393,7 +425,7 @@ def _merge_env(data: dict[str, Any], environ: Mapping[str, str]) -> None:
     for key, raw in sorted(environ.items()):
         if not key.startswith(ENV_PREFIX) or "__" not in key:
             continue
-        parts = [p.lower() for p in key[len(ENV_PREFIX):].split("__")]
+        parts = [p.lower() for p in key[len(ENV_PREFIX) :].split("__")]
         if not all(parts):
             raise ConfigError(key, "malformed override; use TESSERA_SECTION__KEY")
         node = data
@@ -442,8 +474,11 @@ def _validate(cfg: Config) -> None:
     if not cfg.detector.metrics:
         bad("detector.metrics", "must name at least one metric")
     if cfg.detector.warmup_max_windows < cfg.detector.warmup_windows:
-        bad("detector.warmup_max_windows", f"must be >= detector.warmup_windows ({cfg.detector.warmup_windows}), "
-                                           f"got {cfg.detector.warmup_max_windows}")
+        bad(
+            "detector.warmup_max_windows",
+            f"must be >= detector.warmup_windows ({cfg.detector.warmup_windows}), "
+            f"got {cfg.detector.warmup_max_windows}",
+        )
     if not cfg.detector.bets or any(not 0 < b <= 4 for b in cfg.detector.bets):
         bad("detector.bets", "expected bets in (0, 4]")
     unknown_src = [n for n in cfg.sources.enabled if n not in SOURCES]
@@ -453,9 +488,11 @@ def _validate(cfg: Config) -> None:
     if twice:
         bad("sources.enabled", f"source {twice[0]!r} is listed twice")
     if cfg.events.allow_unauthenticated and not is_loopback(cfg.http.host):
-        bad("events.allow_unauthenticated",
+        bad(
+            "events.allow_unauthenticated",
             f"only on a loopback bind (http.host is {cfg.http.host!r}): set events.api_token / "
-            "events.deploysignal.token instead")
+            "events.deploysignal.token instead",
+        )
     if cfg.transport.kind == "memory" and cfg.transport.batch_max > cfg.transport.capacity:
         bad("transport.batch_max", "must not exceed transport.capacity")
     if errors:

@@ -40,7 +40,7 @@ def _type(tp: Any) -> str:
 def _toml(value: Any) -> str:
     if isinstance(value, tuple | list):
         return "[" + ", ".join(_toml(v) for v in value) + "]"
-    return tomli_w.dumps({"v": value}).strip()[len("v = "):]
+    return tomli_w.dumps({"v": value}).strip()[len("v = ") :]
 
 
 def _value(value: Any) -> str:
@@ -82,8 +82,10 @@ def _tables(cls: type, path: str) -> list[tuple[str, type, list[str]]]:
             continue
         env = ENV_PREFIX + "__".join(p.upper() for p in dotted.split("."))
         doc = str(f.metadata.get("doc", "")).replace("|", "\\|").replace("\n", " ")
-        rows.append(f"| `{f.name}` | {_type(tp)} | {_value(getattr(default, f.name))} | {_range(f.metadata)} "
-                    f"| {doc} | `{env}` |")
+        rows.append(
+            f"| `{f.name}` | {_type(tp)} | {_value(getattr(default, f.name))} | {_range(f.metadata)} "
+            f"| {doc} | `{env}` |"
+        )
     out = [(path, cls, rows)] if rows else []
     return out + nested
 

@@ -60,8 +60,14 @@ def _event_routes(cfg: Config, pipeline: Pipeline, counts: Counter[tuple[str, st
         return pipeline.table.end_ts if pipeline.windows_processed else time.time()
 
     def on_event(rec: EventRecord) -> None:
-        log.info("cluster event", id=rec.id, kind=rec.event.kind, shards=len(rec.shards),
-                 freeze_until=rec.freeze_end_ts, source=rec.source)
+        log.info(
+            "cluster event",
+            id=rec.id,
+            kind=rec.event.kind,
+            shards=len(rec.shards),
+            freeze_until=rec.freeze_end_ts,
+            source=rec.source,
+        )
 
     return event_routes(cfg.events, lambda: pipeline.events, now=now, on_event=on_event, counts=counts)
 
@@ -101,9 +107,13 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
         sim = sources[0]
         assert isinstance(sim, SyntheticSource)
         topo_nodes = sim.sim.topology
-        log.info("no sources configured: watching the built-in simulated cluster",
-                 scenario=cfg.sim.scenario, shards=len(topo_nodes.shards), seed=cfg.sim.seed,
-                 speedup=cfg.sim.speedup)
+        log.info(
+            "no sources configured: watching the built-in simulated cluster",
+            scenario=cfg.sim.scenario,
+            shards=len(topo_nodes.shards),
+            seed=cfg.sim.seed,
+            speedup=cfg.sim.speedup,
+        )
     else:
         log.info("starting sources", sources=[s.name for s in sources])
     topology = await gather_topology(sources, cfg)
@@ -114,8 +124,13 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
     t0 = time.perf_counter()
     await asyncio.to_thread(warm_up)
     await asyncio.to_thread(warm_up_families)
-    log.info("detector kernels ready", compile_s=round(time.perf_counter() - t0, 3),
-             shards=len(pipeline.shards), metrics=pipeline.metrics, threshold_log=round(pipeline.threshold_log, 3))
+    log.info(
+        "detector kernels ready",
+        compile_s=round(time.perf_counter() - t0, 3),
+        shards=len(pipeline.shards),
+        metrics=pipeline.metrics,
+        threshold_log=round(pipeline.threshold_log, 3),
+    )
 
     status = Status(cfg, pipeline, transport, {s.name: SourceHealth(s.name) for s in sources})
     console = Console.of(status)  # web console: history rings and live stream (web/console.py)
@@ -128,8 +143,13 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
     status.feed = feed
     app = make_app(status, extra_routes=_event_routes(cfg, pipeline, status.event_requests))
     runner, port = await serve_http(app, cfg)
-    log.info("serving", console=f"http://{cfg.http.host}:{port}/", metrics=f"http://{cfg.http.host}:{port}/metrics",
-             health=f"http://{cfg.http.host}:{port}/healthz", firings=f"http://{cfg.http.host}:{port}/v1/firings")
+    log.info(
+        "serving",
+        console=f"http://{cfg.http.host}:{port}/",
+        metrics=f"http://{cfg.http.host}:{port}/metrics",
+        health=f"http://{cfg.http.host}:{port}/healthz",
+        firings=f"http://{cfg.http.host}:{port}/v1/firings",
+    )
 
     runtime = ProcessRuntime("run", stop, install_signals=install_signals, alive=lambda: status.alive(time.time()))
     runtime.start()
@@ -155,18 +175,36 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
             renderer.window_duration.observe(r.duration_s)
             for f in r.opened:
                 totals["opened"] += 1
-                log.warning("firing opened", id=f.id, target=f.target, detector=f.detector, metric=f.metric,
-                            classification=f.classification, window=f.window,
-                            log_evidence=round(f.log_evidence, 2))
+                log.warning(
+                    "firing opened",
+                    id=f.id,
+                    target=f.target,
+                    detector=f.detector,
+                    metric=f.metric,
+                    classification=f.classification,
+                    window=f.window,
+                    log_evidence=round(f.log_evidence, 2),
+                )
             for f in r.resolved:
                 totals["resolved"] += 1
-                log.info("firing resolved", id=f.id, target=f.target, detector=f.detector, metric=f.metric,
-                         window=r.index, reason=f.receipt.get("resolved_reason"))
+                log.info(
+                    "firing resolved",
+                    id=f.id,
+                    target=f.target,
+                    detector=f.detector,
+                    metric=f.metric,
+                    window=r.index,
+                    reason=f.receipt.get("resolved_reason"),
+                )
         if results and not warned_cadence and pipeline.window_too_short():
             warned_cadence.append(True)
-            log.warning("window shorter than the sources' cadence: most windows hold no sample",
-                        window_s=pipeline.window_length_s, sample_interval_s=round(pipeline.observed_cadence_s(), 3),
-                        setting="window.length_s", hint='set window.length_s = "auto"')
+            log.warning(
+                "window shorter than the sources' cadence: most windows hold no sample",
+                window_s=pipeline.window_length_s,
+                sample_interval_s=round(pipeline.observed_cadence_s(), 3),
+                setting="window.length_s",
+                hint='set window.length_s = "auto"',
+            )
         if results:
             renderer.render()
 
@@ -239,9 +277,14 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
         async with asyncio.TaskGroup() as tg:
             pollers = [
                 tg.create_task(
-                    supervise_source(s, status.health[s.name], transport.publish,
-                                     interval_s=cfg.sources.poll_interval_s, timeout_s=cfg.sources.timeout_s,
-                                     stop=stop),
+                    supervise_source(
+                        s,
+                        status.health[s.name],
+                        transport.publish,
+                        interval_s=cfg.sources.poll_interval_s,
+                        timeout_s=cfg.sources.timeout_s,
+                        stop=stop,
+                    ),
                     name=f"source:{s.name}",
                 )
                 for s in sources
@@ -262,8 +305,7 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
                     await detector
             except TimeoutError:
                 detector.cancel(msg="shutdown grace exceeded")
-                log.warning("detector did not finish within the grace period",
-                            grace_s=cfg.daemon.shutdown_grace_s)
+                log.warning("detector did not finish within the grace period", grace_s=cfg.daemon.shutdown_grace_s)
     finally:
         if feed is not None:
             await feed.close(cfg.events.deploysignal.feed_close_deadline_s)
@@ -273,7 +315,13 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
         await transport.close()
         await runtime.close()
     tstats = transport.stats()
-    log.info("shutdown complete", windows=totals["windows"], firings_opened=totals["opened"],
-             firings_resolved=totals["resolved"], frames=pipeline.assembler.stats.frames,
-             dropped=tstats.dropped_frames, active_firings=len(pipeline.book.active()))
+    log.info(
+        "shutdown complete",
+        windows=totals["windows"],
+        firings_opened=totals["opened"],
+        firings_resolved=totals["resolved"],
+        frames=pipeline.assembler.stats.frames,
+        dropped=tstats.dropped_frames,
+        active_firings=len(pipeline.book.active()),
+    )
     return exit_code

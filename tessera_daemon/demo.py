@@ -36,16 +36,16 @@ EXPECT: dict[str, str] = {
     "nvlink_degrade": "A common_mode firing on nvlink_tx_bytes localised to the host (its NVLink domain).",
     "fleet_regime_change": "No page: the whole cohort moved together, which the peer residual cancels.",
     "firmware_push": "The announced firmware push on the events timeline, its rack frozen on the map; firings "
-                     "inside it, if any, are event_conditional (info), never paged. With --unannounced (the push "
-                     "not announced): the rack's clocks fire as a common mode (a page).",
+    "inside it, if any, are event_conditional (info), never paged. With --unannounced (the push "
+    "not announced): the rack's clocks fire as a common mode (a page).",
     "xid79": "A hard_fault (rule:xid) at once on the shard, then the shard shown stale / lost.",
     "ecc_dbe": "A hard_fault (rule:ecc_dbe) on the shard whose uncorrectable ECC counter moved.",
     "device_lost": "A hard_fault (rule:device_lost): the silent device is shown lost on the map.",
     "sparse": "No firing: the shards that stop reporting turn stale on the map and come back.",
     "demo": "Four incidents in turn: straggler (shard_fault, step_time_ms), SDC ramp (shard_fault, power_w), "
-            "rack thermal (common_mode, temp_c, on the rack) and XID 79 (hard_fault).",
+    "rack thermal (common_mode, temp_c, on the rack) and XID 79 (hard_fault).",
     "mixed": "Six concurrent incidents on different shards and racks: two shard faults, a rack, a PSU, a host "
-             "and a hard fault.",
+    "and a hard fault.",
 }
 
 
@@ -53,9 +53,16 @@ def catalogue() -> list[dict[str, Any]]:
     """Every scenario: name, what it injects, and what the daemon should find."""
     from tessera_daemon.sim.scenarios import SCENARIOS  # noqa: PLC0415 - the simulator only on demand
 
-    return [{"name": s.name, "injects": s.description, "expect": EXPECT.get(s.name, ""),
-             "faults": [f.kind for f in s.faults], "command": f"tessera-daemon demo {s.name}"}
-            for s in sorted(SCENARIOS.values(), key=lambda s: (s.name != "demo", s.name))]
+    return [
+        {
+            "name": s.name,
+            "injects": s.description,
+            "expect": EXPECT.get(s.name, ""),
+            "faults": [f.kind for f in s.faults],
+            "command": f"tessera-daemon demo {s.name}",
+        }
+        for s in sorted(SCENARIOS.values(), key=lambda s: (s.name != "demo", s.name))
+    ]
 
 
 def scenario_info(name: str, simulator: Any = None) -> dict[str, Any]:
@@ -65,8 +72,10 @@ def scenario_info(name: str, simulator: Any = None) -> dict[str, Any]:
     s = SCENARIOS.get(name)
     out: dict[str, Any] = {"name": name, "injects": s.description if s else "", "expect": EXPECT.get(name, "")}
     if simulator is not None:
-        out["faults"] = [{k: f[k] for k in ("kind", "scope", "target", "metric", "start_ts", "end_ts", "event_id")}
-                         for f in simulator.labels()["faults"]]
+        out["faults"] = [
+            {k: f[k] for k in ("kind", "scope", "target", "metric", "start_ts", "end_ts", "event_id")}
+            for f in simulator.labels()["faults"]
+        ]
     return out
 
 
@@ -96,14 +105,14 @@ def print_catalogue() -> None:
         print(f"{s['name']}\n    injects: {s['injects']}\n    expect:  {s['expect']}")
 
 
-async def run_demo(cfg: Config, *, speed: float, fast_forward: float, open_browser: bool,
-                   announce: bool = True) -> int:
+async def run_demo(cfg: Config, *, speed: float, fast_forward: float, open_browser: bool, announce: bool = True) -> int:
     """Run the daemon on the simulator with the demo's speed schedule; return its exit code."""
     from tessera_daemon.daemon import Running, run  # noqa: PLC0415
     from tessera_daemon.sources.synthetic import SyntheticSource  # noqa: PLC0415
 
-    cfg = dataclasses.replace(cfg, sources=dataclasses.replace(cfg.sources, enabled=()),
-                              sim=dataclasses.replace(cfg.sim, speedup=speed))
+    cfg = dataclasses.replace(
+        cfg, sources=dataclasses.replace(cfg.sources, enabled=()), sim=dataclasses.replace(cfg.sim, speedup=speed)
+    )
     ff_ticks = fast_forward_ticks(cfg)
     tasks: set[asyncio.Task[None]] = set()
 
@@ -115,8 +124,12 @@ async def run_demo(cfg: Config, *, speed: float, fast_forward: float, open_brows
         src.set_speedup(fast_forward, until_ts=target)  # back to `speed` once the simulator reaches target
         while src.sim_ts < target:  # noqa: ASYNC110 - polls the simulator's clock, which sets no event
             await asyncio.sleep(0.2)
-        log.info("demo: fast-forward done, now at live speed", fast_forward_s=round(time.monotonic() - t0, 1),
-                 speed=speed, simulated_tick=src.sim.tick)
+        log.info(
+            "demo: fast-forward done, now at live speed",
+            fast_forward_s=round(time.monotonic() - t0, 1),
+            speed=speed,
+            simulated_tick=src.sim.tick,
+        )
 
     def on_running(r: Running) -> None:
         host = cfg.http.host if cfg.http.host not in ("0.0.0.0", "::") else "127.0.0.1"

@@ -108,8 +108,16 @@ SLACK_WALL_S = 45.0  # start-up (kernels, Prometheus discovery ~5 s) and notific
 POLL_S = 0.1
 SETTLE_S = 3.0  # keep watching after the last resolve: late or stray notifications still count
 
-MOMENTS = ("injected", "firing_opened", "alert_firing", "page_received",
-           "cleared", "firing_resolved", "alert_resolved", "resolve_received")
+MOMENTS = (
+    "injected",
+    "firing_opened",
+    "alert_firing",
+    "page_received",
+    "cleared",
+    "firing_resolved",
+    "alert_resolved",
+    "resolve_received",
+)
 LATENCIES: tuple[tuple[str, str, str], ...] = (
     ("fault_to_firing", "injected", "firing_opened"),
     ("firing_to_alert", "firing_opened", "alert_firing"),
@@ -124,6 +132,7 @@ _PD_SUMMARY = re.compile(r"^\[(FIRING|RESOLVED)(?::\d+)?\] (\S+)")
 
 
 # ------------------------------------------------------------------------------------------ the scenario
+
 
 @dataclass(frozen=True, slots=True)
 class Case:
@@ -164,21 +173,49 @@ def drill_cases(warmup_windows: int, speedup: float) -> list[Case]:
     d = fault_ticks(speedup)
     shard, rack, hard = "z0-r00-h00-g3", "z0-r02", "z0-r03-h01-g5"
     return [
-        Case("shard", FaultSpec("straggler", start_tick=start, duration_ticks=d, magnitude=5.0, target=shard),
-             shard, "z0-r00", "TesseraShardFault", "error", "shard_fault"),
-        Case("rack", FaultSpec("thermal_rack", start_tick=start + STAGGER_TICKS, duration_ticks=d,
-                               magnitude=3.0, target=rack),
-             rack, rack, "TesseraCommonModeRack", "error", "common_mode"),
-        Case("hard", FaultSpec("xid79", start_tick=start + 2 * STAGGER_TICKS, duration_ticks=d, target=hard),
-             hard, "z0-r03", "TesseraHardFault", "critical", "hard_fault"),
+        Case(
+            "shard",
+            FaultSpec("straggler", start_tick=start, duration_ticks=d, magnitude=5.0, target=shard),
+            shard,
+            "z0-r00",
+            "TesseraShardFault",
+            "error",
+            "shard_fault",
+        ),
+        Case(
+            "rack",
+            FaultSpec("thermal_rack", start_tick=start + STAGGER_TICKS, duration_ticks=d, magnitude=3.0, target=rack),
+            rack,
+            rack,
+            "TesseraCommonModeRack",
+            "error",
+            "common_mode",
+        ),
+        Case(
+            "hard",
+            FaultSpec("xid79", start_tick=start + 2 * STAGGER_TICKS, duration_ticks=d, target=hard),
+            hard,
+            "z0-r03",
+            "TesseraHardFault",
+            "critical",
+            "hard_fault",
+        ),
     ]
 
 
 def drill_config(cfg: Config, speedup: float, start_ts: float) -> Config:
     """The daemon configuration of the drill: the given detector and rules, the drill's simulator, window,
     sources (the simulator, polled once per window), HTTP (loopback, a free port) and defaults elsewhere."""
-    sim = dataclasses.replace(SimConfig(), seed=cfg.sim.seed, scenario=SCENARIO_NAME, tick_s=TICK_S,
-                              speedup=speedup, start_ts=start_ts, duration_s=0.0, **TOPOLOGY)
+    sim = dataclasses.replace(
+        SimConfig(),
+        seed=cfg.sim.seed,
+        scenario=SCENARIO_NAME,
+        tick_s=TICK_S,
+        speedup=speedup,
+        start_ts=start_ts,
+        duration_s=0.0,
+        **TOPOLOGY,
+    )
     return Config(
         daemon=DaemonConfig(cluster=CLUSTER),
         http=HttpConfig(host="127.0.0.1", port=0),
@@ -211,6 +248,7 @@ def for_cap(speedup: float) -> str:
 
 
 # ------------------------------------------------------------------------------------------ observations
+
 
 @dataclass(slots=True)
 class Moment:
@@ -319,8 +357,7 @@ class Observer:
             status = a.get("status") or {}
             if status.get("inhibitedBy"):
                 labels = {str(k): str(v) for k, v in a.get("labels", {}).items()}
-                self.inhibited.setdefault(_alert_key(labels), {"labels": labels,
-                                                               "inhibited_by": status["inhibitedBy"]})
+                self.inhibited.setdefault(_alert_key(labels), {"labels": labels, "inhibited_by": status["inhibitedBy"]})
 
 
 def _pd_details(event: JSON) -> dict[str, str]:
@@ -334,6 +371,7 @@ def _pd_alertname(event: JSON) -> str | None:
 
 
 # ------------------------------------------------------------------------------------------ the verdict
+
 
 @dataclass(slots=True)
 class Check:
@@ -354,8 +392,10 @@ class CaseResult:
     def event_latencies(self) -> dict[str, float | None]:
         """Detection and resolution delays in simulated (event) seconds."""
         out: dict[str, float | None] = {}
-        for name, a, b in (("fault_to_firing", "injected", "firing_opened"),
-                           ("clear_to_firing_resolved", "cleared", "firing_resolved")):
+        for name, a, b in (
+            ("fault_to_firing", "injected", "firing_opened"),
+            ("clear_to_firing_resolved", "cleared", "firing_resolved"),
+        ):
             ea, eb = self.moments[a].event_ts, self.moments[b].event_ts
             out[name] = None if ea is None or eb is None else round(eb - ea, 3)
         return out
@@ -398,8 +438,11 @@ def assess_case(case: Case, obs: Observer, events: list[tuple[float, JSON]], sta
     fired = [a for a in r.alerts if a.firing_wall is not None]
     r.moments["alert_resolved"].wall = _last_if_all([a.gone_wall for a in fired])
     for t, e in events:
-        if e.get("event_action") == "trigger" and _pd_alertname(e) == case.alertname and (
-                e.get("payload") or {}).get("group") == case.rack:
+        if (
+            e.get("event_action") == "trigger"
+            and _pd_alertname(e) == case.alertname
+            and (e.get("payload") or {}).get("group") == case.rack
+        ):
             r.pages.append((t, e))
             if e.get("dedup_key") not in r.dedup_keys:
                 r.dedup_keys.append(str(e.get("dedup_key")))
@@ -417,32 +460,58 @@ def case_checks(r: CaseResult) -> list[Check]:
     opened = ", ".join(f"{f.scope} {f.target} {f.detector} {'->'.join(f.classifications)}" for f in r.firings)
     checks.append(Check(f"{c.name}: firing opened", m["firing_opened"].wall is not None, opened or "none"))
     severities = sorted({a.labels.get("severity", "") for a in r.alerts if a.firing_wall is not None})
-    checks.append(Check(f"{c.name}: {c.alertname} firing in Prometheus with severity page",
-                        m["alert_firing"].wall is not None and severities == ["page"],
-                        f"severity {severities or 'none'}"))
+    checks.append(
+        Check(
+            f"{c.name}: {c.alertname} firing in Prometheus with severity page",
+            m["alert_firing"].wall is not None and severities == ["page"],
+            f"severity {severities or 'none'}",
+        )
+    )
     if not r.pages:
         checks.append(Check(f"{c.name}: page received", False, f"no {c.alertname} trigger for rack {c.rack}"))
     else:
         payload = r.pages[0][1].get("payload") or {}
         sev = sorted({str((e.get("payload") or {}).get("severity")) for _, e in r.pages})
-        checks.append(Check(f"{c.name}: page received with PagerDuty severity {c.pd_severity}",
-                            sev == [c.pd_severity], f"severity {sev}; summary {payload.get('summary')!r}"))
+        checks.append(
+            Check(
+                f"{c.name}: page received with PagerDuty severity {c.pd_severity}",
+                sev == [c.pd_severity],
+                f"severity {sev}; summary {payload.get('summary')!r}",
+            )
+        )
         details = payload.get("custom_details") or {}
         targets = sorted({t for _, e in r.pages for t in _pd_details(e).get("firing", "").split()})
-        checks.append(Check(f"{c.name}: page names the target and its rack",
-                            c.target in targets and details.get("rack") == c.rack
-                            and details.get("cluster") == CLUSTER,
-                            f"targets {' '.join(targets)}, rack {details.get('rack')!r}, "
-                            f"cluster {details.get('cluster')!r}, class {payload.get('class')!r}"))
-        checks.append(Check(f"{c.name}: one incident (one Alertmanager group: {c.alertname}/{CLUSTER}/{c.rack})",
-                            len(r.dedup_keys) == 1, f"dedup_keys {r.dedup_keys}"))
-    checks.append(Check(f"{c.name}: firing resolved after the fault cleared",
-                        m["firing_resolved"].wall is not None and (m["firing_resolved"].event_ts or 0.0)
-                        >= (m["cleared"].event_ts or math.inf),
-                        f"resolved at event time {m['firing_resolved'].event_ts}, cleared {m['cleared'].event_ts}"))
+        checks.append(
+            Check(
+                f"{c.name}: page names the target and its rack",
+                c.target in targets and details.get("rack") == c.rack and details.get("cluster") == CLUSTER,
+                f"targets {' '.join(targets)}, rack {details.get('rack')!r}, "
+                f"cluster {details.get('cluster')!r}, class {payload.get('class')!r}",
+            )
+        )
+        checks.append(
+            Check(
+                f"{c.name}: one incident (one Alertmanager group: {c.alertname}/{CLUSTER}/{c.rack})",
+                len(r.dedup_keys) == 1,
+                f"dedup_keys {r.dedup_keys}",
+            )
+        )
+    checks.append(
+        Check(
+            f"{c.name}: firing resolved after the fault cleared",
+            m["firing_resolved"].wall is not None
+            and (m["firing_resolved"].event_ts or 0.0) >= (m["cleared"].event_ts or math.inf),
+            f"resolved at event time {m['firing_resolved'].event_ts}, cleared {m['cleared'].event_ts}",
+        )
+    )
     checks.append(Check(f"{c.name}: alert resolved", m["alert_resolved"].wall is not None))
-    checks.append(Check(f"{c.name}: resolve received for the incident", m["resolve_received"].wall is not None,
-                        f"dedup_keys {r.dedup_keys}"))
+    checks.append(
+        Check(
+            f"{c.name}: resolve received for the incident",
+            m["resolve_received"].wall is not None,
+            f"dedup_keys {r.dedup_keys}",
+        )
+    )
     return checks
 
 
@@ -451,14 +520,29 @@ def global_checks(results: list[CaseResult], pd: PagerDutyReceiver, obs: Observe
     events = pd.snapshot()
     expected = {(r.case.alertname, r.case.rack) for r in results}
     rack = next(r.case for r in results if r.case.name == "rack")
-    stray = [e for _, e in events if e.get("event_action") == "trigger"
-             and (_pd_alertname(e), (e.get("payload") or {}).get("group")) not in expected]
-    shard_in_rack = [e for e in stray if _pd_alertname(e) == "TesseraShardFault"
-                     and (e.get("payload") or {}).get("group") == rack.rack]
-    checks.append(Check(f"rack: no TesseraShardFault page from rack {rack.rack}", not shard_in_rack,
-                        f"{len(shard_in_rack)} pages"))
-    checks.append(Check("no unexpected page", not stray,
-                        "; ".join(str((e.get("payload") or {}).get("summary")) for e in stray) or "none"))
+    stray = [
+        e
+        for _, e in events
+        if e.get("event_action") == "trigger"
+        and (_pd_alertname(e), (e.get("payload") or {}).get("group")) not in expected
+    ]
+    shard_in_rack = [
+        e
+        for e in stray
+        if _pd_alertname(e) == "TesseraShardFault" and (e.get("payload") or {}).get("group") == rack.rack
+    ]
+    checks.append(
+        Check(
+            f"rack: no TesseraShardFault page from rack {rack.rack}", not shard_in_rack, f"{len(shard_in_rack)} pages"
+        )
+    )
+    checks.append(
+        Check(
+            "no unexpected page",
+            not stray,
+            "; ".join(str((e.get("payload") or {}).get("summary")) for e in stray) or "none",
+        )
+    )
     checks.append(Check("PagerDuty rejected no event", not pd.rejected, json.dumps(pd.rejected)[:500]))
     last: dict[str, str] = {}
     for _, e in events:
@@ -466,11 +550,13 @@ def global_checks(results: list[CaseResult], pd: PagerDutyReceiver, obs: Observe
     still_open = sorted(k for k, action in last.items() if action != "resolve")
     checks.append(Check("every incident ends resolved", not still_open, f"open: {still_open}"))
     keys = {k for r in results for k in r.dedup_keys}
-    checks.append(Check(f"{len(results)} incidents, one per fault", len(keys) == len(results),
-                        f"{len(keys)} dedup keys"))
+    checks.append(
+        Check(f"{len(results)} incidents, one per fault", len(keys) == len(results), f"{len(keys)} dedup keys")
+    )
     routing = sorted({str(e.get("routing_key")) for _, e in events})
-    checks.append(Check("every event carries the routing key from routing_key_file", routing == [ROUTING_KEY],
-                        f"{routing}"))
+    checks.append(
+        Check("every event carries the routing key from routing_key_file", routing == [ROUTING_KEY], f"{routing}")
+    )
     return checks, observations(results, events, list(pd.tickets), obs)
 
 
@@ -486,63 +572,95 @@ def observations(
     if tickets:
         names = sorted({str((t.get("commonLabels") or {}).get("alertname")) for t in tickets})
         notes.append(f"{len(tickets)} ticket webhook notification(s): {names}")
-    shard_alerts = [a for a in obs.alerts if a.labels.get("alertname") == "TesseraShardFault"
-                    and a.labels.get("rack") == rc.rack]
+    shard_alerts = [
+        a for a in obs.alerts if a.labels.get("alertname") == "TesseraShardFault" and a.labels.get("rack") == rc.rack
+    ]
     shard_firing = [a for a in shard_alerts if a.firing_wall is not None]
-    inhibited = [i["labels"] for i in obs.inhibited.values()
-                 if i["labels"].get("alertname") == "TesseraShardFault" and i["labels"].get("rack") == rc.rack]
-    notes.append(f"rack {rc.rack}: {len(shard_alerts)} TesseraShardFault alert(s) in Prometheus ({len(shard_firing)} "
-                 f"firing, the others pending only), {len(inhibited)} inhibited in Alertmanager by the rack's "
-                 "TesseraCommonModeRack")
-    unrelabelled = [f for f in obs.firings.values() if f.scope == "shard" and f.target.startswith(f"{rc.rack}-")
-                    and f.classification == "shard_fault"]
+    inhibited = [
+        i["labels"]
+        for i in obs.inhibited.values()
+        if i["labels"].get("alertname") == "TesseraShardFault" and i["labels"].get("rack") == rc.rack
+    ]
+    notes.append(
+        f"rack {rc.rack}: {len(shard_alerts)} TesseraShardFault alert(s) in Prometheus ({len(shard_firing)} "
+        f"firing, the others pending only), {len(inhibited)} inhibited in Alertmanager by the rack's "
+        "TesseraCommonModeRack"
+    )
+    unrelabelled = [
+        f
+        for f in obs.firings.values()
+        if f.scope == "shard" and f.target.startswith(f"{rc.rack}-") and f.classification == "shard_fault"
+    ]
     if unrelabelled:
-        spans = ", ".join(f"{f.target} {f.detector} [{f.opened_ts - obs.start_ts:.0f}-"
-                          f"{(f.resolved_ts or math.nan) - obs.start_ts:.0f}]" for f in unrelabelled)
-        rack_span = ", ".join(f"[{f.opened_ts - obs.start_ts:.0f}-{(f.resolved_ts or math.nan) - obs.start_ts:.0f}]"
-                              for f in rack.firings if f.scope == "rack")
-        notes.append(f"rack {rc.rack}: {len(unrelabelled)} member firing(s) stayed shard_fault (not relabelled "
-                     f"common_mode by the attribution), event times: {spans}; rack firing {rack_span}. Only "
-                     "Alertmanager's inhibition, while the rack alert fires, keeps them from paging "
-                     "TesseraShardFault")
+        spans = ", ".join(
+            f"{f.target} {f.detector} [{f.opened_ts - obs.start_ts:.0f}-"
+            f"{(f.resolved_ts or math.nan) - obs.start_ts:.0f}]"
+            for f in unrelabelled
+        )
+        rack_span = ", ".join(
+            f"[{f.opened_ts - obs.start_ts:.0f}-{(f.resolved_ts or math.nan) - obs.start_ts:.0f}]"
+            for f in rack.firings
+            if f.scope == "rack"
+        )
+        notes.append(
+            f"rack {rc.rack}: {len(unrelabelled)} member firing(s) stayed shard_fault (not relabelled "
+            f"common_mode by the attribution), event times: {spans}; rack firing {rack_span}. Only "
+            "Alertmanager's inhibition, while the rack alert fires, keeps them from paging "
+            "TesseraShardFault"
+        )
     rack_firings = [f for f in rack.firings if f.scope == "rack"]
     if len(rack_firings) > 1:
-        hosts = sorted({f.target for f in obs.firings.values() if f.scope == "host"
-                        and f.target.startswith(f"{rc.rack}-")})
-        notes.append(f"rack {rc.rack}: the daemon opened the rack firing {len(rack_firings)} times (event times "
-                     f"{[round(f.opened_ts - obs.start_ts) for f in rack_firings]} s; attribution moved to "
-                     f"host(s) {hosts} in between), so the first rack firing never lasted the alert's for:")
-    extra = [a.labels for a in obs.alerts if a.labels.get("alertname") == rc.alertname
-             and a.labels.get("rack") == rc.rack and a.labels.get("scope") != "rack"]
+        hosts = sorted(
+            {f.target for f in obs.firings.values() if f.scope == "host" and f.target.startswith(f"{rc.rack}-")}
+        )
+        notes.append(
+            f"rack {rc.rack}: the daemon opened the rack firing {len(rack_firings)} times (event times "
+            f"{[round(f.opened_ts - obs.start_ts) for f in rack_firings]} s; attribution moved to "
+            f"host(s) {hosts} in between), so the first rack firing never lasted the alert's for:"
+        )
+    extra = [
+        a.labels
+        for a in obs.alerts
+        if a.labels.get("alertname") == rc.alertname
+        and a.labels.get("rack") == rc.rack
+        and a.labels.get("scope") != "rack"
+    ]
     if extra:
         scopes = sorted({a.get("scope", "") for a in extra})
         first = rack.pages[0][1] if rack.pages else {}
         notes.append(
             f"{len(extra)} {rc.alertname} alert(s) of rack {rc.rack} with scope {scopes} besides the rack one: the "
-            "rule's third branch (scope!~\"rack|host|cooling_zone\") also matches the member shard firings the "
-            "daemon relabels common_mode (scope=\"shard\"); they join the rack's incident (component of its first "
+            'rule\'s third branch (scope!~"rack|host|cooling_zone") also matches the member shard firings the '
+            'daemon relabels common_mode (scope="shard"); they join the rack\'s incident (component of its first '
             f"page: {((first.get('payload') or {}).get('component'))!r}, not 'rack') and the page loses the common "
-            "summary. Fix in alert_rules.yml: scope!~\"shard|rack|host|cooling_zone\" in that branch")
-    empty = sorted({str(_pd_alertname(e)) for _, e in events if e.get("event_action") == "trigger"
-                    and str((e.get("payload") or {}).get("summary", "")).endswith(": ")})
+            'summary. Fix in alert_rules.yml: scope!~"shard|rack|host|cooling_zone" in that branch'
+        )
+    empty = sorted(
+        {
+            str(_pd_alertname(e))
+            for _, e in events
+            if e.get("event_action") == "trigger" and str((e.get("payload") or {}).get("summary", "")).endswith(": ")
+        }
+    )
     if empty:
         notes.append(
             f"PagerDuty summaries with nothing after the alert name for {empty}: the incident groups alerts whose "
             "summary annotations differ (e.g. rule:xid and rule:device_lost on one GPU), so "
             ".CommonAnnotations.summary is empty. Fix in deploy/alertmanager/alertmanager.yml, description: "
             "fall back to the first alert's summary, e.g. {{ with .CommonAnnotations.summary }}{{ . }}{{ else }}"
-            "{{ (index .Alerts 0).Annotations.summary }}{{ end }}")
+            "{{ (index .Alerts 0).Annotations.summary }}{{ end }}"
+        )
     return notes
 
 
 # ------------------------------------------------------------------------------------------ report
 
+
 def _fmt(v: float | None) -> str:
     return "-" if v is None else f"{v:.2f}"
 
 
-def print_report(results: list[CaseResult], checks: list[Check], notes: list[str], obs: Observer,
-                 out: TextIO) -> None:
+def print_report(results: list[CaseResult], checks: list[Check], notes: list[str], obs: Observer, out: TextIO) -> None:
     w = out.write
     col = 18
     head = f"{'':<26}" + "".join(f"{r.case.name:>{col}}" for r in results) + "\n"
@@ -568,8 +686,14 @@ def print_report(results: list[CaseResult], checks: list[Check], notes: list[str
     w(f"\ndrill {'passed' if ok else 'FAILED'}: {sum(c.ok for c in checks)}/{len(checks)} checks\n")
 
 
-def report_obj(results: list[CaseResult], checks: list[Check], findings: list[str], obs: Observer,
-               pd: PagerDutyReceiver, meta: JSON) -> JSON:
+def report_obj(
+    results: list[CaseResult],
+    checks: list[Check],
+    findings: list[str],
+    obs: Observer,
+    pd: PagerDutyReceiver,
+    meta: JSON,
+) -> JSON:
     return {
         "v": 1,
         "ok": all(c.ok for c in checks),
@@ -585,8 +709,11 @@ def report_obj(results: list[CaseResult], checks: list[Check], findings: list[st
                 "start_tick": r.case.spec.start_tick,
                 "duration_ticks": r.case.spec.duration_ticks,
                 "magnitude": r.case.spec.magnitude,
-                "expected": {"alertname": r.case.alertname, "classification": r.case.classification,
-                             "pagerduty_severity": r.case.pd_severity},
+                "expected": {
+                    "alertname": r.case.alertname,
+                    "classification": r.case.classification,
+                    "pagerduty_severity": r.case.pd_severity,
+                },
                 "timeline": {m: r.moments[m].to_obj(obs.wall0, obs.start_ts) for m in MOMENTS},
                 "latencies_s": r.latencies(),
                 "event_latencies_s": r.event_latencies(),
@@ -609,14 +736,16 @@ def report_obj(results: list[CaseResult], checks: list[Check], findings: list[st
 
 # ------------------------------------------------------------------------------------------ the run
 
+
 async def _get_json(session: aiohttp.ClientSession, url: str) -> Any:
     async with session.get(url) as resp:
         resp.raise_for_status()
         return await resp.json()
 
 
-async def _watch(obs: Observer, running: Running, prom: str, am: str, done: Callable[[], bool],
-                 deadline: float) -> None:
+async def _watch(
+    obs: Observer, running: Running, prom: str, am: str, done: Callable[[], bool], deadline: float
+) -> None:
     """Poll the daemon, Prometheus and Alertmanager until ``done()`` (then SETTLE_S more, so that late
     notifications and the alerts' disappearance are seen too) or ``deadline``."""
     timeout = aiohttp.ClientTimeout(total=2.0)
@@ -629,8 +758,9 @@ async def _watch(obs: Observer, running: Running, prom: str, am: str, done: Call
                 answer = await _get_json(session, f"{prom}/api/v1/alerts")
                 obs.watch_prometheus(answer["data"]["alerts"], time.time())
                 if n % 3 == 0:
-                    obs.watch_alertmanager(await _get_json(
-                        session, f"{am}/api/v2/alerts?active=true&inhibited=true&silenced=true"))
+                    obs.watch_alertmanager(
+                        await _get_json(session, f"{am}/api/v2/alerts?active=true&inhibited=true&silenced=true")
+                    )
             except (aiohttp.ClientError, TimeoutError, KeyError, ValueError) as exc:
                 obs.errors.append(f"{type(exc).__name__}: {exc}")
             n += 1
@@ -665,23 +795,33 @@ async def run_drill(cfg: Config, *, out: Path | None = None, speedup: float = 20
     start_ts = DEFAULT_START_TS  # fixed, window-aligned: the same seed gives the same firings in event time
     dcfg = drill_config(cfg, speedup, start_ts)
     cases = drill_cases(dcfg.detector.warmup_max_windows, speedup)
-    scenario = Scenario(SCENARIO_NAME, "end-to-end alerting drill: shard, rack and hard fault",
-                        tuple(c.spec for c in cases))
+    scenario = Scenario(
+        SCENARIO_NAME, "end-to-end alerting drill: shard, rack and hard fault", tuple(c.spec for c in cases)
+    )
     last_clear = max(c.spec.start_tick + (c.spec.duration_ticks or 0) for c in cases)
     budget_s = (last_clear + RESOLVE_TICKS) * TICK_S / speedup + SLACK_WALL_S
     meta: JSON = {
-        "speedup": speedup, "tick_s": TICK_S, "window_s": WINDOW_S, "topology": TOPOLOGY,
-        "warmup_windows": dcfg.detector.warmup_max_windows, "for_cap_firings": for_cap(speedup),
-        "poll_interval_s": dcfg.sources.poll_interval_s, "budget_s": round(budget_s, 1),
+        "speedup": speedup,
+        "tick_s": TICK_S,
+        "window_s": WINDOW_S,
+        "topology": TOPOLOGY,
+        "warmup_windows": dcfg.detector.warmup_max_windows,
+        "for_cap_firings": for_cap(speedup),
+        "poll_interval_s": dcfg.sources.poll_interval_s,
+        "budget_s": round(budget_s, 1),
     }
-    print(f"drill: speedup {speedup:g}, warm-up up to {dcfg.detector.warmup_max_windows} windows "
-          f"({dcfg.detector.warmup_max_windows * WINDOW_S / speedup:.1f} s wall), faults at ticks "
-          f"{[c.spec.start_tick for c in cases]} for {cases[0].spec.duration_ticks} ticks, "
-          f"for: capped at {for_cap(speedup)}, budget {budget_s:.0f} s", flush=True)
+    print(
+        f"drill: speedup {speedup:g}, warm-up up to {dcfg.detector.warmup_max_windows} windows "
+        f"({dcfg.detector.warmup_max_windows * WINDOW_S / speedup:.1f} s wall), faults at ticks "
+        f"{[c.spec.start_tick for c in cases]} for {cases[0].spec.duration_ticks} ticks, "
+        f"for: capped at {for_cap(speedup)}, budget {budget_s:.0f} s",
+        flush=True,
+    )
     try:
         with tempfile.TemporaryDirectory(prefix="tessera-drill-") as tmp, registered(scenario):
-            results, checks, findings, obs, pd = await _run(dcfg, cases, Path(tmp), rules_src, am_src,
-                                                            speedup, start_ts, budget_s)
+            results, checks, findings, obs, pd = await _run(
+                dcfg, cases, Path(tmp), rules_src, am_src, speedup, start_ts, budget_s
+            )
     except MissingBinaryError as exc:
         print(f"drill: {exc}", file=sys.stderr)
         return 1
@@ -694,7 +834,13 @@ async def run_drill(cfg: Config, *, out: Path | None = None, speedup: float = 20
 
 
 async def _run(
-    dcfg: Config, cases: list[Case], tmp: Path, rules_src: Path, am_src: Path, speedup: float, start_ts: float,
+    dcfg: Config,
+    cases: list[Case],
+    tmp: Path,
+    rules_src: Path,
+    am_src: Path,
+    speedup: float,
+    start_ts: float,
     budget_s: float,
 ) -> tuple[list[CaseResult], list[Check], list[str], Observer, PagerDutyReceiver]:
     obs = Observer(start_ts=start_ts, speedup=speedup)

@@ -74,6 +74,7 @@ def _yaml() -> Any:
 
 # ------------------------------------------------------------------------------------------ processes
 
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -129,6 +130,7 @@ def running(argv: Sequence[str], port: int, log: Path, timeout_s: float = 15.0) 
 
 # ------------------------------------------------------------------------------------------ HTTP
 
+
 def http_json(url: str, data: Any = None, timeout_s: float = 5.0) -> Any:
     """GET (or POST ``data`` as JSON) and decode the JSON answer; HTTP errors raise."""
     body = None if data is None else json.dumps(data).encode()
@@ -176,6 +178,7 @@ def _wait_ready(base_url: str, timeout_s: float = 15.0) -> None:
 
 # ------------------------------------------------------------------------------------------ servers
 
+
 @contextlib.contextmanager
 def prometheus_server(
     tmp_path: Path,
@@ -209,20 +212,26 @@ def prometheus_server(
         "scrape_configs": [],
     }
     if scrape_targets:
-        config["scrape_configs"].append(
-            {"job_name": job, "static_configs": [{"targets": list(scrape_targets)}]})
+        config["scrape_configs"].append({"job_name": job, "static_configs": [{"targets": list(scrape_targets)}]})
     if alertmanager_url:
         am = urllib.parse.urlsplit(alertmanager_url)
-        config["alerting"] = {"alertmanagers": [{
-            "scheme": am.scheme or "http",
-            "path_prefix": am.path or "/",
-            "static_configs": [{"targets": [am.netloc]}],
-        }]}
+        config["alerting"] = {
+            "alertmanagers": [
+                {
+                    "scheme": am.scheme or "http",
+                    "path_prefix": am.path or "/",
+                    "static_configs": [{"targets": [am.netloc]}],
+                }
+            ]
+        }
     # JSON is YAML: no YAML library needed to write the configuration
     (d / "prometheus.yml").write_text(json.dumps(config, indent=2))
     argv = [
-        exe, f"--config.file={d / 'prometheus.yml'}", f"--storage.tsdb.path={d / 'tsdb'}",
-        f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn",
+        exe,
+        f"--config.file={d / 'prometheus.yml'}",
+        f"--storage.tsdb.path={d / 'tsdb'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--log.level=warn",
     ]
     with running(argv, port, d / "prometheus.log"):
         base = f"http://127.0.0.1:{port}"
@@ -239,8 +248,12 @@ def alertmanager_server(tmp_path: Path, config_text: str) -> Iterator[str]:
     d.mkdir(parents=True)
     (d / "alertmanager.yml").write_text(config_text)
     argv = [
-        exe, f"--config.file={d / 'alertmanager.yml'}", f"--storage.path={d / 'data'}",
-        f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=", "--log.level=warn",
+        exe,
+        f"--config.file={d / 'alertmanager.yml'}",
+        f"--storage.path={d / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--cluster.listen-address=",
+        "--log.level=warn",
     ]
     with running(argv, port, d / "alertmanager.log"):
         base = f"http://127.0.0.1:{port}"
@@ -249,6 +262,7 @@ def alertmanager_server(tmp_path: Path, config_text: str) -> Iterator[str]:
 
 
 # ---------------------------------------------------------------------------------- aiohttp in a thread
+
 
 class _ThreadedApp:
     """An aiohttp application served from its own event loop in a daemon thread, usable from sync and async
@@ -364,10 +378,12 @@ class PagerDutyReceiver(_ThreadedApp):
                     self.event_times.append(time.time())
                 self._cond.notify_all()
             if errors:
-                return web.json_response({"status": "invalid event", "message": "Event object is invalid",
-                                          "errors": errors}, status=400)
-            return web.json_response({"status": "success", "message": "Event processed",
-                                      "dedup_key": event.get("dedup_key", "")}, status=202)
+                return web.json_response(
+                    {"status": "invalid event", "message": "Event object is invalid", "errors": errors}, status=400
+                )
+            return web.json_response(
+                {"status": "success", "message": "Event processed", "dedup_key": event.get("dedup_key", "")}, status=202
+            )
 
         async def ticket(request: web.Request) -> web.Response:
             body = await request.json()
@@ -387,9 +403,7 @@ class PagerDutyReceiver(_ThreadedApp):
         with self._cond:
             return list(zip(self.event_times, self.events, strict=True))
 
-    def wait_for(
-        self, match: Callable[[JSON], bool], timeout_s: float = 30.0, *, tickets: bool = False
-    ) -> JSON:
+    def wait_for(self, match: Callable[[JSON], bool], timeout_s: float = 30.0, *, tickets: bool = False) -> JSON:
         """Block until a recorded event (or ticket payload) satisfies ``match``; return it."""
         deadline = time.monotonic() + timeout_s
         with self._cond:
@@ -437,6 +451,7 @@ class StaticExporter(_ThreadedApp):
 
 # ------------------------------------------------------------------------------------------ config rewrites
 
+
 def drill_alertmanager_config(
     pagerduty_url: str,
     routing_key_file: Path,
@@ -464,7 +479,10 @@ def drill_alertmanager_config(
 
     def shorten(route: JSON) -> None:
         route["group_wait"], route["group_interval"], route["repeat_interval"] = (
-            group_wait, group_interval, repeat_interval)
+            group_wait,
+            group_interval,
+            repeat_interval,
+        )
         for child in route.get("routes", []):
             shorten(child)
 

@@ -48,8 +48,10 @@ class DeploySignalSettings:
     """DeploySignal contract v1: events in (``POST /v1/tessera/deploy-events``), verdict groups out."""
 
     enabled: bool = setting(True, doc="serve POST /v1/tessera/deploy-events")
-    token: str = setting("", doc="bearer token DeploySignal must present; empty (and no file): refused unless "
-                                 "events.allow_unauthenticated")
+    token: str = setting(
+        "",
+        doc="bearer token DeploySignal must present; empty (and no file): refused unless events.allow_unauthenticated",
+    )
     token_file: str = setting("", doc="file holding the inbound bearer token (re-read when it changes)")
     ds_url: str = setting("", doc="DeploySignal base URL for the verdict-group feed; empty: feed off")
     instance_id: str = setting("", doc="x-tessera-instance-id sent to DeploySignal; empty: daemon.cluster")
@@ -77,25 +79,36 @@ class EventsConfig:
     )
     history: int = setting(1000, lo=1, hi=1_000_000, doc="events kept (for freezes, attribution and GET /v1/events)")
     max_body_bytes: int = setting(MIB, lo=1024, hi=64 * MIB, doc="largest event request body; larger: 413")
-    api_token: str = setting("", doc="bearer token required by POST /v1/events; empty (and no file): POST is "
-                                     "refused unless allow_unauthenticated")
+    api_token: str = setting(
+        "",
+        doc="bearer token required by POST /v1/events; empty (and no file): POST is "
+        "refused unless allow_unauthenticated",
+    )
     api_token_file: str = setting("", doc="file holding the POST /v1/events bearer token")
     allow_unauthenticated: bool = setting(
-        False, doc="serve the event POST routes without a token where none is set (only on a loopback http.host; "
-                   "logged as a warning at start)",
+        False,
+        doc="serve the event POST routes without a token where none is set (only on a loopback http.host; "
+        "logged as a warning at start)",
     )
     max_age_s: float = setting(
-        86_400.0, lo=1.0, hi=1e10,
+        86_400.0,
+        lo=1.0,
+        hi=1e10,
         doc="refuse (400) events whose window ended (end_ts, else ts) longer ago than this, in event time "
-            "(the last window's end; the wall clock before the first window)",
+        "(the last window's end; the wall clock before the first window)",
     )
     max_ahead_s: float = setting(
-        WEEK_S, lo=1.0, hi=1e10, doc="refuse (400) events that start further ahead than this, in event time",
+        WEEK_S,
+        lo=1.0,
+        hi=1e10,
+        doc="refuse (400) events that start further ahead than this, in event time",
     )
     relearns_per_hour: int = setting(
-        30, lo=1, hi=1_000_000,
+        30,
+        lo=1,
+        hi=1_000_000,
         doc="events accepted per scope (the same node set) per hour, each of which makes its shards re-learn; "
-            "more: 429",
+        "more: 429",
     )
     windows: FreezeWindows = field(default_factory=FreezeWindows)
     deploysignal: DeploySignalSettings = field(default_factory=DeploySignalSettings)

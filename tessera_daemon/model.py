@@ -22,9 +22,7 @@ CONTRACT_VERSION = 1
 MAX_XID = 2**31 - 1  # XID codes are small non-negative integers
 MAX_XIDS = 256  # codes of one shard in one sample
 
-NodeKind = Literal[
-    "shard", "host", "nvlink_domain", "rack", "psu", "cooling_zone", "pod", "cohort", "fleet", "switch"
-]
+NodeKind = Literal["shard", "host", "nvlink_domain", "rack", "psu", "cooling_zone", "pod", "cohort", "fleet", "switch"]
 NODE_KINDS: frozenset[str] = frozenset(
     {"shard", "host", "nvlink_domain", "rack", "psu", "cooling_zone", "pod", "cohort", "fleet", "switch"}
 )
@@ -139,8 +137,10 @@ class Frame:
             raise CodecError("frame.counters: expected a list of metric names")
         raw_xid = obj.get("xid", [])
         codes = [raw_xid] if isinstance(raw_xid, int) and not isinstance(raw_xid, bool) else raw_xid
-        if not isinstance(codes, list) or len(codes) > MAX_XIDS or not all(
-            isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= MAX_XID for x in codes
+        if (
+            not isinstance(codes, list)
+            or len(codes) > MAX_XIDS
+            or not all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= MAX_XID for x in codes)
         ):
             raise CodecError(f"frame.xid: expected an XID code (0 to {MAX_XID}) or a list of at most {MAX_XIDS}")
         xids: tuple[int, ...] = tuple(codes)
@@ -318,8 +318,9 @@ class Topology:
             if not isinstance(re_, dict):
                 raise CodecError(f"{where}: expected an object")
             edges.append(
-                TopoEdge(_require(re_, "a", str, where), _require(re_, "b", str, where),
-                         _require(re_, "kind", str, where))
+                TopoEdge(
+                    _require(re_, "a", str, where), _require(re_, "b", str, where), _require(re_, "kind", str, where)
+                )
             )
         return cls(nodes, edges)
 
@@ -460,9 +461,17 @@ class FrameBlock(Sequence[Frame]):
 
     __slots__ = ("_frames", "absent", "counters", "lost", "names", "shards", "ts", "values", "xids")
 
-    def __init__(self, shards: list[str], ts: np.ndarray, names: list[str], values: np.ndarray,
-                 absent: np.ndarray | None, counters: frozenset[str] | list[frozenset[str]],
-                 xids: dict[int, tuple[int, ...]], lost: set[int]) -> None:
+    def __init__(
+        self,
+        shards: list[str],
+        ts: np.ndarray,
+        names: list[str],
+        values: np.ndarray,
+        absent: np.ndarray | None,
+        counters: frozenset[str] | list[frozenset[str]],
+        xids: dict[int, tuple[int, ...]],
+        lost: set[int],
+    ) -> None:
         self.shards = shards
         self.ts = ts
         self.names = names
@@ -487,8 +496,9 @@ class FrameBlock(Sequence[Frame]):
             raise ValueError("FrameBlock.concat needs at least one block")
         first = blocks[0]
         if not all(first.joinable(b) for b in blocks):
-            raise ValueError("FrameBlock.concat: the blocks differ in metric names or counters, or carry "
-                             "per-frame counters")
+            raise ValueError(
+                "FrameBlock.concat: the blocks differ in metric names or counters, or carry per-frame counters"
+            )
         shards: list[str] = []
         xids: dict[int, tuple[int, ...]] = {}
         lost: set[int] = set()
@@ -504,8 +514,9 @@ class FrameBlock(Sequence[Frame]):
         values = np.concatenate([b.values for b in blocks])
         absent = None
         if any(b.absent is not None for b in blocks):
-            absent = np.concatenate([b.absent if b.absent is not None else np.zeros(b.values.shape, np.bool_)
-                                     for b in blocks])
+            absent = np.concatenate(
+                [b.absent if b.absent is not None else np.zeros(b.values.shape, np.bool_) for b in blocks]
+            )
         return cls(shards, ts, list(first.names), values, absent, first.counters, xids, lost)
 
     @property

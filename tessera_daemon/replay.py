@@ -51,8 +51,9 @@ def load_events(path: Path | None) -> list[ClusterEvent]:
     return sorted(out, key=lambda e: (e.ts, e.id))
 
 
-def replay(cfg: Config, frames_path: Path, topology_path: Path, out_path: Path,
-           events_path: Path | None = None) -> ReplaySummary:
+def replay(
+    cfg: Config, frames_path: Path, topology_path: Path, out_path: Path, events_path: Path | None = None
+) -> ReplaySummary:
     topology = Topology.from_json(topology_path.read_bytes())
     events = load_events(events_path)
     pipeline = Pipeline(cfg, topology)

@@ -38,8 +38,11 @@ log = get_logger("tessera.runtime")
 def check_all_in_one(cfg: Config) -> None:
     """``run`` is the all-in-one process and uses the in-memory transport."""
     if cfg.transport.kind != "memory":
-        raise ConfigError("transport.kind", f"`run` is the all-in-one process and uses the in-memory transport; "
-                          f"for {cfg.transport.kind!r} run `tessera-daemon agent` and `tessera-daemon detector`")
+        raise ConfigError(
+            "transport.kind",
+            f"`run` is the all-in-one process and uses the in-memory transport; "
+            f"for {cfg.transport.kind!r} run `tessera-daemon agent` and `tessera-daemon detector`",
+        )
 
 
 async def serve_http(app: web.Application, cfg: Config) -> tuple[web.AppRunner, int]:
@@ -56,11 +59,15 @@ async def serve_http(app: web.Application, cfg: Config) -> tuple[web.AppRunner, 
     except (OSError, socket.gaierror) as exc:
         await runner.cleanup()
         if exc.errno == errno.EADDRINUSE:
-            raise BindError("http.port", f"{host}:{port} is already in use by another process; set another "
-                                         f"http.port (TESSERA_HTTP__PORT)") from exc
+            raise BindError(
+                "http.port",
+                f"{host}:{port} is already in use by another process; set another http.port (TESSERA_HTTP__PORT)",
+            ) from exc
         if exc.errno == errno.EACCES:
-            raise BindError("http.port", f"not allowed to listen on {host}:{port} (ports below 1024 need "
-                                         f"privileges); set another http.port") from exc
+            raise BindError(
+                "http.port",
+                f"not allowed to listen on {host}:{port} (ports below 1024 need privileges); set another http.port",
+            ) from exc
         raise BindError("http.host", f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
     bound = next((int(a[1]) for a in runner.addresses), port)
     return runner, bound
@@ -74,8 +81,9 @@ class ProcessRuntime:
     even though its event loop still turns.
     """
 
-    def __init__(self, name: str, stop: asyncio.Event, *, install_signals: bool = True,
-                 alive: Callable[[], bool] | None = None) -> None:
+    def __init__(
+        self, name: str, stop: asyncio.Event, *, install_signals: bool = True, alive: Callable[[], bool] | None = None
+    ) -> None:
         self.name = name
         self.stop = stop
         self.install_signals = install_signals
@@ -93,8 +101,9 @@ class ProcessRuntime:
     def ready(self) -> None:
         sd_notify("READY=1")
         if self.watchdog_s and self._watchdog is None:
-            self._watchdog = asyncio.get_running_loop().create_task(self._ping(self.watchdog_s),
-                                                                    name=f"{self.name}:watchdog")
+            self._watchdog = asyncio.get_running_loop().create_task(
+                self._ping(self.watchdog_s), name=f"{self.name}:watchdog"
+            )
 
     def stopping(self) -> None:
         if not self._stopping:

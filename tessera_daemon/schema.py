@@ -6,8 +6,15 @@ from dataclasses import field
 from typing import Any
 
 
-def setting(default: Any, *, lo: float | None = None, hi: float | None = None, doc: str = "",
-            auto: bool = False, pairs: bool = False) -> Any:
+def setting(
+    default: Any,
+    *,
+    lo: float | None = None,
+    hi: float | None = None,
+    doc: str = "",
+    auto: bool = False,
+    pairs: bool = False,
+) -> Any:
     """A dataclass field for a config setting. Sequences must be tuples (configs are frozen).
 
     ``auto``: a number that may also be given as the string ``"auto"``, stored as 0 (the daemon

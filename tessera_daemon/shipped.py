@@ -31,8 +31,10 @@ def asset_root() -> Path:
     for base in asset_roots():
         if (base / ASSETS[0]).is_file():
             return base
-    raise FileNotFoundError(f"the shipped files ({', '.join(ASSETS)}) are neither package data nor in a "
-                            f"source checkout: looked in {', '.join(str(b) for b in asset_roots())}")
+    raise FileNotFoundError(
+        f"the shipped files ({', '.join(ASSETS)}) are neither package data nor in a "
+        f"source checkout: looked in {', '.join(str(b) for b in asset_roots())}"
+    )
 
 
 def shipped_file(relative: str) -> Path:

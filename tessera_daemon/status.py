@@ -83,8 +83,10 @@ class Status:
             reasons.append("no window processed yet")
         warm = p.warm_fraction()
         if warm < READY_WARM_FRACTION:
-            reasons.append(f"warming up: {warm:.0%} of fresh shard-metrics have a baseline "
-                           f"({self.cfg.detector.warmup_windows}-{self.cfg.detector.warmup_max_windows} windows each)")
+            reasons.append(
+                f"warming up: {warm:.0%} of fresh shard-metrics have a baseline "
+                f"({self.cfg.detector.warmup_windows}-{self.cfg.detector.warmup_max_windows} windows each)"
+            )
         stale_after = self.cfg.sources.stale_after_s
         for name, h in sorted(self.health.items()):
             if h.last_success_ts == 0.0:

@@ -144,8 +144,13 @@ async def supervise_source(
             if outcome != "success":
                 health.up = False
                 delay = backoff.next_delay()
-                log.warning("source poll failed", source=source.name, outcome=outcome,
-                            error=health.last_error, retry_in_s=round(delay, 2))
+                log.warning(
+                    "source poll failed",
+                    source=source.name,
+                    outcome=outcome,
+                    error=health.last_error,
+                    retry_in_s=round(delay, 2),
+                )
                 try:
                     await asyncio.wait_for(stop.wait(), delay)
                     return

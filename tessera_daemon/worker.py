@@ -93,8 +93,9 @@ class Detector:
         self.transport = RedisTransport(t, self.link, consumer=worker, readable=self.leases.valid)
         self.committer = Committer(self.link, cfg, worker)
         self.counters = WorkerCounters()
-        self.coordinator = Coordinator(cfg, self.link, self.leases, self.committer, self.transport, self.counters,
-                                       worker)
+        self.coordinator = Coordinator(
+            cfg, self.link, self.leases, self.committer, self.transport, self.counters, worker
+        )
         self.parts: dict[str, PartitionWork] = {}
         self.backlog: dict[str, list[WindowRecord]] = {}
         self.view = PartitionView(cfg)
@@ -211,8 +212,10 @@ class Detector:
             self.backlog[work.token].extend(closed)
             self.changed = self.changed or bool(closed)
             await self.flush_commits(work)
-            due = (work.since_checkpoint >= self.cfg.transport.detector.checkpoint_windows
-                   or len(work.unacked) >= MAX_UNACKED)
+            due = (
+                work.since_checkpoint >= self.cfg.transport.detector.checkpoint_windows
+                or len(work.unacked) >= MAX_UNACKED
+            )
             if work.token in self.parts and (closed or due):
                 await self.checkpoint(work)
         return len(deliveries)
@@ -226,8 +229,9 @@ class Detector:
         for d, reason, error in poison:
             tok = d.token
             assert isinstance(tok, EntryToken)
-            log.warning("entry dead-lettered", partition=token, entry=tok.id.decode(), src=tok.src, reason=reason,
-                        error=error)
+            log.warning(
+                "entry dead-lettered", partition=token, entry=tok.id.decode(), src=tok.src, reason=reason, error=error
+            )
             bad.append((tok.id, reason, error, tok.fields))
         try:
             await self.transport.dead_letter(token, bad)
@@ -324,10 +328,20 @@ class Detector:
         out = []
         for t, w in sorted(self.parts.items()):
             r = self.transport.readers.get(t)
-            out.append({"partition": t, "cohort": w.cohort, "epoch": w.lease.epoch, "committed_window": w.committed,
-                        "position": w.position.decode(), "shards": len(w.pipeline.shards),
-                        "lag_entries": r.lag if r else None, "pending_entries": r.pending if r else None,
-                        "mode": r.mode if r else None, "lease_valid": self.leases.valid(t)})
+            out.append(
+                {
+                    "partition": t,
+                    "cohort": w.cohort,
+                    "epoch": w.lease.epoch,
+                    "committed_window": w.committed,
+                    "position": w.position.decode(),
+                    "shards": len(w.pipeline.shards),
+                    "lag_entries": r.lag if r else None,
+                    "pending_entries": r.pending if r else None,
+                    "mode": r.mode if r else None,
+                    "lease_valid": self.leases.valid(t),
+                }
+            )
         return out
 
 
@@ -344,19 +358,32 @@ async def run_detector(
     det = Detector(cfg, wid)
     t0 = time.perf_counter()
     await asyncio.to_thread(warm_up)
-    log.info("detector worker starting", worker=wid, redis=cfg.transport.redis.url, cluster=cfg.transport.redis.cluster,
-             group=cfg.transport.redis.group, compile_s=round(time.perf_counter() - t0, 3))
+    log.info(
+        "detector worker starting",
+        worker=wid,
+        redis=cfg.transport.redis.url,
+        cluster=cfg.transport.redis.cluster,
+        group=cfg.transport.redis.group,
+        compile_s=round(time.perf_counter() - t0, 3),
+    )
 
     det.refresh_view()
     status = Status(cfg, det.view.pipeline, det.transport, {})
     status.extra_ready_checks.append(det.not_ready)
     renderer = MetricsRenderer(status)
     renderer.registry.register(LinkCollector(det.link))
-    renderer.registry.register(WorkerCollector(
-        det.counters, det.levels,
-        lambda: (det.transport.dead_letters, det.transport.delivered_entries,
-                 int(det.transport.stats().extra.get("trimmed_entries", 0))),
-        lambda: len(det.parts)))
+    renderer.registry.register(
+        WorkerCollector(
+            det.counters,
+            det.levels,
+            lambda: (
+                det.transport.dead_letters,
+                det.transport.delivered_entries,
+                int(det.transport.stats().extra.get("trimmed_entries", 0)),
+            ),
+            lambda: len(det.parts),
+        )
+    )
     if det.publisher is not None:
         renderer.registry.register(MqttCollector([det.publisher.health]))
     renderer.render()
@@ -369,23 +396,35 @@ async def run_detector(
         return p.table.end_ts if p.windows_processed else time.time()
 
     def on_event(rec: EventRecord) -> None:
-        log.info("cluster event", id=rec.id, kind=rec.event.kind, shards=len(rec.shards),
-                 freeze_until=rec.freeze_end_ts, source=rec.source, worker=wid)
+        log.info(
+            "cluster event",
+            id=rec.id,
+            kind=rec.event.kind,
+            shards=len(rec.shards),
+            freeze_until=rec.freeze_end_ts,
+            source=rec.source,
+            worker=wid,
+        )
 
     peers: list[str] = []
     console = Console.of(status)  # the web console shows the partitions held here and the live peers
-    console.split = lambda: {"worker": wid, "partitions": det.partitions_json(),
-                             "peers": [{"worker": w, "url": None} for w in peers if w != wid]}
+    console.split = lambda: {
+        "worker": wid,
+        "partitions": det.partitions_json(),
+        "peers": [{"worker": w, "url": None} for w in peers if w != wid],
+    }
 
-    routes = [web.get("/v1/partitions", partitions),
-              *event_routes(cfg.events, det.fleet.get, now=event_now, on_event=on_event, relay=det.relay,
-                            counts=status.event_requests)]
+    routes = [
+        web.get("/v1/partitions", partitions),
+        *event_routes(
+            cfg.events, det.fleet.get, now=event_now, on_event=on_event, relay=det.relay, counts=status.event_requests
+        ),
+    ]
     app = make_app(status, extra_routes=routes)
     runner, port = await serve_http(app, cfg)
     log.info("serving", metrics=f"http://{cfg.http.host}:{port}/metrics", worker=wid)
 
-    runtime = ProcessRuntime("detector", stop, install_signals=install_signals,
-                             alive=lambda: status.alive(time.time()))
+    runtime = ProcessRuntime("detector", stop, install_signals=install_signals, alive=lambda: status.alive(time.time()))
     runtime.start()
     runtime.ready()
     if on_running:
@@ -440,7 +479,12 @@ async def run_detector(
         await det.transport.close()
         await det.link.close()
         await runtime.close()
-    log.info("detector worker stopped", worker=wid, windows=det.counters.windows["committed"],
-             skipped=det.counters.windows["skipped"], checkpoints=det.counters.checkpoints["written"],
-             dead_letters=sum(det.transport.dead_letters.values()))
+    log.info(
+        "detector worker stopped",
+        worker=wid,
+        windows=det.counters.windows["committed"],
+        skipped=det.counters.windows["skipped"],
+        checkpoints=det.counters.checkpoints["written"],
+        dead_letters=sum(det.transport.dead_letters.values()),
+    )
     return 0

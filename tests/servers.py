@@ -24,8 +24,19 @@ def find_exe(name: str, *alternatives: str) -> str:
 
 def redis_argv(port: int, workdir: Path, *, aof: bool = False, extra: Sequence[str] = ()) -> list[str]:
     return [
-        find_exe("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-        "--appendonly", "yes" if aof else "no", "--appendfsync", "everysec", "--dir", str(workdir),
+        find_exe("redis-server"),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "yes" if aof else "no",
+        "--appendfsync",
+        "everysec",
+        "--dir",
+        str(workdir),
         *extra,
     ]
 

@@ -88,9 +88,7 @@ def _direction(theta_row: np.ndarray, obs: np.ndarray, n_obs: int, u: np.ndarray
 
 
 @njit(cache=True, nogil=True, fastmath=False)
-def _off_diagonal(
-    u: np.ndarray, obs: np.ndarray, sd: np.ndarray, cov_row: np.ndarray, n_row: np.ndarray
-) -> float:
+def _off_diagonal(u: np.ndarray, obs: np.ndarray, sd: np.ndarray, cov_row: np.ndarray, n_row: np.ndarray) -> float:
     """sum_{a != b} B_ab: learned cross moments, shrunk toward the worst case, never above it."""
     n_m = u.shape[0]
     off = 0.0
@@ -233,8 +231,19 @@ def family_c_update(
 ) -> None:
     """Typed wrapper: update Family C state in place for one window (see module docstring)."""
     _family_c_update(
-        w, delta, v, bets, float(clip), int(window), theta_state, cov_state, n_state, w_state, run_start,
-        log_m, side,
+        w,
+        delta,
+        v,
+        bets,
+        float(clip),
+        int(window),
+        theta_state,
+        cov_state,
+        n_state,
+        w_state,
+        run_start,
+        log_m,
+        side,
     )
 
 

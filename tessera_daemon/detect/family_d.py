@@ -56,8 +56,16 @@ def _ring_mean(ring_row: np.ndarray, win_row: np.ndarray, window: int) -> float:
 
 @njit(cache=True, nogil=True, fastmath=False)
 def _lag_step(
-    xi: float, d: float, vv: float, mbar: float, bets: np.ndarray, lag_min: int, window: int,
-    ring_row: np.ndarray, win_row: np.ndarray, w_row: np.ndarray,
+    xi: float,
+    d: float,
+    vv: float,
+    mbar: float,
+    bets: np.ndarray,
+    lag_min: int,
+    window: int,
+    ring_row: np.ndarray,
+    win_row: np.ndarray,
+    w_row: np.ndarray,
 ) -> None:
     """One Catoni e-CUSUM step for every (lag, bet) component whose lag window was observed."""
     n_r = ring_row.shape[0]
@@ -153,7 +161,18 @@ def family_d_update(
     if not 1 <= lag_min <= ring.shape[2]:
         raise ValueError(f"lag_min must be in 1..{ring.shape[2]}, got {lag_min}")
     _family_d_update(
-        w, delta, v, bets, int(lag_min), float(clip), int(window), ring, ring_win, w_state, run_start, log_m,
+        w,
+        delta,
+        v,
+        bets,
+        int(lag_min),
+        float(clip),
+        int(window),
+        ring,
+        ring_win,
+        w_state,
+        run_start,
+        log_m,
         lag_out,
     )
 

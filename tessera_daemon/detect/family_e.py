@@ -59,9 +59,7 @@ def _uniform(seed: np.uint64, window: int, row: int) -> float:
 
 
 @njit(cache=True, nogil=True, fastmath=False)
-def _scores(
-    w: np.ndarray, cohort: np.ndarray, n_cohorts: int, clip: float, score: np.ndarray, grp: np.ndarray
-) -> None:
+def _scores(w: np.ndarray, cohort: np.ndarray, n_cohorts: int, clip: float, score: np.ndarray, grp: np.ndarray) -> None:
     """Score (sum of winsorised squares) and group (cohort x number observed, -1: none) per shard."""
     n_s, n_m = w.shape
     for i in range(n_s):
@@ -194,8 +192,17 @@ def family_e_update(
     """
     check_kappas(kappas)
     _family_e_update(
-        w, cohort, int(n_cohorts), kappas, float(clip), int(window), np.uint64(int(seed) & 0xFFFFFFFFFFFFFFFF),
-        w_state, run_start, log_m, p_out,
+        w,
+        cohort,
+        int(n_cohorts),
+        kappas,
+        float(clip),
+        int(window),
+        np.uint64(int(seed) & 0xFFFFFFFFFFFFFFFF),
+        w_state,
+        run_start,
+        log_m,
+        p_out,
     )
 
 

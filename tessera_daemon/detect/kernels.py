@@ -152,8 +152,9 @@ def family_a_update(
     ``floor=-inf`` with ``renew=log(pi)`` the change-point mixture (state starting at -inf)."""
     if margin is None:
         margin = np.zeros_like(x)
-    _family_a_update(x, delta, v, bets, float(clip), int(window), float(floor), float(renew), w_state, run_start,
-                     log_m, side, margin)
+    _family_a_update(
+        x, delta, v, bets, float(clip), int(window), float(floor), float(renew), w_state, run_start, log_m, side, margin
+    )
 
 
 def warm_up() -> None:
@@ -162,6 +163,14 @@ def warm_up() -> None:
     x = np.zeros((s, m))
     x[0, 0] = np.nan
     family_a_update(
-        x, np.zeros((s, m)), np.ones((s, m)), np.array([0.1, 0.5, 1.0]), 4.0, 0,
-        np.zeros((s, m, 2 * k)), np.zeros((s, m), np.int64), np.zeros((s, m)), np.zeros((s, m), np.int64),
+        x,
+        np.zeros((s, m)),
+        np.ones((s, m)),
+        np.array([0.1, 0.5, 1.0]),
+        4.0,
+        0,
+        np.zeros((s, m, 2 * k)),
+        np.zeros((s, m), np.int64),
+        np.zeros((s, m)),
+        np.zeros((s, m), np.int64),
     )

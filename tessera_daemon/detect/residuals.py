@@ -93,12 +93,19 @@ class ResidualParams:
         table = parse_material(d.material)
         wild = table.get("*", (0.0, False))
         spec = [table.get(m, wild) for m in d.metrics]
-        return cls(warmup=d.warmup_windows, ar_max=d.ar_max, halflife=d.baseline_halflife_windows,
-                   min_cohort=d.min_cohort, delta_min=d.delta_min_sigma, v_inflation=v_inflation,
-                   warmup_max=d.warmup_max_windows, persistence=d.warmup_persistence,
-                   material_abs=tuple(0.0 if rel else v for v, rel in spec),
-                   material_rel=tuple(v if rel else 0.0 for v, rel in spec),
-                   material_log=tuple(m in d.log_metrics for m in d.metrics))
+        return cls(
+            warmup=d.warmup_windows,
+            ar_max=d.ar_max,
+            halflife=d.baseline_halflife_windows,
+            min_cohort=d.min_cohort,
+            delta_min=d.delta_min_sigma,
+            v_inflation=v_inflation,
+            warmup_max=d.warmup_max_windows,
+            persistence=d.warmup_persistence,
+            material_abs=tuple(0.0 if rel else v for v, rel in spec),
+            material_rel=tuple(v if rel else 0.0 for v, rel in spec),
+            material_log=tuple(m in d.log_metrics for m in d.metrics),
+        )
 
     def material_units(self, level: F64) -> F64 | None:
         """Material margin [S, M] in the analysed units at ``level`` [S, M] (None: no margins set)."""
@@ -138,15 +145,16 @@ def _nanmedian(a: F64, axis: int) -> F64:
         return np.asarray(np.nanmedian(a, axis=axis), dtype=np.float64)
 
 
-def cohort_centres(
-    state: DetectorState, x: F64, cohort_rows: list[npt.NDArray[np.int64]], min_cohort: int
-) -> F64:
+def cohort_centres(state: DetectorState, x: F64, cohort_rows: list[npt.NDArray[np.int64]], min_cohort: int) -> F64:
     """Robust cohort location per metric: median of offset-adjusted warm members (or raw, bootstrap)."""
     return _centres(state, x, cohort_rows, min_cohort)[0]
 
 
 def _centres(
-    state: DetectorState, x: F64, cohort_rows: list[npt.NDArray[np.int64]], min_cohort: int,
+    state: DetectorState,
+    x: F64,
+    cohort_rows: list[npt.NDArray[np.int64]],
+    min_cohort: int,
     suspect: BoolA | None = None,
 ) -> tuple[F64, BoolA]:
     """(centre [C, M], whether it is the offset-adjusted median of warm members [C, M]).
@@ -245,8 +253,14 @@ def _innovation_scale(e: F64, phi: F64) -> tuple[F64, F64]:
     return np.sqrt(np.nan_to_num(m2, nan=0.0)), np.nan_to_num(se2, nan=np.inf)
 
 
-def _pooled(est: F64, se2: F64, cohort_of: npt.NDArray[np.int64], rows: npt.NDArray[np.intp],
-            cols: npt.NDArray[np.intp], min_members: int) -> F64:
+def _pooled(
+    est: F64,
+    se2: F64,
+    cohort_of: npt.NDArray[np.int64],
+    rows: npt.NDArray[np.intp],
+    cols: npt.NDArray[np.intp],
+    min_members: int,
+) -> F64:
     """Empirical-Bayes shrinkage of the fits ``est[rows, cols]`` towards their cohort's.
 
     Per (cohort, metric), over the members with a fit: the prior is their median, and the spread of
@@ -276,8 +290,9 @@ def _pooled(est: F64, se2: F64, cohort_of: npt.NDArray[np.int64], rows: npt.NDAr
     return out
 
 
-def _finish(state: DetectorState, rows: npt.NDArray[np.intp], cols: npt.NDArray[np.intp], f: _Fit,
-            scale: F64, level: F64) -> None:
+def _finish(
+    state: DetectorState, rows: npt.NDArray[np.intp], cols: npt.NDArray[np.intp], f: _Fit, scale: F64, level: F64
+) -> None:
     """Set offset, phi and innovation scale of streams (rows, cols) from their warm-up fit; mark them warm."""
     phi = f.phi
     floor = np.maximum(RESOLUTION * np.abs(level[rows, cols]), 1e-9)
@@ -293,8 +308,9 @@ def _finish(state: DetectorState, rows: npt.NDArray[np.intp], cols: npt.NDArray[
     state.n_warm[rows, cols] = state.buf.shape[2]  # warm (``DetectorState.warm``)
 
 
-def _advance_warmup(state: DetectorState, learning: BoolA, level: F64, p: ResidualParams,
-                    cohort_of: npt.NDArray[np.int64] | None) -> None:
+def _advance_warmup(
+    state: DetectorState, learning: BoolA, level: F64, p: ResidualParams, cohort_of: npt.NDArray[np.int64] | None
+) -> None:
     """After a warm-up window: finish the streams of ``learning`` whose warm-up is long enough.
 
     A stream is done at ``n >= warmup`` once ``n (1 - phi_up) >= persistence``, ``phi_up`` its
@@ -435,5 +451,14 @@ def residual_step(
     state.last_x = np.where(observed, x, np.nan)
     state.last_r = r
     state.last_w = w
-    return ResidualOut(w=w, delta=delta, delta_min=dmin, v=v, centre=centre, material=material, margin=margin,
-                       delta_a=delta_a, v_a=v0 + delta_a * delta_a)
+    return ResidualOut(
+        w=w,
+        delta=delta,
+        delta_min=dmin,
+        v=v,
+        centre=centre,
+        material=material,
+        margin=margin,
+        delta_a=delta_a,
+        v_a=v0 + delta_a * delta_a,
+    )

@@ -38,8 +38,12 @@ from dataclasses import dataclass
 from tessera_daemon.model import Topology
 
 DEFAULT_KINDS = ("host", "nvlink_domain", "psu", "rack", "cooling_zone")
-KIND_ORDER = {k: i for i, k in enumerate(("shard", "host", "nvlink_domain", "psu", "switch", "rack",
-                                            "cooling_zone", "pod", "cohort", "fleet"))}
+KIND_ORDER = {
+    k: i
+    for i, k in enumerate(
+        ("shard", "host", "nvlink_domain", "psu", "switch", "rack", "cooling_zone", "pod", "cohort", "fleet")
+    )
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +56,14 @@ class Candidate:
     p_value: float
 
     def to_obj(self) -> dict[str, object]:
-        return {"node": self.node, "kind": self.kind, "members": list(self.members), "k": self.k, "n": self.n,
-                "p_value": self.p_value}
+        return {
+            "node": self.node,
+            "kind": self.kind,
+            "members": list(self.members),
+            "k": self.k,
+            "n": self.n,
+            "p_value": self.p_value,
+        }
 
 
 def binom_sf(k: int, n: int, p: float) -> float:
@@ -67,8 +77,10 @@ def binom_sf(k: int, n: int, p: float) -> float:
     if p >= 1.0:
         return 1.0
     log_p, log_q = math.log(p), math.log1p(-p)
-    terms = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * log_p + (n - i) * log_q
-             for i in range(k, n + 1)]
+    terms = [
+        math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * log_p + (n - i) * log_q
+        for i in range(k, n + 1)
+    ]
     top = max(terms)
     return min(1.0, math.exp(top) * sum(math.exp(t - top) for t in terms))
 
@@ -123,6 +135,10 @@ def attribute(
             for c in inner:
                 del selected[c]
             selected[g] = touched[g]
-    out = [Candidate(g, topology.nodes[g].kind, tuple(sorted(m)), len(m), len(groups[g]),
-                     binom_sf(len(m), len(groups[g]), p0)) for g, m in selected.items()]
+    out = [
+        Candidate(
+            g, topology.nodes[g].kind, tuple(sorted(m)), len(m), len(groups[g]), binom_sf(len(m), len(groups[g]), p0)
+        )
+        for g, m in selected.items()
+    ]
     return sorted(out, key=lambda c: sort_key(c.node))

@@ -118,13 +118,19 @@ class _Encoder:
         cls = type(v)
         if not cls.__module__.startswith(PACKAGE) or callable(v) or isinstance(v, type):
             self._bad(v)
-        return {"~": "obj", "i": i, "c": f"{cls.__module__}:{cls.__qualname__}",
-                "f": {n: self.enc(getattr(v, n)) for n in _fields(v)}}
+        return {
+            "~": "obj",
+            "i": i,
+            "c": f"{cls.__module__}:{cls.__qualname__}",
+            "f": {n: self.enc(getattr(v, n)) for n in _fields(v)},
+        }
 
     @staticmethod
     def _bad(v: Any) -> Any:
-        raise CheckpointError(f"checkpoint: cannot save a {type(v).__module__}.{type(v).__qualname__} "
-                              "(teach engine/checkpoint.py about it)")
+        raise CheckpointError(
+            f"checkpoint: cannot save a {type(v).__module__}.{type(v).__qualname__} "
+            "(teach engine/checkpoint.py about it)"
+        )
 
 
 # ---------------------------------------------------------------------------------------- decoder
@@ -212,8 +218,11 @@ class _Decoder:
         saved = e["f"]
         if not isinstance(saved, dict):
             raise CheckpointError(f"checkpoint: {qual}: fields are not a map")
-        want = set(_fields(fresh)) if type(fresh) is cls else (
-            {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else None)
+        want = (
+            set(_fields(fresh))
+            if type(fresh) is cls
+            else ({f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else None)
+        )
         if want is not None and set(saved) != want:
             diff = sorted(set(saved) ^ want)
             raise CheckpointError(f"checkpoint: {qual} was saved by another version (fields differ: {diff})")
@@ -243,22 +252,39 @@ def _config_fingerprint(cfg: Config) -> dict[str, Any]:
     # "warmup_max" (the warm-up buffer depth) arrived with the adaptive warm-up: checkpoints written
     # before it lack the key and are refused here, before any state is decoded
     d = cfg.detector
-    return {"metrics": list(d.metrics), "log_metrics": list(d.log_metrics), "bets": [float(b) for b in d.bets],
-            "warmup": d.warmup_windows, "warmup_max": d.warmup_max_windows, "length_s": cfg.window.length_s,
-            "grace_s": cfg.window.grace_s, "ecc_counter": cfg.rules.ecc_dbe_counter}
+    return {
+        "metrics": list(d.metrics),
+        "log_metrics": list(d.log_metrics),
+        "bets": [float(b) for b in d.bets],
+        "warmup": d.warmup_windows,
+        "warmup_max": d.warmup_max_windows,
+        "length_s": cfg.window.length_s,
+        "grace_s": cfg.window.grace_s,
+        "ecc_counter": cfg.rules.ecc_dbe_counter,
+    }
 
 
 def snapshot(
-    pipeline: Pipeline, *, partition: str, position: str, extra: dict[str, Any] | None = None,
-    now: float | None = None, level: int = 1,
+    pipeline: Pipeline,
+    *,
+    partition: str,
+    position: str,
+    extra: dict[str, Any] | None = None,
+    now: float | None = None,
+    level: int = 1,
 ) -> bytes:
     """Serialise ``pipeline`` (and the caller's input ``position``) into a checkpoint blob."""
     enc = _Encoder()
     state = {n: enc.enc(getattr(pipeline, n)) for n in _fields(pipeline) if n not in DERIVED}
     body: dict[str, Any] = {
-        "schema": SCHEMA_VERSION, "partition": partition, "position": position,
-        "created_ts": time.time() if now is None else now, "extra": extra or {},
-        "config": _config_fingerprint(pipeline.cfg), "topology": pipeline.topology.to_json(), "pipeline": state,
+        "schema": SCHEMA_VERSION,
+        "partition": partition,
+        "position": position,
+        "created_ts": time.time() if now is None else now,
+        "extra": extra or {},
+        "config": _config_fingerprint(pipeline.cfg),
+        "topology": pipeline.topology.to_json(),
+        "pipeline": state,
     }
     packed = zlib.compress(msgpack.packb(body, use_bin_type=True), level)
     return _HEADER.pack(MAGIC, SCHEMA_VERSION, hashlib.sha256(packed).digest()) + packed
@@ -276,7 +302,7 @@ def read_body(blob: bytes) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint: bad magic {magic!r}")
     if version != SCHEMA_VERSION:
         raise CheckpointError(f"checkpoint: schema version {version} (this daemon reads {SCHEMA_VERSION})")
-    packed = blob[_HEADER.size:]
+    packed = blob[_HEADER.size :]
     if hashlib.sha256(packed).digest() != digest:
         raise CheckpointError("checkpoint: checksum mismatch (corrupted or truncated)")
     try:
@@ -320,8 +346,14 @@ def _restore(body: dict[str, Any], cfg: Config, partition: str | None, size: int
         setattr(fresh, n, v)
     _check_shapes(fresh)
     last = fresh.assembler.last_closed
-    meta = CheckpointMeta(str(body["partition"]), str(body["position"]), -1 if last is None else int(last),
-                          float(body["created_ts"]), dict(body["extra"]), size)
+    meta = CheckpointMeta(
+        str(body["partition"]),
+        str(body["position"]),
+        -1 if last is None else int(last),
+        float(body["created_ts"]),
+        dict(body["extra"]),
+        size,
+    )
     return fresh, meta
 
 

@@ -118,7 +118,12 @@ class EventBook:
         for eid, rec in list(self._records.items()):
             shards = tuple(self.affected_shards(rec.event))
             self._records[eid] = EventRecord(
-                rec.event, shards, rec.freeze_start_ts, rec.freeze_end_ts, rec.source, rec.metadata,
+                rec.event,
+                shards,
+                rec.freeze_start_ts,
+                rec.freeze_end_ts,
+                rec.source,
+                rec.metadata,
                 frozenset(shards),
             )
 
@@ -171,13 +176,13 @@ class EventBook:
                 return f"event {event.id!r}: scope names unknown topology nodes {shown}{more}"
         old = self._records.get(event.id)
         if old is not None and not _same_identity(old.event, event):
-            return (f"event {event.id!r} already exists with a different kind, ts or scope "
-                    "(only end_ts may be changed by re-sending an event)")
+            return (
+                f"event {event.id!r} already exists with a different kind, ts or scope "
+                "(only end_ts may be changed by re-sending an event)"
+            )
         return None
 
-    def add(
-        self, event: ClusterEvent, *, source: str = "api", metadata: Mapping[str, str] | None = None
-    ) -> AddResult:
+    def add(self, event: ClusterEvent, *, source: str = "api", metadata: Mapping[str, str] | None = None) -> AddResult:
         """Add ``event`` (idempotent by id).
 
         Re-sending an event with the same id is a ``duplicate`` when nothing changed, and an
@@ -242,8 +247,7 @@ class EventBook:
 
     def active(self, ts: float) -> list[EventRecord]:
         """Events whose freeze window contains ``ts``, in precedence order (the winner last)."""
-        return sorted((r for r in self._records.values() if r.active_at(ts)),
-                      key=lambda r: (r.event.ts, r.id))
+        return sorted((r for r in self._records.values() if r.active_at(ts)), key=lambda r: (r.event.ts, r.id))
 
     def frozen(self, ts: float) -> dict[str, str]:
         """Shard -> id of the event freezing it at event time ``ts`` (latest-started event wins).
@@ -313,8 +317,13 @@ class EventBook:
             firing.classification = "event_conditional"
         firing.receipt = {
             **firing.receipt,
-            "event": {"id": ev.id, "kind": ev.kind, "ts": ev.ts, "freeze_start_ts": rec.freeze_start_ts,
-                      "freeze_end_ts": rec.freeze_end_ts},
+            "event": {
+                "id": ev.id,
+                "kind": ev.kind,
+                "ts": ev.ts,
+                "freeze_start_ts": rec.freeze_start_ts,
+                "freeze_end_ts": rec.freeze_end_ts,
+            },
         }
         return ev
 

@@ -32,8 +32,14 @@ class FamilyView:
 
 
 class Families:
-    def __init__(self, n_shards: int, metrics: list[str], families: tuple[str, ...],
-                 oscillation_metrics: tuple[str, ...], seed: int) -> None:
+    def __init__(
+        self,
+        n_shards: int,
+        metrics: list[str],
+        families: tuple[str, ...],
+        oscillation_metrics: tuple[str, ...],
+        seed: int,
+    ) -> None:
         self.metrics = metrics
         self.enabled = families
         self.d_cols = np.array([metrics.index(m) for m in oscillation_metrics if m in metrics], np.int64)
@@ -62,8 +68,17 @@ class Families:
             for new, prev in zip(new_list, old_list, strict=True):
                 new[keep] = prev[rows[keep]]
 
-    def update(self, w: F64, delta: F64, v: F64, cohort_of: I64, n_cohorts: int, clip: float,
-               window: int, material: F64 | None = None) -> list[FamilyView]:
+    def update(
+        self,
+        w: F64,
+        delta: F64,
+        v: F64,
+        cohort_of: I64,
+        n_cohorts: int,
+        clip: float,
+        window: int,
+        material: F64 | None = None,
+    ) -> list[FamilyView]:
         """One window of C, D and E. ``material`` [S, M] (innovation units): E scores only what lies
         beyond each metric's material margin (a conformal p-value is valid for any score), C and D
         carry it in ``delta``."""
@@ -75,15 +90,23 @@ class Families:
         if "D" in self.enabled and self.d_cols.size:
             cols = self.d_cols
             family_d.family_d_update(
-                np.ascontiguousarray(w[:, cols]), np.ascontiguousarray(delta[:, cols]),
-                np.ascontiguousarray(v[:, cols]), self.d_bets, family_d.DEFAULT_LAG_MIN, clip, window, *self.d,
+                np.ascontiguousarray(w[:, cols]),
+                np.ascontiguousarray(delta[:, cols]),
+                np.ascontiguousarray(v[:, cols]),
+                self.d_bets,
+                family_d.DEFAULT_LAG_MIN,
+                clip,
+                window,
+                *self.d,
             )
-            out.append(FamilyView("D", [self.metrics[c] for c in cols], self.d[4], ~np.isnan(w[:, cols]),
-                                  {"lag": self.d[5]}))
+            out.append(
+                FamilyView("D", [self.metrics[c] for c in cols], self.d[4], ~np.isnan(w[:, cols]), {"lag": self.d[5]})
+            )
         if "E" in self.enabled:
             we = w if material is None else np.sign(w) * np.maximum(np.abs(w) - material, 0.0)
-            family_e.family_e_update(np.ascontiguousarray(we), cohort_of, n_cohorts, self.kappas, clip, window,
-                                     self.seed, *self.e)
+            family_e.family_e_update(
+                np.ascontiguousarray(we), cohort_of, n_cohorts, self.kappas, clip, window, self.seed, *self.e
+            )
             out.append(FamilyView("E", [None], self.e[2][:, None], observed_any[:, None], {"p": self.e[3]}))
         return out
 

@@ -64,8 +64,16 @@ class GroupResult:
 
 
 class GroupDetector:
-    def __init__(self, topology: Topology, shard_row: dict[str, int], n_metrics: int, kinds: tuple[str, ...],
-                 bets: npt.NDArray[np.float64], warmup: int, halflife: float) -> None:
+    def __init__(
+        self,
+        topology: Topology,
+        shard_row: dict[str, int],
+        n_metrics: int,
+        kinds: tuple[str, ...],
+        bets: npt.NDArray[np.float64],
+        warmup: int,
+        halflife: float,
+    ) -> None:
         members = topology.members()
         cohort_size: dict[str, int] = {}
         for s in topology.shards:
@@ -83,8 +91,10 @@ class GroupDetector:
 
         seen: set[frozenset[str]] = set()
         order = {k: i for i, k in enumerate(KIND_ORDER)}
-        groups = sorted((g for g in members if topology.nodes[g].kind in kinds and peer_group(g)),
-                        key=lambda g: (len(members[g]), order.get(topology.nodes[g].kind, 99), g))
+        groups = sorted(
+            (g for g in members if topology.nodes[g].kind in kinds and peer_group(g)),
+            key=lambda g: (len(members[g]), order.get(topology.nodes[g].kind, 99), g),
+        )
         self.ids: list[str] = []
         self.kinds: list[str] = []
         rows: list[npt.NDArray[np.int64]] = []
@@ -164,8 +174,9 @@ class GroupDetector:
                 seeded += 1
         return seeded
 
-    def pooled(self, w: npt.NDArray[np.float64], clip: float = math.inf
-               ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    def pooled(
+        self, w: npt.NDArray[np.float64], clip: float = math.inf
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
         """Sum of observed member innovations (winsorised at ``clip``) and the count observed, per group
         and metric."""
         vals = np.clip(w[self.flat], -clip, clip)
@@ -174,8 +185,9 @@ class GroupDetector:
         counts = np.add.reduceat(obs.astype(np.float64), self.starts, axis=0)
         return sums, counts
 
-    def learn_wander(self, r: npt.NDArray[np.float64], marg_sd: npt.NDArray[np.float64], window_s: float,
-                     learn_below: float) -> None:
+    def learn_wander(
+        self, r: npt.NDArray[np.float64], marg_sd: npt.NDArray[np.float64], window_s: float, learn_below: float
+    ) -> None:
         """Learn each group kind's normal between-group spread from the members' peer residuals ``r``
         [S, M] (analysed units). Per group and metric, the slow mean of the squared mean member residual,
         less what the members' own noise explains (``sum marg_sd^2 / n^2``), is the group's squared
@@ -208,9 +220,18 @@ class GroupDetector:
                 med = np.nanmedian(np.where(known, g_wander[rows], np.nan), axis=0)
             self.wander[k] = np.where(known.sum(axis=0) >= 3, med, np.nan)
 
-    def update(self, w: npt.NDArray[np.float64], delta_min: npt.NDArray[np.float64], v_inflation: float, clip: float,
-               window: int, thr: float, learn_below: float, per_unit: npt.NDArray[np.float64] | None = None,
-               margin: npt.NDArray[np.float64] | None = None) -> GroupResult:
+    def update(
+        self,
+        w: npt.NDArray[np.float64],
+        delta_min: npt.NDArray[np.float64],
+        v_inflation: float,
+        clip: float,
+        window: int,
+        thr: float,
+        learn_below: float,
+        per_unit: npt.NDArray[np.float64] | None = None,
+        margin: npt.NDArray[np.float64] | None = None,
+    ) -> GroupResult:
         """One window of the pooled detectors. ``per_unit`` [S, M]: each member innovation's response to a
         unit shift of its residual ((1 - phi) / scale); with it, a group's margin also covers its kind's
         learnt wander (``WANDER_K`` x typical level)."""
@@ -226,7 +247,8 @@ class GroupDetector:
         # practical significance scales with the group (a shift below delta_min per member is null);
         # the members' offset-estimation errors average out in z_g, so that margin does not
         dmean = np.add.reduceat(np.nan_to_num(delta_min[self.flat]), self.starts, axis=0) / np.maximum(
-            np.add.reduceat(np.ones_like(delta_min[self.flat]), self.starts, axis=0), 1.0)
+            np.add.reduceat(np.ones_like(delta_min[self.flat]), self.starts, axis=0), 1.0
+        )
         n_mem = np.maximum(np.add.reduceat(np.ones_like(delta_min[self.flat]), self.starts, axis=0), 1.0)
         centre = np.zeros_like(dmean)  # the material / wander margin the pooled bets are centred on
         if margin is not None:
@@ -243,15 +265,27 @@ class GroupDetector:
         learn = ~np.isnan(z) & (self.log_m < learn_below) & (np.abs(np.nan_to_num(x)) < 4.0)
         # a shared shift c per member moves z by c sqrt(n) and x = z / sqrt(var) by c sqrt(n / var): the
         # material / wander margin the bets are centred on, in x's units
-        family_a_update(x, dg, vg, self.bets, GROUP_CLIP * clip, window, self.w_state, self.run_start, self.log_m,
-                        self.side, margin=centre * root_n / np.sqrt(self.var))
+        family_a_update(
+            x,
+            dg,
+            vg,
+            self.bets,
+            GROUP_CLIP * clip,
+            window,
+            self.w_state,
+            self.run_start,
+            self.log_m,
+            self.side,
+            margin=centre * root_n / np.sqrt(self.var),
+        )
         if self.halflife > 0:
             # cumulative during the group's warm-up, then the slow exponential follow, as for shards:
             # a fault must not teach the group that its shift is noise
             slow = math.log(2.0) / self.halflife
             eta = np.where(~warm, 1.0 / (self.n + 1.0), slow)
-            self.var = np.where(learn, np.maximum(self.var + eta * (np.nan_to_num(z) ** 2 - self.var), VAR_FLOOR),
-                                self.var)
+            self.var = np.where(
+                learn, np.maximum(self.var + eta * (np.nan_to_num(z) ** 2 - self.var), VAR_FLOOR), self.var
+            )
             self.n += learn
         self.last_z = z
         self.last_x = x

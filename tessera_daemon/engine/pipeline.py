@@ -34,8 +34,7 @@ from tessera_daemon.model import ClusterEvent, Firing, Frame, FrameBlock, Topolo
 V_INFLATION = 1.2  # null second-moment bound of a group's pooled z (plus estimation slack)
 FAMILY_NAMES = {"C": "multivariate", "D": "oscillation", "E": "conformal novelty"}
 BROAD_FRACTION = 0.6  # share of a cohort that must move for a fleet_event
-RULE_METRIC = {"xid": "xid", "ecc_dbe": "ecc_dbe", "device_lost": None, "device_missing": None,
-               "host_silent": None}
+RULE_METRIC = {"xid": "xid", "ecc_dbe": "ecc_dbe", "device_lost": None, "device_missing": None, "host_silent": None}
 CADENCE_RATE = 0.05  # weight of each new gap in a shard's own cadence estimate
 WIDE_SCOPES = frozenset({"cooling_zone", "pod", "fleet"})  # incidents that hold only their own metric
 RELATED_MAX = 32  # related evidence entries kept in one incident's receipt
@@ -112,7 +111,10 @@ class Pipeline:
         self.book = FiringBook(recent_limit=d.recent_resolved)
         self.bounds = ValueBounds(self.metrics, cfg.window)  # implausible window values become missing
         self.assembler = WindowAssembler(
-            [], self.metrics, None if cfg.window.auto else cfg.window.length_s, cfg.window.grace_s,
+            [],
+            self.metrics,
+            None if cfg.window.auto else cfg.window.length_s,
+            cfg.window.grace_s,
             cfg.rules.ecc_dbe_counter,
         )
         self.state = DetectorState.empty(0, len(self.metrics), d.warmup_max_windows, len(self.bets))
@@ -183,15 +185,25 @@ class Pipeline:
         if hasattr(self, "events"):
             self.events.set_topology(topology)
         d = self.cfg.detector
-        self.groups = GroupDetector(topology, self.row, len(self.metrics), d.attribution_kinds, self.bets,
-                                    d.warmup_windows, d.baseline_halflife_windows)
+        self.groups = GroupDetector(
+            topology,
+            self.row,
+            len(self.metrics),
+            d.attribution_kinds,
+            self.bets,
+            d.warmup_windows,
+            d.baseline_halflife_windows,
+        )
         self._groups_of_row: dict[int, list[int]] = {}
         for gi, rows in enumerate(self.groups.rows):
             for r in rows.tolist():
                 self._groups_of_row.setdefault(r, []).append(gi)
         # every e-detector stream counts toward the false-page budget: shards, groups and cohorts
-        self.n_streams = max(1, (len(shards) + len(self.groups) + len(cohorts)) * len(self.metrics)
-                             + len(shards) * self.families.n_streams_per_shard)
+        self.n_streams = max(
+            1,
+            (len(shards) + len(self.groups) + len(cohorts)) * len(self.metrics)
+            + len(shards) * self.families.n_streams_per_shard,
+        )
 
     @property
     def window_length_s(self) -> float:
@@ -216,8 +228,12 @@ class Pipeline:
         """The evidence threshold of this pipeline's streams (a split-mode worker sets the fleet's)."""
         if self.threshold_override is not None:
             return self.threshold_override
-        return threshold_log(self.n_streams, self.window_length_s, self.cfg.detector.false_pages_per_day,
-                             self.cfg.detector.min_threshold_log)
+        return threshold_log(
+            self.n_streams,
+            self.window_length_s,
+            self.cfg.detector.false_pages_per_day,
+            self.cfg.detector.min_threshold_log,
+        )
 
     @threshold_log.setter
     def threshold_log(self, value: float) -> None:
@@ -293,13 +309,29 @@ class Pipeline:
         mat_units = self.params.material_units(st.offset + np.nan_to_num(res.centre[self.cohort_of]))
         self._track_level(mat_units, stale)
         family_a_update(
-            res.w, res.delta_a, res.v_a, self.bets, self.cfg.detector.clip_sigma, win.index,
-            st.w_state, st.run_start, st.log_m, st.side, margin=res.margin,
+            res.w,
+            res.delta_a,
+            res.v_a,
+            self.bets,
+            self.cfg.detector.clip_sigma,
+            win.index,
+            st.w_state,
+            st.run_start,
+            st.log_m,
+            st.side,
+            margin=res.margin,
         )
 
-        views = self.families.update(res.w, res.delta, res.v, self.cohort_of, len(self.cohorts),
-                                     self.cfg.detector.clip_sigma, win.index,
-                                     material=self._step_margin(res, mat_units))
+        views = self.families.update(
+            res.w,
+            res.delta,
+            res.v,
+            self.cohort_of,
+            len(self.cohorts),
+            self.cfg.detector.clip_sigma,
+            win.index,
+            material=self._step_margin(res, mat_units),
+        )
         self.groups.seed(st, self.cfg.detector.clip_sigma)
         # pooled detectors are for shifts too small to fire single shards: a member already firing as a
         # shard fault is explained by its own firing and left out of its groups' pools (a straggler must
@@ -307,9 +339,17 @@ class Pipeline:
         marg_sd = st.scale / np.sqrt(np.maximum(1.0 - st.phi * st.phi, 1e-3))
         self.groups.learn_wander(st.last_r, marg_sd, self.window_length_s, self.cfg.detector.learn_below_log)
         per_unit = (1.0 - st.phi) / st.scale
-        gres = self.groups.update(np.where(lone, np.nan, res.w), res.delta_min, V_INFLATION,
-                                  self.cfg.detector.clip_sigma, win.index, thr, self.cfg.detector.learn_below_log,
-                                  per_unit=per_unit, margin=res.margin)
+        gres = self.groups.update(
+            np.where(lone, np.nan, res.w),
+            res.delta_min,
+            V_INFLATION,
+            self.cfg.detector.clip_sigma,
+            win.index,
+            thr,
+            self.cfg.detector.learn_below_log,
+            per_unit=per_unit,
+            margin=res.margin,
+        )
         shard_cross = self._selection(st, stale, thr)
         if self.cfg.detector.selection == "e-d-bh" and len(self.groups):
             gres = self.groups.result(shard_cross[1], thr)
@@ -330,9 +370,15 @@ class Pipeline:
         self._rearm_closed(resolved)
         self._merged = []
         self.table = ShardTable(
-            window=win.index, end_ts=win.end_ts, log_m=st.log_m.copy(), last_x=x,
-            last_w=np.where(np.isnan(res.w), np.nan, res.w), warm=st.warm(), stale=stale,
-            present=win.present.copy(), lost=frozenset(win.lost),
+            window=win.index,
+            end_ts=win.end_ts,
+            log_m=st.log_m.copy(),
+            last_x=x,
+            last_w=np.where(np.isnan(res.w), np.nan, res.w),
+            warm=st.warm(),
+            stale=stale,
+            present=win.present.copy(),
+            lost=frozenset(win.lost),
         )
         self.windows_processed += 1
         self.last_duration_s = time.perf_counter() - t0
@@ -356,8 +402,11 @@ class Pipeline:
         st = self.state
         r = st.last_r
         obs = ~np.isnan(r)
-        self.r_ew = np.where(obs, np.where(np.isnan(self.r_ew), r, self.r_ew + LEVEL_RATE * (r - self.r_ew)),
-                             np.where(stale[:, None], np.nan, self.r_ew))
+        self.r_ew = np.where(
+            obs,
+            np.where(np.isnan(self.r_ew), r, self.r_ew + LEVEL_RATE * (r - self.r_ew)),
+            np.where(stale[:, None], np.nan, self.r_ew),
+        )
         root = np.sqrt(np.maximum(1.0 - st.phi * st.phi, 1e-6))
         marg = self.params.delta_min * st.scale / root
         if mat is not None:
@@ -368,12 +417,19 @@ class Pipeline:
         """Statistical incidents that closed this window re-arm the streams of the shards they covered."""
         rows: set[int] = set()
         for f in resolved:
-            if f.detector.startswith("rule:") or f.classification == "fleet_event" or "merged" in str(
-                    f.receipt.get("resolved_reason", "")):
+            if (
+                f.detector.startswith("rule:")
+                or f.classification == "fleet_event"
+                or "merged" in str(f.receipt.get("resolved_reason", ""))
+            ):
                 continue
             rows.update(self.row[s] for s in (*f.members, *self._member_set(f.target)) if s in self.row)
-        covered = {s for key in self.book.active_keys() if (g := self.book.get(key)) is not None
-                   and not key[1].startswith("rule:") for s in g.members}
+        covered = {
+            s
+            for key in self.book.active_keys()
+            if (g := self.book.get(key)) is not None and not key[1].startswith("rule:")
+            for s in g.members
+        }
         for i in sorted(rows):
             if self.shards[i] not in covered:
                 self._rearm_shard(i)
@@ -413,18 +469,32 @@ class Pipeline:
                 if self.missing_run[rows].min() * self.window_length_s < self.cfg.window.host_silent_s:
                     continue  # an agent restart or a short network blip: the host comes back
                 if rows.size > 1:
-                    hits.append(RuleHit(host, "host_silent", {"shards": int(rows.size)}, scope="host",
-                                        members=tuple(self.shards[r] for r in rows)))
+                    hits.append(
+                        RuleHit(
+                            host,
+                            "host_silent",
+                            {"shards": int(rows.size)},
+                            scope="host",
+                            members=tuple(self.shards[r] for r in rows),
+                        )
+                    )
                 else:
                     hits.append(RuleHit(self.shards[int(rows[0])], "device_missing", {"host_reporting": False}))
                 continue
             alive = ~stale[rows]
             if alive.any():
                 for r in rows[g]:
-                    hits.append(RuleHit(self.shards[int(r)], "device_missing",
-                                        {"missing_windows": int(self.missing_run[r]),
-                                         "cadence_windows": round(float(self.cadence[r]), 2),
-                                         "host_reporting": int(alive.sum())}))
+                    hits.append(
+                        RuleHit(
+                            self.shards[int(r)],
+                            "device_missing",
+                            {
+                                "missing_windows": int(self.missing_run[r]),
+                                "cadence_windows": round(float(self.cadence[r]), 2),
+                                "host_reporting": int(alive.sum()),
+                            },
+                        )
+                    )
         hits.sort(key=lambda h: (h.shard, h.rule))
         return hits
 
@@ -446,14 +516,32 @@ class Pipeline:
                 return  # the shard's incident closed moments ago: its recovery is part of it, not a new page
             cover = self._incident_of(f.target, f.metric)
             if cover is not None:
-                _relate(cover, {"shard": f.target, "detector": f.detector, "metric": f.metric, "window": f.window,
-                                "log_evidence": round(f.log_evidence, 4)}, ("shard", "detector", "metric"))
+                _relate(
+                    cover,
+                    {
+                        "shard": f.target,
+                        "detector": f.detector,
+                        "metric": f.metric,
+                        "window": f.window,
+                        "log_evidence": round(f.log_evidence, 4),
+                    },
+                    ("shard", "detector", "metric"),
+                )
                 return
         if f.scope not in ("shard", "cohort"):
             cover = self._group_incident_of(f.target, f.metric)
             if cover is not None:  # the node (another metric) or a larger node already has the incident
-                _relate(cover, {"node": f.target, "detector": f.detector, "metric": f.metric, "window": f.window,
-                                "log_evidence": round(f.log_evidence, 4)}, ("node", "metric"))
+                _relate(
+                    cover,
+                    {
+                        "node": f.target,
+                        "detector": f.detector,
+                        "metric": f.metric,
+                        "window": f.window,
+                        "log_evidence": round(f.log_evidence, 4),
+                    },
+                    ("node", "metric"),
+                )
                 return
         self.events.attribute(f)
         self.book.open(f)
@@ -469,8 +557,11 @@ class Pipeline:
         best: Firing | None = None
         for f in self._statistical_incidents():
             own = f.target == shard
-            group = f.scope not in ("shard", "cohort") and (metric is None or f.metric == metric or (
-                f.scope not in WIDE_SCOPES)) and (shard in f.members or shard in self._member_set(f.target))
+            group = (
+                f.scope not in ("shard", "cohort")
+                and (metric is None or f.metric == metric or (f.scope not in WIDE_SCOPES))
+                and (shard in f.members or shard in self._member_set(f.target))
+            )
             if (own or group) and (best is None or (best.scope == "shard" and f.scope != "shard")):
                 best = f
         return best
@@ -617,8 +708,9 @@ class Pipeline:
                 g = self.groups.ids[gi]
                 if self._incident_of(shard, metric) is None and self.book.get((g, "A", metric)) is None:
                     pf = self._pooled_firing(win, gi, int(j), thr)
-                    pf.receipt.update({"promoted_from": shard,
-                                       "log_evidence_of_shard": round(float(st.log_m[i, j]), 4)})
+                    pf.receipt.update(
+                        {"promoted_from": shard, "log_evidence_of_shard": round(float(st.log_m[i, j]), 4)}
+                    )
                     pf.log_evidence = max(pf.log_evidence, float(st.log_m[i, j]))
                     self._open(pf, opened)
                     continue
@@ -647,8 +739,13 @@ class Pipeline:
         return best
 
     def _cohort_streams(
-        self, win: WindowData, centre: npt.NDArray[np.float64], thr: float, resolve_below: float,
-        opened: list[Firing], resolved: list[Firing],
+        self,
+        win: WindowData,
+        centre: npt.NDArray[np.float64],
+        thr: float,
+        resolve_below: float,
+        opened: list[Firing],
+        resolved: list[Firing],
     ) -> None:
         """Each cohort's centre against its own past: the cohort itself moved (fleet_event).
 
@@ -660,10 +757,22 @@ class Pipeline:
         if n_c == 0:
             return
         frozen = cs.log_m >= self.cfg.detector.learn_below_log
-        res = residual_step(cs, centre, np.zeros(n_c, np.int64), [np.arange(n_c)], frozen, self.params,
-                            centre=np.zeros((1, m)))
-        family_a_update(res.w, res.delta_a, res.v_a, self.bets, self.cfg.detector.clip_sigma, win.index,
-                        cs.w_state, cs.run_start, cs.log_m, cs.side, margin=res.margin)
+        res = residual_step(
+            cs, centre, np.zeros(n_c, np.int64), [np.arange(n_c)], frozen, self.params, centre=np.zeros((1, m))
+        )
+        family_a_update(
+            res.w,
+            res.delta_a,
+            res.v_a,
+            self.bets,
+            self.cfg.detector.clip_sigma,
+            win.index,
+            cs.w_state,
+            cs.run_start,
+            cs.log_m,
+            cs.side,
+            margin=res.margin,
+        )
         n_resolve = self.cfg.detector.resolve_windows
         persist = max(1, math.ceil(self.cfg.detector.fleet_event_persist_s / self.window_length_s))
         if self.cohort_pending.shape != (n_c, m):
@@ -677,8 +786,11 @@ class Pipeline:
                 if f is None:
                     if np.isnan(cs.last_w[ci, j]):
                         continue  # no observation: the pending run neither grows nor breaks
-                    if ev >= thr and stepped[ci, j] and self._broad_shift(
-                            ci, j, float(cs.offset[ci, j]), int(cs.side[ci, j])):
+                    if (
+                        ev >= thr
+                        and stepped[ci, j]
+                        and self._broad_shift(ci, j, float(cs.offset[ci, j]), int(cs.side[ci, j]))
+                    ):
                         self.cohort_pending[ci, j] += 1
                     else:
                         self.cohort_pending[ci, j] = 0
@@ -687,17 +799,29 @@ class Pipeline:
                     # detector.fleet_event_persist_s first
                     if self.cohort_pending[ci, j] >= persist:
                         f = Firing(
-                            id=firing_id(cohort, "A", metric, win.index), state="open", opened_ts=win.end_ts,
-                            window=win.index, scope="cohort", target=cohort,
-                            members=list(self._cohort_members.get(cohort, [])), detector="A", metric=metric,
-                            log_evidence=ev, threshold_log=thr, classification="fleet_event",
-                            receipt={"window_start_ts": win.start_ts, "window_end_ts": win.end_ts,
-                                     "change_window": int(cs.run_start[ci, j]),
-                                     "direction": "up" if cs.side[ci, j] > 0 else "down",
-                                     "cohort_level": round(float(centre[ci, j]), 6),
-                                     "usual_level": round(float(cs.offset[ci, j]), 6),
-                                     "persisted_windows": int(self.cohort_pending[ci, j]),
-                                     "note": "the whole cohort moved together; peer residuals cancel it"})
+                            id=firing_id(cohort, "A", metric, win.index),
+                            state="open",
+                            opened_ts=win.end_ts,
+                            window=win.index,
+                            scope="cohort",
+                            target=cohort,
+                            members=list(self._cohort_members.get(cohort, [])),
+                            detector="A",
+                            metric=metric,
+                            log_evidence=ev,
+                            threshold_log=thr,
+                            classification="fleet_event",
+                            receipt={
+                                "window_start_ts": win.start_ts,
+                                "window_end_ts": win.end_ts,
+                                "change_window": int(cs.run_start[ci, j]),
+                                "direction": "up" if cs.side[ci, j] > 0 else "down",
+                                "cohort_level": round(float(centre[ci, j]), 6),
+                                "usual_level": round(float(cs.offset[ci, j]), 6),
+                                "persisted_windows": int(self.cohort_pending[ci, j]),
+                                "note": "the whole cohort moved together; peer residuals cancel it",
+                            },
+                        )
                         self._open(f, opened)
                     continue
                 if np.isnan(cs.last_w[ci, j]):
@@ -746,8 +870,13 @@ class Pipeline:
         metric = self.metrics[j]
         members = set(self._cohort_members.get(self.cohorts[ci], []))
         for node, det, m in self.book.active_keys():  # a common mode already explains the movement
-            if (det == "A" and m == metric and node not in self.row and node in self._members
-                    and members & set(self._members[node])):
+            if (
+                det == "A"
+                and m == metric
+                and node not in self.row
+                and node in self._members
+                and members & set(self._members[node])
+            ):
                 return False
         rows = np.nonzero(self.cohort_of == ci)[0]
         x = st.last_x[rows, j]
@@ -760,7 +889,12 @@ class Pipeline:
         return bool(np.mean(dev >= 1.0) >= BROAD_FRACTION)
 
     def _attribution(
-        self, win: WindowData, gres: GroupResult, thr: float, resolve_below: float, opened: list[Firing],
+        self,
+        win: WindowData,
+        gres: GroupResult,
+        thr: float,
+        resolve_below: float,
+        opened: list[Firing],
         resolved: list[Firing],
     ) -> None:
         """Common modes: co-firing shards (per metric) localised to the most specific node that explains
@@ -787,8 +921,14 @@ class Pipeline:
         for metric, shards in sorted(firing_by_metric.items()):
             if len(shards) < 2:
                 continue
-            cands = attribute(shards, self.topology, p0=d.attribution_p0, alpha=d.attribution_alpha,
-                              kinds=d.attribution_kinds, members=self._members)
+            cands = attribute(
+                shards,
+                self.topology,
+                p0=d.attribution_p0,
+                alpha=d.attribution_alpha,
+                kinds=d.attribution_kinds,
+                members=self._members,
+            )
             j = self.metrics.index(metric)
             for c in cands:
                 if self._explained_above(c.node, j, gres):
@@ -821,11 +961,11 @@ class Pipeline:
                 continue
             rows = [self.row[s] for s in f.members if s in self.row]
             j = self.metrics.index(metric)
-            if rows and (float(np.max(self.state.log_m[rows, j])) >= resolve_below
-                         or np.mean(self.level_out[rows, j]) >= 0.5):
+            if rows and (
+                float(np.max(self.state.log_m[rows, j])) >= resolve_below or np.mean(self.level_out[rows, j]) >= 0.5
+            ):
                 out.add(key)
-                self.book.observe(key, above=False, quiet=False, evidence=self._group_log_e(node, j),
-                                  window=win.index)
+                self.book.observe(key, above=False, quiet=False, evidence=self._group_log_e(node, j), window=win.index)
         return out
 
     def _relabel_members(self, members: Iterable[str], node: str) -> None:
@@ -841,7 +981,12 @@ class Pipeline:
                     f.receipt["group"] = node
 
     def _pooled(
-        self, win: WindowData, gres: GroupResult, thr: float, resolve_below: float, opened: list[Firing],
+        self,
+        win: WindowData,
+        gres: GroupResult,
+        thr: float,
+        resolve_below: float,
+        opened: list[Firing],
         present: set[Key],
     ) -> set[Key]:
         g = self.groups
@@ -855,7 +1000,7 @@ class Pipeline:
                 out.add(key)
             self._relabel_members((self.shards[r] for r in g.rows[gi]), g.ids[gi])
         for key in self.book.active_keys():  # pooled group firings stay while their evidence stays up,
-            gi = g.index.get(key[0], -1)     # unless a larger group now explains them
+            gi = g.index.get(key[0], -1)  # unless a larger group now explains them
             if gi < 0 or key[2] is None or key in present or key in out:
                 continue
             j = self.metrics.index(key[2])
@@ -867,8 +1012,7 @@ class Pipeline:
             live = ev >= resolve_below and ev > peak - (thr - resolve_below)
             if live and not self._explained_above(key[0], j, gres):
                 out.add(key)
-                self.book.observe(key, above=bool(gres.crossing[gi, j]), quiet=False, evidence=ev,
-                                  window=win.index)
+                self.book.observe(key, above=bool(gres.crossing[gi, j]), quiet=False, evidence=ev, window=win.index)
         return out
 
     def _resolve_groups(self, win: WindowData, present: set[Key], resolved: list[Firing]) -> None:
@@ -914,14 +1058,29 @@ class Pipeline:
             extra = {"promoted_from": g.ids[best], "own_log_evidence": round(evidence, 4)}
             evidence = max(evidence, float(g.log_m[best, j]))
         return Firing(
-            id=firing_id(node, "A", metric, win.index), state="open", opened_ts=win.end_ts, window=win.index,
-            scope=g.kinds[gi], target=node, members=members, detector="A", metric=metric,
-            log_evidence=evidence, threshold_log=thr, classification="common_mode",
-            receipt={**extra, "window_start_ts": win.start_ts, "window_end_ts": win.end_ts, "pooled": True,
-                     "pooled_z": round(float(g.last_z[gi, j]), 4), "pooled_variance": round(float(g.var[gi, j]), 4),
-                     "change_window": int(g.run_start[gi, j]),
-                     "direction": "up" if g.side[gi, j] > 0 else "down",
-                     "statistic": "sum of member innovations / sqrt(n), standardised by its learnt variance"},
+            id=firing_id(node, "A", metric, win.index),
+            state="open",
+            opened_ts=win.end_ts,
+            window=win.index,
+            scope=g.kinds[gi],
+            target=node,
+            members=members,
+            detector="A",
+            metric=metric,
+            log_evidence=evidence,
+            threshold_log=thr,
+            classification="common_mode",
+            receipt={
+                **extra,
+                "window_start_ts": win.start_ts,
+                "window_end_ts": win.end_ts,
+                "pooled": True,
+                "pooled_z": round(float(g.last_z[gi, j]), 4),
+                "pooled_variance": round(float(g.var[gi, j]), 4),
+                "change_window": int(g.run_start[gi, j]),
+                "direction": "up" if g.side[gi, j] > 0 else "down",
+                "statistic": "sum of member innovations / sqrt(n), standardised by its learnt variance",
+            },
         )
 
     def _group_log_e(self, node: str, j: int) -> float:
@@ -959,8 +1118,14 @@ class Pipeline:
         )
 
     def _lifecycle_view(
-        self, win: WindowData, view: FamilyView, stale: npt.NDArray[np.bool_], thr: float, resolve_below: float,
-        opened: list[Firing], resolved: list[Firing],
+        self,
+        win: WindowData,
+        view: FamilyView,
+        stale: npt.NDArray[np.bool_],
+        thr: float,
+        resolve_below: float,
+        opened: list[Firing],
+        resolved: list[Firing],
     ) -> None:
         """Open / resolve / re-arm for Families C, D and E (same rules as Family A)."""
         for key in self.book.active_keys():
@@ -988,17 +1153,32 @@ class Pipeline:
             if self.book.is_active((shard, view.name, metric)):
                 continue
             detail = {k: (v[i, col] if v.ndim == 2 else v[i]).item() for k, v in view.detail.items()}
-            self._open(Firing(
-                id=firing_id(shard, view.name, metric, win.index), state="open", opened_ts=win.end_ts,
-                window=win.index, scope="shard", target=shard, members=[shard], detector=view.name, metric=metric,
-                log_evidence=float(view.log_m[i, col]), threshold_log=thr, classification="shard_fault",
-                receipt={"window_start_ts": win.start_ts, "window_end_ts": win.end_ts,
-                         "family": FAMILY_NAMES[view.name], "cohort": self.cohorts[self.cohort_of[i]], **detail},
-            ), opened)
+            self._open(
+                Firing(
+                    id=firing_id(shard, view.name, metric, win.index),
+                    state="open",
+                    opened_ts=win.end_ts,
+                    window=win.index,
+                    scope="shard",
+                    target=shard,
+                    members=[shard],
+                    detector=view.name,
+                    metric=metric,
+                    log_evidence=float(view.log_m[i, col]),
+                    threshold_log=thr,
+                    classification="shard_fault",
+                    receipt={
+                        "window_start_ts": win.start_ts,
+                        "window_end_ts": win.end_ts,
+                        "family": FAMILY_NAMES[view.name],
+                        "cohort": self.cohorts[self.cohort_of[i]],
+                        **detail,
+                    },
+                ),
+                opened,
+            )
 
-    def _family_a_firing(
-        self, win: WindowData, i: int, j: int, centre: npt.NDArray[np.float64], thr: float
-    ) -> Firing:
+    def _family_a_firing(self, win: WindowData, i: int, j: int, centre: npt.NDArray[np.float64], thr: float) -> Firing:
         st = self.state
         shard, metric = self.shards[i], self.metrics[j]
         log_scale = j in set(self.log_cols.tolist())
@@ -1052,14 +1232,16 @@ class Pipeline:
             hit_keys.add(key)
             if not self.book.is_active(key) and h.scope == "shard":
                 # another hard fault of this shard is open: this hit is part of that incident and keeps it open
-                other = next((k for k in self.book.active_keys() if k[1].startswith("rule:") and k[0] == h.shard),
-                             None)
+                other = next((k for k in self.book.active_keys() if k[1].startswith("rule:") and k[0] == h.shard), None)
                 if other is not None:
                     hit_keys.add(other)
                     first = self.book.get(other)
                     if first is not None:
-                        _relate(first, {"shard": h.shard, "detector": key[1], "metric": key[2],
-                                        "window": win.index, **h.detail}, ("detector",))
+                        _relate(
+                            first,
+                            {"shard": h.shard, "detector": key[1], "metric": key[2], "window": win.index, **h.detail},
+                            ("detector",),
+                        )
                     key = other
             if self.book.is_active(key):
                 self.book.observe(key, above=True, quiet=False, evidence=thr, window=win.index)

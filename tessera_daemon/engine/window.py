@@ -36,8 +36,26 @@ PROBE_MAX_FRAMES = 200_000  # frames held while the cadence is unknown; past thi
 PROBE_MAX_S = 900.0  # event-time span held while the cadence is unknown
 AUTO_FALLBACK_S = 10.0  # auto length when no shard ever sent two samples
 AUTO_MIN_S = 5.0  # shortest auto length: faster pollers are averaged over 5-s windows
-NICE_LENGTHS = (5.0, 6.0, 8.0, 10.0, 12.0, 15.0, 20.0, 25.0, 30.0, 40.0, 45.0, 60.0, 90.0,
-                120.0, 180.0, 240.0, 300.0, 600.0)
+NICE_LENGTHS = (
+    5.0,
+    6.0,
+    8.0,
+    10.0,
+    12.0,
+    15.0,
+    20.0,
+    25.0,
+    30.0,
+    40.0,
+    45.0,
+    60.0,
+    90.0,
+    120.0,
+    180.0,
+    240.0,
+    300.0,
+    600.0,
+)
 
 
 def snap_length(seconds: float) -> float:
@@ -173,8 +191,7 @@ class WindowAssembler:
         self._held.append(item)
         self._held_frames += n
         self._held_first = min(self._held_first, ts_min)
-        if (self.probe.ready() or self._held_frames >= PROBE_MAX_FRAMES
-                or ts_max - self._held_first >= PROBE_MAX_S):
+        if self.probe.ready() or self._held_frames >= PROBE_MAX_FRAMES or ts_max - self._held_first >= PROBE_MAX_S:
             self.resolve(snap_length(self.probe.median_s()))
         return True
 
@@ -321,8 +338,14 @@ class WindowAssembler:
         while len(self.skewed) > MAX_SKEWED:
             del self.skewed[next(iter(self.skewed))]
 
-    def _block_values(self, block: FrameBlock, use: npt.NDArray[np.bool_], rows: npt.NDArray[np.intp],
-                      ks: npt.NDArray[np.int64], accs: dict[int, _Acc]) -> None:
+    def _block_values(
+        self,
+        block: FrameBlock,
+        use: npt.NDArray[np.bool_],
+        rows: npt.NDArray[np.intp],
+        ks: npt.NDArray[np.int64],
+        accs: dict[int, _Acc],
+    ) -> None:
         """Add the metric values of the frames ``use`` of ``block`` to their windows' accumulators."""
         names, values = block.names, block.values
         all_used = bool(use.all())
@@ -338,8 +361,7 @@ class WindowAssembler:
                 if counter_cols:
                     cmask = np.zeros(len(names), np.bool_)
                     cmask[counter_cols] = True
-                    sub, take = self._block_counters(block, sub, take, idx, ks, accs,
-                                                     np.broadcast_to(cmask, sub.shape))
+                    sub, take = self._block_counters(block, sub, take, idx, ks, accs, np.broadcast_to(cmask, sub.shape))
         else:
             masks: dict[frozenset[str], npt.NDArray[np.bool_]] = {}
             frame_ids = range(len(block.shards)) if idx is None else idx.tolist()
@@ -379,10 +401,16 @@ class WindowAssembler:
             np.add.at(acc.sums.reshape(-1), flat, np.where(w_take, w_sub, 0.0).ravel())
             np.add.at(acc.counts.reshape(-1), flat, w_take.ravel().astype(np.int64))
 
-    def _block_counters(self, block: FrameBlock, sub: npt.NDArray[np.float64], take: npt.NDArray[np.bool_],
-                        idx: npt.NDArray[np.intp] | None, ks: npt.NDArray[np.int64], accs: dict[int, _Acc],
-                        cmask: npt.NDArray[np.bool_],
-                        ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+    def _block_counters(
+        self,
+        block: FrameBlock,
+        sub: npt.NDArray[np.float64],
+        take: npt.NDArray[np.bool_],
+        idx: npt.NDArray[np.intp] | None,
+        ks: npt.NDArray[np.int64],
+        accs: dict[int, _Acc],
+        cmask: npt.NDArray[np.bool_],
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
         """Counter cells (``cmask``) of the used frames ``sub``: rate / increment per (shard, counter) in
         frame order (the order ``add`` sees them), written back as the value to add, or not taken."""
         names, shards, tss = block.names, block.shards, block.ts

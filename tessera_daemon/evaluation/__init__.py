@@ -82,12 +82,29 @@ def run_matrix(name: str, cfg: Config, out_dir: Path | None, *, fast: bool = Fal
 
 def index_markdown(results: list[MatrixResult]) -> str:
     verdict = {True: "all pass", False: "some fail", None: "some not available"}
-    lines = ["# Evaluation summary", "",
-             table(["matrix", "acceptance", "re-generation", "seconds"],
-                   [[r.name, verdict[r.passed],
-                     ("n/a" if not r.reproduction else "identical" if all(c.ok is not False for c in r.reproduction)
-                      else "DIFFERS"),
-                     f"{r.elapsed_s:.1f}"] for r in results]), ""]
+    lines = [
+        "# Evaluation summary",
+        "",
+        table(
+            ["matrix", "acceptance", "re-generation", "seconds"],
+            [
+                [
+                    r.name,
+                    verdict[r.passed],
+                    (
+                        "n/a"
+                        if not r.reproduction
+                        else "identical"
+                        if all(c.ok is not False for c in r.reproduction)
+                        else "DIFFERS"
+                    ),
+                    f"{r.elapsed_s:.1f}",
+                ]
+                for r in results
+            ],
+        ),
+        "",
+    ]
     for r in results:
         lines += [f"## {r.title}", "", checks_table(r.checks), ""]
     return "\n".join(lines) + "\n"
@@ -102,8 +119,9 @@ def write_index(results: list[MatrixResult], out_dir: Path) -> list[Path]:
     md = out_dir / "index.md"
     md.write_text(index_markdown(results), encoding="utf-8")
     js = out_dir / "summary.json"
-    js.write_text(json.dumps(jsonable([{**r.summary(), "ok": _ok(r)} for r in results]), indent=2) + "\n",
-                  encoding="utf-8")
+    js.write_text(
+        json.dumps(jsonable([{**r.summary(), "ok": _ok(r)} for r in results]), indent=2) + "\n", encoding="utf-8"
+    )
     return [md, js]
 
 

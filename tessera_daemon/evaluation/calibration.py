@@ -82,8 +82,9 @@ def baseline_fit(gen: Dgp, seed: int) -> float:
     return phi
 
 
-def _ours_fires(gen: Dgp, seeds: npt.NDArray[np.int64], drift: float, alpha: float, s: OurSettings
-                ) -> tuple[F64, npt.NDArray[np.bool_], F64]:
+def _ours_fires(
+    gen: Dgp, seeds: npt.NDArray[np.int64], drift: float, alpha: float, s: OurSettings
+) -> tuple[F64, npt.NDArray[np.bool_], F64]:
     """(Tessera's raw streams, ours fired per stream, our terminal log e-values).
 
     Null (``drift`` 0): tested from the stream's warm-up, fired anywhere after it; ramp: tested from
@@ -91,7 +92,7 @@ def _ours_fires(gen: Dgp, seeds: npt.NDArray[np.int64], drift: float, alpha: flo
     """
     x, full = with_prefix(gen, mulberry(seeds), mulberry_prefix(seeds), s.warmup_max, WINDOW, drift)
     run = estimated_ville(full, s, test_from=s.warmup_max if drift else None)
-    scored = run.log_m[:, s.warmup_max:] if drift else run.log_m
+    scored = run.log_m[:, s.warmup_max :] if drift else run.log_m
     fired: npt.NDArray[np.bool_] = np.asarray((scored >= math.log(1.0 / alpha)).any(axis=1))
     return x, fired, run.log_m[:, -1]
 
@@ -115,8 +116,13 @@ def run(cfg: Config, *, fast: bool = False) -> MatrixResult:
                 x, fired, _ = _ours_fires(gen, seeds, 0.0, alpha, s)
                 t_fired = tessera_fires(x, alpha, gen.true_mean, gen.true_var, phi)
                 row: dict[str, Any] = {
-                    "generator": gen.name, "mode": mode, "alpha": alpha, "phi": phi if mode == "whiten" else None,
-                    "trials": trials, "tessera_rerun_fires": int(t_fired.sum()), "ours_fires": int(fired.sum()),
+                    "generator": gen.name,
+                    "mode": mode,
+                    "alpha": alpha,
+                    "phi": phi if mode == "whiten" else None,
+                    "trials": trials,
+                    "tessera_rerun_fires": int(t_fired.sum()),
+                    "ours_fires": int(fired.sum()),
                 }
                 if mode == "whiten":
                     pseeds = base + 1_000_000 + np.arange(pow_trials, dtype=np.int64)
@@ -128,33 +134,61 @@ def run(cfg: Config, *, fast: bool = False) -> MatrixResult:
                 rows.append(row)
     fleet = []
     for q in FLEET_QS:
-        for label, gen, mode in (("gaussian-iid", GENERATORS[0], "raw"), ("ar1 rho=0.9 (raw)", GENERATORS[5], "raw"),
-                                 ("ar1 rho=0.9 (whitened)", GENERATORS[5], "whiten"),
-                                 ("student-t df=3", GENERATORS[2], "raw")):
+        for label, gen, mode in (
+            ("gaussian-iid", GENERATORS[0], "raw"),
+            ("ar1 rho=0.9 (raw)", GENERATORS[5], "raw"),
+            ("ar1 rho=0.9 (whitened)", GENERATORS[5], "whiten"),
+            ("student-t df=3", GENERATORS[2], "raw"),
+        ):
             fleet.append(_fleet_cell(label, gen, mode, q, seed, fleet_trials, s))
             seed += CELL_STRIDE
 
-    res = MatrixResult("calibration", "Calibration envelope: type-I error under misspecified nulls, fleet e-BH FDR",
-                       fast)
+    res = MatrixResult(
+        "calibration", "Calibration envelope: type-I error under misspecified nulls, fleet e-BH FDR", fast
+    )
     _reproduce(res, rows, fleet, pub, fast)
     for r in rows:
-        res.checks.append(fpr_check(f"{r['generator']} [{r['mode']} seeds] alpha={r['alpha']}: false-fire rate",
-                                    r["ours_fires"], r["trials"], r["alpha"]))
+        res.checks.append(
+            fpr_check(
+                f"{r['generator']} [{r['mode']} seeds] alpha={r['alpha']}: false-fire rate",
+                r["ours_fires"],
+                r["trials"],
+                r["alpha"],
+            )
+        )
     for r in rows:
         if "ours_power" in r:
             k = round(r["ours_power"] * r["power_trials"])
-            res.checks.append(Check(f"{r['generator']} alpha={r['alpha']}: 0.15/window ramp detected",
-                                    ">= 99 % of runs", rate(k, r["power_trials"]), r["ours_power"] >= 0.99))
+            res.checks.append(
+                Check(
+                    f"{r['generator']} alpha={r['alpha']}: 0.15/window ramp detected",
+                    ">= 99 % of runs",
+                    rate(k, r["power_trials"]),
+                    r["ours_power"] >= 0.99,
+                )
+            )
     for c in fleet:
         if c["ours_fdr_upper"] is None:
             res.checks.append(Check(f"fleet e-BH {c['regime']} q={c['q']}: FDR", "<= q", "e-BH not available", None))
         else:
             measured = f"{c['ours_fdr']:.4f} (upper {c['ours_fdr_upper']:.4f}), power {c['ours_power']:.3f}"
-            res.checks.append(Check(f"fleet e-BH {c['regime']} q={c['q']}: FDR (95 % upper)", f"<= {c['q']}",
-                                    measured, c["ours_fdr_upper"] <= c["q"] + 1e-9))
+            res.checks.append(
+                Check(
+                    f"fleet e-BH {c['regime']} q={c['q']}: FDR (95 % upper)",
+                    f"<= {c['q']}",
+                    measured,
+                    c["ours_fdr_upper"] <= c["q"] + 1e-9,
+                )
+            )
     res.sections += [_type_i_table(rows, pub), _fleet_table(fleet, pub)]
-    res.data = {"window": WINDOW, "trials": trials, "warmup": s.warmup, "warmup_max": s.warmup_max, "type_i": rows,
-                "fleet_fdr": fleet}
+    res.data = {
+        "window": WINDOW,
+        "trials": trials,
+        "warmup": s.warmup,
+        "warmup_max": s.warmup_max,
+        "type_i": rows,
+        "fleet_fdr": fleet,
+    }
     res.elapsed_s = time.perf_counter() - t0
     return res
 
@@ -177,8 +211,7 @@ def _fleet_cell(label: str, gen: Dgp, mode: str, q: float, base: int, trials: in
     for who, e_vals, rule in (("tessera_rerun", t_e, "tessera"), ("ours", o_e, "ours")):
         fdps, powers = [], []
         for t in range(trials):
-            sel = (tessera_e_bh(e_vals[t].tolist(), q) if rule == "tessera"
-                   else [int(i) for i in e_bh(e_vals[t], q)])
+            sel = tessera_e_bh(e_vals[t].tolist(), q) if rule == "tessera" else [int(i) for i in e_bh(e_vals[t], q)]
             false_sel = sum(1 for i in sel if i >= FLEET_K)
             fdps.append(false_sel / len(sel) if sel else 0.0)
             powers.append((len(sel) - false_sel) / FLEET_K)
@@ -190,32 +223,61 @@ def _fleet_cell(label: str, gen: Dgp, mode: str, q: float, base: int, trials: in
     return out
 
 
-def _reproduce(res: MatrixResult, rows: list[dict[str, Any]], fleet: list[dict[str, Any]], pub: Any,
-               fast: bool) -> None:
+def _reproduce(
+    res: MatrixResult, rows: list[dict[str, Any]], fleet: list[dict[str, Any]], pub: Any, fast: bool
+) -> None:
     if pub is None:
         res.reproduction.append(Check("calibration published JSON", "present", "reference data not found", None))
         return
     prow = pub["type_i"]
-    same_phi = sum(1 for r, p in zip(rows, prow, strict=True)
-                   if (r["phi"] is None and p["phi"] is None)
-                   or (r["phi"] is not None and p["phi"] is not None and abs(r["phi"] - p["phi"]) <= 5e-7))
-    res.reproduction.append(Check("whitened rows: fitted phi (6 dp published)", "26/26 rows identical",
-                                  f"{same_phi}/{len(prow)}", same_phi == len(prow)))
+    same_phi = sum(
+        1
+        for r, p in zip(rows, prow, strict=True)
+        if (r["phi"] is None and p["phi"] is None)
+        or (r["phi"] is not None and p["phi"] is not None and abs(r["phi"] - p["phi"]) <= 5e-7)
+    )
+    res.reproduction.append(
+        Check(
+            "whitened rows: fitted phi (6 dp published)",
+            "26/26 rows identical",
+            f"{same_phi}/{len(prow)}",
+            same_phi == len(prow),
+        )
+    )
     if fast:
-        res.reproduction.append(Check("false-fire counts (4000 trials per cell)", "identical",
-                                      f"not run in fast mode ({FAST_TRIALS} trials per cell)", None))
+        res.reproduction.append(
+            Check(
+                "false-fire counts (4000 trials per cell)",
+                "identical",
+                f"not run in fast mode ({FAST_TRIALS} trials per cell)",
+                None,
+            )
+        )
         return
-    same = sum(1 for r, p in zip(rows, prow, strict=True)
-               if math.isclose(r["tessera_rerun_fires"] / r["trials"], p["observed_fpr"], abs_tol=1e-9)
-               and (r.get("tessera_rerun_power") is None or math.isclose(r["tessera_rerun_power"], p["power"])))
-    res.reproduction.append(Check("Tessera re-run: observed FPR and power per row", "26/26 identical",
-                                  f"{same}/{len(prow)}", same == len(prow)))
+    same = sum(
+        1
+        for r, p in zip(rows, prow, strict=True)
+        if math.isclose(r["tessera_rerun_fires"] / r["trials"], p["observed_fpr"], abs_tol=1e-9)
+        and (r.get("tessera_rerun_power") is None or math.isclose(r["tessera_rerun_power"], p["power"]))
+    )
+    res.reproduction.append(
+        Check(
+            "Tessera re-run: observed FPR and power per row",
+            "26/26 identical",
+            f"{same}/{len(prow)}",
+            same == len(prow),
+        )
+    )
     pf = pub["fleet_fdr"]
-    same_f = sum(1 for c, p in zip(fleet, pf, strict=True)
-                 if abs(c["tessera_rerun_fdr"] - p["empirical_fdr"]) <= 5e-7
-                 and abs(c["tessera_rerun_power"] - p["power"]) <= 5e-7)
-    res.reproduction.append(Check("Tessera re-run: fleet e-BH FDR and power", "8/8 identical",
-                                  f"{same_f}/{len(pf)}", same_f == len(pf)))
+    same_f = sum(
+        1
+        for c, p in zip(fleet, pf, strict=True)
+        if abs(c["tessera_rerun_fdr"] - p["empirical_fdr"]) <= 5e-7
+        and abs(c["tessera_rerun_power"] - p["power"]) <= 5e-7
+    )
+    res.reproduction.append(
+        Check("Tessera re-run: fleet e-BH FDR and power", "8/8 identical", f"{same_f}/{len(pf)}", same_f == len(pf))
+    )
 
 
 def _type_i_table(rows: list[dict[str, Any]], pub: Any) -> str:
@@ -223,25 +285,56 @@ def _type_i_table(rows: list[dict[str, Any]], pub: Any) -> str:
     for i, r in enumerate(rows):
         p = pub["type_i"][i] if pub else {}
         lo, hi = wilson(r["ours_fires"], r["trials"])
-        body.append([r["generator"], r["mode"], r["alpha"], f"{p['phi']:.3f}" if p.get("phi") is not None else "-",
-                     f"{p['observed_fpr']:.4f}" if p else "-", f"{r['ours_fires'] / r['trials']:.4f}",
-                     f"[{lo:.4f}, {hi:.4f}]",
-                     f"{p['power']:.3f}" if p.get("power") is not None else "-",
-                     f"{r['ours_power']:.3f}" if "ours_power" in r else "-"])
-    return ("## Per-shard type-I error: Tessera (published) vs ours, same streams\n\n"
-            + table(["generator", "mode (Tessera)", "alpha", "Tessera phi", "Tessera FPR", "ours FPR",
-                     "ours Wilson 95 %", "Tessera power", "ours power"], body)
-            + f"\n\nTrials per row: {rows[0]['trials']}. Ours estimates offset, AR(1) and scale online in every row, "
-            "after an adaptive warm-up on a clean prefix; its false fires count from the end of that warm-up.")
+        body.append(
+            [
+                r["generator"],
+                r["mode"],
+                r["alpha"],
+                f"{p['phi']:.3f}" if p.get("phi") is not None else "-",
+                f"{p['observed_fpr']:.4f}" if p else "-",
+                f"{r['ours_fires'] / r['trials']:.4f}",
+                f"[{lo:.4f}, {hi:.4f}]",
+                f"{p['power']:.3f}" if p.get("power") is not None else "-",
+                f"{r['ours_power']:.3f}" if "ours_power" in r else "-",
+            ]
+        )
+    return (
+        "## Per-shard type-I error: Tessera (published) vs ours, same streams\n\n"
+        + table(
+            [
+                "generator",
+                "mode (Tessera)",
+                "alpha",
+                "Tessera phi",
+                "Tessera FPR",
+                "ours FPR",
+                "ours Wilson 95 %",
+                "Tessera power",
+                "ours power",
+            ],
+            body,
+        )
+        + f"\n\nTrials per row: {rows[0]['trials']}. Ours estimates offset, AR(1) and scale online in every row, "
+        "after an adaptive warm-up on a clean prefix; its false fires count from the end of that warm-up."
+    )
 
 
 def _fleet_table(fleet: list[dict[str, Any]], pub: Any) -> str:
     body = []
     for i, c in enumerate(fleet):
         p = pub["fleet_fdr"][i] if pub else {}
-        body.append([c["regime"], c["q"], f"{p['empirical_fdr']:.4f}" if p else "-",
-                     f"{p['power']:.3f}" if p else "-", f"{c['ours_fdr']:.4f}", f"{c['ours_fdr_upper']:.4f}",
-                     f"{c['ours_power']:.3f}"])
-    return (f"## Fleet e-BH FDR (N = {FLEET_N}, {FLEET_K} drifting at {DRIFT}/window, {fleet[0]['trials']} trials)\n\n"
-            + table(["regime", "q", "Tessera FDR", "Tessera power", "ours FDR", "ours FDR 95 % upper", "ours power"],
-                    body))
+        body.append(
+            [
+                c["regime"],
+                c["q"],
+                f"{p['empirical_fdr']:.4f}" if p else "-",
+                f"{p['power']:.3f}" if p else "-",
+                f"{c['ours_fdr']:.4f}",
+                f"{c['ours_fdr_upper']:.4f}",
+                f"{c['ours_power']:.3f}",
+            ]
+        )
+    return (
+        f"## Fleet e-BH FDR (N = {FLEET_N}, {FLEET_K} drifting at {DRIFT}/window, {fleet[0]['trials']} trials)\n\n"
+        + table(["regime", "q", "Tessera FDR", "Tessera power", "ours FDR", "ours FDR 95 % upper", "ours power"], body)
+    )

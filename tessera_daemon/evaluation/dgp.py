@@ -119,5 +119,4 @@ class Dgp:
 
 def ar1(name: str, rho: float, innov: float | None = None, *, init_draw: bool = False) -> Dgp:
     """An AR(1) process; ``innov`` defaults to ``sqrt(1 - rho * rho)`` (calibration-envelope form)."""
-    return Dgp(name, "ar1", rho=rho, innov=math.sqrt(1.0 - rho * rho) if innov is None else innov,
-               init_draw=init_draw)
+    return Dgp(name, "ar1", rho=rho, innov=math.sqrt(1.0 - rho * rho) if innov is None else innov, init_draw=init_draw)

@@ -21,12 +21,18 @@ DETAIL_HEADINGS = ("## Per variation", "## Per case", "## NEG-INDEP", "## False 
 
 # Why a bound is missed (our analysis; shown only while the miss is measured): (matrix, check-name part, note)
 NOTES: tuple[tuple[str, str, str], ...] = (
-    ("realistic", "recall",
-     "1-sigma single-shard faults carry about 0.1 nat per window after whitening against a threshold "
-     "near 20 nats (e-d-Bonferroni over every stream at 0.1 false pages per day); see the table."),
-    ("realistic", "median delay at 2 sigma",
-     "Single-shard 2-sigma faults take 40-140 windows (sdc_drift ramps reach full size only after 40); "
-     "the median rests on the group faults (see the table)."),
+    (
+        "realistic",
+        "recall",
+        "1-sigma single-shard faults carry about 0.1 nat per window after whitening against a threshold "
+        "near 20 nats (e-d-Bonferroni over every stream at 0.1 false pages per day); see the table.",
+    ),
+    (
+        "realistic",
+        "median delay at 2 sigma",
+        "Single-shard 2-sigma faults take 40-140 windows (sdc_drift ramps reach full size only after 40); "
+        "the median rests on the group faults (see the table).",
+    ),
 )
 
 METHOD = """\
@@ -97,14 +103,26 @@ def docs_markdown(results: Sequence[MatrixResult], elapsed_s: float) -> str:
     verdict = {True: "all hold", False: "some missed", None: "some not available"}
     lines = [METHOD, "## Latest results", ""]
     mod = ", ".join(prov["modified"] or []) or "none"
-    lines += [f"Commit `{prov['commit']}`; detection code modified since: {mod}. "
-              f"Total run time {elapsed_s / 60:.1f} min"
-              + (" (fast subsets)." if any(r.fast for r in results) else "."), ""]
-    lines.append(table(["matrix", "acceptance", "holds", "missed", "re-generation vs Tessera"],
-                       [[r.name, verdict[r.passed], sum(c.ok is True for c in r.checks),
-                         sum(c.ok is False for c in r.checks),
-                         _regen(r)]
-                        for r in results]))
+    lines += [
+        f"Commit `{prov['commit']}`; detection code modified since: {mod}. "
+        f"Total run time {elapsed_s / 60:.1f} min" + (" (fast subsets)." if any(r.fast for r in results) else "."),
+        "",
+    ]
+    lines.append(
+        table(
+            ["matrix", "acceptance", "holds", "missed", "re-generation vs Tessera"],
+            [
+                [
+                    r.name,
+                    verdict[r.passed],
+                    sum(c.ok is True for c in r.checks),
+                    sum(c.ok is False for c in r.checks),
+                    _regen(r),
+                ]
+                for r in results
+            ],
+        )
+    )
     misses = [(r.name, c) for r in results for c in r.checks if c.ok is False]
     lines += ["", "### Bounds our engine misses (measured)", ""]
     if misses:
@@ -144,8 +162,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None, help="also write each matrix's Markdown and JSON here")
     ap.add_argument("--docs", type=Path, default=Path("docs/evaluation.md"))
     ap.add_argument("--matrices", default=",".join(MATRICES))
-    ap.add_argument("--from", dest="src", type=Path, default=None,
-                    help="re-render from the <matrix>.json files of an earlier --out directory, without running")
+    ap.add_argument(
+        "--from",
+        dest="src",
+        type=Path,
+        default=None,
+        help="re-render from the <matrix>.json files of an earlier --out directory, without running",
+    )
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     names = args.matrices.split(",")

@@ -72,8 +72,14 @@ class Plan:
 
 
 FULL = Plan(FleetShape(), 8 * 3600.0, (("10s", 1), ("30s", 2), ("mixed", 3)), FAULT_KINDS, 1_000_000)
-FAST = Plan(FleetShape(zones=2, racks_per_zone=2, hosts_per_rack=4, gpus_per_host=4, second_job_share=0.5), 7200.0,
-            (("10s", 7),), ("thermal_rack", "straggler", "xid79", "silent_device"), 0, (0.5, 0.9))
+FAST = Plan(
+    FleetShape(zones=2, racks_per_zone=2, hosts_per_rack=4, gpus_per_host=4, second_job_share=0.5),
+    7200.0,
+    (("10s", 7),),
+    ("thermal_rack", "straggler", "xid79", "silent_device"),
+    0,
+    (0.5, 0.9),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +93,14 @@ class Task:
 def tasks(plan: Plan) -> list[Task]:
     out = []
     for mix, seed in plan.runs:
-        spec = MessySpec(shape=plan.shape, nuisances=Nuisances(cadence_mix=mix), duration_s=plan.duration_s,
-                         seed=seed, fault_kinds=plan.fault_kinds, fault_span=plan.fault_span)
+        spec = MessySpec(
+            shape=plan.shape,
+            nuisances=Nuisances(cadence_mix=mix),
+            duration_s=plan.duration_s,
+            seed=seed,
+            fault_kinds=plan.fault_kinds,
+            fault_span=plan.fault_span,
+        )
         out += [Task(mix, seed, True, spec), Task(mix, seed, False, spec.twin())]
     return out
 
@@ -108,8 +120,19 @@ def _read_firings(path: Path) -> list[dict[str, Any]]:
             if line.strip():
                 obj = json.loads(line)
                 seen.setdefault(obj["id"], obj)
-    keep = ("id", "opened_ts", "window", "scope", "target", "members", "detector", "metric", "classification",
-            "event_id", "log_evidence")
+    keep = (
+        "id",
+        "opened_ts",
+        "window",
+        "scope",
+        "target",
+        "members",
+        "detector",
+        "metric",
+        "classification",
+        "event_id",
+        "log_evidence",
+    )
     return sorted(({k: f.get(k) for k in keep} for f in seen.values()), key=lambda f: (f["opened_ts"], f["id"]))
 
 
@@ -134,16 +157,32 @@ def run_task(task: Task, cfg: Config, keep_dir: Path | None = None) -> dict[str,
         shutil.rmtree(tmp, ignore_errors=True)
     truth = rec.truth
     return {
-        "mix": task.mix, "seed": task.seed, "faulted": task.faulted, "frames": rec.frames, "window_s": w,
-        "warm_end_ts": warm_end, "clean_shard_windows": rec.shard_polls_after(warm_end),
-        "shards": len(rec.cadence_of_shard), "firings": firings, "faults": rec.faults,
-        "events": [e.id for e in rec.events], "event_windows": [[e.ts, e.end_ts] for e in rec.events],
-        "hosts": truth["hosts"], "host_of_shard": rec.host_of_shard, "phase_intervals": truth["phase_intervals"],
-        "start_ts": truth["start_ts"], "end_ts": truth["end_ts"], "nulls": truth["null_values"],
-        "null_frames": truth["null_frames"], "benign_xids": truth["benign_xids"], "phases": truth["phases"],
+        "mix": task.mix,
+        "seed": task.seed,
+        "faulted": task.faulted,
+        "frames": rec.frames,
+        "window_s": w,
+        "warm_end_ts": warm_end,
+        "clean_shard_windows": rec.shard_polls_after(warm_end),
+        "shards": len(rec.cadence_of_shard),
+        "firings": firings,
+        "faults": rec.faults,
+        "events": [e.id for e in rec.events],
+        "event_windows": [[e.ts, e.end_ts] for e in rec.events],
+        "hosts": truth["hosts"],
+        "host_of_shard": rec.host_of_shard,
+        "phase_intervals": truth["phase_intervals"],
+        "start_ts": truth["start_ts"],
+        "end_ts": truth["end_ts"],
+        "nulls": truth["null_values"],
+        "null_frames": truth["null_frames"],
+        "benign_xids": truth["benign_xids"],
+        "phases": truth["phases"],
         "groups": {k: v for k, v in groups.items() if k in {f["target"] for f in rec.faults}},
-        "group_sets": sorted({tuple(v) for v in groups.values()}), "replay": summary.to_obj(),
-        "elapsed_s": round(time.perf_counter() - t0, 1), "generate_s": round(t_gen, 1),
+        "group_sets": sorted({tuple(v) for v in groups.values()}),
+        "replay": summary.to_obj(),
+        "elapsed_s": round(time.perf_counter() - t0, 1),
+        "generate_s": round(t_gen, 1),
     }
 
 
@@ -209,16 +248,26 @@ def score_clean(run: dict[str, Any]) -> dict[str, Any]:
     for f in fs:
         f["near"] = _nuisance_near(f, run)
     return {
-        "mix": run["mix"], "seed": run["seed"], "frames": run["frames"], "clean_shard_windows": csw,
-        "window_s": run["window_s"], "firings": len(fs), "after_warmup": len(post),
+        "mix": run["mix"],
+        "seed": run["seed"],
+        "frames": run["frames"],
+        "clean_shard_windows": csw,
+        "window_s": run["window_s"],
+        "firings": len(fs),
+        "after_warmup": len(post),
         "per_million": len(fs) / csw * 1e6 if csw else None,
         "excluded_event_conditional": len(run["firings"]) - len(fs),
-        "by_classification": _breakdown(fs, "classification"), "by_detector": _breakdown(fs, "detector"),
-        "by_metric": _breakdown(fs, "metric"), "by_scope": _breakdown(fs, "scope"),
+        "by_classification": _breakdown(fs, "classification"),
+        "by_detector": _breakdown(fs, "detector"),
+        "by_metric": _breakdown(fs, "metric"),
+        "by_scope": _breakdown(fs, "scope"),
         "by_nuisance": _breakdown(fs, "near"),
-        "examples": [{k: f[k] for k in ("opened_ts", "target", "scope", "detector", "metric", "classification",
-                                        "near")} for f in fs[:15]],
-        "elapsed_s": run["elapsed_s"], "replay": run["replay"],
+        "examples": [
+            {k: f[k] for k in ("opened_ts", "target", "scope", "detector", "metric", "classification", "near")}
+            for f in fs[:15]
+        ],
+        "elapsed_s": run["elapsed_s"],
+        "replay": run["replay"],
     }
 
 
@@ -250,31 +299,58 @@ def score_faulted(run: dict[str, Any], stale_after: int) -> dict[str, Any]:
         hard_delay = None if first is None else first["opened_ts"] - ref
         attributed = None
         if fault["kind"] in ATTRIBUTED:
-            same = tuple(sorted(fault["members"])) in member_sets and first is not None and \
-                tuple(sorted(first["members"] or [])) == tuple(sorted(fault["members"]))
+            same = (
+                tuple(sorted(fault["members"])) in member_sets
+                and first is not None
+                and tuple(sorted(first["members"] or [])) == tuple(sorted(fault["members"]))
+            )
             attributed = first is not None and (first["target"] == fault["target"] or same)
-        per_fault.append({
-            "mix": run["mix"], "seed": run["seed"], "id": fault["id"], "kind": fault["kind"], "target": fault["target"],
-            "members": len(fault["members"]), "hard": fault["hard"], "cadence_s": fault["cadence_s"],
-            "detected": first is not None, "delay_s": delay, "delay_windows": None if delay is None else delay / w,
-            "delay_polls": None if delay is None else delay / fault["cadence_s"],
-            "full_delay_windows": None if first is None else
-            max(0.0, first["opened_ts"] - fault.get("full_ts", fault["start_ts"])) / w,
-            "hard_delay_windows": None if hard_delay is None else hard_delay / w,
-            "firings": len(hits), "first_target": first["target"] if first else None,
-            "widest_target": max(hits, key=lambda f: (len(set(f["members"] or [f["target"]])
-                                                          & set(fault["members"])), -f["opened_ts"]))["target"]
-            if hits else None,
-            "first_class": first["classification"] if first else None,
-            "first_detector": first["detector"] if first else None, "attributed": attributed,
-        })
+        per_fault.append(
+            {
+                "mix": run["mix"],
+                "seed": run["seed"],
+                "id": fault["id"],
+                "kind": fault["kind"],
+                "target": fault["target"],
+                "members": len(fault["members"]),
+                "hard": fault["hard"],
+                "cadence_s": fault["cadence_s"],
+                "detected": first is not None,
+                "delay_s": delay,
+                "delay_windows": None if delay is None else delay / w,
+                "delay_polls": None if delay is None else delay / fault["cadence_s"],
+                "full_delay_windows": None
+                if first is None
+                else max(0.0, first["opened_ts"] - fault.get("full_ts", fault["start_ts"])) / w,
+                "hard_delay_windows": None if hard_delay is None else hard_delay / w,
+                "firings": len(hits),
+                "first_target": first["target"] if first else None,
+                "widest_target": max(
+                    hits,
+                    key=lambda f: (len(set(f["members"] or [f["target"]]) & set(fault["members"])), -f["opened_ts"]),
+                )["target"]
+                if hits
+                else None,
+                "first_class": first["classification"] if first else None,
+                "first_detector": first["detector"] if first else None,
+                "attributed": attributed,
+            }
+        )
     false = [f for f in fs if f["id"] not in true_ids]
     for f in false:
         f["near"] = _nuisance_near(f, run)
-    return {"mix": run["mix"], "seed": run["seed"], "firings": len(fs), "true": len(true_ids), "false": len(false),
-            "per_fault": per_fault, "false_by_nuisance": _breakdown(false, "near"),
-            "false_by_classification": _breakdown(false, "classification"), "elapsed_s": run["elapsed_s"],
-            "replay": run["replay"]}
+    return {
+        "mix": run["mix"],
+        "seed": run["seed"],
+        "firings": len(fs),
+        "true": len(true_ids),
+        "false": len(false),
+        "per_fault": per_fault,
+        "false_by_nuisance": _breakdown(false, "near"),
+        "false_by_classification": _breakdown(false, "classification"),
+        "elapsed_s": run["elapsed_s"],
+        "replay": run["replay"],
+    }
 
 
 def score(runs: list[dict[str, Any]], cfg: Config) -> dict[str, Any]:
@@ -287,8 +363,12 @@ def score(runs: list[dict[str, Any]], cfg: Config) -> dict[str, Any]:
     delays = [p["delay_windows"] if p["delay_windows"] is not None else math.inf for p in stat]
     full = [p["full_delay_windows"] if p["full_delay_windows"] is not None else math.inf for p in stat]
     return {
-        "clean": clean, "faulted": faulted, "per_fault": per_fault,
-        "precision": tp / n if n else None, "true_firings": tp, "counted_firings": n,
+        "clean": clean,
+        "faulted": faulted,
+        "per_fault": per_fault,
+        "precision": tp / n if n else None,
+        "true_firings": tp,
+        "counted_firings": n,
         "recall": sum(p["detected"] for p in per_fault) / len(per_fault) if per_fault else None,
         "median_delay_windows": median(delays) if delays else None,
         "median_full_delay_windows": median(full) if full else None,
@@ -316,8 +396,12 @@ def run(cfg: Config, *, fast: bool = False, workers: int | None = None, plan: Pl
     n_workers = workers if workers is not None else (1 if fast else max(1, min(len(todo), os.cpu_count() or 1)))
     runs = _run_all(todo, cfg, n_workers)
     sc = score(runs, cfg)
-    res = MatrixResult("messy", f"Messy fleet: {plan.shape.n_gpus} GPUs, independent recordings with every "
-                       "nuisance on, through replay (default configuration)", fast)
+    res = MatrixResult(
+        "messy",
+        f"Messy fleet: {plan.shape.n_gpus} GPUs, independent recordings with every "
+        "nuisance on, through replay (default configuration)",
+        fast,
+    )
     _checks(res, sc, plan, cfg)
     res.sections += _sections(sc, plan, cfg)
     res.data = {"plan": asdict(plan), **sc}
@@ -331,35 +415,78 @@ def _fmt(v: float | None, nd: int = 1) -> str:
 
 def _checks(res: MatrixResult, sc: dict[str, Any], plan: Plan, cfg: Config) -> None:
     csw = sum(c["clean_shard_windows"] for c in sc["clean"])
-    res.checks.append(Check("clean shard-windows (after warm-up, all clean twins)", f">= {plan.min_clean:,}",
-                            f"{csw:,}", csw >= plan.min_clean))
+    res.checks.append(
+        Check(
+            "clean shard-windows (after warm-up, all clean twins)",
+            f">= {plan.min_clean:,}",
+            f"{csw:,}",
+            csw >= plan.min_clean,
+        )
+    )
     for c in sc["clean"]:
         if c["mix"] in ACCEPT_MIXES:
-            res.checks.append(Check(
-                f"false pages or tickets per 10^6 clean shard-windows, {c['mix']} polls (seed {c['seed']})", "<= 1",
-                f"{_fmt(c['per_million'])} ({c['firings']} in {c['clean_shard_windows']:,})",
-                c["per_million"] is not None and c["per_million"] <= 1.0))
+            res.checks.append(
+                Check(
+                    f"false pages or tickets per 10^6 clean shard-windows, {c['mix']} polls (seed {c['seed']})",
+                    "<= 1",
+                    f"{_fmt(c['per_million'])} ({c['firings']} in {c['clean_shard_windows']:,})",
+                    c["per_million"] is not None and c["per_million"] <= 1.0,
+                )
+            )
     p, r = sc["precision"], sc["recall"]
-    res.checks.append(Check("precision over material faults (counted firings of the faulted recordings)", ">= 0.95",
-                            f"{_fmt(p, 3)} ({sc['true_firings']}/{sc['counted_firings']})",
-                            p is not None and p >= 0.95))
+    res.checks.append(
+        Check(
+            "precision over material faults (counted firings of the faulted recordings)",
+            ">= 0.95",
+            f"{_fmt(p, 3)} ({sc['true_firings']}/{sc['counted_firings']})",
+            p is not None and p >= 0.95,
+        )
+    )
     pf = sc["per_fault"]
-    res.checks.append(Check("recall over material faults", ">= 0.95",
-                            f"{_fmt(r, 3)} ({sum(x['detected'] for x in pf)}/{len(pf)})", r is not None and r >= 0.95))
+    res.checks.append(
+        Check(
+            "recall over material faults",
+            ">= 0.95",
+            f"{_fmt(r, 3)} ({sum(x['detected'] for x in pf)}/{len(pf)})",
+            r is not None and r >= 0.95,
+        )
+    )
     attr = [x for x in pf if x["attributed"] is not None]
     ok = sum(1 for x in attr if x["attributed"])
-    res.checks.append(Check("common modes attributed to their node (first true firing)", "all",
-                            f"{ok}/{len(attr)}", ok == len(attr) if attr else None))
+    res.checks.append(
+        Check(
+            "common modes attributed to their node (first true firing)",
+            "all",
+            f"{ok}/{len(attr)}",
+            ok == len(attr) if attr else None,
+        )
+    )
     md, mf = sc["median_delay_windows"], sc["median_full_delay_windows"]
-    res.checks.append(Check("median delay after full size, statistical faults (misses infinite)", "<= 10 windows",
-                            f"{_fmt(mf)} windows ({_fmt(md)} from onset)", mf is not None and mf <= 10))
+    res.checks.append(
+        Check(
+            "median delay after full size, statistical faults (misses infinite)",
+            "<= 10 windows",
+            f"{_fmt(mf)} windows ({_fmt(md)} from onset)",
+            mf is not None and mf <= 10,
+        )
+    )
     hard = [x for x in pf if x["kind"] in HARD_ONE_WINDOW]
     late = [x for x in hard if x["hard_delay_windows"] is None or x["hard_delay_windows"] > 1.0 + 1e-9]
-    res.checks.append(Check("hard faults (XID 79, ECC DBE, silent device) within 1 window", "all",
-                            f"{len(hard) - len(late)}/{len(hard)}" + (
-                                " (late or missed: " + ", ".join(f"{x['kind']} {x['mix']}:"
-                                                                 f"{_fmt(x['hard_delay_windows'])}" for x in late)
-                                + ")" if late else ""), not late if hard else None))
+    res.checks.append(
+        Check(
+            "hard faults (XID 79, ECC DBE, silent device) within 1 window",
+            "all",
+            f"{len(hard) - len(late)}/{len(hard)}"
+            + (
+                " (late or missed: "
+                + ", ".join(f"{x['kind']} {x['mix']}:{_fmt(x['hard_delay_windows'])}" for x in late)
+                + ")"
+                if late
+                else ""
+            ),
+            not late if hard else None,
+        )
+    )
     _ = cfg
 
 
@@ -371,51 +498,143 @@ def _length(cfg: Config) -> str:
 def _sections(sc: dict[str, Any], plan: Plan, cfg: Config) -> list[str]:
     out = []
     w = {c["mix"]: c["window_s"] for c in sc["clean"]}
-    out.append("## Setup\n\n" + (
-        f"{plan.shape.n_gpus} GPUs ({plan.shape.zones} cooling zones x {plan.shape.racks_per_zone} racks x "
-        f"{plan.shape.hosts_per_rack} hosts x {plan.shape.gpus_per_host} GPUs, {plan.shape.psus_per_rack} PSUs per "
-        f"rack, NVLink domains of {plan.shape.gpus_per_nvlink}), 2 training jobs; {plan.duration_s / 3600:g} h per "
-        f"recording; runs (cadence mix, seed): {list(plan.runs)}, each a faulted recording and its clean twin; every "
-        f"nuisance on (tessera_daemon.sim.messy). Replay with the configuration given (window "
-        f"{_length(cfg)}; effective window per run {w}); warm-up {cfg.detector.warmup_max_windows} windows."))
-    rows = [[c["mix"], c["seed"], f"{c['frames']:,}", f"{c['clean_shard_windows']:,}", c["firings"],
-             c["after_warmup"], _fmt(c["per_million"]), c["excluded_event_conditional"], c["elapsed_s"]]
-            for c in sc["clean"]]
-    out.append("## Clean twins: false pages and tickets\n\n" + table(
-        ["cadence mix", "seed", "frames", "clean shard-windows", "counted firings", "after warm-up", "per 10^6",
-         "event_conditional (announced, excluded)", "seconds"], rows))
+    out.append(
+        "## Setup\n\n"
+        + (
+            f"{plan.shape.n_gpus} GPUs ({plan.shape.zones} cooling zones x {plan.shape.racks_per_zone} racks x "
+            f"{plan.shape.hosts_per_rack} hosts x {plan.shape.gpus_per_host} GPUs, {plan.shape.psus_per_rack} PSUs per "
+            f"rack, NVLink domains of {plan.shape.gpus_per_nvlink}), 2 training jobs; {plan.duration_s / 3600:g} h per "
+            f"recording; runs (cadence mix, seed): {list(plan.runs)}, each a faulted recording and its clean twin; "
+            f"every nuisance on (tessera_daemon.sim.messy). Replay with the configuration given (window "
+            f"{_length(cfg)}; effective window per run {w}); warm-up {cfg.detector.warmup_max_windows} windows."
+        )
+    )
+    rows = [
+        [
+            c["mix"],
+            c["seed"],
+            f"{c['frames']:,}",
+            f"{c['clean_shard_windows']:,}",
+            c["firings"],
+            c["after_warmup"],
+            _fmt(c["per_million"]),
+            c["excluded_event_conditional"],
+            c["elapsed_s"],
+        ]
+        for c in sc["clean"]
+    ]
+    out.append(
+        "## Clean twins: false pages and tickets\n\n"
+        + table(
+            [
+                "cadence mix",
+                "seed",
+                "frames",
+                "clean shard-windows",
+                "counted firings",
+                "after warm-up",
+                "per 10^6",
+                "event_conditional (announced, excluded)",
+                "seconds",
+            ],
+            rows,
+        )
+    )
     tot = sc["all_clean"]
     lines = []
-    for key, title in (("by_classification", "classification"), ("by_detector", "detector"),
-                       ("by_metric", "metric"), ("by_scope", "scope"), ("by_nuisance", "coincident nuisance")):
+    for key, title in (
+        ("by_classification", "classification"),
+        ("by_detector", "detector"),
+        ("by_metric", "metric"),
+        ("by_scope", "scope"),
+        ("by_nuisance", "coincident nuisance"),
+    ):
         lines.append(f"- by {title}: " + ", ".join(f"{k} {v}" for k, v in tot[key].items()))
     out.append("## What fired on the clean twins (all cadences)\n\n" + "\n".join(lines))
-    per_mix = [[c["mix"], ", ".join(f"{k} {v}" for k, v in c["by_classification"].items()),
-                ", ".join(f"{k} {v}" for k, v in list(c["by_metric"].items())[:6]),
-                ", ".join(f"{k} {v}" for k, v in c["by_scope"].items())] for c in sc["clean"]]
+    per_mix = [
+        [
+            c["mix"],
+            ", ".join(f"{k} {v}" for k, v in c["by_classification"].items()),
+            ", ".join(f"{k} {v}" for k, v in list(c["by_metric"].items())[:6]),
+            ", ".join(f"{k} {v}" for k, v in c["by_scope"].items()),
+        ]
+        for c in sc["clean"]
+    ]
     out.append("## Clean twins per cadence\n\n" + table(["mix", "classification", "metric (top 6)", "scope"], per_mix))
-    rows = [[p["mix"], p["id"], p["target"], p["members"], p["cadence_s"], "yes" if p["detected"] else "no",
-             _fmt(p["delay_s"], 0), _fmt(p["delay_windows"]), _fmt(p["full_delay_windows"]), _fmt(p["delay_polls"]),
-             _fmt(p["hard_delay_windows"]) if p["kind"] in HARD_ONE_WINDOW else "",
-             p["firings"], p["first_target"] or "-", p["first_class"] or "-", p["widest_target"] or "-",
-             "" if p["attributed"] is None else ("yes" if p["attributed"] else "no")] for p in sc["per_fault"]]
-    out.append("## Faults\n\n" + table(
-        ["mix", "fault", "node", "shards", "poll s", "detected", "delay s", "windows", "after full size (win)", "polls",
-         "hard delay (win)",
-         "firings", "first firing target", "class", "widest firing target", "attributed"], rows))
+    rows = [
+        [
+            p["mix"],
+            p["id"],
+            p["target"],
+            p["members"],
+            p["cadence_s"],
+            "yes" if p["detected"] else "no",
+            _fmt(p["delay_s"], 0),
+            _fmt(p["delay_windows"]),
+            _fmt(p["full_delay_windows"]),
+            _fmt(p["delay_polls"]),
+            _fmt(p["hard_delay_windows"]) if p["kind"] in HARD_ONE_WINDOW else "",
+            p["firings"],
+            p["first_target"] or "-",
+            p["first_class"] or "-",
+            p["widest_target"] or "-",
+            "" if p["attributed"] is None else ("yes" if p["attributed"] else "no"),
+        ]
+        for p in sc["per_fault"]
+    ]
+    out.append(
+        "## Faults\n\n"
+        + table(
+            [
+                "mix",
+                "fault",
+                "node",
+                "shards",
+                "poll s",
+                "detected",
+                "delay s",
+                "windows",
+                "after full size (win)",
+                "polls",
+                "hard delay (win)",
+                "firings",
+                "first firing target",
+                "class",
+                "widest firing target",
+                "attributed",
+            ],
+            rows,
+        )
+    )
     counts = [p["firings"] for p in sc["per_fault"] if p["detected"]]
-    fr = [[f["mix"], f["firings"], f["true"], f["false"],
-           ", ".join(f"{k} {v}" for k, v in f["false_by_nuisance"].items()), f["elapsed_s"]] for f in sc["faulted"]]
-    out.append("## Faulted recordings\n\n" + table(
-        ["mix", "counted firings", "true", "false", "false firings by coincident nuisance", "seconds"], fr)
+    fr = [
+        [
+            f["mix"],
+            f["firings"],
+            f["true"],
+            f["false"],
+            ", ".join(f"{k} {v}" for k, v in f["false_by_nuisance"].items()),
+            f["elapsed_s"],
+        ]
+        for f in sc["faulted"]
+    ]
+    out.append(
+        "## Faulted recordings\n\n"
+        + table(["mix", "counted firings", "true", "false", "false firings by coincident nuisance", "seconds"], fr)
         + f"\n\nFirings per detected fault: median {_fmt(median([float(c) for c in counts]))}, max "
         f"{max(counts) if counts else '-'}; faults with exactly one firing: {sum(1 for c in counts if c == 1)}/"
-        f"{len(sc['per_fault'])}.")
-    ex = [[c["mix"], e["opened_ts"], e["target"], e["scope"], e["detector"], e["metric"], e["classification"],
-           e["near"]] for c in sc["clean"] for e in c["examples"][:8]]
+        f"{len(sc['per_fault'])}."
+    )
+    ex = [
+        [c["mix"], e["opened_ts"], e["target"], e["scope"], e["detector"], e["metric"], e["classification"], e["near"]]
+        for c in sc["clean"]
+        for e in c["examples"][:8]
+    ]
     if ex:
-        out.append("## First false firings per clean twin\n\n" + table(
-            ["mix", "opened_ts", "target", "scope", "detector", "metric", "class", "coincident nuisance"], ex))
+        out.append(
+            "## First false firings per clean twin\n\n"
+            + table(["mix", "opened_ts", "target", "scope", "detector", "metric", "class", "coincident nuisance"], ex)
+        )
     return out
 
 

@@ -59,8 +59,9 @@ class OurSettings:
             bets=tuple(d.bets),
             clip=d.clip_sigma,
             # the matrices' columns are trials in sigma units, not metrics: no material margins
-            params=dataclasses.replace(ResidualParams.from_config(d), material_abs=(), material_rel=(),
-                                       material_log=()),
+            params=dataclasses.replace(
+                ResidualParams.from_config(d), material_abs=(), material_rel=(), material_log=()
+            ),
             learn_below_log=d.learn_below_log,
         )
 
@@ -140,19 +141,43 @@ def _residual_ville(x: F64, s: OurSettings, *, centre_zero: bool, test_from: int
         warm_at = np.where((warm_at < 0) & ~np.isnan(res.w), w, warm_at)
         if w >= start:
             family_a_update(
-                res.w, res.delta, res.v, bets, s.clip, w, st.w_state, st.run_start, st.log_m, st.side,
-                floor=VILLE_FLOOR, renew=log_pi,
+                res.w,
+                res.delta,
+                res.v,
+                bets,
+                s.clip,
+                w,
+                st.w_state,
+                st.run_start,
+                st.log_m,
+                st.side,
+                floor=VILLE_FLOOR,
+                renew=log_pi,
             )
             started += ~np.isnan(res.w)
             rest = np.maximum(1.0 - started / horizon, 0.0)
             with np.errstate(divide="ignore"):
                 out[:, :, w] = np.where(started > 0, np.logaddexp(st.log_m, np.log(rest)), 0.0)
         family_a_update(
-            res.w, res.delta, res.v, bets, s.clip, w, gate.w_state, gate.run_start, gate.log_m, gate.side,
+            res.w,
+            res.delta,
+            res.v,
+            bets,
+            s.clip,
+            w,
+            gate.w_state,
+            gate.run_start,
+            gate.log_m,
+            gate.side,
         )
         cusum[:, :, w] = gate.log_m
-    return EstimatedRun(out.reshape(n_s * n_c, n_w), cusum.reshape(n_s * n_c, n_w),
-                        st.phi.reshape(-1).copy(), st.scale.reshape(-1).copy(), warm_at.reshape(-1))
+    return EstimatedRun(
+        out.reshape(n_s * n_c, n_w),
+        cusum.reshape(n_s * n_c, n_w),
+        st.phi.reshape(-1).copy(),
+        st.scale.reshape(-1).copy(),
+        warm_at.reshape(-1),
+    )
 
 
 def estimated_ville(x: F64, s: OurSettings, *, test_from: int | None = None) -> EstimatedRun:

@@ -55,8 +55,14 @@ ALPHA = 5e-3
 FLEET_ALPHA = 0.05
 LOG_THR = math.log(1.0 / ALPHA)
 LOG_FLEET_THR = math.log(1.0 / FLEET_ALPHA)
-TYPE_NAMES = ("sdc-drift", "common-mode-rack", "event-conditional", "fdr-multiple-testing",
-              "hierarchical-evalue", "topology-spanning-common-mode")
+TYPE_NAMES = (
+    "sdc-drift",
+    "common-mode-rack",
+    "event-conditional",
+    "fdr-multiple-testing",
+    "hierarchical-evalue",
+    "topology-spanning-common-mode",
+)
 TYPE1_TARGETS = (1, 3, 4, 7)
 TYPE1_TUPLES = ((0.20, 10), (0.30, 8), (0.40, 6), (0.50, 5), (0.70, 4))
 TYPE2_SETS = (("rack-A", (0, 1, 2)), ("rack-A", (0, 1)), ("rack-B", (3, 4, 5)), ("rack-B", (3, 4)))
@@ -86,8 +92,13 @@ class Outcome:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_obj(self) -> dict[str, Any]:
-        return {"detected": self.detected, "attribution_correct": self.correct, "detection_window": self.window,
-                "false_positive_count": self.fp, **self.extra}
+        return {
+            "detected": self.detected,
+            "attribution_correct": self.correct,
+            "detection_window": self.window,
+            "false_positive_count": self.fp,
+            **self.extra,
+        }
 
 
 @dataclass(slots=True)
@@ -100,8 +111,14 @@ class Row:
     rerun: dict[str, Any] | None = None  # Tessera's rule re-run on our re-generated inputs
 
     def to_obj(self) -> dict[str, Any]:
-        return {"type": TYPE_NAMES[self.type_idx], "variation": self.idx, "params": self.params,
-                "ours": self.ours.to_obj(), "tessera_published": self.tessera, "tessera_rerun": self.rerun}
+        return {
+            "type": TYPE_NAMES[self.type_idx],
+            "variation": self.idx,
+            "params": self.params,
+            "ours": self.ours.to_obj(),
+            "tessera_published": self.tessera,
+            "tessera_rerun": self.rerun,
+        }
 
 
 def _first(hit_row: object) -> int | None:
@@ -149,13 +166,21 @@ def _type1(s: OurSettings, published: list[dict[str, Any]] | None) -> list[Row]:
         t = targets[v]
         drift, start = TYPE1_TUPLES[v % 5]
         fired_t = [i for i in range(SHARDS) if m_hist[v, -1, i] >= 1 / ALPHA]
-        rerun = {"detected": t in fired_t, "detection_window_index": _first(m_hist[v, :, t] >= 1 / ALPHA),
-                 "firing_shards": [sid(i) for i in fired_t], "target_M": float(m_hist[v, -1, t])}
+        rerun = {
+            "detected": t in fired_t,
+            "detection_window_index": _first(m_hist[v, :, t] >= 1 / ALPHA),
+            "firing_shards": [sid(i) for i in fired_t],
+            "target_M": float(m_hist[v, -1, t]),
+        }
         crossed = [i for i in range(SHARDS) if (ours[v, i] >= LOG_THR).any()]
         det = t in crossed
-        out = Outcome(det, (crossed == [t]) if det else None, _first(ours[v, t] >= LOG_THR),
-                      len([i for i in crossed if i != t]),
-                      {"target_terminal_log_m": float(ours[v, t, -1]), "crossed": [sid(i) for i in crossed]})
+        out = Outcome(
+            det,
+            (crossed == [t]) if det else None,
+            _first(ours[v, t] >= LOG_THR),
+            len([i for i in crossed if i != t]),
+            {"target_terminal_log_m": float(ours[v, t, -1]), "crossed": [sid(i) for i in crossed]},
+        )
         params = {"target_shard_id": sid(t), "drift_per_window": drift, "drift_start_window": start}
         rows.append(Row(0, v, params, out, published[v]["observation"] if published else None, rerun))
     return rows
@@ -170,9 +195,13 @@ def _type2(cfg: Config, published: list[dict[str, Any]] | None) -> list[Row]:
         cands = attribute_set(fired, topo, cfg)
         det = len(cands) >= 1
         correct = det and len(cands) == 1 and cands[0] == (rack, tuple(sorted(fired)))
-        out = Outcome(det, correct if det else None, v % 5 if det else None,
-                      len([c for c in cands if c[0] != rack]),
-                      {"candidates": [{"node": n, "members": list(m)} for n, m in cands]})
+        out = Outcome(
+            det,
+            correct if det else None,
+            v % 5 if det else None,
+            len([c for c in cands if c[0] != rack]),
+            {"candidates": [{"node": n, "members": list(m)} for n, m in cands]},
+        )
         params = {"target_rack": rack, "fired_set": fired, "attribution_window": v % 5}
         rows.append(Row(1, v, params, out, published[v]["observation"] if published else None))
     return rows
@@ -194,9 +223,21 @@ def _type3(cfg: Config, published: list[dict[str, Any]] | None) -> list[Row]:
         det = added.ok and book.frozen(sample_ts).get(sid(0)) == event.id
         correct: bool | None = None
         if det:
-            f = Firing(id=f"r72-t3-{v}", state="open", opened_ts=sample_ts, window=1, scope="shard",
-                       target=sid(0), members=[sid(0)], detector="A", metric="x", log_evidence=LOG_THR,
-                       threshold_log=LOG_THR, classification="shard_fault", receipt={})
+            f = Firing(
+                id=f"r72-t3-{v}",
+                state="open",
+                opened_ts=sample_ts,
+                window=1,
+                scope="shard",
+                target=sid(0),
+                members=[sid(0)],
+                detector="A",
+                metric="x",
+                log_evidence=LOG_THR,
+                threshold_log=LOG_THR,
+                classification="shard_fault",
+                receipt={},
+            )
             got = book.attribute(f)
             correct = got is not None and got.id == event.id and f.classification == "event_conditional"
         out = Outcome(det, correct, 1 if det else None, None, {"add_status": added.status})
@@ -225,16 +266,23 @@ def _type4(s: OurSettings, published: list[dict[str, Any]] | None) -> list[Row]:
         terminal = m_hist[v, -1, :]
         sel_t = tessera_e_bh(terminal.tolist(), q)
         crossed_t = m_hist[v][:, :k] >= 1 / ALPHA
-        rerun = {"fdr_K": len(sel_t), "fdr_selected_indices": sel_t,
-                 "detection_window_index": _first(crossed_t.any(axis=1)),
-                 "firing_shards": [sid(i) for i in range(SHARDS) if terminal[i] >= 1 / ALPHA]}
+        rerun = {
+            "fdr_K": len(sel_t),
+            "fdr_selected_indices": sel_t,
+            "detection_window_index": _first(crossed_t.any(axis=1)),
+            "firing_shards": [sid(i) for i in range(SHARDS) if terminal[i] >= 1 / ALPHA],
+        }
         e_ours = np.exp(np.minimum(ours[v, :, -1], 700.0))
         sel = [int(i) for i in e_bh(e_ours, q)]
         det = len(sel) >= 1
         nulls = [i for i in sel if i not in drifting]
-        out = Outcome(det, (not nulls) if det else None, _first((ours[v, :k] >= LOG_THR).any(axis=0)),
-                      len(nulls) if det else None,
-                      {"fdr_K": len(sel), "fdr_selected_indices": sel, "all_drifting_selected": sel == drifting})
+        out = Outcome(
+            det,
+            (not nulls) if det else None,
+            _first((ours[v, :k] >= LOG_THR).any(axis=0)),
+            len(nulls) if det else None,
+            {"fdr_K": len(sel), "fdr_selected_indices": sel, "all_drifting_selected": sel == drifting},
+        )
         params = {"drifting_shard_count": k, "drifting_indices": drifting, "qLevel": q}
         rows.append(Row(3, v, params, out, published[v]["observation"] if published else None, rerun))
     return rows
@@ -255,8 +303,11 @@ def _type5(s: OurSettings, published: list[dict[str, Any]] | None) -> list[Row]:
                 if first_t[i] is None and m[i] >= 1 / ALPHA:
                     first_t[i] = w
             tracker.update(tessera_combine_average([math.log(max(float(mi), 1e-12)) for mi in m]))
-        rerun = {"fleet_fired": tracker.fired, "fleet_tick_at_first_fire": tracker.tick_at_first_fire,
-                 "per_shard_first_fire_tick": first_t}
+        rerun = {
+            "fleet_fired": tracker.fired,
+            "fleet_tick_at_first_fire": tracker.tick_at_first_fire,
+            "per_shard_first_fire_tick": first_t,
+        }
         shard_lm = oracle_ville(np.ascontiguousarray(x.T), s)  # [n, W]
         cohort = (math.sqrt(n) * x.mean(axis=1))[None, :]
         cohort_lm = oracle_ville(np.ascontiguousarray(cohort), s)[0]
@@ -267,10 +318,17 @@ def _type5(s: OurSettings, published: list[dict[str, Any]] | None) -> list[Row]:
         aoe = top + np.log(np.exp(shard_lm - top).mean(axis=0))
         det = fleet_w is not None
         correct = det and (earliest is None or (fleet_w is not None and fleet_w <= earliest))
-        out = Outcome(det, correct if det else None, fleet_w, None,
-                      {"earliest_shard_crossing": earliest,
-                       "per_shard_first_crossing": [None if i < 0 else int(i) for i in shard_first],
-                       "aoe_first_crossing": _first(np.maximum.accumulate(aoe) >= LOG_FLEET_THR)})
+        out = Outcome(
+            det,
+            correct if det else None,
+            fleet_w,
+            None,
+            {
+                "earliest_shard_crossing": earliest,
+                "per_shard_first_crossing": [None if i < 0 else int(i) for i in shard_first],
+                "aoe_first_crossing": _first(np.maximum.accumulate(aoe) >= LOG_FLEET_THR),
+            },
+        )
         params = {"shard_count": n, "drift_per_window": drift, "drift_start_window": start}
         rows.append(Row(4, v, params, out, published[v]["observation"] if published else None, rerun))
     return rows
@@ -285,8 +343,13 @@ def _type6(cfg: Config, published: list[dict[str, Any]] | None) -> list[Row]:
         cz = [c for c in cands if c[0] == "cz-1"]
         det = bool(cz)
         correct = det and len(cands) == 1 and cz[0][1] == tuple(sorted(fired))
-        out = Outcome(det, correct if det else None, 3 if det else None, len([c for c in cands if c[0] != "cz-1"]),
-                      {"candidates": [{"node": n, "members": list(m)} for n, m in cands]})
+        out = Outcome(
+            det,
+            correct if det else None,
+            3 if det else None,
+            len([c for c in cands if c[0] != "cz-1"]),
+            {"candidates": [{"node": n, "members": list(m)} for n, m in cands]},
+        )
         params = {"fired_set": fired, "max_hop_distance": TYPE6_HOPS[v % 5]}
         rows.append(Row(5, v, params, out, published[v]["observation"] if published else None))
     return rows
@@ -304,23 +367,39 @@ def _reproduction(rows: list[Row]) -> list[Check]:
     if rows[0].tessera is None:
         return [Check("R72 published JSON", "present", "reference data not found", None)]
     t1 = [r for r in rows if r.type_idx == 0]
-    same = sum(1 for r in t1 if r.rerun and r.tessera
-               and r.rerun["detection_window_index"] == r.tessera["detection_window_index"]
-               and r.rerun["firing_shards"] == r.tessera["raw_terminal"]["firing_shards"])
+    same = sum(
+        1
+        for r in t1
+        if r.rerun
+        and r.tessera
+        and r.rerun["detection_window_index"] == r.tessera["detection_window_index"]
+        and r.rerun["firing_shards"] == r.tessera["raw_terminal"]["firing_shards"]
+    )
     worst = max(_rel(r.rerun["target_M"], r.tessera["raw_terminal"]["target_M"]) for r in t1 if r.rerun and r.tessera)
     checks.append(Check("type 1: detection windows and firing sets", "20/20 identical", f"{same}/20", same == 20))
-    checks.append(Check("type 1: terminal target wealth (6 dp published)", "rel. diff <= 1e-6",
-                        f"max {worst:.2e}", worst <= 1e-6))
+    checks.append(
+        Check("type 1: terminal target wealth (6 dp published)", "rel. diff <= 1e-6", f"max {worst:.2e}", worst <= 1e-6)
+    )
     t4 = [r for r in rows if r.type_idx == 3]
-    same = sum(1 for r in t4 if r.rerun and r.tessera
-               and r.rerun["fdr_selected_indices"] == r.tessera["raw_terminal"]["fdr_selected_indices"]
-               and r.rerun["detection_window_index"] == r.tessera["detection_window_index"]
-               and r.rerun["firing_shards"] == r.tessera["raw_terminal"]["firing_shards"])
+    same = sum(
+        1
+        for r in t4
+        if r.rerun
+        and r.tessera
+        and r.rerun["fdr_selected_indices"] == r.tessera["raw_terminal"]["fdr_selected_indices"]
+        and r.rerun["detection_window_index"] == r.tessera["detection_window_index"]
+        and r.rerun["firing_shards"] == r.tessera["raw_terminal"]["firing_shards"]
+    )
     checks.append(Check("type 4: e-BH selections, K, detection windows", "20/20 identical", f"{same}/20", same == 20))
     t5 = [r for r in rows if r.type_idx == 4]
-    same = sum(1 for r in t5 if r.rerun and r.tessera
-               and r.rerun["fleet_tick_at_first_fire"] == r.tessera["raw_terminal"]["fleet_tick_at_first_fire"]
-               and r.rerun["per_shard_first_fire_tick"] == r.tessera["raw_terminal"]["per_shard_first_fire_tick"])
+    same = sum(
+        1
+        for r in t5
+        if r.rerun
+        and r.tessera
+        and r.rerun["fleet_tick_at_first_fire"] == r.tessera["raw_terminal"]["fleet_tick_at_first_fire"]
+        and r.rerun["per_shard_first_fire_tick"] == r.tessera["raw_terminal"]["per_shard_first_fire_tick"]
+    )
     checks.append(Check("type 5: fleet ticks and per-shard first fires", "20/20 identical", f"{same}/20", same == 20))
     checks += demo_reproduction()
     return checks
@@ -365,9 +444,14 @@ def demo_reproduction() -> list[Check]:
         fired_pub = [[bool(p["fired"]) for p in win["per_shard"]] for win in d["windows"]]
         same_fire = fired_pub == (m >= float(d["params"]["threshold"])).tolist()
         ok = worst <= 1e-6 and same_fire
-        checks.append(Check(f"demo {name}: per-window per-shard wealth (6 dp) and fired flags",
-                            "rel. diff <= 1e-6, flags identical",
-                            f"max {worst:.2e}, flags {'identical' if same_fire else 'DIFFER'}", ok))
+        checks.append(
+            Check(
+                f"demo {name}: per-window per-shard wealth (6 dp) and fired flags",
+                "rel. diff <= 1e-6, flags identical",
+                f"max {worst:.2e}, flags {'identical' if same_fire else 'DIFFER'}",
+                ok,
+            )
+        )
     return checks
 
 
@@ -379,8 +463,14 @@ def run(cfg: Config, *, fast: bool = False) -> MatrixResult:
     s = OurSettings.from_config(cfg)
     pub_doc = reference.load(reference.R72)
     pub = [t["variations"] for t in pub_doc["types"]] if pub_doc else [None] * 6
-    rows = (_type1(s, pub[0]) + _type2(cfg, pub[1]) + _type3(cfg, pub[2]) + _type4(s, pub[3])
-            + _type5(s, pub[4]) + _type6(cfg, pub[5]))
+    rows = (
+        _type1(s, pub[0])
+        + _type2(cfg, pub[1])
+        + _type3(cfg, pub[2])
+        + _type4(s, pub[3])
+        + _type5(s, pub[4])
+        + _type6(cfg, pub[5])
+    )
     res = MatrixResult("r72", "R72 coverage matrix: 6 failure types x 20 variations", fast)
     res.reproduction = _reproduction(rows)
     per_type = []
@@ -391,32 +481,56 @@ def run(cfg: Config, *, fast: bool = False) -> MatrixResult:
         cor = sum(r.ours.correct is True for r in rs)
         fps = [r.ours.fp for r in rs if r.ours.fp is not None]
         tdet = sum(bool(r.tessera["detected"]) for r in rs if r.tessera) if pub_doc else None
-        tcor = (sum(r.tessera["attribution_correct"] is True for r in rs if r.tessera)
-                if pub_doc and ti != 4 else None)
+        tcor = sum(r.tessera["attribution_correct"] is True for r in rs if r.tessera) if pub_doc and ti != 4 else None
         tot["det"] += det
         tot["cor"] += cor
         tot["tdet"] += tdet or 0
         tot["tcor"] += tcor or 0
-        per_type.append([name, f"{tdet}/20" if tdet is not None else "-",
-                         f"{tcor}/20" if tcor is not None else "not measured",
-                         f"{det}/20", f"{cor}/20", max(fps) if fps else "n/a"])
+        per_type.append(
+            [
+                name,
+                f"{tdet}/20" if tdet is not None else "-",
+                f"{tcor}/20" if tcor is not None else "not measured",
+                f"{det}/20",
+                f"{cor}/20",
+                max(fps) if fps else "n/a",
+            ]
+        )
     t_det = tot["tdet"] if pub_doc else 114
     res.checks = [
         Check("detected", ">= 119/120 (Tessera 114)", f"{tot['det']}/120 (Tessera {t_det})", tot["det"] >= 119),
-        Check("attributed correctly", f">= 118/120 (Tessera {TESSERA_ATTRIBUTION_AFTER_AUDIT})",
-              f"{tot['cor']}/120", tot["cor"] >= 118),
+        Check(
+            "attributed correctly",
+            f">= 118/120 (Tessera {TESSERA_ATTRIBUTION_AFTER_AUDIT})",
+            f"{tot['cor']}/120",
+            tot["cor"] >= 118,
+        ),
     ]
-    res.sections.append("## Per type\n\n" + table(
-        ["type", "Tessera detected", "Tessera attributed", "ours detected", "ours attributed", "ours max FP"],
-        per_type) + f"\n\nTessera totals: {t_det}/120 detected; attribution "
+    res.sections.append(
+        "## Per type\n\n"
+        + table(
+            ["type", "Tessera detected", "Tessera attributed", "ours detected", "ours attributed", "ours max FP"],
+            per_type,
+        )
+        + f"\n\nTessera totals: {t_det}/120 detected; attribution "
         f"{TESSERA_ATTRIBUTION_AFTER_AUDIT}/120 as published after its 2026-07-02 audit made type-5 "
         "attribution 'not measured' (the JSON copy used here predates the audit and still says "
-        f"{pub_doc['totals']['total_attribution_correct'] if pub_doc else '114'}).")
+        f"{pub_doc['totals']['total_attribution_correct'] if pub_doc else '114'})."
+    )
     res.sections.append(_detail_section(rows))
-    res.data = {"alpha": ALPHA, "fleet_alpha": FLEET_ALPHA, "bets": list(s.bets), "clip": s.clip,
-                "totals": {"ours_detected": tot["det"], "ours_attributed": tot["cor"], "tessera_detected": t_det,
-                           "tessera_attributed": TESSERA_ATTRIBUTION_AFTER_AUDIT},
-                "variations": [r.to_obj() for r in rows]}
+    res.data = {
+        "alpha": ALPHA,
+        "fleet_alpha": FLEET_ALPHA,
+        "bets": list(s.bets),
+        "clip": s.clip,
+        "totals": {
+            "ours_detected": tot["det"],
+            "ours_attributed": tot["cor"],
+            "tessera_detected": t_det,
+            "tessera_attributed": TESSERA_ATTRIBUTION_AFTER_AUDIT,
+        },
+        "variations": [r.to_obj() for r in rows],
+    }
     res.elapsed_s = time.perf_counter() - t0
     return res
 
@@ -436,10 +550,23 @@ def _detail_section(rows: list[Row]) -> str:
         body = []
         for r in rs:
             t = r.tessera or {}
-            body.append([r.idx, ", ".join(f"{k}={v}" for k, v in r.params.items()),
-                         _fmt(t.get("detected")), _fmt(t.get("attribution_correct")),
-                         _fmt(t.get("detection_window_index")),
-                         _fmt(r.ours.detected), _fmt(r.ours.correct), _fmt(r.ours.window), _fmt(r.ours.fp)])
-        out += [f"### {ti + 1}. {name}", "", table(
-            ["v", "params", "T det", "T attr", "T win", "ours det", "ours attr", "ours win", "ours FP"], body), ""]
+            body.append(
+                [
+                    r.idx,
+                    ", ".join(f"{k}={v}" for k, v in r.params.items()),
+                    _fmt(t.get("detected")),
+                    _fmt(t.get("attribution_correct")),
+                    _fmt(t.get("detection_window_index")),
+                    _fmt(r.ours.detected),
+                    _fmt(r.ours.correct),
+                    _fmt(r.ours.window),
+                    _fmt(r.ours.fp),
+                ]
+            )
+        out += [
+            f"### {ti + 1}. {name}",
+            "",
+            table(["v", "params", "T det", "T attr", "T win", "ours det", "ours attr", "ours win", "ours FP"], body),
+            "",
+        ]
     return "\n".join(out)

@@ -45,14 +45,17 @@ def cells() -> list[dict[str, Any]]:
         for w in WINDOW_COUNTS:
             for a in ALPHAS:
                 for f in FAMILIES:
-                    out.append({"cell_idx": len(out), "drift_magnitude": m, "window_count": w, "alpha": a,
-                                "family": f})
+                    out.append({"cell_idx": len(out), "drift_magnitude": m, "window_count": w, "alpha": a, "family": f})
     return out
 
 
-def tessera_detection(draws: npt.NDArray[np.float64], mags: npt.NDArray[np.float64],
-                      alphas: npt.NDArray[np.float64], fam_a: npt.NDArray[np.bool_],
-                      windows: npt.NDArray[np.int64]) -> I64:
+def tessera_detection(
+    draws: npt.NDArray[np.float64],
+    mags: npt.NDArray[np.float64],
+    alphas: npt.NDArray[np.float64],
+    fam_a: npt.NDArray[np.bool_],
+    windows: npt.NDArray[np.int64],
+) -> I64:
     """Tessera's first detection window per stream (-1: none), Family A or C per row."""
     n, n_w = draws.shape
     a, c = TesseraFamilyA(n), TesseraOns(n)
@@ -66,8 +69,13 @@ def tessera_detection(draws: npt.NDArray[np.float64], mags: npt.NDArray[np.float
     return det
 
 
-def ours_detection(draws: npt.NDArray[np.float64], mags: npt.NDArray[np.float64],
-                   alphas: npt.NDArray[np.float64], windows: npt.NDArray[np.int64], s: OurSettings) -> I64:
+def ours_detection(
+    draws: npt.NDArray[np.float64],
+    mags: npt.NDArray[np.float64],
+    alphas: npt.NDArray[np.float64],
+    windows: npt.NDArray[np.int64],
+    s: OurSettings,
+) -> I64:
     n_w = draws.shape[1]
     x = draws + mags[:, None] * np.arange(1, n_w + 1)[None, :]
     log_m = oracle_ville(x, s)
@@ -98,13 +106,23 @@ def run(cfg: Config, *, fast: bool = False) -> MatrixResult:
         res.reproduction.append(Check("R77 published JSON", "present", "reference data not found", None))
         pub_det = None
     else:
-        pub_det = np.array([-1 if t["detection_window_index"] is None else t["detection_window_index"]
-                            for c in pub["cells"] for t in c["trials"]], np.int64)
+        pub_det = np.array(
+            [
+                -1 if t["detection_window_index"] is None else t["detection_window_index"]
+                for c in pub["cells"]
+                for t in c["trials"]
+            ],
+            np.int64,
+        )
         pub_seeds = np.array([t["seed"] for c in pub["cells"] for t in c["trials"]], np.int64)
         same = int(np.sum(pub_det == t_det))
         res.reproduction += [
-            Check("trial seeds", "2520/2520 identical", f"{int(np.sum(pub_seeds == seeds))}/2520",
-                  bool(np.array_equal(pub_seeds, seeds))),
+            Check(
+                "trial seeds",
+                "2520/2520 identical",
+                f"{int(np.sum(pub_seeds == seeds))}/2520",
+                bool(np.array_equal(pub_seeds, seeds)),
+            ),
             Check("Tessera A/C re-run: per-trial detection window", "2520/2520 identical", f"{same}/2520", same == n),
         ]
 
@@ -118,9 +136,17 @@ def run(cfg: Config, *, fast: bool = False) -> MatrixResult:
         tess_k = int(np.sum((pub_det if pub_det is not None else t_det)[sl] >= 0))
         ow = [int(v) for v in o_det[sl] if v >= 0]
         tw = [int(v) for v in t_det[sl] if v >= 0]
-        rows.append({**c, "tessera_count": tess_k, "ours_count": ours_k, "tessera_median_window": median(tw),
-                     "ours_median_window": median(ow), "ours_windows": [int(v) for v in o_det[sl]],
-                     "tessera_windows": [int(v) for v in t_det[sl]]})
+        rows.append(
+            {
+                **c,
+                "tessera_count": tess_k,
+                "ours_count": ours_k,
+                "tessera_median_window": median(tw),
+                "ours_median_window": median(ow),
+                "ours_windows": [int(v) for v in o_det[sl]],
+                "tessera_windows": [int(v) for v in t_det[sl]],
+            }
+        )
         label = f"{c['family']} m={c['drift_magnitude']:.3f} W={c['window_count']} a={c['alpha']}"
         if c["window_count"] >= 50 and ours_k < TRIALS:
             w50_ok = False
@@ -131,30 +157,57 @@ def run(cfg: Config, *, fast: bool = False) -> MatrixResult:
 
     null = _null_cells(s, NULL_RUNS_FAST if fast else NULL_RUNS)
     res.checks = [
-        Check("W >= 50: every cell 5/5", "420/420 cells", f"{420 - len(w50_bad)}/420 cells"
-              + (f"; misses: {', '.join(w50_bad[:6])}" if w50_bad else ""), w50_ok),
-        Check("W = 30: ours >= Tessera in every cell", "84/84 cells", f"{84 - len(w30_bad)}/84 cells"
-              + (f"; short: {', '.join(w30_bad[:6])}" if w30_bad else ""), w30_ok),
+        Check(
+            "W >= 50: every cell 5/5",
+            "420/420 cells",
+            f"{420 - len(w50_bad)}/420 cells" + (f"; misses: {', '.join(w50_bad[:6])}" if w50_bad else ""),
+            w50_ok,
+        ),
+        Check(
+            "W = 30: ours >= Tessera in every cell",
+            "84/84 cells",
+            f"{84 - len(w30_bad)}/84 cells" + (f"; short: {', '.join(w30_bad[:6])}" if w30_bad else ""),
+            w30_ok,
+        ),
     ]
     for a in ALPHAS:
         fires = sum(r["ours_fires"] for r in null if r["alpha"] == a)
         runs = sum(r["runs"] for r in null if r["alpha"] == a)
         worst = max((r for r in null if r["alpha"] == a), key=lambda r: r["ours_fires"])
         chk = fpr_check(f"null cells alpha={a}: no cell above alpha", int(worst["ours_fires"]), int(worst["runs"]), a)
-        res.checks.append(Check(chk.name, chk.bound, f"worst cell W={worst['window_count']}: {chk.measured}; "
-                                f"all W: {fires}/{runs}", chk.ok))
+        res.checks.append(
+            Check(
+                chk.name,
+                chk.bound,
+                f"worst cell W={worst['window_count']}: {chk.measured}; all W: {fires}/{runs}",
+                chk.ok,
+            )
+        )
 
     res.sections += [_heatmaps(rows), _null_table(null), _medians(rows)]
-    res.data = {"alphas": list(ALPHAS), "magnitudes": list(MAGNITUDES), "window_counts": list(WINDOW_COUNTS),
-                "bets": list(s.bets), "clip": s.clip, "cells": rows, "null_cells": null}
+    res.data = {
+        "alphas": list(ALPHAS),
+        "magnitudes": list(MAGNITUDES),
+        "window_counts": list(WINDOW_COUNTS),
+        "bets": list(s.bets),
+        "clip": s.clip,
+        "cells": rows,
+        "null_cells": null,
+    }
     res.elapsed_s = time.perf_counter() - t0
     return res
 
 
 def _null_cells(s: OurSettings, runs: int) -> list[dict[str, Any]]:
     combos = [(ai, wi) for ai in range(len(ALPHAS)) for wi in range(len(WINDOW_COUNTS))]
-    seeds = np.array([(PREFIX ^ (NULL_OFFSET + (ai * len(WINDOW_COUNTS) + wi) * NULL_RUNS + r)) & 0xFFFFFFFF
-                      for ai, wi in combos for r in range(runs)], np.int64)
+    seeds = np.array(
+        [
+            (PREFIX ^ (NULL_OFFSET + (ai * len(WINDOW_COUNTS) + wi) * NULL_RUNS + r)) & 0xFFFFFFFF
+            for ai, wi in combos
+            for r in range(runs)
+        ],
+        np.int64,
+    )
     alphas = np.repeat([ALPHAS[ai] for ai, _ in combos], runs).astype(np.float64)
     windows = np.repeat([WINDOW_COUNTS[wi] for _, wi in combos], runs).astype(np.int64)
     zeros = np.zeros(len(seeds))
@@ -165,9 +218,16 @@ def _null_cells(s: OurSettings, runs: int) -> list[dict[str, Any]]:
     out = []
     for k, (ai, wi) in enumerate(combos):
         sl = slice(k * runs, (k + 1) * runs)
-        out.append({"alpha": ALPHAS[ai], "window_count": WINDOW_COUNTS[wi], "runs": runs,
-                    "ours_fires": int(np.sum(o[sl] >= 0)), "tessera_a_fires": int(np.sum(ta[sl] >= 0)),
-                    "tessera_c_fires": int(np.sum(tc[sl] >= 0))})
+        out.append(
+            {
+                "alpha": ALPHAS[ai],
+                "window_count": WINDOW_COUNTS[wi],
+                "runs": runs,
+                "ours_fires": int(np.sum(o[sl] >= 0)),
+                "tessera_a_fires": int(np.sum(ta[sl] >= 0)),
+                "tessera_c_fires": int(np.sum(tc[sl] >= 0)),
+            }
+        )
     return out
 
 
@@ -179,30 +239,51 @@ def _heatmaps(rows: list[dict[str, Any]]) -> str:
             for m in MAGNITUDES:
                 line: list[object] = [f"{m:.3f}"]
                 for w in WINDOW_COUNTS:
-                    r = next(r for r in rows if r["family"] == fam and r["alpha"] == a
-                             and r["drift_magnitude"] == m and r["window_count"] == w)
+                    r = next(
+                        r
+                        for r in rows
+                        if r["family"] == fam
+                        and r["alpha"] == a
+                        and r["drift_magnitude"] == m
+                        and r["window_count"] == w
+                    )
                     mark = "" if r["ours_count"] >= r["tessera_count"] else " ▼"
                     line.append(f"{r['tessera_count']} / {r['ours_count']}{mark}")
                 body.append(line)
-            out += [f"### Inputs of Tessera's {fam} cells, alpha = {a}", "",
-                    table(["m \\ W", *[str(w) for w in WINDOW_COUNTS]], body), ""]
+            out += [
+                f"### Inputs of Tessera's {fam} cells, alpha = {a}",
+                "",
+                table(["m \\ W", *[str(w) for w in WINDOW_COUNTS]], body),
+                "",
+            ]
     out.append("▼: ours detects fewer than Tessera on the same inputs.")
     return "\n".join(out)
 
 
 def _null_table(null: list[dict[str, Any]]) -> str:
-    body = [[r["alpha"], r["window_count"], r["runs"], r["ours_fires"], r["tessera_a_fires"], r["tessera_c_fires"]]
-            for r in null]
-    return ("## Null cells (magnitude 0): false fires\n\nTessera published no null cells; its columns here are its "
-            "rules re-run on our null draws.\n\n"
-            + table(["alpha", "W", "runs", "ours", "Tessera A (re-run)", "Tessera C (re-run)"], body))
+    body = [
+        [r["alpha"], r["window_count"], r["runs"], r["ours_fires"], r["tessera_a_fires"], r["tessera_c_fires"]]
+        for r in null
+    ]
+    return (
+        "## Null cells (magnitude 0): false fires\n\nTessera published no null cells; its columns here are its "
+        "rules re-run on our null draws.\n\n"
+        + table(["alpha", "W", "runs", "ours", "Tessera A (re-run)", "Tessera C (re-run)"], body)
+    )
 
 
 def _medians(rows: list[dict[str, Any]]) -> str:
     body = []
     for m in MAGNITUDES:
-        r = next(r for r in rows if r["family"] == "family-a" and r["alpha"] == 0.005
-                 and r["drift_magnitude"] == m and r["window_count"] == 200)
+        r = next(
+            r
+            for r in rows
+            if r["family"] == "family-a"
+            and r["alpha"] == 0.005
+            and r["drift_magnitude"] == m
+            and r["window_count"] == 200
+        )
         body.append([f"{m:.3f}", r["tessera_median_window"], r["ours_median_window"]])
-    return ("## Median detection window, alpha 0.005, W 200 (Family A cells' inputs)\n\n"
-            + table(["m", "Tessera A", "ours"], body))
+    return "## Median detection window, alpha 0.005, W 200 (Family A cells' inputs)\n\n" + table(
+        ["m", "Tessera A", "ours"], body
+    )

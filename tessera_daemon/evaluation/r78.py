@@ -84,20 +84,39 @@ def run(cfg: Config, *, fast: bool = False) -> MatrixResult:
                     fired = fired_set(cls, Lcg(seed))
                     cands = attribute_set(fired, topo, cfg)
                     true_node = truth(cls, fired)
-                    shadow = any(m not in (RACK_A if n == "rack-A" else RACK_B)
-                                 for n, ms in cands if n.startswith("rack-") for m in ms)
-                    is_exact = (true_node is not None and len(cands) == 1 and cands[0][0] == true_node
-                                and set(cands[0][1]) == set(fired))
+                    shadow = any(
+                        m not in (RACK_A if n == "rack-A" else RACK_B)
+                        for n, ms in cands
+                        if n.startswith("rack-")
+                        for m in ms
+                    )
+                    is_exact = (
+                        true_node is not None
+                        and len(cands) == 1
+                        and cands[0][0] == true_node
+                        and set(cands[0][1]) == set(fired)
+                    )
                     p_trial = pub_cells[cell]["trials"][t] if pub_cells else None
-                    trials.append({
-                        "cell": cell, "class": cls, "hop": hop, "min": mn, "trial": t, "seed": seed,
-                        "fired_set": fired, "truth": true_node,
-                        "ours": {"candidates": [{"node": n, "members": list(m)} for n, m in cands],
-                                 "cz": any(n == "cz-1" for n, _ in cands),
-                                 "rack": any(n.startswith("rack-") for n, _ in cands),
-                                 "shadow_rack": shadow, "exactly_one_correct": is_exact},
-                        "tessera": p_trial,
-                    })
+                    trials.append(
+                        {
+                            "cell": cell,
+                            "class": cls,
+                            "hop": hop,
+                            "min": mn,
+                            "trial": t,
+                            "seed": seed,
+                            "fired_set": fired,
+                            "truth": true_node,
+                            "ours": {
+                                "candidates": [{"node": n, "members": list(m)} for n, m in cands],
+                                "cz": any(n == "cz-1" for n, _ in cands),
+                                "rack": any(n.startswith("rack-") for n, _ in cands),
+                                "shadow_rack": shadow,
+                                "exactly_one_correct": is_exact,
+                            },
+                            "tessera": p_trial,
+                        }
+                    )
                 cell += 1
 
     res = MatrixResult("r78", "R78 topology-walk tuning: scenario class x max_hop x min_member, 5 trials", fast)
@@ -114,26 +133,39 @@ def run(cfg: Config, *, fast: bool = False) -> MatrixResult:
     exact = sum(1 for tr in pos if tr["ours"]["exactly_one_correct"])
     n_shadow = sum(1 for tr in trials if tr["ours"]["shadow_rack"])
     res.checks = [
-        Check("true common modes: exactly one candidate, the true node, all fired members",
-              f"{len(pos)}/{len(pos)} trials", f"{exact}/{len(pos)}", exact == len(pos)),
+        Check(
+            "true common modes: exactly one candidate, the true node, all fired members",
+            f"{len(pos)}/{len(pos)} trials",
+            f"{exact}/{len(pos)}",
+            exact == len(pos),
+        ),
         Check("shadow-rack candidates", "0", str(n_shadow), n_shadow == 0),
     ]
     for cls in CLASSES[:4]:
         rs = [tr for tr in trials if tr["class"] == cls]
         k = sum(tr["ours"]["exactly_one_correct"] for tr in rs)
-        res.checks.append(Check(f"{cls}: exactly one correct candidate", f"{len(rs)}/{len(rs)}", f"{k}/{len(rs)}",
-                                k == len(rs)))
+        res.checks.append(
+            Check(f"{cls}: exactly one correct candidate", f"{len(rs)}/{len(rs)}", f"{k}/{len(rs)}", k == len(rs))
+        )
     res.sections += [_class_tables(trials, pub_cells), _neg_section(trials)]
-    res.data = {"p0": cfg.detector.attribution_p0, "alpha": cfg.detector.attribution_alpha,
-                "kinds": list(cfg.detector.attribution_kinds), "trials": trials}
+    res.data = {
+        "p0": cfg.detector.attribution_p0,
+        "alpha": cfg.detector.attribution_alpha,
+        "kinds": list(cfg.detector.attribution_kinds),
+        "trials": trials,
+    }
     res.elapsed_s = time.perf_counter() - t0
     return res
 
 
 def _class_tables(trials: list[dict[str, Any]], pub_cells: list[dict[str, Any]] | None) -> str:
-    out = ["## Per cell: Tessera (published) / ours, counts out of 5", "",
-           "cz, rack: a cooling-zone / any rack candidate; shadow: a rack candidate holding a foreign shard; "
-           "exact: ours names exactly the true node and nothing else.", ""]
+    out = [
+        "## Per cell: Tessera (published) / ours, counts out of 5",
+        "",
+        "cz, rack: a cooling-zone / any rack candidate; shadow: a rack candidate holding a foreign shard; "
+        "exact: ours names exactly the true node and nothing else.",
+        "",
+    ]
     for cls in CLASSES:
         body = []
         for hop in HOPS:
@@ -145,9 +177,16 @@ def _class_tables(trials: list[dict[str, Any]], pub_cells: list[dict[str, Any]] 
                     o = sum(bool(tr["ours"][okey]) for tr in rs)
                     return f"{summ[tkey] if summ else '-'} / {o}"
 
-                body.append([hop, mn, pair("cz_detection_count", "cz"), pair("rack_detection_count", "rack"),
-                             pair("shadow_rack_fp_count", "shadow_rack"),
-                             sum(bool(tr["ours"]["exactly_one_correct"]) for tr in rs)])
+                body.append(
+                    [
+                        hop,
+                        mn,
+                        pair("cz_detection_count", "cz"),
+                        pair("rack_detection_count", "rack"),
+                        pair("shadow_rack_fp_count", "shadow_rack"),
+                        sum(bool(tr["ours"]["exactly_one_correct"]) for tr in rs),
+                    ]
+                )
         out += [f"### {cls}", "", table(["hop", "min", "cz", "rack", "shadow", "ours exact"], body), ""]
     return "\n".join(out)
 
@@ -155,11 +194,21 @@ def _class_tables(trials: list[dict[str, Any]], pub_cells: list[dict[str, Any]] 
 def _neg_section(trials: list[dict[str, Any]]) -> str:
     rs = [tr for tr in trials if tr["class"] == "NEG-INDEP"]
     with_cand = [tr for tr in rs if tr["ours"]["candidates"]]
-    body = [[tr["cell"], tr["trial"], ", ".join(tr["fired_set"]) or "-",
-             "; ".join(f"{c['node']}({len(c['members'])})" for c in tr["ours"]["candidates"]) or "none",
-             ("; ".join(f"{c['shared_node_id']}({c['member_count']})" for c in tr["tessera"]["candidates"])
-              or "none") if tr["tessera"] else "-"] for tr in rs]
-    return (f"## NEG-INDEP (independent fires, p = {NEG_P}): candidates are false by construction\n\n"
-            f"Ours names a candidate in {len(with_cand)}/{len(rs)} trials (the configured null assumes a healthy "
-            "fire probability p0, far below 0.2).\n\n"
-            + table(["cell", "trial", "fired", "ours", "Tessera (published)"], body))
+    body = [
+        [
+            tr["cell"],
+            tr["trial"],
+            ", ".join(tr["fired_set"]) or "-",
+            "; ".join(f"{c['node']}({len(c['members'])})" for c in tr["ours"]["candidates"]) or "none",
+            ("; ".join(f"{c['shared_node_id']}({c['member_count']})" for c in tr["tessera"]["candidates"]) or "none")
+            if tr["tessera"]
+            else "-",
+        ]
+        for tr in rs
+    ]
+    return (
+        f"## NEG-INDEP (independent fires, p = {NEG_P}): candidates are false by construction\n\n"
+        f"Ours names a candidate in {len(with_cand)}/{len(rs)} trials (the configured null assumes a healthy "
+        "fire probability p0, far below 0.2).\n\n"
+        + table(["cell", "trial", "fired", "ours", "Tessera (published)"], body)
+    )

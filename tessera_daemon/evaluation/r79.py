@@ -95,8 +95,9 @@ def tessera_fires(x: F64, alpha: float, mean: float = 0.0, var: float = 1.0, phi
     return fired
 
 
-def with_prefix(dgp: Dgp, rng: NormalSource, prng: NormalSource, prefix: int, windows: int,
-                drift: float) -> tuple[F64, F64]:
+def with_prefix(
+    dgp: Dgp, rng: NormalSource, prng: NormalSource, prefix: int, windows: int, drift: float
+) -> tuple[F64, F64]:
     """(Tessera's ``[n, windows]`` stream, ``[n, prefix + windows]`` prefix + stream for ours)."""
     x, init = dgp.generate(rng, windows, drift)
     pre = dgp.prefix(prng, init, prefix)
@@ -132,8 +133,12 @@ def warmup_summary(warm_at: I64) -> dict[str, float | None]:
     w = warm_at[warm_at >= 0]
     if w.size == 0:
         return {"median": None, "p90": None, "max": None, "never": int(warm_at.size)}
-    return {"median": float(np.median(w)), "p90": float(np.percentile(w, 90)), "max": float(w.max()),
-            "never": int(np.sum(warm_at < 0))}
+    return {
+        "median": float(np.median(w)),
+        "p90": float(np.percentile(w, 90)),
+        "max": float(w.max()),
+        "never": int(np.sum(warm_at < 0)),
+    }
 
 
 def run(cfg: Config, *, fast: bool = False) -> MatrixResult:
@@ -168,56 +173,104 @@ def run(cfg: Config, *, fast: bool = False) -> MatrixResult:
     else:
         for r in rows:
             p = r["tessera_published"]
-            ok = p is not None and math.isclose(r["tessera_rerun_null"], p["nullFireRate"]) and math.isclose(
-                r["tessera_rerun_ramp"], p["rampDetectRate"])
-            res.reproduction.append(Check(f"{r['name']}: Tessera re-run (null FPR, ramp detection)",
-                                          "identical to published",
-                                          f"{r['tessera_rerun_null']:.3f}, {r['tessera_rerun_ramp']:.3f}", ok))
+            ok = (
+                p is not None
+                and math.isclose(r["tessera_rerun_null"], p["nullFireRate"])
+                and math.isclose(r["tessera_rerun_ramp"], p["rampDetectRate"])
+            )
+            res.reproduction.append(
+                Check(
+                    f"{r['name']}: Tessera re-run (null FPR, ramp detection)",
+                    "identical to published",
+                    f"{r['tessera_rerun_null']:.3f}, {r['tessera_rerun_ramp']:.3f}",
+                    ok,
+                )
+            )
     for r in rows:
         if r["name"] in NULL_ROWS:
-            res.checks.append(fpr_check(f"{r['name']}: null false-fire rate", r["ours_null_fires"],
-                                        r["ours_null_runs"], ALPHA))
+            res.checks.append(
+                fpr_check(f"{r['name']}: null false-fire rate", r["ours_null_fires"], r["ours_null_runs"], ALPHA)
+            )
     n_streams = cohort["trials"] * COHORT
     whole = fpr_check("", cohort["whole_shard_fires"], n_streams, ALPHA)
-    res.checks.append(Check("regime step, whole cohort (+1 sigma at window 100): fires nothing",
-                            "0 firings caused by the step; shard-level false-fire rate within alpha",
-                            f"{cohort['whole_step_added']} caused by the step (fire with it, not without); "
-                            f"shard-level {whole.measured} (without the step: {cohort['twin_shard_fires']}); "
-                            f"trials with any firing {cohort['whole_trials_fired']}/{cohort['trials']}",
-                            cohort["whole_step_added"] == 0 and bool(whole.ok)))
+    res.checks.append(
+        Check(
+            "regime step, whole cohort (+1 sigma at window 100): fires nothing",
+            "0 firings caused by the step; shard-level false-fire rate within alpha",
+            f"{cohort['whole_step_added']} caused by the step (fire with it, not without); "
+            f"shard-level {whole.measured} (without the step: {cohort['twin_shard_fires']}); "
+            f"trials with any firing {cohort['whole_trials_fired']}/{cohort['trials']}",
+            cohort["whole_step_added"] == 0 and bool(whole.ok),
+        )
+    )
     det = cohort["one_detected"]
-    res.checks.append(Check("regime step on one shard: fires on that shard", ">= 99 % of runs (our reading)",
-                            f"{rate(det, cohort['trials'])}; peers falsely fired in "
-                            f"{cohort['one_peer_trials_fired']} trials (informational, the pipeline's e-CUSUM at "
-                            f"log(H/alpha): {cohort['one_cusum_detected']}/{cohort['trials']}, peers "
-                            f"{cohort['one_cusum_peer_trials_fired']})", det >= 0.99 * cohort["trials"]))
+    res.checks.append(
+        Check(
+            "regime step on one shard: fires on that shard",
+            ">= 99 % of runs (our reading)",
+            f"{rate(det, cohort['trials'])}; peers falsely fired in "
+            f"{cohort['one_peer_trials_fired']} trials (informational, the pipeline's e-CUSUM at "
+            f"log(H/alpha): {cohort['one_cusum_detected']}/{cohort['trials']}, peers "
+            f"{cohort['one_cusum_peer_trials_fired']})",
+            det >= 0.99 * cohort["trials"],
+        )
+    )
     for r in rows:
         k, n = r["ours_ramp_fires"], r["ours_ramp_runs"]
-        res.checks.append(Check(f"{r['name']}: 0.05/window ramp detected", ">= 99 % of runs", rate(k, n),
-                                k >= 0.99 * n))
+        res.checks.append(
+            Check(f"{r['name']}: 0.05/window ramp detected", ">= 99 % of runs", rate(k, n), k >= 0.99 * n)
+        )
     body = []
     for r in rows:
         p = r["tessera_published"] or {}
         wu = r.get("ours_null_warmup") or r["ours_ramp_warmup"]
         if r["name"] == "regime-step":
-            ours_null = (f"whole cohort: {cohort['whole_trials_fired']}/{cohort['trials']} trials; "
-                         f"one shard: fires on it in {cohort['one_detected']}/{cohort['trials']}")
+            ours_null = (
+                f"whole cohort: {cohort['whole_trials_fired']}/{cohort['trials']} trials; "
+                f"one shard: fires on it in {cohort['one_detected']}/{cohort['trials']}"
+            )
         else:
             k, n = r["ours_null_fires"], r["ours_null_runs"]
             ours_null = f"{k}/{n} = {k / n:.4f}"
-        body.append([r["name"], _f3(p.get("nullFireRate")), ours_null, _f3(p.get("rampDetectRate")),
-                     f"{r['ours_ramp_fires']}/{r['ours_ramp_runs']}", r["ours_ramp_median_window"],
-                     f"{_f0(wu['median'])} / {_f0(wu['p90'])} / {_f0(wu['max'])}"])
-    res.sections.append("## Tessera (published) vs ours\n\n" + table(
-        ["DGP", "Tessera null FPR", "ours null false fires", "Tessera ramp det.", "ours ramp det.",
-         "ours median ramp window", "ours warm-up windows (median / p90 / max)"], body)
+        body.append(
+            [
+                r["name"],
+                _f3(p.get("nullFireRate")),
+                ours_null,
+                _f3(p.get("rampDetectRate")),
+                f"{r['ours_ramp_fires']}/{r['ours_ramp_runs']}",
+                r["ours_ramp_median_window"],
+                f"{_f0(wu['median'])} / {_f0(wu['p90'])} / {_f0(wu['max'])}",
+            ]
+        )
+    res.sections.append(
+        "## Tessera (published) vs ours\n\n"
+        + table(
+            [
+                "DGP",
+                "Tessera null FPR",
+                "ours null false fires",
+                "Tessera ramp det.",
+                "ours ramp det.",
+                "ours median ramp window",
+                "ours warm-up windows (median / p90 / max)",
+            ],
+            body,
+        )
         + f"\n\nalpha = {ALPHA}; {WINDOWS} windows; ours sees a clean warm-up prefix of {s.warmup_max} windows "
         f"first and is warm when its adaptive warm-up says (at least {s.warmup} windows, at most the prefix; "
         "estimation only, no evidence). Null false fires count from the stream's warm-up on, prefix included; "
         "ramp detections in the 200 windows, by a test started at window 0. The regime-step row is run on "
-        "10-shard cohorts (see above).")
-    res.data = {"alpha": ALPHA, "windows": WINDOWS, "warmup": s.warmup, "warmup_max": s.warmup_max, "rows": rows,
-                "cohort_cells": cohort}
+        "10-shard cohorts (see above)."
+    )
+    res.data = {
+        "alpha": ALPHA,
+        "windows": WINDOWS,
+        "warmup": s.warmup,
+        "warmup_max": s.warmup_max,
+        "rows": rows,
+        "cohort_cells": cohort,
+    }
     res.elapsed_s = time.perf_counter() - t0
     return res
 
@@ -243,7 +296,7 @@ def _cohort_cells(s: OurSettings, trials: int) -> dict[str, Any]:
         _, fk = with_prefix(GAUSS, lcg(ps), lcg_prefix(ps), pre, WINDOWS, 0.0)
         peers.append(fk)
     step = np.zeros(pre + WINDOWS)
-    step[pre + step_dgp.at:] = step_dgp.amp
+    step[pre + step_dgp.at :] = step_dgp.amp
     thr = math.log(1.0 / ALPHA)
     out: dict[str, Any] = {"trials": trials, "cohort": COHORT}
     fired_in: dict[str, npt.NDArray[np.bool_]] = {}

@@ -76,13 +76,26 @@ class Plan:
 
 FULL = Plan(
     fleet={"zones": 2, "racks_per_zone": 4, "hosts_per_rack": 8, "shards_per_host": 8, "cohorts": 2},
-    seeds=(1, 2, 3), fault_ticks=2200, clean_ticks=6000, clean_seeds=(101, 102),
-    stat_kinds=STAT_KINDS, magnitudes=MAGNITUDES, hard_kinds=HARD_KINDS, benign=True, sparse=True,
+    seeds=(1, 2, 3),
+    fault_ticks=2200,
+    clean_ticks=6000,
+    clean_seeds=(101, 102),
+    stat_kinds=STAT_KINDS,
+    magnitudes=MAGNITUDES,
+    hard_kinds=HARD_KINDS,
+    benign=True,
+    sparse=True,
 )
 FAST = Plan(
     fleet={"zones": 2, "racks_per_zone": 4, "hosts_per_rack": 2, "shards_per_host": 8, "cohorts": 2},
-    seeds=(1,), fault_ticks=1300, clean_ticks=1600, clean_seeds=(101,),
-    stat_kinds=("straggler", "thermal_rack"), magnitudes=(4.0,), hard_kinds=("xid79",), benign=False,
+    seeds=(1,),
+    fault_ticks=1300,
+    clean_ticks=1600,
+    clean_seeds=(101,),
+    stat_kinds=("straggler", "thermal_rack"),
+    magnitudes=(4.0,),
+    hard_kinds=("xid79",),
+    benign=False,
     sparse=False,
 )
 NULL_DYNAMICS = {"regime_every_s": 600.0, "diurnal_period_s": 1800.0, "diurnal_amplitude": 1.0}
@@ -102,9 +115,16 @@ class Case:
 def sim_config(base: SimConfig, plan: Plan) -> SimConfig:
     f, d = plan.fleet, NULL_DYNAMICS
     return dataclasses.replace(
-        base, zones=int(f["zones"]), racks_per_zone=int(f["racks_per_zone"]), hosts_per_rack=int(f["hosts_per_rack"]),
-        shards_per_host=int(f["shards_per_host"]), cohorts=int(f["cohorts"]), regime_every_s=d["regime_every_s"],
-        diurnal_period_s=d["diurnal_period_s"], diurnal_amplitude=d["diurnal_amplitude"], start_ts=0.0,
+        base,
+        zones=int(f["zones"]),
+        racks_per_zone=int(f["racks_per_zone"]),
+        hosts_per_rack=int(f["hosts_per_rack"]),
+        shards_per_host=int(f["shards_per_host"]),
+        cohorts=int(f["cohorts"]),
+        regime_every_s=d["regime_every_s"],
+        diurnal_period_s=d["diurnal_period_s"],
+        diurnal_amplitude=d["diurnal_amplitude"],
+        start_ts=0.0,
         duration_s=0.0,
     )
 
@@ -118,29 +138,71 @@ def cases(plan: Plan) -> list[Case]:
                 out.append(Case(f"{kind} m={m:g} s{seed}", "statistical", kind, m, seed, (spec,), plan.fault_ticks))
     if plan.benign:
         for seed in plan.seeds:
-            out.append(Case(f"fleet_regime_change m=2 s{seed}", "benign", "fleet_regime_change", 2.0, seed,
-                            (FaultSpec("fleet_regime_change", start_tick=ONSET_TICK, magnitude=2.0),),
-                            plan.fault_ticks))
-            out.append(Case(f"firmware_push m=3 s{seed}", "benign", "firmware_push", 3.0, seed,
-                            (FaultSpec("firmware_push", start_tick=ONSET_TICK, magnitude=3.0, duration_ticks=60),),
-                            plan.fault_ticks))
+            out.append(
+                Case(
+                    f"fleet_regime_change m=2 s{seed}",
+                    "benign",
+                    "fleet_regime_change",
+                    2.0,
+                    seed,
+                    (FaultSpec("fleet_regime_change", start_tick=ONSET_TICK, magnitude=2.0),),
+                    plan.fault_ticks,
+                )
+            )
+            out.append(
+                Case(
+                    f"firmware_push m=3 s{seed}",
+                    "benign",
+                    "firmware_push",
+                    3.0,
+                    seed,
+                    (FaultSpec("firmware_push", start_tick=ONSET_TICK, magnitude=3.0, duration_ticks=60),),
+                    plan.fault_ticks,
+                )
+            )
     for kind in plan.hard_kinds:
         for seed in plan.seeds:
-            out.append(Case(f"{kind} s{seed}", "hard", kind, None, seed, (FaultSpec(kind, start_tick=ONSET_TICK),),
-                            plan.fault_ticks))
+            out.append(
+                Case(
+                    f"{kind} s{seed}",
+                    "hard",
+                    kind,
+                    None,
+                    seed,
+                    (FaultSpec(kind, start_tick=ONSET_TICK),),
+                    plan.fault_ticks,
+                )
+            )
     if plan.sparse:
         for seed in plan.seeds:
-            out.append(Case(f"sparse s{seed}", "null", "sparse", None, seed,
-                            (FaultSpec("sparse", start_tick=ONSET_TICK, duration_ticks=200),), plan.fault_ticks))
+            out.append(
+                Case(
+                    f"sparse s{seed}",
+                    "null",
+                    "sparse",
+                    None,
+                    seed,
+                    (FaultSpec("sparse", start_tick=ONSET_TICK, duration_ticks=200),),
+                    plan.fault_ticks,
+                )
+            )
     for seed in plan.clean_seeds:
         out.append(Case(f"clean s{seed}", "null", "clean", None, seed, (), plan.clean_ticks))
     return out
 
 
 def _firing_obj(f: Firing) -> dict[str, Any]:
-    return {"window": f.window, "target": f.target, "members": list(f.members), "scope": f.scope,
-            "detector": f.detector, "metric": f.metric, "classification": f.classification,
-            "event_id": f.event_id, "log_evidence": round(f.log_evidence, 3)}
+    return {
+        "window": f.window,
+        "target": f.target,
+        "members": list(f.members),
+        "scope": f.scope,
+        "detector": f.detector,
+        "metric": f.metric,
+        "classification": f.classification,
+        "event_id": f.event_id,
+        "log_evidence": round(f.log_evidence, 3),
+    }
 
 
 def run_case(case: Case, cfg: Config, sim_cfg: SimConfig) -> dict[str, Any]:
@@ -166,10 +228,18 @@ def run_case(case: Case, cfg: Config, sim_cfg: SimConfig) -> dict[str, Any]:
         opened += r.opened
         windows.append(r.index)
     return {
-        "case": case.name, "group": case.group, "kind": case.kind, "magnitude": case.magnitude, "seed": case.seed,
-        "shards": list(sim.shard_ids), "first_window": min(windows), "last_window": max(windows),
-        "labels": sim.labels()["faults"], "regime_steps": sim.regime_steps,
-        "firings": [_firing_obj(f) for f in opened], "elapsed_s": round(time.perf_counter() - t0, 2),
+        "case": case.name,
+        "group": case.group,
+        "kind": case.kind,
+        "magnitude": case.magnitude,
+        "seed": case.seed,
+        "shards": list(sim.shard_ids),
+        "first_window": min(windows),
+        "last_window": max(windows),
+        "labels": sim.labels()["faults"],
+        "regime_steps": sim.regime_steps,
+        "firings": [_firing_obj(f) for f in opened],
+        "elapsed_s": round(time.perf_counter() - t0, 2),
     }
 
 
@@ -205,8 +275,19 @@ def _faults(run: dict[str, Any], length_s: float) -> list[Fault]:
             continue
         onset = math.floor(lab["start_ts"] / length_s)
         end = math.inf if lab["end_ts"] is None else math.floor(lab["end_ts"] / length_s) + GRACE_WINDOWS
-        out.append(Fault(lab["kind"], lab["scope"], lab["target"], frozenset(lab["shards"]), tuple(lab["metrics"]),
-                         onset, end, lab["magnitude"], lab["hard"]))
+        out.append(
+            Fault(
+                lab["kind"],
+                lab["scope"],
+                lab["target"],
+                frozenset(lab["shards"]),
+                tuple(lab["metrics"]),
+                onset,
+                end,
+                lab["magnitude"],
+                lab["hard"],
+            )
+        )
     return out
 
 
@@ -277,10 +358,20 @@ def _score_run(run: dict[str, Any], length_s: float, warm: int, out: dict[str, A
     c.clean_shard_windows += sum(len(f.shards) * max(0, f.onset_w - eval_start) for f in faults)
     for i, f in enumerate(faults):
         delays = [true_first[(i, s)] - f.onset_w for s in sorted(f.shards) if (i, s) in true_first]
-        out["per_fault"].append({
-            "case": run["case"], "kind": f.kind, "magnitude": f.magnitude, "hard": f.hard, "scope": f.scope,
-            "target": f.target, "shards": len(f.shards), "detected_shards": len(delays),
-            "delay": min(delays) if delays else None, "shard_delays_median": median(delays)})
+        out["per_fault"].append(
+            {
+                "case": run["case"],
+                "kind": f.kind,
+                "magnitude": f.magnitude,
+                "hard": f.hard,
+                "scope": f.scope,
+                "target": f.target,
+                "shards": len(f.shards),
+                "detected_shards": len(delays),
+                "delay": min(delays) if delays else None,
+                "shard_delays_median": median(delays),
+            }
+        )
         if f.kind in COMMON_MODE_KINDS:
             out["attribution"].append(_attribution(run, f))
     return c
@@ -293,12 +384,23 @@ def score(runs: list[dict[str, Any]], cfg: Config) -> dict[str, Any]:
         c = _score_run(run, cfg.window.length_s, cfg.detector.warmup_max_windows, out)
         for k, v in dataclasses.asdict(c).items():
             setattr(tot, k, getattr(tot, k) + v)
-        out["per_case"].append({"case": run["case"], "group": run["group"], "kind": run["kind"],
-                                "magnitude": run["magnitude"], "tp_pairs": c.tp_pairs, "fp_pairs": c.fp_pairs,
-                                "positives": c.positives, "detected": c.detected_pos,
-                                "false_firings": c.false_firings, "event_conditional": c.event_conditional,
-                                "fleet_events": c.fleet_events, "clean_shard_windows": c.clean_shard_windows,
-                                "elapsed_s": run["elapsed_s"]})
+        out["per_case"].append(
+            {
+                "case": run["case"],
+                "group": run["group"],
+                "kind": run["kind"],
+                "magnitude": run["magnitude"],
+                "tp_pairs": c.tp_pairs,
+                "fp_pairs": c.fp_pairs,
+                "positives": c.positives,
+                "detected": c.detected_pos,
+                "false_firings": c.false_firings,
+                "event_conditional": c.event_conditional,
+                "fleet_events": c.fleet_events,
+                "clean_shard_windows": c.clean_shard_windows,
+                "elapsed_s": run["elapsed_s"],
+            }
+        )
     return {"totals": dataclasses.asdict(tot), **out}
 
 
@@ -309,8 +411,11 @@ def _fleet_explained(fr: dict[str, Any], run: dict[str, Any], length_s: float) -
         if cohort == fr["target"] and math.floor(ts / length_s) <= w:
             return 1
     for lab in run["labels"]:
-        if lab["kind"] == "fleet_regime_change" and lab["target"] == fr["target"] \
-                and math.floor(lab["start_ts"] / length_s) <= w:
+        if (
+            lab["kind"] == "fleet_regime_change"
+            and lab["target"] == fr["target"]
+            and math.floor(lab["start_ts"] / length_s) <= w
+        ):
             return 1
     return 0
 
@@ -319,14 +424,26 @@ def _attribution(run: dict[str, Any], f: Fault) -> dict[str, Any]:
     """The node the pipeline settles on: of the group (common_mode) firings touching the fault's shards
     after onset, the one covering most of them (ties: the later); correct when it is the fault's node
     and holds no foreign shard. The first group firing is reported too."""
-    groups = [fr for fr in run["firings"] if fr["classification"] == "common_mode" and fr["scope"] != "shard"
-              and fr["window"] >= f.onset_w and set(fr["members"]) & f.shards]
+    groups = [
+        fr
+        for fr in run["firings"]
+        if fr["classification"] == "common_mode"
+        and fr["scope"] != "shard"
+        and fr["window"] >= f.onset_w
+        and set(fr["members"]) & f.shards
+    ]
     first = min(groups, key=lambda fr: fr["window"]) if groups else None
     best = max(groups, key=lambda fr: (len(set(fr["members"]) & f.shards), fr["window"])) if groups else None
-    return {"case": run["case"], "kind": f.kind, "magnitude": f.magnitude, "truth": f.target,
-            "named": best["target"] if best else None, "window": best["window"] if best else None,
-            "first_named": first["target"] if first else None,
-            "correct": bool(best and best["target"] == f.target and set(best["members"]) <= f.shards)}
+    return {
+        "case": run["case"],
+        "kind": f.kind,
+        "magnitude": f.magnitude,
+        "truth": f.target,
+        "named": best["target"] if best else None,
+        "window": best["window"] if best else None,
+        "first_named": first["target"] if first else None,
+        "correct": bool(best and best["target"] == f.target and set(best["members"]) <= f.shards),
+    }
 
 
 # ------------------------------------------------------------------------------------------ report
@@ -351,12 +468,20 @@ def run(cfg: Config, *, fast: bool = False, workers: int | None = None) -> Matri
     runs = _run_all(todo, cfg, sim_cfg, n_workers)
     sc = score(runs, cfg)
     n_shards = len(runs[0]["shards"])
-    res = MatrixResult("realistic", f"Realistic evaluation: {n_shards}-shard simulated fleet, fault catalogue x "
-                       "magnitudes x seeds, full pipeline", fast)
+    res = MatrixResult(
+        "realistic",
+        f"Realistic evaluation: {n_shards}-shard simulated fleet, fault catalogue x magnitudes x seeds, full pipeline",
+        fast,
+    )
     _checks(res, sc, fast, n_shards)
     res.sections += _sections(sc, plan, sim_cfg, cfg, n_shards)
-    res.data = {"plan": dataclasses.asdict(plan), "sim": dataclasses.asdict(sim_cfg),
-                "window_s": cfg.window.length_s, "warmup_windows": cfg.detector.warmup_windows, **sc}
+    res.data = {
+        "plan": dataclasses.asdict(plan),
+        "sim": dataclasses.asdict(sim_cfg),
+        "window_s": cfg.window.length_s,
+        "warmup_windows": cfg.detector.warmup_windows,
+        **sc,
+    }
     res.elapsed_s = time.perf_counter() - t0
     return res
 
@@ -375,49 +500,83 @@ def _checks(res: MatrixResult, sc: dict[str, Any], fast: bool, n_shards: int) ->
     precision, recall = ratio(tp, tp + fp), ratio(det, pos)
     if not fast:
         res.checks.append(Check("fleet size", ">= 512 shards", f"{n_shards} shards", n_shards >= 512))
-    res.checks.append(Check("shard-level precision (all cases)", ">= 0.95",
-                            f"{precision:.4f} ({tp} true / {fp} false flagged shard pairs)" if precision is not None
-                            else "no flags", precision is not None and precision >= 0.95))
-    res.checks.append(Check("shard-level recall, statistical faults >= 1 sigma, sustained", ">= 0.95",
-                            f"{recall:.4f} ({det}/{pos} fault shards)" if recall is not None else "no faults",
-                            recall is not None and recall >= 0.95))
+    res.checks.append(
+        Check(
+            "shard-level precision (all cases)",
+            ">= 0.95",
+            f"{precision:.4f} ({tp} true / {fp} false flagged shard pairs)" if precision is not None else "no flags",
+            precision is not None and precision >= 0.95,
+        )
+    )
+    res.checks.append(
+        Check(
+            "shard-level recall, statistical faults >= 1 sigma, sustained",
+            ">= 0.95",
+            f"{recall:.4f} ({det}/{pos} fault shards)" if recall is not None else "no faults",
+            recall is not None and recall >= 0.95,
+        )
+    )
     two = [f["delay"] for f in _stat(sc, lambda f: not f["hard"] and f["magnitude"] == 2.0)]
     if two:
         d2 = median([float(d) if d is not None else math.inf for d in two])
-        res.checks.append(Check("median delay at 2 sigma (per fault; misses count as infinite)", "<= 10 windows",
-                                f"{d2:g} windows over {len(two)} faults", d2 is not None and d2 <= 10))
+        res.checks.append(
+            Check(
+                "median delay at 2 sigma (per fault; misses count as infinite)",
+                "<= 10 windows",
+                f"{d2:g} windows over {len(two)} faults",
+                d2 is not None and d2 <= 10,
+            )
+        )
     hard = [f["delay"] for f in _stat(sc, lambda f: f["hard"])]
     dh = median([float(d) if d is not None else math.inf for d in hard])
-    res.checks.append(Check("median delay, hard faults", "<= 1 window",
-                            f"{dh:g} windows over {len(hard)} faults" if dh is not None else "no hard faults",
-                            dh is not None and dh <= 1))
+    res.checks.append(
+        Check(
+            "median delay, hard faults",
+            "<= 1 window",
+            f"{dh:g} windows over {len(hard)} faults" if dh is not None else "no hard faults",
+            dh is not None and dh <= 1,
+        )
+    )
     csw = tot["clean_shard_windows"]
     need = 1_000_000 if not fast else 0
-    res.checks.append(Check("false firings in clean shard-windows", f"0 in >= {need:,}",
-                            f"{tot['false_firings']} in {csw:,} ({tot['false_firings'] / csw * 1e6:.2f} per 10^6)",
-                            tot["false_firings"] == 0 and csw >= need))
+    res.checks.append(
+        Check(
+            "false firings in clean shard-windows",
+            f"0 in >= {need:,}",
+            f"{tot['false_firings']} in {csw:,} ({tot['false_firings'] / csw * 1e6:.2f} per 10^6)",
+            tot["false_firings"] == 0 and csw >= need,
+        )
+    )
     attr = sc["attribution"]
     named = [a for a in attr if a["named"] is not None]
     ok = sum(1 for a in named if a["correct"])
-    res.checks.append(Check("common modes attributed to the right node (of those the pipeline attributed)",
-                            ">= 95 % of cases",
-                            f"{ok}/{len(named)}; {len(attr) - len(named)} of {len(attr)} common-mode faults got no "
-                            "group firing (missed detections, counted in recall)" if attr else "no common-mode faults",
-                            (ok >= 0.95 * len(named)) if named else None))
+    res.checks.append(
+        Check(
+            "common modes attributed to the right node (of those the pipeline attributed)",
+            ">= 95 % of cases",
+            f"{ok}/{len(named)}; {len(attr) - len(named)} of {len(attr)} common-mode faults got no "
+            "group firing (missed detections, counted in recall)"
+            if attr
+            else "no common-mode faults",
+            (ok >= 0.95 * len(named)) if named else None,
+        )
+    )
 
 
 def _sections(sc: dict[str, Any], plan: Plan, sim_cfg: SimConfig, cfg: Config, n_shards: int) -> list[str]:
     tot = sc["totals"]
     out = []
-    desc = (f"Fleet: {n_shards} shards ({sim_cfg.zones} zones x {sim_cfg.racks_per_zone} racks x "
-            f"{sim_cfg.hosts_per_rack} hosts x {sim_cfg.shards_per_host} GPUs, {sim_cfg.cohorts} jobs); "
-            f"AR(1) rho {sim_cfg.rho} per tick, Student-t({sim_cfg.tail_df}) innovations, diurnal "
-            f"{sim_cfg.diurnal_amplitude} sigma / {sim_cfg.diurnal_period_s:g} s, regime steps every "
-            f"{sim_cfg.regime_every_s:g} s per job; tick {sim_cfg.tick_s:g} s, window {cfg.window.length_s:g} s, "
-            f"warm-up {cfg.detector.warmup_windows}-{cfg.detector.warmup_max_windows} windows (adaptive); "
-            f"faults start at tick {ONSET_TICK}; clean shard-windows counted from window "
-            f"{cfg.detector.warmup_max_windows}; "
-            f"seeds {list(plan.seeds)}; {plan.fault_ticks} ticks per fault case, {plan.clean_ticks} per clean case.")
+    desc = (
+        f"Fleet: {n_shards} shards ({sim_cfg.zones} zones x {sim_cfg.racks_per_zone} racks x "
+        f"{sim_cfg.hosts_per_rack} hosts x {sim_cfg.shards_per_host} GPUs, {sim_cfg.cohorts} jobs); "
+        f"AR(1) rho {sim_cfg.rho} per tick, Student-t({sim_cfg.tail_df}) innovations, diurnal "
+        f"{sim_cfg.diurnal_amplitude} sigma / {sim_cfg.diurnal_period_s:g} s, regime steps every "
+        f"{sim_cfg.regime_every_s:g} s per job; tick {sim_cfg.tick_s:g} s, window {cfg.window.length_s:g} s, "
+        f"warm-up {cfg.detector.warmup_windows}-{cfg.detector.warmup_max_windows} windows (adaptive); "
+        f"faults start at tick {ONSET_TICK}; clean shard-windows counted from window "
+        f"{cfg.detector.warmup_max_windows}; "
+        f"seeds {list(plan.seeds)}; {plan.fault_ticks} ticks per fault case, {plan.clean_ticks} per clean case."
+    )
     out.append("## Setup\n\n" + desc)
     body = []
     for kind in plan.stat_kinds:
@@ -428,10 +587,20 @@ def _sections(sc: dict[str, Any], plan: Plan, sim_cfg: SimConfig, cfg: Config, n
             shards = sum(f["shards"] for f in fs)
             dshards = sum(f["detected_shards"] for f in fs)
             delays = [float(f["delay"]) for f in fs if f["delay"] is not None]
-            body.append([kind, f"{m:g}", f"{sum(f['delay'] is not None for f in fs)}/{len(fs)}",
-                         f"{dshards}/{shards}", median(delays), max(delays) if delays else None])
-    out.append("## Statistical faults: detection and delay (windows after onset)\n\n" + table(
-        ["kind", "sigma", "faults detected", "fault shards detected", "median delay", "max delay"], body))
+            body.append(
+                [
+                    kind,
+                    f"{m:g}",
+                    f"{sum(f['delay'] is not None for f in fs)}/{len(fs)}",
+                    f"{dshards}/{shards}",
+                    median(delays),
+                    max(delays) if delays else None,
+                ]
+            )
+    out.append(
+        "## Statistical faults: detection and delay (windows after onset)\n\n"
+        + table(["kind", "sigma", "faults detected", "fault shards detected", "median delay", "max delay"], body)
+    )
     hard = []
     for kind in plan.hard_kinds:
         fs = _stat(sc, lambda f, k=kind: f["kind"] == k)
@@ -440,28 +609,72 @@ def _sections(sc: dict[str, Any], plan: Plan, sim_cfg: SimConfig, cfg: Config, n
     out.append("## Hard faults\n\n" + table(["kind", "detected", "median delay", "max delay"], hard))
     attr = sc["attribution"]
     if attr:
-        ab = [[a["case"], a["truth"], a["named"] or "-", a["window"], a["first_named"] or "-",
-               "yes" if a["correct"] else "no"] for a in attr]
-        out.append("## Common-mode attribution (the group firing covering most of the fault's shards)\n\n"
-                   + table(["case", "true node", "named", "window", "first group firing", "correct"], ab))
-    cases_b = [[c["case"], c["positives"], c["detected"], c["fp_pairs"], c["false_firings"], c["event_conditional"],
-                c["fleet_events"], f"{c['clean_shard_windows']:,}", c["elapsed_s"]] for c in sc["per_case"]]
-    out.append("## Per case\n\n" + table(
-        ["case", "fault shards", "detected", "false shard flags", "false firings", "event_conditional",
-         "fleet_event", "clean shard-windows", "seconds"], cases_b))
+        ab = [
+            [
+                a["case"],
+                a["truth"],
+                a["named"] or "-",
+                a["window"],
+                a["first_named"] or "-",
+                "yes" if a["correct"] else "no",
+            ]
+            for a in attr
+        ]
+        out.append(
+            "## Common-mode attribution (the group firing covering most of the fault's shards)\n\n"
+            + table(["case", "true node", "named", "window", "first group firing", "correct"], ab)
+        )
+    cases_b = [
+        [
+            c["case"],
+            c["positives"],
+            c["detected"],
+            c["fp_pairs"],
+            c["false_firings"],
+            c["event_conditional"],
+            c["fleet_events"],
+            f"{c['clean_shard_windows']:,}",
+            c["elapsed_s"],
+        ]
+        for c in sc["per_case"]
+    ]
+    out.append(
+        "## Per case\n\n"
+        + table(
+            [
+                "case",
+                "fault shards",
+                "detected",
+                "false shard flags",
+                "false firings",
+                "event_conditional",
+                "fleet_event",
+                "clean shard-windows",
+                "seconds",
+            ],
+            cases_b,
+        )
+    )
     mt = tot["metric_total"]
-    out.append("## Other figures\n\n"
-               f"- Shard pages naming one of the fault's metrics: {tot['metric_ok']}/{mt}"
-               + (f" ({tot['metric_ok'] / mt:.3f})" if mt else "") + "\n"
-               f"- fleet_event firings (the whole job moved): {tot['fleet_events']}, of which "
-               f"{tot['fleet_explained']} follow a simulated regime step or fleet_regime_change of that job\n"
-               f"- event_conditional firings (inside an announced firmware push): {tot['event_conditional']}\n"
-               f"- rule:device_missing on the shards of a sparse reporting gap (a GPU silent while its host "
-               f"reports; expected, not counted as false): {tot.get('expected_silence', 0)}\n"
-               f"- clean shard-windows: {tot['clean_shard_windows']:,}; false firings: {tot['false_firings']}")
+    out.append(
+        "## Other figures\n\n"
+        f"- Shard pages naming one of the fault's metrics: {tot['metric_ok']}/{mt}"
+        + (f" ({tot['metric_ok'] / mt:.3f})" if mt else "")
+        + "\n"
+        f"- fleet_event firings (the whole job moved): {tot['fleet_events']}, of which "
+        f"{tot['fleet_explained']} follow a simulated regime step or fleet_regime_change of that job\n"
+        f"- event_conditional firings (inside an announced firmware push): {tot['event_conditional']}\n"
+        f"- rule:device_missing on the shards of a sparse reporting gap (a GPU silent while its host "
+        f"reports; expected, not counted as false): {tot.get('expected_silence', 0)}\n"
+        f"- clean shard-windows: {tot['clean_shard_windows']:,}; false firings: {tot['false_firings']}"
+    )
     if sc["false_examples"]:
-        fe = [[e["case"], e["window"], e["target"], e["metric"], e["classification"], e["log_evidence"]]
-              for e in sc["false_examples"]]
-        out.append("## False firings (first 25)\n\n" + table(
-            ["case", "window", "target", "metric", "class", "log evidence"], fe))
+        fe = [
+            [e["case"], e["window"], e["target"], e["metric"], e["classification"], e["log_evidence"]]
+            for e in sc["false_examples"]
+        ]
+        out.append(
+            "## False firings (first 25)\n\n"
+            + table(["case", "window", "target", "metric", "class", "log evidence"], fe)
+        )
     return out

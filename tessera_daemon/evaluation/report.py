@@ -30,8 +30,13 @@ class Check:
         return {True: "PASS", False: "FAIL", None: NOT_AVAILABLE}[self.ok]
 
     def to_obj(self) -> dict[str, Any]:
-        return {"name": self.name, "bound": self.bound, "measured": self.measured, "ok": self.ok,
-                "verdict": self.verdict}
+        return {
+            "name": self.name,
+            "bound": self.bound,
+            "measured": self.measured,
+            "ok": self.ok,
+            "verdict": self.verdict,
+        }
 
 
 @dataclass(slots=True)
@@ -85,8 +90,12 @@ class MatrixResult:
         md = out_dir / f"{self.name}.md"
         js = out_dir / f"{self.name}.json"
         _atomic_write(md, self.markdown())
-        payload = {**self.summary(), "provenance": self.provenance or provenance(), "sections": self.sections,
-                   "data": self.data}
+        payload = {
+            **self.summary(),
+            "provenance": self.provenance or provenance(),
+            "sections": self.sections,
+            "data": self.data,
+        }
         _atomic_write(js, json.dumps(jsonable(payload), indent=2, sort_keys=False, allow_nan=False) + "\n")
         return [md, js]
 
@@ -98,13 +107,26 @@ class MatrixResult:
         def checks(key: str) -> list[Check]:
             return [Check(c["name"], c["bound"], c["measured"], c["ok"]) for c in doc.get(key, [])]
 
-        return cls(doc["matrix"], doc["title"], bool(doc["fast"]), checks("checks"), checks("reproduction"),
-                   list(doc.get("sections", [])), dict(doc.get("data", {})), float(doc.get("elapsed_s", 0.0)),
-                   dict(doc.get("provenance") or {}))
+        return cls(
+            doc["matrix"],
+            doc["title"],
+            bool(doc["fast"]),
+            checks("checks"),
+            checks("reproduction"),
+            list(doc.get("sections", [])),
+            dict(doc.get("data", {})),
+            float(doc.get("elapsed_s", 0.0)),
+            dict(doc.get("provenance") or {}),
+        )
 
 
-DETECTION_PATHS = ("tessera_daemon/detect", "tessera_daemon/engine", "tessera_daemon/evaluation",
-                   "tessera_daemon/sim", "tessera_daemon/config.py")
+DETECTION_PATHS = (
+    "tessera_daemon/detect",
+    "tessera_daemon/engine",
+    "tessera_daemon/evaluation",
+    "tessera_daemon/sim",
+    "tessera_daemon/config.py",
+)
 
 
 def provenance() -> dict[str, Any]:
@@ -114,8 +136,13 @@ def provenance() -> dict[str, Any]:
     git = ["git", "--no-optional-locks", "-C", str(root)]
     try:
         head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True)
-        status = subprocess.run([*git, "status", "--porcelain", "--", *DETECTION_PATHS], capture_output=True,
-                                text=True, timeout=10, check=True)
+        status = subprocess.run(
+            [*git, "status", "--porcelain", "--", *DETECTION_PATHS],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
     except (OSError, subprocess.SubprocessError):
         return out
     out["commit"] = head.stdout.strip()
@@ -143,8 +170,7 @@ def jsonable(value: Any) -> Any:
 
 
 def checks_table(checks: Sequence[Check]) -> str:
-    return table(["check", "bound", "measured", "verdict"],
-                 [[c.name, c.bound, c.measured, c.verdict] for c in checks])
+    return table(["check", "bound", "measured", "verdict"], [[c.name, c.bound, c.measured, c.verdict] for c in checks])
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -168,5 +194,4 @@ def fpr_check(name: str, fires: int, n: int, alpha: float) -> Check:
     """False-fire rate at most ``alpha`` up to Monte-Carlo error: an exact one-sided binomial test
     of H: rate <= alpha does not reject at 5 % (P(Bin(n, alpha) >= fires) >= 0.05)."""
     p = binom_sf(fires, n, alpha)
-    return Check(name, f"<= {alpha:g} (+MC: P(Bin(n,alpha) >= k) >= 0.05)",
-                 f"{rate(fires, n)}, p = {p:.3g}", p >= 0.05)
+    return Check(name, f"<= {alpha:g} (+MC: P(Bin(n,alpha) >= k) >= 0.05)", f"{rate(fires, n)}, p = {p:.3g}", p >= 0.05)

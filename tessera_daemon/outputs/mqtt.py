@@ -49,8 +49,15 @@ def topic_level(text: str) -> str:
 def client_kwargs(s: MqttSettings, role: str) -> dict[str, Any]:
     password = Path(s.password_file).read_text(encoding="utf-8").strip() if s.password_file else None
     ident = s.client_id or f"tessera-{role}-{socket.gethostname()}-{os.getpid()}"
-    return {"hostname": s.host, "port": s.port, "username": s.username or None, "password": password,
-            "identifier": ident, "keepalive": s.keepalive_s, "timeout": 10.0}
+    return {
+        "hostname": s.host,
+        "port": s.port,
+        "username": s.username or None,
+        "password": password,
+        "identifier": ident,
+        "keepalive": s.keepalive_s,
+        "timeout": 10.0,
+    }
 
 
 def reconnect_delay(s: MqttSettings, attempt: int) -> float:
@@ -71,8 +78,15 @@ class MqttFiringPublisher:
         return f"{s.topic_prefix}/{topic_level(self.cluster)}/firings/{topic_level(scope)}/{topic_level(target)}"
 
     def offer(self, scope: str, target: str, window: int, active: list[dict[str, Any]]) -> None:
-        body = {"v": 1, "cluster": self.cluster, "scope": scope, "target": target, "window": window,
-                "state": "open" if active else "resolved", "firings": active}
+        body = {
+            "v": 1,
+            "cluster": self.cluster,
+            "scope": scope,
+            "target": target,
+            "window": window,
+            "state": "open" if active else "resolved",
+            "firings": active,
+        }
         topic = self.topic(scope, target)
         self.pending[topic] = json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
         self.pending.move_to_end(topic)

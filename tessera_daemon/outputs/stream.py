@@ -42,8 +42,9 @@ def decode_event(entry_id: Any, fields: Mapping[Any, Any]) -> FiringEvent:
     if not isinstance(obj, dict):
         raise CodecError("firing entry: firing is not an object")
     eid = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-    return FiringEvent(eid, _text(fields, "partition"), int(_text(fields, "window")), _text(fields, "id"),
-                       _text(fields, "state"), obj)
+    return FiringEvent(
+        eid, _text(fields, "partition"), int(_text(fields, "window")), _text(fields, "id"), _text(fields, "state"), obj
+    )
 
 
 async def read_firings(client: Any, key: str, *, count: int = 10_000) -> list[FiringEvent]:

@@ -234,8 +234,7 @@ class VerdictFeed:
         self._task = asyncio.create_task(self._run(), name="verdict-feed")
 
     def envelope(self, group: VerdictGroup, emitted_at_ts: float) -> dict[str, Any]:
-        return {"contract_version": CONTRACT_VERSION, "verdict_group": group.to_obj(),
-                "emitted_at_ts": emitted_at_ts}
+        return {"contract_version": CONTRACT_VERSION, "verdict_group": group.to_obj(), "emitted_at_ts": emitted_at_ts}
 
     def submit(self, group: VerdictGroup, *, emitted_at_ts: float | None = None) -> bool:
         """Queue ``group``; False (counted as dropped) when the queue is full or the feed closed."""
@@ -266,8 +265,11 @@ class VerdictFeed:
                 self._queue.task_done()
 
     def _headers(self, item: _Item) -> dict[str, str]:
-        headers = {"Content-Type": "application/json", "x-tessera-instance-id": self.instance_id,
-                   "Idempotency-Key": item.group.idempotency_key}
+        headers = {
+            "Content-Type": "application/json",
+            "x-tessera-instance-id": self.instance_id,
+            "Idempotency-Key": item.group.idempotency_key,
+        }
         tok = self._token()
         if tok:
             headers["Authorization"] = f"Bearer {tok}"
@@ -312,8 +314,13 @@ class VerdictFeed:
                     return
                 delay = min(self.backoff_cap_s, max(backoff.next_delay(), exc.delay_floor_s))
                 self.retried += 1
-                log.info("verdict feed retry", group_id=item.group.group_id, attempt=attempt,
-                         error=self.last_error, retry_in_s=round(delay, 3))
+                log.info(
+                    "verdict feed retry",
+                    group_id=item.group.group_id,
+                    attempt=attempt,
+                    error=self.last_error,
+                    retry_in_s=round(delay, 3),
+                )
                 await asyncio.sleep(delay)
             else:
                 self.sent += 1

@@ -75,9 +75,7 @@ class ClusterSim:
         self.metric_names: list[str] = list(METRICS)
         n = len(self.shard_ids)
         self._null = NullModel(cfg, layout.cohort_of, len(layout.cohort_ids), self.seed)
-        self.injections: list[Injection] = resolve_faults(
-            self.scenario, layout, self.seed, self.start_ts, self.tick_s
-        )
+        self.injections: list[Injection] = resolve_faults(self.scenario, layout, self.seed, self.start_ts, self.tick_s)
         self._plan = FaultPlan(self.injections, n)
         self._nvlink = _initial_counters(self.seed, n, self.tick_s)
         self._ecc = np.zeros(n)
@@ -167,7 +165,5 @@ def _initial_counters(seed: int, n: int, tick_s: float) -> np.ndarray:
     wrap_rows = rng.choice(n, size=k, replace=False)
     ticks_to_wrap = rng.uniform(20.0, 300.0, size=k)
     per_tick = 40.0 * NVLINK_BYTES_PER_GB * tick_s
-    start[wrap_rows] = np.array(
-        [COUNTER_WRAP - int(t * per_tick) for t in ticks_to_wrap.tolist()], dtype=np.uint64
-    )
+    start[wrap_rows] = np.array([COUNTER_WRAP - int(t * per_tick) for t in ticks_to_wrap.tolist()], dtype=np.uint64)
     return start

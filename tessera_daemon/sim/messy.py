@@ -75,8 +75,18 @@ CADENCE_MIXES: dict[str, tuple[tuple[float, float], ...]] = {
     "default": ((10.0, 3.0), (15.0, 3.0), (20.0, 2.0), (30.0, 2.0)),
     "mixed": ((1.0, 1.0), (5.0, 3.0), (10.0, 8.0), (15.0, 8.0), (20.0, 4.0), (30.0, 6.0), (60.0, 2.0)),
 }
-FAULT_KINDS = ("thermal_rack", "psu_cap", "fw_unannounced", "nvlink_degrade", "silent_host", "straggler",
-               "sdc_drift", "xid79", "ecc_dbe", "silent_device")
+FAULT_KINDS = (
+    "thermal_rack",
+    "psu_cap",
+    "fw_unannounced",
+    "nvlink_degrade",
+    "silent_host",
+    "straggler",
+    "sdc_drift",
+    "xid79",
+    "ecc_dbe",
+    "silent_device",
+)
 HARD_KINDS = frozenset({"xid79", "ecc_dbe", "silent_device"})
 RAMP_S = {"straggler": 60.0, "psu_cap": 60.0, "nvlink_degrade": 60.0, "thermal_rack": 180.0, "sdc_drift": 1800.0}
 SINGLE_GPU_KINDS = frozenset({"straggler", "sdc_drift", "xid79", "ecc_dbe", "silent_device"})
@@ -129,8 +139,7 @@ class Nuisances:
     @classmethod
     def none(cls) -> Nuisances:
         """No nuisance at all: fixed 10 s polls, white Gaussian noise (for tests and contrasts)."""
-        return cls("10s", 0.0, 0.0, False, 0.0, False, 0.0, False, False, False, False, 0.0, False, False,
-                   False, False)
+        return cls("10s", 0.0, 0.0, False, 0.0, False, 0.0, False, False, False, False, 0.0, False, False, False, False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,8 +251,10 @@ def build_fleet(shape: FleetShape) -> Fleet:
     rack_ids = [f"rk{r + 1:02d}" for r in range(n_racks)]
     zone_of_rack = [r // shape.racks_per_zone for r in range(n_racks)]
     # job 2 takes the upper half of the hosts of the first racks, job 1 the rest
-    order = sorted(range(shape.n_hosts), key=lambda h: (h % shape.hosts_per_rack < shape.hosts_per_rack // 2,
-                                                        h // shape.hosts_per_rack, h))
+    order = sorted(
+        range(shape.n_hosts),
+        key=lambda h: (h % shape.hosts_per_rack < shape.hosts_per_rack // 2, h // shape.hosts_per_rack, h),
+    )
     n_second = round(shape.second_job_share * shape.n_hosts) if n_jobs == 2 else 0
     second = set(order[:n_second])
     host_ids: list[str] = []
@@ -279,17 +290,39 @@ def build_fleet(shape: FleetShape) -> Fleet:
                 nvl = f"{host}-nvs{min(g // shape.gpus_per_nvlink, n_dom - 1)}"
                 gids.append(gid)
                 nvls.append(nvl)
-                nodes.append(TopoNode(gid, "shard", host, {**common, "host": host, "nvlink_domain": nvl,
-                                                           "model": MODEL, "gpu_index": str(g)}))
+                nodes.append(
+                    TopoNode(
+                        gid,
+                        "shard",
+                        host,
+                        {**common, "host": host, "nvlink_domain": nvl, "model": MODEL, "gpu_index": str(g)},
+                    )
+                )
                 for grp in (host, nvl, psu, rack, zone, job_ids[job], "fleet"):
                     members.setdefault(grp, []).append(gid)
             for i, a in enumerate(gids):
-                edges += [TopoEdge(a, b, "nvlink") for b, nb in zip(gids[i + 1:], nvls[i + 1:], strict=True)
-                          if nb == nvls[i]]
+                edges += [
+                    TopoEdge(a, b, "nvlink")
+                    for b, nb in zip(gids[i + 1 :], nvls[i + 1 :], strict=True)
+                    if nb == nvls[i]
+                ]
             gpu_ids.append(gids)
             nvl_of_gpu.append(nvls)
-    return Fleet(shape, host_ids, rack_of_host, zone_of_rack, psu_of_host, job_of_host, rack_ids, zone_ids,
-                 job_ids, gpu_ids, nvl_of_gpu, Topology(nodes, edges), members)
+    return Fleet(
+        shape,
+        host_ids,
+        rack_of_host,
+        zone_of_rack,
+        psu_of_host,
+        job_of_host,
+        rack_ids,
+        zone_ids,
+        job_ids,
+        gpu_ids,
+        nvl_of_gpu,
+        Topology(nodes, edges),
+        members,
+    )
 
 
 # ------------------------------------------------------------------------------- fleet processes
@@ -382,8 +415,16 @@ def _slow(spec: MessySpec, fleet: Fleet) -> Slow:
     zone_base = 22.0 + rng.uniform(-1.0, 1.0, zones)[:, None]
     rack_base = rng.uniform(-0.8, 0.8, racks)[:, None]
     room = np.asarray(zone_base + 1.2 * diurnal[None, :] + zone_w, np.float64)
-    return Slow(np.asarray(grid, np.float64), room, rack_base + rack_w, host_w, psu_w, job_w, 1.0 + 0.015 * diurnal,
-                {p: i for i, p in enumerate(psus)})
+    return Slow(
+        np.asarray(grid, np.float64),
+        room,
+        rack_base + rack_w,
+        host_w,
+        psu_w,
+        job_w,
+        1.0 + 0.015 * diurnal,
+        {p: i for i, p in enumerate(psus)},
+    )
 
 
 # --------------------------------------------------------------------------------------- hosts
@@ -421,8 +462,16 @@ def _host_plans(spec: MessySpec, fleet: Fleet) -> list[HostPlan]:
             s = spec.start_ts + rng.uniform(0.05, 0.97) * spec.duration_s
             drops.append((s, s + rng.uniform(20, 150), bool(rng.random() < 0.4 and nz.counter_quirks)))
         drops.sort()
-        plans.append(HostPlan(float(cad[h]), float(jit[h]), float(skew[h]), float(lat[h]), drops,
-                              ("mem_bw_util",) if lacking[h] else ()))
+        plans.append(
+            HostPlan(
+                float(cad[h]),
+                float(jit[h]),
+                float(skew[h]),
+                float(lat[h]),
+                drops,
+                ("mem_bw_util",) if lacking[h] else (),
+            )
+        )
     return plans
 
 
@@ -441,8 +490,11 @@ def _announced(spec: MessySpec, fleet: Fleet, plans: list[HostPlan]) -> list[Clu
         plans[h].fw_reboot = reboot
         plans[h].dropouts = sorted([*plans[h].dropouts, (reboot, reboot + rng.uniform(90, 150), True)])
     end = ts + 60.0 + len(hosts) * 240.0 + 600.0
-    return [ClusterEvent("fw-2026-05-h100-vbios-96.00.99", "firmware_push", ts,
-                         tuple(fleet.host_ids[h] for h in hosts), end)]
+    return [
+        ClusterEvent(
+            "fw-2026-05-h100-vbios-96.00.99", "firmware_push", ts, tuple(fleet.host_ids[h] for h in hosts), end
+        )
+    ]
 
 
 def _sample_times(spec: MessySpec, plan: HostPlan, rng: np.random.Generator) -> F64:
@@ -475,13 +527,23 @@ class Fault:
     detail: dict[str, Any] = field(default_factory=dict)
 
     def to_obj(self, fleet: Fleet, plans: list[HostPlan]) -> dict[str, Any]:
-        return {"id": self.id, "kind": self.kind, "target": self.target, "scope": self.scope,
-                "members": sorted(self.members), "metrics": self.metrics, "start_ts": self.start_ts,
-                "end_ts": self.end_ts, "magnitude": self.magnitude, "hard": self.hard,
-                "common_mode": self.kind in COMMON_MODE_KINDS,
-                "full_ts": self.start_ts + RAMP_S.get(self.kind, 0.0),  # when the fault reaches its full size
-                "hosts": [fleet.host_ids[h] for h in self.hosts],
-                "cadence_s": max(plans[h].cadence_s for h in self.hosts), **self.detail}
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "target": self.target,
+            "scope": self.scope,
+            "members": sorted(self.members),
+            "metrics": self.metrics,
+            "start_ts": self.start_ts,
+            "end_ts": self.end_ts,
+            "magnitude": self.magnitude,
+            "hard": self.hard,
+            "common_mode": self.kind in COMMON_MODE_KINDS,
+            "full_ts": self.start_ts + RAMP_S.get(self.kind, 0.0),  # when the fault reaches its full size
+            "hosts": [fleet.host_ids[h] for h in self.hosts],
+            "cadence_s": max(plans[h].cadence_s for h in self.hosts),
+            **self.detail,
+        }
 
 
 def _plan_faults(spec: MessySpec, fleet: Fleet, plans: list[HostPlan]) -> list[Fault]:
@@ -496,8 +558,9 @@ def _plan_faults(spec: MessySpec, fleet: Fleet, plans: list[HostPlan]) -> list[F
     single: dict[int, set[str]] = {}
     faults: list[Fault] = []
     # targets: the largest footprints first (a whole rack, a PSU, three hosts...), single GPUs last
-    for idx in sorted(range(len(kinds)), key=lambda i: FAULT_KINDS.index(kinds[i]) if kinds[i] in FAULT_KINDS
-                      else len(FAULT_KINDS)):
+    for idx in sorted(
+        range(len(kinds)), key=lambda i: FAULT_KINDS.index(kinds[i]) if kinds[i] in FAULT_KINDS else len(FAULT_KINDS)
+    ):
         f = _fault(kinds[idx], kinds[idx], float(starts[idx]), spec, fleet, used, rng, single)
         if f is None:
             continue
@@ -516,8 +579,16 @@ def _free_hosts(fleet: Fleet, used: set[int], job: int | None = None) -> list[in
     return [h for h in range(len(fleet.host_ids)) if h not in used and (job is None or fleet.job_of_host[h] == job)]
 
 
-def _fault(kind: str, fid: str, start: float, spec: MessySpec, fleet: Fleet, used: set[int],
-           rng: np.random.Generator, single: dict[int, set[str]]) -> Fault | None:
+def _fault(
+    kind: str,
+    fid: str,
+    start: float,
+    spec: MessySpec,
+    fleet: Fleet,
+    used: set[int],
+    rng: np.random.Generator,
+    single: dict[int, set[str]],
+) -> Fault | None:
     end = start + spec.fault_duration_s
     free = [h for h in _free_hosts(fleet, used) if h not in single]
     if kind in ("thermal_rack", "psu_cap"):
@@ -528,18 +599,41 @@ def _fault(kind: str, fid: str, start: float, spec: MessySpec, fleet: Fleet, use
         node = str(rng.choice(ok))
         hosts = fleet.hosts_of(node)
         if kind == "thermal_rack":
-            return Fault(fid, kind, node, "rack", list(fleet.members[node]), ["temp_c"], start, end, "+4 C", False,
-                         hosts)
-        return Fault(fid, kind, node, "psu", list(fleet.members[node]), ["power_w", "sm_clock_mhz"], start, end,
-                     "power -18 %, clocks -110 MHz", False, hosts)
+            return Fault(
+                fid, kind, node, "rack", list(fleet.members[node]), ["temp_c"], start, end, "+4 C", False, hosts
+            )
+        return Fault(
+            fid,
+            kind,
+            node,
+            "psu",
+            list(fleet.members[node]),
+            ["power_w", "sm_clock_mhz"],
+            start,
+            end,
+            "power -18 %, clocks -110 MHz",
+            False,
+            hosts,
+        )
     if kind == "fw_unannounced":
         cand = _free_hosts(fleet, used, job=1 if len(fleet.job_ids) > 1 else 0)
         if len(cand) < 3:
             return None
         hosts = sorted(rng.choice(cand, size=3, replace=False).tolist())
         members = [g for h in hosts for g in fleet.gpu_ids[h]]
-        return Fault(fid, kind, fleet.job_ids[fleet.job_of_host[hosts[0]]], "hosts", members,
-                     ["sm_clock_mhz", "power_w"], start, None, "clocks -90 MHz, power -4 %", False, hosts)
+        return Fault(
+            fid,
+            kind,
+            fleet.job_ids[fleet.job_of_host[hosts[0]]],
+            "hosts",
+            members,
+            ["sm_clock_mhz", "power_w"],
+            start,
+            None,
+            "clocks -90 MHz, power -4 %",
+            False,
+            hosts,
+        )
     if kind in SINGLE_GPU_KINDS:
         free = free or [h for h in _free_hosts(fleet, used) if len(single[h]) < len(fleet.gpu_ids[h])]
     if not free:
@@ -548,11 +642,23 @@ def _fault(kind: str, fid: str, start: float, spec: MessySpec, fleet: Fleet, use
     gpus = fleet.gpu_ids[h]
     if kind == "nvlink_degrade":
         node = fleet.nvl_of_gpu[h][int(rng.integers(len(gpus)))]
-        return Fault(fid, kind, node, "nvlink_domain", list(fleet.members[node]), ["nvlink_tx_bytes", "step_time_ms"],
-                     start, end, "NVLink rate -50 %, step +6 %", False, [h])
+        return Fault(
+            fid,
+            kind,
+            node,
+            "nvlink_domain",
+            list(fleet.members[node]),
+            ["nvlink_tx_bytes", "step_time_ms"],
+            start,
+            end,
+            "NVLink rate -50 %, step +6 %",
+            False,
+            [h],
+        )
     if kind == "silent_host":
-        return Fault(fid, kind, fleet.host_ids[h], "host", list(gpus), [], start, None, "host stops reporting",
-                     False, [h])
+        return Fault(
+            fid, kind, fleet.host_ids[h], "host", list(gpus), [], start, None, "host stops reporting", False, [h]
+        )
     left = [g for g in gpus if g not in single.get(h, set())]
     g = left[int(rng.integers(len(left)))]
     step = float(rng.uniform(20, 50))
@@ -564,8 +670,20 @@ def _fault(kind: str, fid: str, start: float, spec: MessySpec, fleet: Fleet, use
         "silent_device": ([], "GPU stops reporting, its host's others go on", None, True),
     }
     metrics, mag, fend, hard = table[kind]
-    return Fault(fid, kind, g, "shard", [g], metrics, start, fend, mag, hard, [h],
-                 {"step_factor": 1.0 + step / 100.0} if kind == "straggler" else {})
+    return Fault(
+        fid,
+        kind,
+        g,
+        "shard",
+        [g],
+        metrics,
+        start,
+        fend,
+        mag,
+        hard,
+        [h],
+        {"step_factor": 1.0 + step / 100.0} if kind == "straggler" else {},
+    )
 
 
 # ------------------------------------------------------------------------------------ per host
@@ -583,8 +701,10 @@ class GpuStatics:
 
 CHANNELS = ("util", "power", "temp", "clock", "bw", "step", "nvl")
 NOISE_SD = {"util": 1.2, "power": 7.0, "temp": 0.25, "clock": 8.0, "bw": 1.2, "step": 0.02, "nvl": 0.03}
-JOB_LEVEL = ({"util": 94.0, "step": 850.0, "nvl": 2.2e10, "bw": 62.0},
-             {"util": 90.0, "step": 420.0, "nvl": 1.4e10, "bw": 55.0})
+JOB_LEVEL = (
+    {"util": 94.0, "step": 850.0, "nvl": 2.2e10, "bw": 62.0},
+    {"util": 90.0, "step": 420.0, "nvl": 1.4e10, "bw": 55.0},
+)
 
 
 def _statics(spec: MessySpec, h: int, n_gpus: int) -> GpuStatics:
@@ -594,13 +714,22 @@ def _statics(spec: MessySpec, h: int, n_gpus: int) -> GpuStatics:
     if not nz.job_phases:
         het = {k: np.ones(n_gpus) for k in PHASE_DEPTH}
     hot = np.where(rng.random(n_gpus) < 0.06, rng.uniform(2.0, 3.0, n_gpus), 0.0)
-    off = {"util": rng.normal(0, 0.8, n_gpus), "power": rng.normal(0, 0.025, n_gpus),
-           "temp": rng.normal(0, 0.8, n_gpus) + hot, "clock": rng.normal(0, 12.0, n_gpus),
-           "bw": rng.normal(0, 0.02, n_gpus), "step": rng.normal(0, 0.01, n_gpus), "nvl": rng.normal(0, 0.03, n_gpus)}
+    off = {
+        "util": rng.normal(0, 0.8, n_gpus),
+        "power": rng.normal(0, 0.025, n_gpus),
+        "temp": rng.normal(0, 0.8, n_gpus) + hot,
+        "clock": rng.normal(0, 12.0, n_gpus),
+        "bw": rng.normal(0, 0.02, n_gpus),
+        "step": rng.normal(0, 0.01, n_gpus),
+        "nvl": rng.normal(0, 0.03, n_gpus),
+    }
     if not nz.offsets:
         off = {k: np.zeros(n_gpus) for k in off}
-    rho = rng.uniform(0.3, max(0.3, nz.ar_max), (n_gpus, len(CHANNELS))) if nz.ar_max > 0 else \
-        np.zeros((n_gpus, len(CHANNELS)))
+    rho = (
+        rng.uniform(0.3, max(0.3, nz.ar_max), (n_gpus, len(CHANNELS)))
+        if nz.ar_max > 0
+        else np.zeros((n_gpus, len(CHANNELS)))
+    )
     df = rng.choice([3.0, 4.0, 5.0, 8.0], n_gpus * len(CHANNELS)) if nz.heavy_tails else None
     nvl_start = rng.uniform(0, 2.0**62, n_gpus)
     ecc_base = np.zeros(n_gpus)
@@ -648,8 +777,9 @@ def _noise(spec: MessySpec, h: int, t: F64, st: GpuStatics) -> dict[str, F64]:
     return {c: y[:, i, :] * NOISE_SD[c] for i, c in enumerate(CHANNELS)}
 
 
-def _host_values(spec: MessySpec, fleet: Fleet, h: int, plan: HostPlan, slow: Slow, phases: Phases,
-                 t: F64) -> tuple[dict[str, F64], GpuStatics, dict[str, F64]]:
+def _host_values(
+    spec: MessySpec, fleet: Fleet, h: int, plan: HostPlan, slow: Slow, phases: Phases, t: F64
+) -> tuple[dict[str, F64], GpuStatics, dict[str, F64]]:
     n_g = fleet.shape.gpus_per_host
     job = fleet.job_of_host[h]
     lvl = JOB_LEVEL[job % 2]
@@ -667,13 +797,23 @@ def _host_values(spec: MessySpec, fleet: Fleet, h: int, plan: HostPlan, slow: Sl
         clock = clock + 45.0 * after
         power = power * (1.0 + 0.02 * after)
     bw = lvl["bw"] * inten * ph["bw"] * (1.0 + st.off["bw"][:, None]) + nz["bw"]
-    step = lvl["step"] * ph["step"] * np.exp(st.off["step"][:, None] + slow.at(slow.job_step[job], t)[None, :]
-                                            + nz["step"])
+    step = (
+        lvl["step"]
+        * ph["step"]
+        * np.exp(st.off["step"][:, None] + slow.at(slow.job_step[job], t)[None, :] + nz["step"])
+    )
     nvl_rate = lvl["nvl"] * inten * ph["nvl"] * np.exp(st.off["nvl"][:, None] + nz["nvl"])
     r, z = fleet.rack_of_host[h], fleet.zone_of_rack[fleet.rack_of_host[h]]
     inlet = slow.at(slow.zone_temp[z], t) + slow.at(slow.rack_temp[r], t) + slow.at(slow.host_temp[h], t)
-    vals = {"gpu_util": util, "sm_clock_mhz": clock, "power_w": power, "mem_bw_util": bw, "step_time_ms": step,
-            "_nvl_rate": nvl_rate, "_inlet": np.broadcast_to(inlet[None, :], util.shape).copy()}
+    vals = {
+        "gpu_util": util,
+        "sm_clock_mhz": clock,
+        "power_w": power,
+        "mem_bw_util": bw,
+        "step_time_ms": step,
+        "_nvl_rate": nvl_rate,
+        "_inlet": np.broadcast_to(inlet[None, :], util.shape).copy(),
+    }
     return vals, st, nz
 
 
@@ -689,9 +829,18 @@ def _thermal(vals: dict[str, F64], t: F64, st: GpuStatics, noise_temp: F64) -> N
     vals["temp_c"] = vals.pop("_inlet") + 0.055 * lag + st.off["temp"][:, None] + noise_temp
 
 
-def _apply_faults(faults: list[Fault], fleet: Fleet, h: int, t: F64, vals: dict[str, F64],
-                  absent: npt.NDArray[np.bool_], xid: dict[tuple[int, int], int], ecc_add: F64,
-                  dead: npt.NDArray[np.bool_], skew_s: float) -> None:
+def _apply_faults(
+    faults: list[Fault],
+    fleet: Fleet,
+    h: int,
+    t: F64,
+    vals: dict[str, F64],
+    absent: npt.NDArray[np.bool_],
+    xid: dict[tuple[int, int], int],
+    ecc_add: F64,
+    dead: npt.NDArray[np.bool_],
+    skew_s: float,
+) -> None:
     gpus = fleet.gpu_ids[h]
     for f in faults:
         if h not in f.hosts:
@@ -732,7 +881,7 @@ def _apply_faults(faults: list[Fault], fleet: Fleet, h: int, t: F64, vals: dict[
             k = int(np.searchsorted(t, f.start_ts))
             if k < len(t):
                 xid[(int(rows[0]), k)] = 79
-                dead[rows[0], k + 1:] = True  # fallen off the bus: the exporter reads nulls from now on
+                dead[rows[0], k + 1 :] = True  # fallen off the bus: the exporter reads nulls from now on
                 f.detail["observed_ts"] = float(t[k])
 
 
@@ -794,8 +943,9 @@ def _benign_xids(spec: MessySpec, h: int, shape: tuple[int, int], t: F64, xid: d
     return n
 
 
-def simulate_host(spec: MessySpec, fleet: Fleet, h: int, plan: HostPlan, slow: Slow, phases: Phases,
-                  faults: list[Fault]) -> HostData:
+def simulate_host(
+    spec: MessySpec, fleet: Fleet, h: int, plan: HostPlan, slow: Slow, phases: Phases, faults: list[Fault]
+) -> HostData:
     t = _sample_times(spec, plan, _rng(spec.seed, "times", h))
     vals, st, nz = _host_values(spec, fleet, h, plan, slow, phases, t)
     n_g = fleet.shape.gpus_per_host
@@ -819,8 +969,16 @@ def simulate_host(spec: MessySpec, fleet: Fleet, h: int, plan: HostPlan, slow: S
 
 # -------------------------------------------------------------------------------------- writing
 
-_FMT = {"gpu_util": "%.0f", "sm_clock_mhz": "%.0f", "power_w": "%.2f", "temp_c": "%.0f", "mem_bw_util": "%.0f",
-        "step_time_ms": "%.2f", "nvlink_tx_bytes": "%d", "ecc_dbe": "%d"}
+_FMT = {
+    "gpu_util": "%.0f",
+    "sm_clock_mhz": "%.0f",
+    "power_w": "%.2f",
+    "temp_c": "%.0f",
+    "mem_bw_util": "%.0f",
+    "step_time_ms": "%.2f",
+    "nvlink_tx_bytes": "%d",
+    "ecc_dbe": "%d",
+}
 _FMT_FLOAT = {**_FMT, "gpu_util": "%.2f", "temp_c": "%.2f", "mem_bw_util": "%.2f", "sm_clock_mhz": "%.1f"}
 
 
@@ -842,18 +1000,31 @@ def _lines(spec: MessySpec, gpus: list[str], plan: HostPlan, d: HostData) -> tup
     keys: list[F64] = []
     for g, gid in enumerate(gpus):
         ks = np.flatnonzero(~d.absent[g])
-        cols = [(np.nan_to_num(d.values[m][g, ks]).astype(np.uint64) if m in ints else d.values[m][g, ks]).tolist()
-                for m in names]
-        for i, (k, sp, *row) in enumerate(zip(ks.tolist(), special[g, ks].tolist(), ts[ks].tolist(), *cols,
-                                              strict=True)):
+        cols = [
+            (np.nan_to_num(d.values[m][g, ks]).astype(np.uint64) if m in ints else d.values[m][g, ks]).tolist()
+            for m in names
+        ]
+        for i, (k, sp, *row) in enumerate(
+            zip(ks.tolist(), special[g, ks].tolist(), ts[ks].tolist(), *cols, strict=True)
+        ):
             if not sp:
                 out.append(tmpl % (row[0], gid, *row[1:]))
                 continue
-            metrics = {m: (None if nan[g, k] and math.isnan(d.values[m][g, k]) else
-                           (int(cols[j][i]) if m in ints else float(fmt[m] % cols[j][i])))
-                       for j, m in enumerate(names)}
-            obj: dict[str, Any] = {"v": 1, "ts": round(row[0], 3), "shard": gid, "metrics": metrics,
-                                   "counters": list(COUNTERS)}
+            metrics = {
+                m: (
+                    None
+                    if nan[g, k] and math.isnan(d.values[m][g, k])
+                    else (int(cols[j][i]) if m in ints else float(fmt[m] % cols[j][i]))
+                )
+                for j, m in enumerate(names)
+            }
+            obj: dict[str, Any] = {
+                "v": 1,
+                "ts": round(row[0], 3),
+                "shard": gid,
+                "metrics": metrics,
+                "counters": list(COUNTERS),
+            }
             code = d.xid.get((g, k))
             if code is not None:
                 obj["xid"] = code
@@ -921,25 +1092,43 @@ def generate(spec: MessySpec, out_dir: Path) -> Recording:
     order = np.argsort(np.concatenate(all_keys), kind="stable") if all_keys else np.zeros(0, np.intp)
     with (out_dir / FRAMES_FILE).open("w", encoding="utf-8", newline="\n") as fh:
         for lo in range(0, len(order), 65536):
-            fh.write("\n".join(all_lines[i] for i in order[lo:lo + 65536].tolist()) + "\n")
+            fh.write("\n".join(all_lines[i] for i in order[lo : lo + 65536].tolist()) + "\n")
     (out_dir / TOPOLOGY_FILE).write_text(fleet.topology.to_json() + "\n", encoding="utf-8")
     (out_dir / EVENTS_FILE).write_text("".join(e.to_json() + "\n" for e in events), encoding="utf-8")
     fault_objs = [f.to_obj(fleet, plans) for f in faults]
     truth = {
-        "v": 1, "generator": "tessera_daemon.sim.messy", "seed": spec.seed, "start_ts": spec.start_ts,
-        "end_ts": spec.start_ts + spec.duration_s, "faulted": spec.faults,
-        "spec": asdict(spec), "faults": fault_objs,
+        "v": 1,
+        "generator": "tessera_daemon.sim.messy",
+        "seed": spec.seed,
+        "start_ts": spec.start_ts,
+        "end_ts": spec.start_ts + spec.duration_s,
+        "faulted": spec.faults,
+        "spec": asdict(spec),
+        "faults": fault_objs,
         "events": [json.loads(e.to_json()) for e in events],
-        "hosts": {fleet.host_ids[h]: {"cadence_s": p.cadence_s, "jitter": round(p.jitter, 4),
-                                      "skew_s": round(p.skew_s, 4), "job": fleet.job_ids[fleet.job_of_host[h]],
-                                      "lacks": list(p.lacks), "fw_reboot": p.fw_reboot,
-                                      "dropouts": [[s, e, r] for s, e, r in p.dropouts]}
-                  for h, p in enumerate(plans)},
+        "hosts": {
+            fleet.host_ids[h]: {
+                "cadence_s": p.cadence_s,
+                "jitter": round(p.jitter, 4),
+                "skew_s": round(p.skew_s, 4),
+                "job": fleet.job_ids[fleet.job_of_host[h]],
+                "lacks": list(p.lacks),
+                "fw_reboot": p.fw_reboot,
+                "dropouts": [[s, e, r] for s, e, r in p.dropouts],
+            }
+            for h, p in enumerate(plans)
+        },
         "phases": phases.counts,
-        "phase_intervals": {job: {kind: np.stack(iv, axis=1).round(3).tolist()
-                                  for (j, kind), iv in phases.intervals.items() if fleet.job_ids[j] == job}
-                            for job in fleet.job_ids},
-        "frames": len(all_lines), **stats,
+        "phase_intervals": {
+            job: {
+                kind: np.stack(iv, axis=1).round(3).tolist()
+                for (j, kind), iv in phases.intervals.items()
+                if fleet.job_ids[j] == job
+            }
+            for job in fleet.job_ids
+        },
+        "frames": len(all_lines),
+        **stats,
     }
     (out_dir / TRUTH_FILE).write_text(json.dumps(truth, indent=1) + "\n", encoding="utf-8")
     cad = {g: plans[h].cadence_s for h in range(len(plans)) for g in fleet.gpu_ids[h]}
@@ -947,8 +1136,18 @@ def generate(spec: MessySpec, out_dir: Path) -> Recording:
     return Recording(out_dir, len(all_lines), fault_objs, events, cad, host, frame_minutes, truth)
 
 
-__all__ = ["CADENCE_MIXES", "COMMON_MODE_KINDS", "FAULT_KINDS", "HARD_KINDS", "FleetShape", "MessySpec",
-           "Nuisances", "Recording", "build_fleet", "generate"]
+__all__ = [
+    "CADENCE_MIXES",
+    "COMMON_MODE_KINDS",
+    "FAULT_KINDS",
+    "HARD_KINDS",
+    "FleetShape",
+    "MessySpec",
+    "Nuisances",
+    "Recording",
+    "build_fleet",
+    "generate",
+]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -962,11 +1161,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hours", type=float, default=8.0)
     p.add_argument("--clean", action="store_true", help="the clean twin (no faults)")
     a = p.parse_args(argv)
-    spec = MessySpec(nuisances=Nuisances(cadence_mix=a.mix), duration_s=a.hours * 3600.0, seed=a.seed,
-                     faults=not a.clean)
+    spec = MessySpec(
+        nuisances=Nuisances(cadence_mix=a.mix), duration_s=a.hours * 3600.0, seed=a.seed, faults=not a.clean
+    )
     rec = generate(spec, a.out)
-    print(json.dumps({"out": str(rec.out_dir), "frames": rec.frames, "faults": len(rec.faults),
-                      "events": len(rec.events)}))
+    print(
+        json.dumps(
+            {"out": str(rec.out_dir), "frames": rec.frames, "faults": len(rec.faults), "events": len(rec.events)}
+        )
+    )
     return 0
 
 

@@ -99,17 +99,16 @@ def _single(kind: str, description: str, **kw: Any) -> Scenario:
 
 _CATALOGUE: tuple[Scenario, ...] = (
     Scenario("clean", "no faults: the null model only (false-alarm measurements)"),
-    _single("sdc_drift", "one shard's power_w ramps to +8 sigma (+20 %) over 200 ticks from tick 400",
-            magnitude=8.0),
+    _single("sdc_drift", "one shard's power_w ramps to +8 sigma (+20 %) over 200 ticks from tick 400", magnitude=8.0),
     _single("straggler", "one shard's step_time_ms steps up 8 sigma (log scale, +27 %) at tick 400", magnitude=8.0),
     _single("thermal_rack", "temp_c of one rack rises 5 sigma (+5 C) over 30 ticks from tick 400", magnitude=5.0),
-    _single("psu_cap", "power_w and sm_clock_mhz of one PSU's shards drop 8 sigma (-20 %, -6 %) at tick 400",
-            magnitude=8.0),
-    _single("nvlink_degrade", "one host's NVLink rate drops 8 sigma (-30 %; step time +4 sigma) at tick 400",
-            magnitude=8.0),
     _single(
-        "fleet_regime_change", "benign: every shard of one cohort shifts 2 sigma at tick 400", magnitude=2.0
+        "psu_cap", "power_w and sm_clock_mhz of one PSU's shards drop 8 sigma (-20 %, -6 %) at tick 400", magnitude=8.0
     ),
+    _single(
+        "nvlink_degrade", "one host's NVLink rate drops 8 sigma (-30 %; step time +4 sigma) at tick 400", magnitude=8.0
+    ),
+    _single("fleet_regime_change", "benign: every shard of one cohort shifts 2 sigma at tick 400", magnitude=2.0),
     _single(
         "firmware_push",
         "benign, announced: one rack's hosts get +3 sigma sm_clock_mhz, rolled out over ticks 400-460",
@@ -154,6 +153,4 @@ def get_scenario(name: str) -> Scenario:
     try:
         return SCENARIOS[name]
     except KeyError:
-        raise ConfigError(
-            _FIELD, f"unknown scenario {name!r} (known: {', '.join(sorted(SCENARIOS))})"
-        ) from None
+        raise ConfigError(_FIELD, f"unknown scenario {name!r} (known: {', '.join(sorted(SCENARIOS))})") from None

@@ -138,9 +138,7 @@ def _order_key(item: tuple[int, FaultSpec]) -> tuple[int, int, int, int]:
     return (0 if spec.target is not None else 1, int(spec.benign), breadth, i)
 
 
-def resolve_faults(
-    scenario: Scenario, layout: Layout, seed: int, start_ts: float, tick_s: float
-) -> list[Injection]:
+def resolve_faults(scenario: Scenario, layout: Layout, seed: int, start_ts: float, tick_s: float) -> list[Injection]:
     """Bind every fault of ``scenario`` to the cluster; the result is in scenario order."""
     placer = _Placer(layout, seed)
     out: dict[int, Injection] = {}

@@ -125,9 +125,7 @@ def build_layout(cfg: SimConfig, seed: int | None = None) -> Layout:
                     rank_in_cohort[cohort_idx] += 1
                     nodes.append(TopoNode(sid, "shard", host, labels))
                     shard_rows.append((sid, len(host_ids) - 1, len(rack_ids) - 1, cohort_idx))
-                edges += [
-                    TopoEdge(a, b, "nvlink") for i, a in enumerate(shards) for b in shards[i + 1:]
-                ]
+                edges += [TopoEdge(a, b, "nvlink") for i, a in enumerate(shards) for b in shards[i + 1 :]]
     shard_rows.sort()
     uuids = _gpu_uuids(cfg.seed if seed is None else seed, len(shard_rows))
     uuid_of = {sid: u for (sid, *_), u in zip(shard_rows, uuids, strict=True)}

@@ -223,8 +223,17 @@ class DcgmSource:
             s = self._series[sid]
             pod = f"{s.labels.get('namespace', '')}/{s.labels['pod']}" if s.labels.get("pod") else ""
             b.node(s.host, "host", None, host=s.host)
-            b.node(sid, "shard", s.host, host=s.host, model=s.labels.get("modelName", ""),
-                   gpu_uuid=s.labels.get("UUID", ""), device=s.labels.get("device", ""),
-                   index=s.gpu, k8s_pod=pod, mig_profile=s.labels.get("GPU_I_PROFILE", ""))
+            b.node(
+                sid,
+                "shard",
+                s.host,
+                host=s.host,
+                model=s.labels.get("modelName", ""),
+                gpu_uuid=s.labels.get("UUID", ""),
+                device=s.labels.get("device", ""),
+                index=s.gpu,
+                k8s_pod=pod,
+                mig_profile=s.labels.get("GPU_I_PROFILE", ""),
+            )
         nodes, edges = b.result()
         return TopologyPart(self.name, nodes, edges, partial=True, notes=("no containment above host",))

@@ -27,8 +27,9 @@ class Dcgm:
     legacy: bool = False  # the pre-4.x name: loses against the new name in the same scrape
 
 
-def _pair(old: str, new: str, metric: str, old_scale: float = 1.0, new_scale: float = 1.0,
-          counter: bool = False) -> dict[str, Dcgm]:
+def _pair(
+    old: str, new: str, metric: str, old_scale: float = 1.0, new_scale: float = 1.0, counter: bool = False
+) -> dict[str, Dcgm]:
     return {old: Dcgm(metric, old_scale, counter, True), new: Dcgm(metric, new_scale, counter)}
 
 
@@ -40,17 +41,31 @@ FIELDS: dict[str, Dcgm] = {
     **_pair("DCGM_FI_DEV_GPU_TEMP", "DCGM_FI_DEV_GPU_TEMP_CELSIUS", "temp_c"),
     **_pair("DCGM_FI_DEV_MEMORY_TEMP", "DCGM_FI_DEV_MEMORY_TEMP_CELSIUS", "mem_temp_c"),
     **_pair("DCGM_FI_DEV_POWER_USAGE", "DCGM_FI_DEV_BOARD_POWER_WATTS", "power_w"),
-    **_pair("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", "DCGM_FI_DEV_GPU_ENERGY_JOULES_TOTAL", "energy_j",
-            1e-3, 1.0, counter=True),
+    **_pair(
+        "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION",
+        "DCGM_FI_DEV_GPU_ENERGY_JOULES_TOTAL",
+        "energy_j",
+        1e-3,
+        1.0,
+        counter=True,
+    ),
     **_pair("DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_FB_USED_BYTES", "mem_used_bytes", MIB),
     **_pair("DCGM_FI_DEV_FB_FREE", "DCGM_FI_DEV_FB_FREE_BYTES", "mem_free_bytes", MIB),
     **_pair("DCGM_FI_DEV_FB_RESERVED", "DCGM_FI_DEV_FB_RESERVED_BYTES", "mem_reserved_bytes", MIB),
     "DCGM_FI_DEV_ECC_SBE_VOL_TOTAL": Dcgm("ecc_sbe", counter=True),
     "DCGM_FI_DEV_ECC_DBE_VOL_TOTAL": Dcgm("ecc_dbe", counter=True),
-    **_pair("DCGM_FI_DEV_CORRECTABLE_REMAPPED_ROWS", "DCGM_FI_DEV_ROW_REMAP_CORRECTABLE_TOTAL",
-            "row_remap_correctable", counter=True),
-    **_pair("DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS", "DCGM_FI_DEV_ROW_REMAP_UNCORRECTABLE_TOTAL",
-            "row_remap_uncorrectable", counter=True),
+    **_pair(
+        "DCGM_FI_DEV_CORRECTABLE_REMAPPED_ROWS",
+        "DCGM_FI_DEV_ROW_REMAP_CORRECTABLE_TOTAL",
+        "row_remap_correctable",
+        counter=True,
+    ),
+    **_pair(
+        "DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS",
+        "DCGM_FI_DEV_ROW_REMAP_UNCORRECTABLE_TOTAL",
+        "row_remap_uncorrectable",
+        counter=True,
+    ),
     **_pair("DCGM_FI_DEV_ROW_REMAP_FAILURE", "DCGM_FI_DEV_ROW_REMAP_FAILED", "row_remap_failure"),
     "DCGM_FI_DEV_ROW_REMAP_PENDING": Dcgm("row_remap_pending"),
     **_pair("DCGM_FI_DEV_PCIE_REPLAY_COUNTER", "DCGM_FI_DEV_PCIE_REPLAY_TOTAL", "pcie_replay", counter=True),

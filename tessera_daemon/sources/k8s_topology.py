@@ -131,20 +131,42 @@ def build_part(
             group["nvlink_domain"] = b.node(f"nvlink:{labels[settings.nvlink_domain_label]}", "nvlink_domain")
         if labels.get(TPU_TOPOLOGY_LABEL):
             pool = labels.get(NODEPOOL_LABEL) or name
-            group["pod"] = b.node(f"tpu-slice:{pool}", "pod", None, tpu_topology=labels[TPU_TOPOLOGY_LABEL],
-                                  tpu_accelerator=labels.get(TPU_ACCELERATOR_LABEL, ""))
+            group["pod"] = b.node(
+                f"tpu-slice:{pool}",
+                "pod",
+                None,
+                tpu_topology=labels[TPU_TOPOLOGY_LABEL],
+                tpu_accelerator=labels.get(TPU_ACCELERATOR_LABEL, ""),
+            )
         rack = labels.get(settings.rack_label, "") if settings.rack_label else ""
         parent = b.node(f"rack:{rack}", "rack", None, rack=rack) if rack else None
-        b.node(name, "host", parent, host=name, zone=zone, region=labels.get(REGION_LABEL, ""),
-               instance_type=labels.get(INSTANCE_TYPE_LABEL, ""),
-               tpu_topology=labels.get(TPU_TOPOLOGY_LABEL, ""), **group)
+        b.node(
+            name,
+            "host",
+            parent,
+            host=name,
+            zone=zone,
+            region=labels.get(REGION_LABEL, ""),
+            instance_type=labels.get(INSTANCE_TYPE_LABEL, ""),
+            tpu_topology=labels.get(TPU_TOPOLOGY_LABEL, ""),
+            **group,
+        )
         for kind, resource in devices:
             slots = cohorts.get((name, kind), [])
             for i in range(device_count(node, kind, resource)):
                 cohort, pod, approx = slots[i] if i < len(slots) else ("", "", False)
                 shard_groups = {k: v for k, v in group.items() if kind == "gpu" or k != "nvlink_domain"}
-                b.node(shard_id(name, kind, i), "shard", name, host=name, model=device_model(labels, kind),
-                       index=str(i), cohort=cohort, k8s_pod=pod, cohort_approx="true" if approx else "",
-                       **shard_groups)
+                b.node(
+                    shard_id(name, kind, i),
+                    "shard",
+                    name,
+                    host=name,
+                    model=device_model(labels, kind),
+                    index=str(i),
+                    cohort=cohort,
+                    k8s_pod=pod,
+                    cohort_approx="true" if approx else "",
+                    **shard_groups,
+                )
     out_nodes, edges = b.result()
     return TopologyPart("kubernetes", out_nodes, edges)

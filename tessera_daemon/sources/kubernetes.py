@@ -170,9 +170,13 @@ class KubernetesSource:
                     await self._relist(plural)
                 started, events = time.monotonic(), 0
                 async with _Watch(return_type=object) as w:
-                    stream = w.stream(self._list_fn(plural), resource_version=self._rv[plural],
-                                      timeout_seconds=self.settings.watch_timeout_s,
-                                      allow_watch_bookmarks=True, **self._kwargs(plural))
+                    stream = w.stream(
+                        self._list_fn(plural),
+                        resource_version=self._rv[plural],
+                        timeout_seconds=self.settings.watch_timeout_s,
+                        allow_watch_bookmarks=True,
+                        **self._kwargs(plural),
+                    )
                     async for event in stream:
                         self._apply(plural, event)
                         self._error[plural] = None

@@ -97,7 +97,7 @@ def _break_cycles(parent_of: dict[str, tuple[str, tuple[int, str]]]) -> None:
             cur = None if link is None else link[0]
         if cur is None:
             continue
-        cycle = path[path.index(cur):]
+        cycle = path[path.index(cur) :]
         # weakest link: lowest precedence (largest rank), then the largest id
         weakest = max(cycle, key=lambda n: (parent_of[n][1], n))
         del parent_of[weakest]

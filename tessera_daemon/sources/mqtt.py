@@ -67,7 +67,7 @@ class MqttSource:
 
     def handle(self, topic: str, payload: bytes) -> None:
         """Decode one message into the buffer (public for the agent's tests and tools)."""
-        shard = topic[len(self.prefix):] if topic.startswith(self.prefix) else ""
+        shard = topic[len(self.prefix) :] if topic.startswith(self.prefix) else ""
         try:
             if not shard:
                 raise CodecError(f"topic {topic!r} does not name a shard under {self.prefix}")

@@ -130,8 +130,12 @@ class NeuronSource:
             started = time.monotonic()
             try:
                 self._proc = await asyncio.create_subprocess_exec(
-                    *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                    stderr=asyncio.subprocess.DEVNULL, limit=MAX_LINE, start_new_session=True,
+                    *argv,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.DEVNULL,
+                    limit=MAX_LINE,
+                    start_new_session=True,
                 )
                 assert self._proc.stdout is not None
                 self._alive = True
@@ -214,8 +218,11 @@ class NeuronSource:
                     metrics["exec_latency_p50_ms"] = s.latency_p50_ms
                 if s.latency_p99_ms is not None:
                     metrics["exec_latency_p99_ms"] = s.latency_p99_ms
-            frames.append(Frame(self._report_wall, shard_id(self.host, "neuron", dev), metrics,
-                                frozenset(COUNTERS & metrics.keys())))
+            frames.append(
+                Frame(
+                    self._report_wall, shard_id(self.host, "neuron", dev), metrics, frozenset(COUNTERS & metrics.keys())
+                )
+            )
         return frames
 
     async def topology(self) -> TopologyPart:
@@ -229,8 +236,16 @@ class NeuronSource:
         b.node(self.host, "host", None, host=self.host, instance_type=self._instance_type)
         for d in self._devices:
             sid = shard_id(self.host, "neuron", d.index)
-            b.node(sid, "shard", self.host, host=self.host, model=model, index=str(d.index),
-                   instance_type=self._instance_type, pci_bdf=d.bdf)
+            b.node(
+                sid,
+                "shard",
+                self.host,
+                host=self.host,
+                model=model,
+                index=str(d.index),
+                instance_type=self._instance_type,
+                pci_bdf=d.bdf,
+            )
         known = {d.index for d in self._devices}
         for d in self._devices:
             for p in d.peers:
@@ -241,4 +256,3 @@ class NeuronSource:
         if not self._instance_type:
             notes.append("instance type unknown")
         return TopologyPart(self.name, nodes, edges, partial=bool(notes), notes=tuple(notes))
-

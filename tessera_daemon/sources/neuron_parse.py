@@ -57,14 +57,17 @@ def parse_neuron_ls(doc: Any) -> tuple[str, list[NeuronDevice]]:
         raise ValueError("neuron-ls JSON: expected an object or a list of devices")
     devices: dict[int, NeuronDevice] = {}
     for d in raw:
-        if not isinstance(d, Mapping) or isinstance(d.get("neuron_device"), bool) or not isinstance(
-            d.get("neuron_device"), int
+        if (
+            not isinstance(d, Mapping)
+            or isinstance(d.get("neuron_device"), bool)
+            or not isinstance(d.get("neuron_device"), int)
         ):
             raise ValueError("neuron-ls JSON: every device needs an integer neuron_device")
         idx = int(d["neuron_device"])
         peers = tuple(int(p) for p in (d.get("connected_to") or []) if isinstance(p, int) and p != idx)
-        devices[idx] = NeuronDevice(idx, peers, int(d.get("nc_count") or 0), str(d.get("bdf") or ""),
-                                    int(d.get("memory_size") or 0))
+        devices[idx] = NeuronDevice(
+            idx, peers, int(d.get("nc_count") or 0), str(d.get("bdf") or ""), int(d.get("memory_size") or 0)
+        )
     if not devices:
         raise ValueError("neuron-ls JSON: no Neuron devices")
     return instance_type, [devices[k] for k in sorted(devices)]

@@ -250,8 +250,12 @@ class NvmlSource:
         temp = self._get(gpu, "temp_c", lambda: lib.nvmlDeviceGetTemperature(h, lib.NVML_TEMPERATURE_GPU))
         meminfo = self._get(gpu, "mem_used_bytes", lambda: lib.nvmlDeviceGetMemoryInfo(h))
         reasons = self._get(gpu, "clock_event_reasons", lambda: self._clock_reasons(lib, h))
-        for name, value in (("sm_clock_mhz", sm), ("mem_clock_mhz", mem), ("temp_c", temp),
-                            ("clock_event_reasons", reasons)):
+        for name, value in (
+            ("sm_clock_mhz", sm),
+            ("mem_clock_mhz", mem),
+            ("temp_c", temp),
+            ("clock_event_reasons", reasons),
+        ):
             if value is not None:
                 m[name] = float(value)
         if meminfo is not None:
@@ -329,8 +333,14 @@ class NvmlSource:
     def _build_topology(self, lib: ModuleType) -> TopologyPart:
         b = PartBuilder()
         expected = self.settings.expected_devices
-        b.node(self.host, "host", None, host=self.host, devices_visible=str(len(self._gpus)),
-               devices_expected=str(expected) if expected else "")
+        b.node(
+            self.host,
+            "host",
+            None,
+            host=self.host,
+            devices_visible=str(len(self._gpus)),
+            devices_expected=str(expected) if expected else "",
+        )
         by_bus = {g.bus: g.index for g in self._gpus if g.bus}
         domain = f"{self.host}/nvlink"
         in_domain: set[int] = set()
@@ -345,12 +355,26 @@ class NvmlSource:
         if in_domain:
             b.node(domain, "nvlink_domain", self.host)
         for gpu in self._gpus:
-            b.node(shard_id(self.host, "gpu", gpu.index), "shard", self.host, host=self.host,
-                   model=gpu.model, gpu_uuid=gpu.uuid, index=str(gpu.index), pci_bus_id=gpu.bus,
-                   nvlink_domain=domain if gpu.index in in_domain else "")
+            b.node(
+                shard_id(self.host, "gpu", gpu.index),
+                "shard",
+                self.host,
+                host=self.host,
+                model=gpu.model,
+                gpu_uuid=gpu.uuid,
+                index=str(gpu.index),
+                pci_bus_id=gpu.bus,
+                nvlink_domain=domain if gpu.index in in_domain else "",
+            )
         for missing in range(len(self._gpus), expected):
-            b.node(shard_id(self.host, "gpu", missing), "shard", self.host, host=self.host,
-                   index=str(missing), missing="true")
+            b.node(
+                shard_id(self.host, "gpu", missing),
+                "shard",
+                self.host,
+                host=self.host,
+                index=str(missing),
+                missing="true",
+            )
         nodes, edges = b.result()
         partial = bool(self._gpus) and not in_domain
         notes = ("no active NVLink found",) if partial else ()

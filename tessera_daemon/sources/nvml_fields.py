@@ -46,8 +46,7 @@ FIELD_SPECS: tuple[FieldSpec, ...] = (
 CRC_PARTS = ("nvlink_crc_flit", "nvlink_crc_data")
 
 COUNTERS: frozenset[str] = frozenset(
-    {s.metric for s in FIELD_SPECS if s.counter and s.metric not in CRC_PARTS}
-    | {"nvlink_crc_errors", "xid_total"}
+    {s.metric for s in FIELD_SPECS if s.counter and s.metric not in CRC_PARTS} | {"nvlink_crc_errors", "xid_total"}
 )
 
 _VALUE_MEMBERS = (
@@ -89,9 +88,7 @@ class Codes:
         self.not_available = codes(NOT_AVAILABLE)
         self.success = int(getattr(lib, "NVML_SUCCESS", 0))
         self.timeout = int(getattr(lib, "NVML_ERROR_TIMEOUT", 10))
-        self.value_members = {
-            int(getattr(lib, name)): member for name, member in _VALUE_MEMBERS if hasattr(lib, name)
-        }
+        self.value_members = {int(getattr(lib, name)): member for name, member in _VALUE_MEMBERS if hasattr(lib, name)}
 
 
 class LibraryGone(Exception):

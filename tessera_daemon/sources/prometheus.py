@@ -127,8 +127,12 @@ class PrometheusSource:
                     continue
                 sid = shard_id(host, s.shard_kind, dev)
                 per_shard.setdefault(sid, {})[metric] = _sample(series.get("value"))
-                self._series[sid] = _Series(host, str(dev), labels.get(s.model_label, "") if s.model_label else "",
-                                            labels.get(s.uuid_label, "") if s.uuid_label else "")
+                self._series[sid] = _Series(
+                    host,
+                    str(dev),
+                    labels.get(s.model_label, "") if s.model_label else "",
+                    labels.get(s.uuid_label, "") if s.uuid_label else "",
+                )
         if errors and len(errors) == len(self.queries):
             unavailable = [e for e in errors if not isinstance(e, SubstrateFatal)]
             raise unavailable[0] if unavailable else errors[0]

@@ -73,7 +73,7 @@ class SlurmSettings:
     topology: Literal["scontrol", "file", "none"] = setting(
         "scontrol", doc="switch tree from `scontrol show topology`, a topology.conf file, or none"
     )
-    topology_file: str = setting("", doc="topology.conf path when topology = \"file\"")
+    topology_file: str = setting("", doc='topology.conf path when topology = "file"')
     gres: str = setting("gpu", doc="GRES name whose indexes are shards")
     shard_kind: str = setting("gpu", doc="shard ids are <node>/<shard_kind><gres index>")
     refresh_s: float = setting(15.0, lo=0.0, hi=86_400.0, doc="poll re-reads squeue/sinfo this often")
@@ -133,9 +133,7 @@ class SourcesConfig:
     timeout_s: float = setting(2.0, lo=0.01, hi=600.0, doc="per-poll timeout of each source")
     stale_after_s: float = setting(30.0, lo=0.1, hi=86_400.0, doc="a source with no success this long is stale")
     topology_refresh_s: float = setting(60.0, lo=1.0, hi=86_400.0, doc="how often topology is re-read")
-    static_topology: str = setting(
-        "", doc="static topology JSON (contract 2) merged with top precedence; empty: none"
-    )
+    static_topology: str = setting("", doc="static topology JSON (contract 2) merged with top precedence; empty: none")
     nvml: NvmlSettings = field(default_factory=NvmlSettings)
     dcgm: DcgmSettings = field(default_factory=DcgmSettings)
     kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)

@@ -49,7 +49,11 @@ def switch_node_id(sw: Switch) -> str:
 
 
 def build_part(
-    nodes: Sequence[SlurmNode], jobs: Sequence[SlurmJob], tree: dict[str, Switch], gres: str, kind: str,
+    nodes: Sequence[SlurmNode],
+    jobs: Sequence[SlurmJob],
+    tree: dict[str, Switch],
+    gres: str,
+    kind: str,
     notes: Sequence[str] = (),
 ) -> TopologyPart:
     b = PartBuilder()
@@ -62,9 +66,14 @@ def build_part(
             node_leaf.setdefault(host, sw)  # the lowest-level switch listing the node wins
     for sw in tree.values():
         parent = switch_parent.get(sw.name)
-        b.node(switch_node_id(sw), "rack" if (sw.level or 0) == 0 else "switch",
-               switch_node_id(parent) if parent else None, switch=sw.name, level=str(sw.level or 0),
-               placeholder="" if sw.declared else "true")
+        b.node(
+            switch_node_id(sw),
+            "rack" if (sw.level or 0) == 0 else "switch",
+            switch_node_id(parent) if parent else None,
+            switch=sw.name,
+            level=str(sw.level or 0),
+            placeholder="" if sw.declared else "true",
+        )
     held: dict[tuple[str, int], SlurmJob] = {}
     for job in jobs:
         for host, idxs in job.allocations:
@@ -72,14 +81,28 @@ def build_part(
                 held[(host, i)] = job
     for n in nodes:
         leaf = node_leaf.get(n.name)
-        b.node(n.name, "host", switch_node_id(leaf) if leaf else None, host=n.name, slurm_state=n.state,
-               partitions=",".join(n.partitions))
+        b.node(
+            n.name,
+            "host",
+            switch_node_id(leaf) if leaf else None,
+            host=n.name,
+            slurm_state=n.state,
+            partitions=",".join(n.partitions),
+        )
         count, model = gres_count(n.gres, gres)
         for i in range(count):
             holder = held.get((n.name, i))
-            b.node(shard_id(n.name, kind, i), "shard", n.name, host=n.name, model=model, index=str(i),
-                   cohort=f"slurm/{holder.job_id}" if holder else "", slurm_job=holder.name if holder else "",
-                   slurm_user=holder.user if holder else "")
+            b.node(
+                shard_id(n.name, kind, i),
+                "shard",
+                n.name,
+                host=n.name,
+                model=model,
+                index=str(i),
+                cohort=f"slurm/{holder.job_id}" if holder else "",
+                slurm_job=holder.name if holder else "",
+                slurm_user=holder.user if holder else "",
+            )
     out_nodes, edges = b.result()
     return TopologyPart("slurm", out_nodes, edges, partial=not tree, notes=tuple(notes))
 
@@ -140,8 +163,9 @@ class SlurmSource:
             except OSError as exc:
                 raise SubstrateFatal(self.name, f"cannot read topology file: {exc}") from exc
         else:
-            rc, out, err = await run_command([*s.scontrol, "show", "topology"], substrate=self.name,
-                                             timeout_s=s.command_timeout_s, env=self._env)
+            rc, out, err = await run_command(
+                [*s.scontrol, "show", "topology"], substrate=self.name, timeout_s=s.command_timeout_s, env=self._env
+            )
             text = out.decode(errors="replace")
             if rc != 0:
                 msg = err.decode(errors="replace").strip()

@@ -86,7 +86,7 @@ def _expand_one(part: str, where: str) -> list[str]:
     end = part.find("]", start)
     if end < 0:
         raise ValueError(f"hostlist {where!r}: unbalanced '['")
-    prefix, body, rest = part[:start], part[start + 1:end], part[end + 1:]
+    prefix, body, rest = part[:start], part[start + 1 : end], part[end + 1 :]
     tails = _expand_one(rest, where) if rest else [""]
     return [f"{prefix}{v}{t}" for v in _expand_ranges(body, where) for t in tails]
 
@@ -260,8 +260,9 @@ def sinfo_nodes(doc: Mapping[str, Any]) -> list[SlurmNode]:
     for n in doc.get("nodes") or []:
         name = n.get("name") or n.get("hostname")
         if name:
-            out[name] = SlurmNode(name, "+".join(states(n.get("state"))), str(n.get("gres") or ""),
-                                  tuple(n.get("partitions") or ()))
+            out[name] = SlurmNode(
+                name, "+".join(states(n.get("state"))), str(n.get("gres") or ""), tuple(n.get("partitions") or ())
+            )
     for row in doc.get("sinfo") or []:
         names = (row.get("nodes") or {}).get("nodes") or []
         state = "+".join(states((row.get("node") or {}).get("state")))
@@ -270,8 +271,9 @@ def sinfo_nodes(doc: Mapping[str, Any]) -> list[SlurmNode]:
         for name in names:
             old = out.get(name)
             parts = tuple(sorted({*(old.partitions if old else ()), *([part] if part else [])}))
-            out[name] = SlurmNode(name, (old.state if old else "") or state, (old.gres if old else "") or str(gres),
-                                  parts)
+            out[name] = SlurmNode(
+                name, (old.state if old else "") or state, (old.gres if old else "") or str(gres), parts
+            )
     return [out[k] for k in sorted(out)]
 
 
@@ -296,6 +298,13 @@ def squeue_jobs(doc: Mapping[str, Any], gres: str) -> list[SlurmJob]:
         nodes = expand_hostlist(str(j.get("nodes") or ""))
         details: Iterable[str] = j.get("gres_detail") or []
         allocs = tuple((node, tuple(gres_indexes(d, gres))) for node, d in zip(nodes, details, strict=False))
-        out.append(SlurmJob(job_id, str(j.get("name") or ""), str(j.get("user_name") or ""),
-                            str(j.get("partition") or ""), tuple(a for a in allocs if a[1])))
+        out.append(
+            SlurmJob(
+                job_id,
+                str(j.get("name") or ""),
+                str(j.get("user_name") or ""),
+                str(j.get("partition") or ""),
+                tuple(a for a in allocs if a[1]),
+            )
+        )
     return out

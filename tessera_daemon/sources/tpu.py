@@ -94,18 +94,38 @@ class TpuSource:
         if sl is None:
             b.node(self.host, "host", None, host=self.host)
             for c in sorted(self._chips):
-                b.node(shard_id(self.host, "tpu", c), "shard", self.host, host=self.host,
-                       model=self.settings.accelerator, index=str(c))
+                b.node(
+                    shard_id(self.host, "tpu", c),
+                    "shard",
+                    self.host,
+                    host=self.host,
+                    model=self.settings.accelerator,
+                    index=str(c),
+                )
             nodes, edges = b.result()
             return TopologyPart(self.name, nodes, edges, partial=True, notes=("no slice file",))
-        slice_id = b.node(f"slice:{self.settings.slice_name}", "pod", None, tpu_version=sl.version,
-                          slice_shape="x".join(map(str, sl.shape)), topology_type=sl.topology_type)
+        slice_id = b.node(
+            f"slice:{self.settings.slice_name}",
+            "pod",
+            None,
+            tpu_version=sl.version,
+            slice_shape="x".join(map(str, sl.shape)),
+            topology_type=sl.topology_type,
+        )
         model = self.settings.accelerator or f"tpu-{sl.version}"
         for n in sorted(sl.peers):
             host, local = self._place(n)
             b.node(host, "host", None, host=host, pod=slice_id)
-            b.node(shard_id(host, "tpu", local), "shard", host, host=host, model=model, index=str(local),
-                   slice_chip=f"tpu-{n}", pod=slice_id)
+            b.node(
+                shard_id(host, "tpu", local),
+                "shard",
+                host,
+                host=host,
+                model=model,
+                index=str(local),
+                slice_chip=f"tpu-{n}",
+                pod=slice_id,
+            )
         for n, peers in sl.peers.items():
             a_host, a_local = self._place(n)
             for p in peers:

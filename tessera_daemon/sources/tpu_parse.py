@@ -52,8 +52,11 @@ def parse_slice(doc: Any) -> Slice:
     if version not in VERSIONS:
         raise ValueError(f"slice: unknown tpu_version {version!r} (one of {', '.join(VERSIONS)})")
     shape = doc.get("slice_shape")
-    if (not isinstance(shape, list) or len(shape) not in (2, 3)
-            or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in shape)):
+    if (
+        not isinstance(shape, list)
+        or len(shape) not in (2, 3)
+        or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in shape)
+    ):
         raise ValueError(f"slice: invalid slice_shape {shape!r} (2 or 3 integers >= 1)")
     chips = doc.get("chips")
     if not isinstance(chips, list):
@@ -144,8 +147,10 @@ def parse_tpu_info(text: str) -> dict[int, dict[str, float | None]]:
             duty = _pct(_find(row, "duty"))
             if duty is not None:
                 m["gpu_util"] = duty
-    for title, key, metric in (("TensorCore Utilization", "tensorcore", "tensorcore_util"),
-                               ("TPU Duty Cycle", "duty", "gpu_util")):
+    for title, key, metric in (
+        ("TensorCore Utilization", "tensorcore", "tensorcore_util"),
+        ("TPU Duty Cycle", "duty", "gpu_util"),
+    ):
         per_core = {}
         for row in t.get(title, []):
             core, value = _index(_find(row, "core")), _pct(_find(row, key))

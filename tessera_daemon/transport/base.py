@@ -46,8 +46,7 @@ class Transport(Protocol):
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
         """Acknowledge deliveries whose frames have been committed."""
 
-    def stats(self) -> TransportStats:
-        ...
+    def stats(self) -> TransportStats: ...
 
     async def close(self) -> None:
         """Flush and release. Must not raise."""

@@ -193,17 +193,23 @@ def _frames(obj: dict[str, Any]) -> tuple[str, FrameBlock]:
     if not isinstance(pairs, list):
         raise EntryError("invalid", "e: expected a list")
     for pair in pairs:
-        if (not isinstance(pair, list) or len(pair) != 2 or not _index(pair[0], s)
-                or not isinstance(pair[1], list) or len(pair[1]) > _MAX_XIDS
-                or not all(_int(c) and 0 <= c <= _MAX_XID for c in pair[1])):
+        if (
+            not isinstance(pair, list)
+            or len(pair) != 2
+            or not _index(pair[0], s)
+            or not isinstance(pair[1], list)
+            or len(pair[1]) > _MAX_XIDS
+            or not all(_int(c) and 0 <= c <= _MAX_XID for c in pair[1])
+        ):
             raise EntryError("invalid", "e: expected [[shard index, [xid codes]], ...]")
         xids[pair[0]] = tuple(pair[1])
     lost_raw = obj.get("l", [])
     if not isinstance(lost_raw, list) or not all(_index(i, s) for i in lost_raw):
         raise EntryError("invalid", "l: expected shard indices")
     lost = set(lost_raw)
-    return host, FrameBlock(shards, tss_arr, names, values, absent, counters if per_frame is None else per_frame,
-                            xids, lost)
+    return host, FrameBlock(
+        shards, tss_arr, names, values, absent, counters if per_frame is None else per_frame, xids, lost
+    )
 
 
 # --------------------------------------------------------------------------------------- JSON forms

@@ -95,8 +95,9 @@ class PartitionReader:
     def _autoclaim(self, start: bytes, count: int) -> Callable[[Any], Awaitable[Any]]:
         async def run(client: Any) -> Any:
             # not JUSTID: redis-py then drops the cursor; the entries' data is ignored here (re-read in order)
-            return await client.xautoclaim(self.stream, self.group, self.consumer, self.claim_idle_ms, start,
-                                           count=count)
+            return await client.xautoclaim(
+                self.stream, self.group, self.consumer, self.claim_idle_ms, start, count=count
+            )
 
         return run
 
@@ -147,7 +148,7 @@ class PartitionReader:
 
     async def ack(self, ids: Sequence[bytes]) -> None:
         for i in range(0, len(ids), ACK_CHUNK):
-            chunk = list(ids[i:i + ACK_CHUNK])
+            chunk = list(ids[i : i + ACK_CHUNK])
 
             async def run(client: Any, ch: list[bytes] = chunk) -> Any:
                 return await client.xack(self.stream, self.group, *ch)

@@ -52,8 +52,14 @@ def fleet_threshold(cfg: Config, n_shards: int) -> float:
 
 class Coordinator:
     def __init__(
-        self, cfg: Config, link: RedisLink, leases: LeaseKeeper, committer: Committer, transport: RedisTransport,
-        counters: WorkerCounters, worker: str,
+        self,
+        cfg: Config,
+        link: RedisLink,
+        leases: LeaseKeeper,
+        committer: Committer,
+        transport: RedisTransport,
+        counters: WorkerCounters,
+        worker: str,
     ) -> None:
         self.cfg = cfg
         self.link = link
@@ -170,22 +176,38 @@ class Coordinator:
             try:
                 work = PartitionWork.from_checkpoint(blob, self.cfg, token, cohort, lease, committed)
                 self.counters.checkpoints["restored"] += 1
-                log.info("partition acquired from checkpoint", partition=token, epoch=lease.epoch,
-                         window=work.pipeline.assembler.last_closed, position=work.position.decode(),
-                         committed=committed)
+                log.info(
+                    "partition acquired from checkpoint",
+                    partition=token,
+                    epoch=lease.epoch,
+                    window=work.pipeline.assembler.last_closed,
+                    position=work.position.decode(),
+                    committed=committed,
+                )
             except CheckpointError as exc:
                 self.counters.checkpoints["refused"] += 1
-                log.error("checkpoint refused: starting the partition without it", partition=token,
-                          error=str(exc), bytes=len(blob))
+                log.error(
+                    "checkpoint refused: starting the partition without it",
+                    partition=token,
+                    error=str(exc),
+                    bytes=len(blob),
+                )
         if work is None:
             topo = await read_topology(self.link, self.keys, token)
             if topo is None or not topo.shards:
                 log.warning("partition has no topology yet", partition=token)
                 return None
-            work = PartitionWork(token, cohort, Pipeline(self.cfg, topo), lease, committed,
-                                 max_sources=self.cfg.transport.detector.max_dedupe_sources)
-            log.info("partition acquired", partition=token, epoch=lease.epoch, shards=len(topo.shards),
-                     committed=committed)
+            work = PartitionWork(
+                token,
+                cohort,
+                Pipeline(self.cfg, topo),
+                lease,
+                committed,
+                max_sources=self.cfg.transport.detector.max_dedupe_sources,
+            )
+            log.info(
+                "partition acquired", partition=token, epoch=lease.epoch, shards=len(topo.shards), committed=committed
+            )
         if self.threshold_log is not None:
             work.pipeline.threshold_log = self.threshold_log
         if self.eventlog is not None:  # before the first window, so the partition freezes what was posted

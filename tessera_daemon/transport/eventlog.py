@@ -80,8 +80,11 @@ def entry_key(entry_id: str) -> tuple[int, int]:
 
 def encode(event: ClusterEvent, source: str, metadata: Mapping[str, str]) -> dict[bytes, bytes]:
     meta = {str(k): str(v) for k, v in sorted(metadata.items())}
-    return {b"event": event.to_json().encode(), b"source": source.encode(),
-            b"metadata": json.dumps(meta, separators=(",", ":")).encode()}
+    return {
+        b"event": event.to_json().encode(),
+        b"source": source.encode(),
+        b"metadata": json.dumps(meta, separators=(",", ":")).encode(),
+    }
 
 
 def _field(fields: Mapping[Any, Any], name: str) -> str:

@@ -28,12 +28,17 @@ class LinkCollector(Collector):
         self.link = link
 
     def collect(self) -> Iterator[Metric]:
-        yield GaugeMetricFamily("tessera_redis_up", "1 when the last Redis command succeeded.",
-                                value=1.0 if self.link.up else 0.0)
-        yield CounterMetricFamily("tessera_redis_reconnects", "Times Redis answered again after failing.",
-                                  value=self.link.reconnects)
-        yield GaugeMetricFamily("tessera_breaker_open", "1 while the Redis circuit breaker is open or half-open.",
-                                value=1.0 if self.link.breaker.is_open else 0.0)
+        yield GaugeMetricFamily(
+            "tessera_redis_up", "1 when the last Redis command succeeded.", value=1.0 if self.link.up else 0.0
+        )
+        yield CounterMetricFamily(
+            "tessera_redis_reconnects", "Times Redis answered again after failing.", value=self.link.reconnects
+        )
+        yield GaugeMetricFamily(
+            "tessera_breaker_open",
+            "1 while the Redis circuit breaker is open or half-open.",
+            value=1.0 if self.link.breaker.is_open else 0.0,
+        )
 
 
 @dataclass(slots=True)
@@ -71,10 +76,16 @@ class WorkerCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         c = self.counters
-        lag = GaugeMetricFamily("tessera_stream_lag_entries", "Entries of a partition stream not yet delivered "
-                                "to the consumer group.", labels=["stream"])
-        pending = GaugeMetricFamily("tessera_stream_pending_entries", "Entries delivered to this worker and not "
-                                    "yet acknowledged (awaiting a checkpoint).", labels=["stream"])
+        lag = GaugeMetricFamily(
+            "tessera_stream_lag_entries",
+            "Entries of a partition stream not yet delivered to the consumer group.",
+            labels=["stream"],
+        )
+        pending = GaugeMetricFamily(
+            "tessera_stream_pending_entries",
+            "Entries delivered to this worker and not yet acknowledged (awaiting a checkpoint).",
+            labels=["stream"],
+        )
         for lv in self.levels():
             lag.add_metric([lv.stream], float(lv.lag))
             pending.add_metric([lv.stream], float(lv.pending))
@@ -84,47 +95,71 @@ class WorkerCollector(Collector):
         for o in CHECKPOINT_OUTCOMES:
             ck.add_metric([o], c.checkpoints.get(o, 0))
         yield ck
-        yield GaugeMetricFamily("tessera_checkpoint_last_success_timestamp_seconds",
-                                "Unix time of the last checkpoint written.", value=c.last_checkpoint_ts)
+        yield GaugeMetricFamily(
+            "tessera_checkpoint_last_success_timestamp_seconds",
+            "Unix time of the last checkpoint written.",
+            value=c.last_checkpoint_ts,
+        )
         dead, entries, trimmed = self.transport_extra()
-        dl = CounterMetricFamily("tessera_dead_letters", "Malformed stream entries sent to the dead-letter "
-                                 "stream, by reason.", labels=["reason"])
+        dl = CounterMetricFamily(
+            "tessera_dead_letters",
+            "Malformed stream entries sent to the dead-letter stream, by reason.",
+            labels=["reason"],
+        )
         for r in REASONS:
             dl.add_metric([r], dead.get(r, 0))
         yield dl
-        yield CounterMetricFamily("tessera_window_errors", "Windows whose processing raised an error (committed "
-                                  "without results; the worker goes on).", value=c.window_errors)
-        yield CounterMetricFamily("tessera_stream_entries", "Host entries decoded from the partition streams.",
-                                  value=entries)
-        yield CounterMetricFamily("tessera_stream_duplicate_entries", "Entries dropped as re-sent duplicates.",
-                                  value=c.duplicates)
-        yield CounterMetricFamily("tessera_stream_trimmed_entries", "Pending entries whose data was trimmed "
-                                  "(MAXLEN) before they could be read.", value=trimmed)
-        yield GaugeMetricFamily("tessera_partitions_owned", "Partitions this worker holds a lease for.",
-                                value=float(self.owned()))
-        yield CounterMetricFamily("tessera_partition_acquisitions", "Partition leases acquired.",
-                                  value=c.acquisitions)
+        yield CounterMetricFamily(
+            "tessera_window_errors",
+            "Windows whose processing raised an error (committed without results; the worker goes on).",
+            value=c.window_errors,
+        )
+        yield CounterMetricFamily(
+            "tessera_stream_entries", "Host entries decoded from the partition streams.", value=entries
+        )
+        yield CounterMetricFamily(
+            "tessera_stream_duplicate_entries", "Entries dropped as re-sent duplicates.", value=c.duplicates
+        )
+        yield CounterMetricFamily(
+            "tessera_stream_trimmed_entries",
+            "Pending entries whose data was trimmed (MAXLEN) before they could be read.",
+            value=trimmed,
+        )
+        yield GaugeMetricFamily(
+            "tessera_partitions_owned", "Partitions this worker holds a lease for.", value=float(self.owned())
+        )
+        yield CounterMetricFamily("tessera_partition_acquisitions", "Partition leases acquired.", value=c.acquisitions)
         rel = CounterMetricFamily("tessera_partition_releases", "Partitions given up, by reason.", labels=["reason"])
         for r in RELEASE_REASONS:
             rel.add_metric([r], c.releases.get(r, 0))
         yield rel
-        win = CounterMetricFamily("tessera_windows_committed", "Window commits, by outcome (skipped: already "
-                                  "committed before a takeover).", labels=["outcome"])
+        win = CounterMetricFamily(
+            "tessera_windows_committed",
+            "Window commits, by outcome (skipped: already committed before a takeover).",
+            labels=["outcome"],
+        )
         for o in ("committed", "skipped"):
             win.add_metric([o], c.windows.get(o, 0))
         yield win
-        pub = CounterMetricFamily("tessera_firings_published", "Firing state changes published, by output.",
-                                  labels=["output"])
+        pub = CounterMetricFamily(
+            "tessera_firings_published", "Firing state changes published, by output.", labels=["output"]
+        )
         for o in ("redis_stream", "mqtt"):
             pub.add_metric([o], c.firings_published.get(o, 0))
         yield pub
-        log = CounterMetricFamily("tessera_event_log_entries", "Fleet event log entries: relayed (appended by "
-                                  "this worker's API), read, undecodable (skipped).", labels=["outcome"])
+        log = CounterMetricFamily(
+            "tessera_event_log_entries",
+            "Fleet event log entries: relayed (appended by this worker's API), read, undecodable (skipped).",
+            labels=["outcome"],
+        )
         for o in EVENT_LOG_OUTCOMES:
             log.add_metric([o], c.events.get(o, 0))
         yield log
-        yield CounterMetricFamily("tessera_events_applied", "Logged cluster events added to (or updated in) a "
-                                  "held partition's event book.", value=c.events.get("applied", 0))
+        yield CounterMetricFamily(
+            "tessera_events_applied",
+            "Logged cluster events added to (or updated in) a held partition's event book.",
+            value=c.events.get("applied", 0),
+        )
 
 
 class MqttCollector(Collector):

@@ -101,5 +101,5 @@ class Keys:
         """The partition token of a partition stream key, or None."""
         head = f"{self.prefix}:{{"
         if stream.startswith(head) and stream.endswith("}:frames"):
-            return stream[len(head):-len("}:frames")]
+            return stream[len(head) : -len("}:frames")]
         return None

@@ -92,8 +92,9 @@ class LeaseKeeper:
         started = time.monotonic()
         script = self.link.script("lease_acquire", ACQUIRE)
         epoch: Any = await self.link.call(
-            lambda c: script(keys=[self.keys.lease(token), self.keys.epoch(token)], args=[self.worker, self.ttl_ms],
-                             client=c)
+            lambda c: script(
+                keys=[self.keys.lease(token), self.keys.epoch(token)], args=[self.worker, self.ttl_ms], client=c
+            )
         )
         if not epoch:
             return None
@@ -108,8 +109,11 @@ class LeaseKeeper:
         started = time.monotonic()
         script = self.link.script("lease_renew", RENEW)
         ok: Any = await self.link.call(
-            lambda c: script(keys=[self.keys.lease(token), self.keys.epoch(token)],
-                             args=[lease.value, self.ttl_ms, str(lease.epoch)], client=c)
+            lambda c: script(
+                keys=[self.keys.lease(token), self.keys.epoch(token)],
+                args=[lease.value, self.ttl_ms, str(lease.epoch)],
+                client=c,
+            )
         )
         if int(ok):
             lease.valid_until = self._trust_until(started)

@@ -99,8 +99,13 @@ class RedisLink:
         self.breaker.record_failure()
         if was_up or self.down_since is None:
             self.down_since = time.time()
-            log.warning("redis unreachable", role=self.role, error=self.last_error,
-                        breaker=self.breaker.state, retry_in_s=round(self.breaker.remaining_s(), 2))
+            log.warning(
+                "redis unreachable",
+                role=self.role,
+                error=self.last_error,
+                breaker=self.breaker.state,
+                retry_in_s=round(self.breaker.remaining_s(), 2),
+            )
 
     def _succeeded(self) -> None:
         self.breaker.record_success()

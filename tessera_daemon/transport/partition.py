@@ -191,8 +191,14 @@ class PartitionWork:
                     skew, seen, _src = asm.skewed[sid]
                     asm.skewed[sid] = (skew, seen, agent)
             if ahead.all():
-                out.append((d, "clock_skew", f"every frame is {float(ts.min()) - asm._now:.0f} s ahead of the "
-                                             f"receiver's clock (window.max_future_skew_s = {asm.max_future_s:g})"))
+                out.append(
+                    (
+                        d,
+                        "clock_skew",
+                        f"every frame is {float(ts.min()) - asm._now:.0f} s ahead of the "
+                        f"receiver's clock (window.max_future_skew_s = {asm.max_future_s:g})",
+                    )
+                )
         return out
 
     def advance(self, watermark: float | None = None, *, targets: bool = False) -> list[WindowRecord]:
@@ -204,8 +210,13 @@ class PartitionWork:
                 r = p.process(w)
             except Exception as exc:  # never seen with bounded values; must not stop the worker either
                 self.window_errors += 1
-                log.error("window processing failed: committed without results", partition=self.token,
-                          window=w.index, error=f"{type(exc).__name__}: {exc}", exc_info=True)
+                log.error(
+                    "window processing failed: committed without results",
+                    partition=self.token,
+                    window=w.index,
+                    error=f"{type(exc).__name__}: {exc}",
+                    exc_info=True,
+                )
                 out.append(WindowRecord(w.index, w.end_ts, w.n_frames, [], {}))
                 self.changed = True
                 continue
@@ -233,8 +244,12 @@ class PartitionWork:
         return self.advance(asm.watermark + asm.length_s + cfg.grace_s, targets=targets)
 
     def snapshot(self) -> bytes:
-        return checkpoint.snapshot(self.pipeline, partition=self.token, position=self.position.decode(),
-                                   extra={"dedupe": [[k, v] for k, v in self.dedupe.items()]})
+        return checkpoint.snapshot(
+            self.pipeline,
+            partition=self.token,
+            position=self.position.decode(),
+            extra={"dedupe": [[k, v] for k, v in self.dedupe.items()]},
+        )
 
     @classmethod
     def from_checkpoint(
@@ -242,8 +257,15 @@ class PartitionWork:
     ) -> PartitionWork:
         """Restore (CheckpointError when the blob fails validation)."""
         pipeline, meta = checkpoint.restore(blob, cfg, partition=token)
-        work = cls(token, cohort, pipeline, lease, committed, meta.position.encode(),
-                   max_sources=cfg.transport.detector.max_dedupe_sources)
+        work = cls(
+            token,
+            cohort,
+            pipeline,
+            lease,
+            committed,
+            meta.position.encode(),
+            max_sources=cfg.transport.detector.max_dedupe_sources,
+        )
         for src, seq in meta.extra.get("dedupe", []):
             work.dedupe[str(src)] = int(seq)
         return work
@@ -287,6 +309,7 @@ class Committer:
 
     async def load(self, token: str) -> tuple[bytes | None, int]:
         """(checkpoint blob or None, committed window mark or -1)."""
+
         async def get(client: Any) -> list[Any]:
             pipe = client.pipeline(transaction=False)
             pipe.get(self.keys.checkpoint(token))
@@ -302,8 +325,16 @@ class Committer:
         k = self.keys
         t = work.token
         keys = [k.lease(t), k.committed(t), k.windows(t)]
-        args: list[Any] = [work.lease.value, rec.index, rec.frames, self.worker, r.windows_maxlen,
-                           r.firings_maxlen, len(rec.firings), t]
+        args: list[Any] = [
+            work.lease.value,
+            rec.index,
+            rec.frames,
+            self.worker,
+            r.windows_maxlen,
+            r.firings_maxlen,
+            len(rec.firings),
+            t,
+        ]
         if self.link.cluster:
             if rec.firings:
                 await self._append_firings(t, rec)
@@ -325,8 +356,12 @@ class Committer:
         async def write(client: Any) -> None:
             pipe = client.pipeline(transaction=False)
             for fid, state, text in rec.firings:
-                pipe.xadd(self.keys.firings, {"partition": token, "window": rec.index, "id": fid, "state": state,
-                                              "firing": text}, maxlen=maxlen, approximate=True)
+                pipe.xadd(
+                    self.keys.firings,
+                    {"partition": token, "window": rec.index, "id": fid, "state": state, "firing": text},
+                    maxlen=maxlen,
+                    approximate=True,
+                )
             await pipe.execute()
 
         await self.link.call(write)

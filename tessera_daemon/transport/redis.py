@@ -68,8 +68,9 @@ class RedisTransport:
     # ------------------------------------------------------------------------------ partitions
 
     def attach(self, token: str, cursor: bytes) -> PartitionReader:
-        r = PartitionReader(self.link, self.keys, self.cfg.redis.group, self.consumer, token, cursor,
-                            self.cfg.detector.claim_idle_ms)
+        r = PartitionReader(
+            self.link, self.keys, self.cfg.redis.group, self.consumer, token, cursor, self.cfg.detector.claim_idle_ms
+        )
         self.readers[token] = r
         return r
 
@@ -91,7 +92,7 @@ class RedisTransport:
             await asyncio.sleep(timeout_s)
             return []
         self._rr = (self._rr + 1) % len(readers)
-        readers = readers[self._rr:] + readers[:self._rr]
+        readers = readers[self._rr :] + readers[: self._rr]
         count = self.cfg.detector.read_count
         out: list[Delivery] = []
         frames = 0
@@ -152,8 +153,10 @@ class RedisTransport:
             st.published_frames = p.published_frames
             st.dropped_frames = p.dropped_frames
             st.queued_frames += p.buffered_frames
-        st.extra = {"delivered_entries": float(self.delivered_entries),
-                    "trimmed_entries": float(self.trimmed_entries + sum(r.trimmed for r in self.readers.values()))}
+        st.extra = {
+            "delivered_entries": float(self.delivered_entries),
+            "trimmed_entries": float(self.trimmed_entries + sum(r.trimmed for r in self.readers.values())),
+        }
         return st
 
     async def close(self) -> None:
@@ -204,8 +207,11 @@ class RedisTransport:
             pipe = client.pipeline(transaction=False)
             for entry_id, reason, error, fields in bad:
                 record: dict[bytes, bytes] = {
-                    b"stream": stream.encode(), b"id": entry_id, b"reason": reason.encode(),
-                    b"error": error.encode()[:2048], b"consumer": self.consumer.encode(),
+                    b"stream": stream.encode(),
+                    b"id": entry_id,
+                    b"reason": reason.encode(),
+                    b"error": error.encode()[:2048],
+                    b"consumer": self.consumer.encode(),
                 }
                 for k, v in (fields or {}).items():
                     kb = k if isinstance(k, bytes) else str(k).encode()

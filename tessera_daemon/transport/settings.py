@@ -76,7 +76,9 @@ class BreakerSettings:
 class AgentSettings:
     id: str = setting("", doc="agent id in the registry and entry sources; empty: the host name")
     buffer_frames: int = setting(
-        200_000, lo=1, hi=100_000_000,
+        200_000,
+        lo=1,
+        hi=100_000_000,
         doc=f"frames held while Redis is unreachable; oldest dropped (counted) past it; {MIN_AGENT_BUFFER_DOC}",
     )
     pipeline_entries: int = setting(1000, lo=1, hi=100_000, doc="XADDs sent per round trip")
@@ -107,8 +109,10 @@ class WorkerSettings:
     def __post_init__(self) -> None:
         # a lease is trusted locally for 0.8 x lease_ms after each renewal: renew well before that
         if 2 * self.heartbeat_ms > self.lease_ms:
-            raise ConfigError("transport.detector.heartbeat_ms",
-                              f"must be at most half of lease_ms ({self.lease_ms}), got {self.heartbeat_ms}")
+            raise ConfigError(
+                "transport.detector.heartbeat_ms",
+                f"must be at most half of lease_ms ({self.lease_ms}), got {self.heartbeat_ms}",
+            )
 
 
 @dataclass(frozen=True, slots=True)

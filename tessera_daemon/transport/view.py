@@ -53,8 +53,13 @@ class PartitionView:
         stats = AssemblerStats()
         watermark = -np.inf
         table = ShardTable(
-            window=-1, end_ts=0.0, log_m=np.full((s, m), np.nan), last_x=np.full((s, m), np.nan),
-            last_w=np.full((s, m), np.nan), warm=np.zeros((s, m), np.bool_), stale=np.zeros(s, np.bool_),
+            window=-1,
+            end_ts=0.0,
+            log_m=np.full((s, m), np.nan),
+            last_x=np.full((s, m), np.nan),
+            last_w=np.full((s, m), np.nan),
+            warm=np.zeros((s, m), np.bool_),
+            stale=np.zeros(s, np.bool_),
             present=np.zeros(s, np.bool_),
         )
         lost: set[str] = set()

@@ -29,8 +29,11 @@ async def metrics(request: web.Request) -> web.Response:
 async def healthz(request: web.Request) -> web.Response:
     st = request.app[STATUS_KEY]
     now = time.time()
-    body = {"status": "ok" if st.alive(now) else "stalled", "heartbeat_age_s": round(now - st.heartbeat_ts, 3),
-            "uptime_s": round(now - st.started_ts, 3)}
+    body = {
+        "status": "ok" if st.alive(now) else "stalled",
+        "heartbeat_age_s": round(now - st.heartbeat_ts, 3),
+        "uptime_s": round(now - st.started_ts, 3),
+    }
     return web.json_response(body, status=200 if st.alive(now) else 503)
 
 
@@ -43,8 +46,10 @@ async def readyz(request: web.Request) -> web.Response:
         "reasons": reasons,
         "windows_processed": p.windows_processed,
         "warm_fraction": round(p.warm_fraction(), 4),
-        "sources": {n: {"up": h.up, "last_success_ts": h.last_success_ts, "last_error": h.last_error}
-                    for n, h in sorted(st.health.items())},
+        "sources": {
+            n: {"up": h.up, "last_success_ts": h.last_success_ts, "last_error": h.last_error}
+            for n, h in sorted(st.health.items())
+        },
     }
     return web.json_response(body, status=200 if not reasons else 503)
 

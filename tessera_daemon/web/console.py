@@ -176,8 +176,12 @@ class Console:
         layout = self.layout()
         prev = self._codes
         now_codes = self.codes()
-        body: dict[str, Any] = {"window": p.table.window, "end_ts": p.table.end_ts, "topology_key": layout.key,
-                                "sent_ms": self._recorded_ms or time.time() * 1000.0}
+        body: dict[str, Any] = {
+            "window": p.table.window,
+            "end_ts": p.table.end_ts,
+            "topology_key": layout.key,
+            "sent_ms": self._recorded_ms or time.time() * 1000.0,
+        }
         if prev is None or set(prev) != set(now_codes) or any(prev[k].shape != now_codes[k].shape for k in prev):
             body["fleet_full"] = True
         else:
@@ -231,9 +235,17 @@ class Console:
         p = self.p
         codes = self.codes()
         self._codes = codes
-        return {"v": 1, "window": p.table.window, "end_ts": p.table.end_ts, "topology_key": self.layout().key,
-                "count": len(p.shards), "states": list(STATE_NAMES), "selectors": list(codes),
-                "building_fraction": BUILDING_FRACTION, "codes": {k: codes_str(c) for k, c in codes.items()}}
+        return {
+            "v": 1,
+            "window": p.table.window,
+            "end_ts": p.table.end_ts,
+            "topology_key": self.layout().key,
+            "count": len(p.shards),
+            "states": list(STATE_NAMES),
+            "selectors": list(codes),
+            "building_fraction": BUILDING_FRACTION,
+            "codes": {k: codes_str(c) for k, c in codes.items()},
+        }
 
     def summary(self) -> dict[str, Any]:
         st = self.status
@@ -255,20 +267,42 @@ class Console:
         frozen_now = p.events.frozen(t.end_ts) if t.window >= 0 else {}
         events = [{**r.to_obj(t.end_ts), "shards": r.shards[:20]} for r in p.events.recent(50)]
         body: dict[str, Any] = {
-            "v": 1, "version": __version__, "mode": "detector" if self.split else "run", "now": now,
-            "started_ts": st.started_ts, "window": t.window, "window_end_ts": t.end_ts,
-            "window_length_s": p.window_length_s, "windows_processed": p.windows_processed,
-            "lag_s": round(lag, 3), "threshold_log": round(p.threshold_log, 4),
+            "v": 1,
+            "version": __version__,
+            "mode": "detector" if self.split else "run",
+            "now": now,
+            "started_ts": st.started_ts,
+            "window": t.window,
+            "window_end_ts": t.end_ts,
+            "window_length_s": p.window_length_s,
+            "windows_processed": p.windows_processed,
+            "lag_s": round(lag, 3),
+            "threshold_log": round(p.threshold_log, 4),
             "resolve_fraction": cfg.detector.resolve_fraction,
-            "shards": len(p.shards), "metrics": list(p.metrics), "selectors": selectors(p),
-            "ready": not st.not_ready_reasons(now), "not_ready": st.not_ready_reasons(now),
+            "shards": len(p.shards),
+            "metrics": list(p.metrics),
+            "selectors": selectors(p),
+            "ready": not st.not_ready_reasons(now),
+            "not_ready": st.not_ready_reasons(now),
             "warmup": self.warmup.progress(p, p.window_length_s),
-            "sources": [{"name": n, "up": h.up, "last_success_ts": h.last_success_ts, "last_error": h.last_error,
-                         "polls": dict(h.polls), "frames": h.frames} for n, h in sorted(st.health.items())],
-            "frames": p.assembler.stats.frames, "late_frames": p.assembler.stats.late,
-            "dropped_frames": tstats.dropped_frames, "dead_letters": tstats.dead_lettered,
+            "sources": [
+                {
+                    "name": n,
+                    "up": h.up,
+                    "last_success_ts": h.last_success_ts,
+                    "last_error": h.last_error,
+                    "polls": dict(h.polls),
+                    "frames": h.frames,
+                }
+                for n, h in sorted(st.health.items())
+            ],
+            "frames": p.assembler.stats.frames,
+            "late_frames": p.assembler.stats.late,
+            "dropped_frames": tstats.dropped_frames,
+            "dead_letters": tstats.dead_lettered,
             "incidents": {"active": len(active), "by_severity": by_sev, "by_classification": by_class},
-            "events": events, "frozen_shards": len(frozen_now),
+            "events": events,
+            "frozen_shards": len(frozen_now),
             "scenario": self.scenario(),
         }
         if self.split is not None:
@@ -294,12 +328,27 @@ class Console:
         curve = self.history.curve(f.id)
         now_e = curve.log_e[-1] if curve is not None and curve.log_e else f.log_evidence
         return {
-            "id": f.id, "state": f.state, "alert": alert, "severity": sev, "classification": f.classification,
-            "scope": f.scope, "target": f.target, "location": self.layout().where.get(f.target),
-            "detector": f.detector, "metric": f.metric, "opened_ts": f.opened_ts, "resolved_ts": f.resolved_ts,
-            "change_start_ts": change_ts, "direction": r.get("direction"), "log_evidence": _num(f.log_evidence),
-            "evidence_now": _num(now_e), "threshold_log": _num(f.threshold_log), "members": len(f.members),
-            "members_sample": f.members[:8], "event_id": f.event_id, "group": r.get("group"),
+            "id": f.id,
+            "state": f.state,
+            "alert": alert,
+            "severity": sev,
+            "classification": f.classification,
+            "scope": f.scope,
+            "target": f.target,
+            "location": self.layout().where.get(f.target),
+            "detector": f.detector,
+            "metric": f.metric,
+            "opened_ts": f.opened_ts,
+            "resolved_ts": f.resolved_ts,
+            "change_start_ts": change_ts,
+            "direction": r.get("direction"),
+            "log_evidence": _num(f.log_evidence),
+            "evidence_now": _num(now_e),
+            "threshold_log": _num(f.threshold_log),
+            "members": len(f.members),
+            "members_sample": f.members[:8],
+            "event_id": f.event_id,
+            "group": r.get("group"),
             "runbook": RUNBOOK + ("tesseracommonmoderack" if alert == MEMBERS else alert.lower()),
         }
 
@@ -310,12 +359,22 @@ class Console:
         groups: dict[str, dict[str, Any]] = {}
         for f in [*active, *recent]:
             inc = self.incident(f)
-            g = groups.setdefault(inc["alert"], {"alert": inc["alert"], "severity": inc["severity"],
-                                                 "runbook": inc["runbook"], "active": 0, "firings": []})
+            g = groups.setdefault(
+                inc["alert"],
+                {
+                    "alert": inc["alert"],
+                    "severity": inc["severity"],
+                    "runbook": inc["runbook"],
+                    "active": 0,
+                    "firings": [],
+                },
+            )
             g["active"] += f.state == "open"
             g["firings"].append(inc)
-        ordered = sorted(groups.values(), key=lambda g: (g["active"] == 0, g["alert"] == MEMBERS,
-                                                         SEVERITY_ORDER[g["severity"]], g["alert"]))
+        ordered = sorted(
+            groups.values(),
+            key=lambda g: (g["active"] == 0, g["alert"] == MEMBERS, SEVERITY_ORDER[g["severity"]], g["alert"]),
+        )
         return {"v": 1, "window": p.table.window, "active": len(active), "groups": ordered}
 
     def find(self, firing_id: str) -> Firing | None:
@@ -331,12 +390,16 @@ class Console:
     def evidence_obj(self, f: Firing) -> dict[str, Any]:
         curve = self.history.curve(f.id)
         p = self.p
-        return {"v": 1, "incident": self.incident(f),
-                "evidence": curve.to_obj() if curve is not None else {"window": [], "ts": [], "log_evidence": [],
-                                                                       "threshold_log": _num(f.threshold_log)},
-                "resolve_below_log": _num(f.threshold_log * self.status.cfg.detector.resolve_fraction),
-                "members_history": self.history.members_series(p, f) if f.state == "open" else None,
-                "receipt": f.receipt}
+        return {
+            "v": 1,
+            "incident": self.incident(f),
+            "evidence": curve.to_obj()
+            if curve is not None
+            else {"window": [], "ts": [], "log_evidence": [], "threshold_log": _num(f.threshold_log)},
+            "resolve_below_log": _num(f.threshold_log * self.status.cfg.detector.resolve_fraction),
+            "members_history": self.history.members_series(p, f) if f.state == "open" else None,
+            "receipt": f.receipt,
+        }
 
     def shard_extra(self, sid: str, i: int) -> dict[str, Any]:
         """What /v1/shards/<id> adds for the console: recent values, cohort centre, baseline, band and
@@ -346,16 +409,22 @@ class Console:
         depth = int(st.buf.shape[2]) if st.buf.ndim == 3 else 0
         warm = {}
         if i < st.n_warm.shape[0]:
-            warm = {m: round(min(1.0, float(st.n_warm[i, j]) / depth), 3) if depth else 1.0
-                    for j, m in enumerate(p.metrics)}
+            warm = {
+                m: round(min(1.0, float(st.n_warm[i, j]) / depth), 3) if depth else 1.0 for j, m in enumerate(p.metrics)
+            }
         families = {k: _num(float(v[i])) for k, v in family_log_m(p).items() if i < v.size}
         events = [r.to_obj(p.table.end_ts) for r in p.events.records() if sid in r.shard_set][-20:]
         for e in events:
             e.pop("shards", None)
-        return {"cohort": p.cohorts[int(p.cohort_of[i])] if i < p.cohort_of.size else None,
-                "location": self.layout().where.get(sid), "warmup": warm, "family_log_evidence": families,
-                "events": events, "history": self.history.shard_series(p, i),
-                "recent_firings": [f.to_obj() for f in list(p.book.recent)[-200:] if sid in f.members][-10:]}
+        return {
+            "cohort": p.cohorts[int(p.cohort_of[i])] if i < p.cohort_of.size else None,
+            "location": self.layout().where.get(sid),
+            "warmup": warm,
+            "family_log_evidence": families,
+            "events": events,
+            "history": self.history.shard_series(p, i),
+            "recent_firings": [f.to_obj() for f in list(p.book.recent)[-200:] if sid in f.members][-10:],
+        }
 
     # ------------------------------------------------------------------------------ housekeeping
 

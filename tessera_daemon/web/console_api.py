@@ -24,8 +24,10 @@ CONSOLE_STATUS: web.AppKey[Status] = web.AppKey("console_status", Status)
 TICKER: web.AppKey[asyncio.Task[None]] = web.AppKey("console_ticker", asyncio.Task)
 KEEPALIVE_S = 15.0
 NO_STORE = {"Cache-Control": "no-store"}
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-       "font-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "font-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+)
 
 
 def _console(request: web.Request) -> Console:
@@ -50,8 +52,9 @@ async def static(request: web.Request) -> web.FileResponse:
     name = request.match_info["name"]
     if name not in ASSETS:
         raise web.HTTPNotFound(text=f"no asset {name!r}")
-    return web.FileResponse(STATIC / name, headers={"Content-Type": f"{ASSETS[name]}; charset=utf-8",
-                                                    "Cache-Control": "no-cache"})
+    return web.FileResponse(
+        STATIC / name, headers={"Content-Type": f"{ASSETS[name]}; charset=utf-8", "Cache-Control": "no-cache"}
+    )
 
 
 async def topology(request: web.Request) -> web.Response:
@@ -98,13 +101,15 @@ async def scenarios(request: web.Request) -> web.Response:
 
 async def stream(request: web.Request) -> web.StreamResponse:
     c = _console(request)
-    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
-                                       "X-Accel-Buffering": "no"})
+    resp = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    )
     await resp.prepare(request)
     q = c.hub.add()
     try:
-        await resp.write(b"retry: 2000\n\n" + sse("hello", {"window": c.p.table.window,
-                                                            "topology_key": c.layout().key}))
+        await resp.write(
+            b"retry: 2000\n\n" + sse("hello", {"window": c.p.table.window, "topology_key": c.layout().key})
+        )
         while True:
             try:
                 data = await asyncio.wait_for(q.get(), KEEPALIVE_S)

@@ -126,8 +126,13 @@ def deploysignal_routes(
     async def deploy_events(request: web.Request) -> web.Response:
         instance = request.headers.get(INSTANCE_HEADER, "").strip()
         if not instance:
-            return unauthorized({"contract_version": CONTRACT_VERSION, "status": "rejected",
-                                 "reason": f"missing {INSTANCE_HEADER} header"})
+            return unauthorized(
+                {
+                    "contract_version": CONTRACT_VERSION,
+                    "status": "rejected",
+                    "reason": f"missing {INSTANCE_HEADER} header",
+                }
+            )
         refused = pol.refuse(request)
         if refused is not None:
             return _refusal(*refused)

@@ -39,13 +39,23 @@ def event_routes(
         return []
     limiter = ScopeLimiter(e.relearns_per_hour)  # one budget per scope, whichever route an event came by
     api = Secret(e.api_token, e.api_token_file, setting_name="events.api_token")
-    routes = events_routes(book, on_event=on_event, now=now, relay=relay, max_body=e.max_body_bytes,
-                           policy=_policy(e, api, limiter, "POST /v1/events", "events.api_token"))
+    routes = events_routes(
+        book,
+        on_event=on_event,
+        now=now,
+        relay=relay,
+        max_body=e.max_body_bytes,
+        policy=_policy(e, api, limiter, "POST /v1/events", "events.api_token"),
+    )
     ds = e.deploysignal
     if ds.enabled:
         secret = Secret(ds.token, ds.token_file, setting_name="events.deploysignal.token")
         routes += deploysignal_routes(
-            book, on_event=on_event, now=now, max_body=e.max_body_bytes, relay=relay,
+            book,
+            on_event=on_event,
+            now=now,
+            max_body=e.max_body_bytes,
+            relay=relay,
             policy=_policy(e, secret, limiter, f"POST {DS_EVENTS_PATH}", "events.deploysignal.token"),
         )
     return routes if counts is None else [_counted(r, counts) for r in routes]
@@ -72,9 +82,16 @@ def _counted(route: web.RouteDef, counts: Counter[tuple[str, str]]) -> web.Route
 def _policy(e: EventsConfig, secret: Secret, limiter: ScopeLimiter, route: str, setting: str) -> PostPolicy:
     if not secret.configured:
         if e.allow_unauthenticated:
-            log.warning("serving an event route WITHOUT authentication (events.allow_unauthenticated, loopback "
-                        "bind only)", route=route)
+            log.warning(
+                "serving an event route WITHOUT authentication (events.allow_unauthenticated, loopback bind only)",
+                route=route,
+            )
         else:
             log.info("event route refuses every request: no token configured", route=route, set=setting)
-    return PostPolicy(token=secret.get, allow_unauthenticated=e.allow_unauthenticated, max_age_s=e.max_age_s,
-                      max_ahead_s=e.max_ahead_s, limiter=limiter)
+    return PostPolicy(
+        token=secret.get,
+        allow_unauthenticated=e.allow_unauthenticated,
+        max_age_s=e.max_age_s,
+        max_ahead_s=e.max_ahead_s,
+        limiter=limiter,
+    )

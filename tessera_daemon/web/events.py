@@ -146,8 +146,10 @@ class ScopeLimiter:
             want[k] = want.get(k, 0) + 1
         for k, n in want.items():
             if len(self._recent(k, now)) + n > self.per_hour:
-                return (f"rate limit: more than {self.per_hour} events per hour for scope "
-                        f"{'fleet' if k == ('fleet',) else ','.join(k)[:200]} (events.relearns_per_hour)")
+                return (
+                    f"rate limit: more than {self.per_hour} events per hour for scope "
+                    f"{'fleet' if k == ('fleet',) else ','.join(k)[:200]} (events.relearns_per_hour)"
+                )
         return None
 
     def record(self, events: Sequence[ClusterEvent]) -> None:
@@ -185,8 +187,10 @@ class PostPolicy:
             if not bearer_ok(request.headers.get("Authorization"), expected):
                 return 401, "missing or invalid bearer token"
         elif not self.allow_unauthenticated:
-            return 403, ("no token is configured for this endpoint: set events.api_token / "
-                         "events.deploysignal.token (or events.allow_unauthenticated on a loopback bind)")
+            return 403, (
+                "no token is configured for this endpoint: set events.api_token / "
+                "events.deploysignal.token (or events.allow_unauthenticated on a loopback bind)"
+            )
         if request.content_type != "application/json":
             return 415, f"Content-Type must be application/json, not {request.content_type!r}"
         return None
@@ -206,11 +210,15 @@ class PostPolicy:
             where = f"events[{i}]: " if len(events) > 1 else ""
             end = ev.end_ts if ev.end_ts is not None else ev.ts
             if end < now - self.max_age_s:
-                return (f"{where}event {ev.id!r} ended {now - end:.0f} s ago, more than events.max_age_s "
-                        f"({self.max_age_s:g} s)")
+                return (
+                    f"{where}event {ev.id!r} ended {now - end:.0f} s ago, more than events.max_age_s "
+                    f"({self.max_age_s:g} s)"
+                )
             if ev.ts > now + self.max_ahead_s:
-                return (f"{where}event {ev.id!r} starts {ev.ts - now:.0f} s ahead, more than events.max_ahead_s "
-                        f"({self.max_ahead_s:g} s)")
+                return (
+                    f"{where}event {ev.id!r} starts {ev.ts - now:.0f} s ahead, more than events.max_ahead_s "
+                    f"({self.max_ahead_s:g} s)"
+                )
         return None
 
 
@@ -289,8 +297,9 @@ def _add_all(book: EventBook, events: list[ClusterEvent], on_event: OnEvent | No
         row: dict[str, Any] = {"id": ev.id, "status": res.status}
         if rec is not None:
             shards.update(rec.shards)
-            row.update(affected_shards=len(rec.shards), freeze_start_ts=rec.freeze_start_ts,
-                       freeze_end_ts=rec.freeze_end_ts)
+            row.update(
+                affected_shards=len(rec.shards), freeze_start_ts=rec.freeze_start_ts, freeze_end_ts=rec.freeze_end_ts
+            )
             if on_event is not None and res.status in ("added", "updated"):
                 on_event(rec)
         rows.append(row)
@@ -343,8 +352,9 @@ def events_routes(
             return web.json_response({"error": limited}, status=429, headers={"Retry-After": "60"})
         failure = await relay_failure(relay, events, "api", {})
         if failure is not None:
-            return web.json_response({"error": RELAY_UNAVAILABLE, "detail": failure}, status=503,
-                                     headers={"Retry-After": RETRY_AFTER_S})
+            return web.json_response(
+                {"error": RELAY_UNAVAILABLE, "detail": failure}, status=503, headers={"Retry-After": RETRY_AFTER_S}
+            )
         pol.spend(fresh)
         return web.json_response(_add_all(b, events, on_event), status=202)
 
@@ -361,8 +371,7 @@ def events_routes(
             return web.json_response({"error": "event handling is not ready"}, status=503)
         at = now()
         recs = b.recent(limit)
-        body = {"v": 1, "now_ts": at, "kept": len(b), "count": len(recs),
-                "events": [r.to_obj(at) for r in recs]}
+        body = {"v": 1, "now_ts": at, "kept": len(b), "count": len(recs), "events": [r.to_obj(at) for r in recs]}
         return web.json_response(body)
 
     return [web.post("/v1/events", post_events), web.get("/v1/events", get_events)]

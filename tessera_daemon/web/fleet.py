@@ -45,8 +45,14 @@ class Layout:
         kinds: dict[str, int] = {}
         for n in topology.nodes.values():
             kinds[n.kind] = kinds.get(n.kind, 0) + 1
-        return {"v": 1, "key": self.key, "shards": self.shards, "zones": self.zones, "counts": kinds,
-                "cohorts": sorted({topology.cohort_of(s) for s in self.shards})}
+        return {
+            "v": 1,
+            "key": self.key,
+            "shards": self.shards,
+            "zones": self.zones,
+            "counts": kinds,
+            "cohorts": sorted({topology.cohort_of(s) for s in self.shards}),
+        }
 
 
 def build_layout(topology: Topology, shards: list[str]) -> Layout:
@@ -77,12 +83,21 @@ def build_layout(topology: Topology, shards: list[str]) -> Layout:
         for nid in (host, rack, zone, labels.get("psu"), labels.get("nvlink_domain")):
             if nid and nid not in where:
                 where[nid] = loc
-        h = tree.setdefault(zone, {}).setdefault(rack, {}).setdefault(
-            host, {"id": host, "psu": labels.get("psu"), "nvlink_domain": labels.get("nvlink_domain"), "shards": []})
+        h = (
+            tree.setdefault(zone, {})
+            .setdefault(rack, {})
+            .setdefault(
+                host, {"id": host, "psu": labels.get("psu"), "nvlink_domain": labels.get("nvlink_domain"), "shards": []}
+            )
+        )
         h["shards"].append(idx)
-    zones = [{"id": z, "racks": [{"id": r, "hosts": [hosts[h] for h in sorted(hosts)]}
-                                 for r, hosts in sorted(racks.items())]}
-             for z, racks in sorted(tree.items())]
+    zones = [
+        {
+            "id": z,
+            "racks": [{"id": r, "hosts": [hosts[h] for h in sorted(hosts)]} for r, hosts in sorted(racks.items())],
+        }
+        for z, racks in sorted(tree.items())
+    ]
     text = "\n".join(f"{s}:{where[s]['host']}:{where[s]['rack']}:{where[s]['zone']}" for s in shards)
     key = hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()[:16]
     return Layout(key, list(shards), zones, where)

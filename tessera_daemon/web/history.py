@@ -55,8 +55,12 @@ class Curve:
         self.log_e.append(value)
 
     def to_obj(self) -> dict[str, Any]:
-        return {"window": list(self.window), "ts": list(self.ts),
-                "log_evidence": [_num(v) for v in self.log_e], "threshold_log": _num(self.threshold_log)}
+        return {
+            "window": list(self.window),
+            "ts": list(self.ts),
+            "log_evidence": [_num(v) for v in self.log_e],
+            "threshold_log": _num(self.threshold_log),
+        }
 
 
 def _num(v: float) -> float | None:
@@ -245,8 +249,11 @@ class History:
         log_cols = set(np.asarray(p.log_cols).tolist())
         for j, m in enumerate(p.metrics):
             x = self.x[slots, i, j].astype(np.float64)
-            centre = (self.centre[slots, cohort, j].astype(np.float64) if 0 <= cohort < self.centre.shape[1]
-                      else np.full(slots.size, np.nan))
+            centre = (
+                self.centre[slots, cohort, j].astype(np.float64)
+                if 0 <= cohort < self.centre.shape[1]
+                else np.full(slots.size, np.nan)
+            )
             offset = float(st.offset[i, j]) if same else 0.0
             band = float(_marginal(st, i, j)) if same else math.nan
             base = centre + offset
@@ -279,8 +286,11 @@ class History:
         slots = self.order()
         log_scale = j in set(np.asarray(p.log_cols).tolist())
         cohort = int(p.cohort_of[shown[0]])
-        centre = (self.centre[slots, cohort, j].astype(np.float64) if cohort < self.centre.shape[1]
-                  else np.full(slots.size, np.nan))
+        centre = (
+            self.centre[slots, cohort, j].astype(np.float64)
+            if cohort < self.centre.shape[1]
+            else np.full(slots.size, np.nan)
+        )
         st = p.state
         same = st.offset.shape == p.table.log_m.shape
         delta = float(p.cfg.detector.delta_min_sigma)
@@ -293,15 +303,25 @@ class History:
             lo, hi = base - margin, base + margin
             if log_scale:
                 x, base, lo, hi = (np.exp(a) for a in (x, base, lo, hi))
-            members.append({"shard": p.shards[i], "value": [_num(v) for v in x.tolist()],
-                            "baseline": [_num(v) for v in base.tolist()],
-                            "margin_low": [_num(v) for v in lo.tolist()],
-                            "margin_high": [_num(v) for v in hi.tolist()]})
+            members.append(
+                {
+                    "shard": p.shards[i],
+                    "value": [_num(v) for v in x.tolist()],
+                    "baseline": [_num(v) for v in base.tolist()],
+                    "margin_low": [_num(v) for v in lo.tolist()],
+                    "margin_high": [_num(v) for v in hi.tolist()],
+                }
+            )
         c = np.exp(centre) if log_scale else centre
-        return {"metric": f.metric, "ts": [_num(v) for v in self.ts[slots].tolist()],
-                "cohort": p.cohorts[cohort] if cohort < len(p.cohorts) else None,
-                "cohort_centre": [_num(v) for v in c.tolist()], "members": members,
-                "members_total": len(rows), "delta_min_sigma": delta}
+        return {
+            "metric": f.metric,
+            "ts": [_num(v) for v in self.ts[slots].tolist()],
+            "cohort": p.cohorts[cohort] if cohort < len(p.cohorts) else None,
+            "cohort_centre": [_num(v) for v in c.tolist()],
+            "members": members,
+            "members_total": len(rows),
+            "delta_min_sigma": delta,
+        }
 
 
 def _margin(p: Pipeline, j: int, base: npt.NDArray[np.float64], sigma_margin: float) -> npt.NDArray[np.float64]:

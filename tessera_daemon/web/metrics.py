@@ -42,8 +42,11 @@ def source_families(health: Mapping[str, SourceHealth]) -> Iterator[Metric]:
     """Per-source up / polls / last-success series (shared by `run`, `agent` and `detector`)."""
     up = GaugeMetricFamily("tessera_source_up", "1 if the source's last poll succeeded.", labels=["source"])
     polls = CounterMetricFamily("tessera_source_polls", "Source polls, by outcome.", labels=["source", "outcome"])
-    last = GaugeMetricFamily("tessera_source_last_success_timestamp_seconds",
-                             "Unix time of the source's last successful poll.", labels=["source"])
+    last = GaugeMetricFamily(
+        "tessera_source_last_success_timestamp_seconds",
+        "Unix time of the source's last successful poll.",
+        labels=["source"],
+    )
     for name, h in sorted(health.items()):
         up.add_metric([name], 1.0 if h.up else 0.0)
         for outcome, n in sorted(h.polls.items()):
@@ -61,9 +64,12 @@ SKEW_HORIZON_WINDOWS = 12  # a host counts as currently skewed for this many win
 def clock_skew(p: Any, now: float) -> Metric:
     """``tessera_clock_skew_seconds{source,host}``: how far ahead of this receiver's clock the newest
     quarantined frame of each currently skewed host was (only hosts seen skewed recently, capped)."""
-    g = GaugeMetricFamily("tessera_clock_skew_seconds", "How far ahead of the receiver's clock a host's frames "
-                          "were (quarantined: window.max_future_skew_s); only hosts currently skewed.",
-                          labels=["source", "host"])
+    g = GaugeMetricFamily(
+        "tessera_clock_skew_seconds",
+        "How far ahead of the receiver's clock a host's frames "
+        "were (quarantined: window.max_future_skew_s); only hosts currently skewed.",
+        labels=["source", "host"],
+    )
     horizon = max(60.0, SKEW_HORIZON_WINDOWS * p.cfg.window.length_s)
     worst: dict[tuple[str, str], float] = {}
     nodes = p.topology.nodes
@@ -95,32 +101,42 @@ class _StatusCollector(Collector):
         now = time.time()
 
         yield build_info_family()
-        yield GaugeMetricFamily("tessera_ready", "1 when /readyz answers 200.",
-                                value=0.0 if st.not_ready_reasons(now) else 1.0)
-        yield CounterMetricFamily("tessera_windows_processed", "Detector windows processed.",
-                                  value=p.windows_processed)
-        yield GaugeMetricFamily("tessera_window_index", "Index of the last processed window.",
-                                value=float(p.table.window))
+        yield GaugeMetricFamily(
+            "tessera_ready", "1 when /readyz answers 200.", value=0.0 if st.not_ready_reasons(now) else 1.0
+        )
+        yield CounterMetricFamily("tessera_windows_processed", "Detector windows processed.", value=p.windows_processed)
+        yield GaugeMetricFamily(
+            "tessera_window_index", "Index of the last processed window.", value=float(p.table.window)
+        )
         lag = 0.0
         if p.table.window >= 0 and math.isfinite(p.assembler.watermark):
             lag = max(0.0, p.assembler.watermark - p.table.end_ts - p.cfg.window.grace_s)
-        yield GaugeMetricFamily("tessera_window_lag_seconds",
-                                "Event time between the newest frame and the end of the last processed window, "
-                                "beyond the lateness grace.", value=lag)
-        yield GaugeMetricFamily("tessera_window_length_seconds",
-                                "Detector window length in force (measured from the poll cadence when auto).",
-                                value=p.window_length_s)
+        yield GaugeMetricFamily(
+            "tessera_window_lag_seconds",
+            "Event time between the newest frame and the end of the last processed window, beyond the lateness grace.",
+            value=lag,
+        )
+        yield GaugeMetricFamily(
+            "tessera_window_length_seconds",
+            "Detector window length in force (measured from the poll cadence when auto).",
+            value=p.window_length_s,
+        )
         cad = p.observed_cadence_s()
-        yield GaugeMetricFamily("tessera_sample_interval_seconds",
-                                "Median over shards of each shard's own sample interval.",
-                                value=cad if math.isfinite(cad) else 0.0)
-        yield GaugeMetricFamily("tessera_window_shorter_than_cadence",
-                                "1 when the configured window is shorter than the sources' cadence "
-                                "(most windows hold no sample; set window.length_s = \"auto\").",
-                                value=1.0 if p.window_too_short() else 0.0)
+        yield GaugeMetricFamily(
+            "tessera_sample_interval_seconds",
+            "Median over shards of each shard's own sample interval.",
+            value=cad if math.isfinite(cad) else 0.0,
+        )
+        yield GaugeMetricFamily(
+            "tessera_window_shorter_than_cadence",
+            "1 when the configured window is shorter than the sources' cadence "
+            '(most windows hold no sample; set window.length_s = "auto").',
+            value=1.0 if p.window_too_short() else 0.0,
+        )
         yield CounterMetricFamily("tessera_frames_ingested", "Frames accepted into a window.", value=asm.frames)
-        yield CounterMetricFamily("tessera_frames_late", "Frames that arrived after their window closed.",
-                                  value=asm.late)
+        yield CounterMetricFamily(
+            "tessera_frames_late", "Frames that arrived after their window closed.", value=asm.late
+        )
         tstats = st.transport.stats()
         dropped = CounterMetricFamily("tessera_frames_dropped", "Frames dropped, by reason.", labels=["reason"])
         dropped.add_metric(["transport_full"], tstats.dropped_frames)
@@ -129,20 +145,26 @@ class _StatusCollector(Collector):
         dropped.add_metric(["clock_skew"], asm.future)
         yield dropped
         yield clock_skew(p, now)
-        requests = CounterMetricFamily("tessera_event_requests", "Event POST requests answered, by route and status "
-                                       "code (every refusal counted).", labels=["route", "code"])
+        requests = CounterMetricFamily(
+            "tessera_event_requests",
+            "Event POST requests answered, by route and status code (every refusal counted).",
+            labels=["route", "code"],
+        )
         for (route, code), n in sorted(st.event_requests.items()):
             requests.add_metric([route, code], n)
         yield requests
-        rejected = CounterMetricFamily("tessera_values_rejected", "Window values outside their metric's plausible "
-                                       "range (window.plausible), treated as missing, by reason.", labels=["reason"])
+        rejected = CounterMetricFamily(
+            "tessera_values_rejected",
+            "Window values outside their metric's plausible range (window.plausible), treated as missing, by reason.",
+            labels=["reason"],
+        )
         for reason in VALUE_REASONS:
             rejected.add_metric([reason], p.bounds.rejected.get(reason, 0))
         yield rejected
-        yield CounterMetricFamily("tessera_samples_missing", "Shard-windows with no sample.",
-                                  value=asm.missing_samples)
-        yield GaugeMetricFamily("tessera_transport_queued_frames", "Frames waiting in the transport.",
-                                value=tstats.queued_frames)
+        yield CounterMetricFamily("tessera_samples_missing", "Shard-windows with no sample.", value=asm.missing_samples)
+        yield GaugeMetricFamily(
+            "tessera_transport_queued_frames", "Frames waiting in the transport.", value=tstats.queued_frames
+        )
 
         yield from source_families(st.health)
 
@@ -161,8 +183,9 @@ class _StatusCollector(Collector):
             for s in ("reporting", "stale", "warming", "lost"):
                 shards.add_metric([s], 0.0)
         yield shards
-        yield GaugeMetricFamily("tessera_threshold_log", "Log-evidence threshold of the shard detectors.",
-                                value=p.threshold_log)
+        yield GaugeMetricFamily(
+            "tessera_threshold_log", "Log-evidence threshold of the shard detectors.", value=p.threshold_log
+        )
 
         active = p.book.active()
         by_cls = GaugeMetricFamily("tessera_firings_active", "Active firings.", labels=["classification", "scope"])
@@ -175,15 +198,38 @@ class _StatusCollector(Collector):
             by_cls.add_metric([c, s], float(k))
         yield by_cls
         one = GaugeMetricFamily(
-            "tessera_firing_active", "1 per active firing (bounded by the active set).",
-            labels=["id", "target", "scope", "classification", "detector", "metric", "host", "rack",
-                    "cooling_zone", "cohort"],
+            "tessera_firing_active",
+            "1 per active firing (bounded by the active set).",
+            labels=[
+                "id",
+                "target",
+                "scope",
+                "classification",
+                "detector",
+                "metric",
+                "host",
+                "rack",
+                "cooling_zone",
+                "cohort",
+            ],
         )
         for f in active:
             labels = self._labels_of(f.target)
-            one.add_metric([f.id, f.target, f.scope, f.classification, f.detector, f.metric or "",
-                            labels.get("host", ""), labels.get("rack", ""), labels.get("cooling_zone", ""),
-                            labels.get("cohort", "")], 1.0)
+            one.add_metric(
+                [
+                    f.id,
+                    f.target,
+                    f.scope,
+                    f.classification,
+                    f.detector,
+                    f.metric or "",
+                    labels.get("host", ""),
+                    labels.get("rack", ""),
+                    labels.get("cooling_zone", ""),
+                    labels.get("cohort", ""),
+                ],
+                1.0,
+            )
         yield one
         opened = CounterMetricFamily("tessera_firings_opened", "Firings opened.", labels=["classification", "detector"])
         for (c, d), k in sorted(p.book.opened_total.items()):
@@ -199,14 +245,18 @@ class _StatusCollector(Collector):
     def _events(self) -> Iterator[Metric]:
         p = self.status.pipeline
         end = p.table.end_ts if p.windows_processed else time.time()
-        yield GaugeMetricFamily("tessera_cluster_events", "Announced cluster events held in the event book.",
-                                value=float(len(p.events)))
-        yield GaugeMetricFamily("tessera_event_frozen_shards",
-                                "Shards inside an announced event's freeze window (baselines frozen).",
-                                value=float(len(p.events.frozen(end))))
+        yield GaugeMetricFamily(
+            "tessera_cluster_events", "Announced cluster events held in the event book.", value=float(len(p.events))
+        )
+        yield GaugeMetricFamily(
+            "tessera_event_frozen_shards",
+            "Shards inside an announced event's freeze window (baselines frozen).",
+            value=float(len(p.events.frozen(end))),
+        )
         feed = self.status.feed
-        out = CounterMetricFamily("tessera_verdict_feed", "DeploySignal verdict-group feed outcomes.",
-                                  labels=["outcome"])
+        out = CounterMetricFamily(
+            "tessera_verdict_feed", "DeploySignal verdict-group feed outcomes.", labels=["outcome"]
+        )
         for outcome in ("sent", "retried", "failed", "dropped"):
             out.add_metric([outcome], float(getattr(feed, outcome, 0)) if feed is not None else 0.0)
         yield out
@@ -231,12 +281,19 @@ class _StatusCollector(Collector):
     def _evidence(self, t: object) -> Iterator[Metric]:
         p = self.status.pipeline
         table = p.table
-        hist = HistogramMetricFamily("tessera_shard_evidence_log",
-                                     "Distribution over shards of the largest log-evidence of any metric.")
-        top = GaugeMetricFamily("tessera_top_shard_evidence_log", "Log-evidence of the top shards.",
-                                labels=["shard", "metric", "host", "rack"])
-        group = GaugeMetricFamily("tessera_group_evidence_log",
-                                  "Log of the mean of member e-values per topology group.", labels=["kind", "group"])
+        hist = HistogramMetricFamily(
+            "tessera_shard_evidence_log", "Distribution over shards of the largest log-evidence of any metric."
+        )
+        top = GaugeMetricFamily(
+            "tessera_top_shard_evidence_log",
+            "Log-evidence of the top shards.",
+            labels=["shard", "metric", "host", "rack"],
+        )
+        group = GaugeMetricFamily(
+            "tessera_group_evidence_log",
+            "Log of the mean of member e-values per topology group.",
+            labels=["kind", "group"],
+        )
         if table.window >= 0 and table.log_m.size:
             lm = np.where(table.stale[:, None], -np.inf, table.log_m)
             best = lm.max(axis=1)
@@ -251,8 +308,9 @@ class _StatusCollector(Collector):
                     continue
                 j = int(np.argmax(lm[i]))
                 labels = self._labels_of(p.shards[i])
-                top.add_metric([p.shards[i], p.metrics[j], labels.get("host", ""), labels.get("rack", "")],
-                               float(best[i]))
+                top.add_metric(
+                    [p.shards[i], p.metrics[j], labels.get("host", ""), labels.get("rack", "")], float(best[i])
+                )
             shard_e = _log_mean_exp(np.where(np.isfinite(lm), lm, -50.0), axis=1)  # mean over metrics
             members = p.topology.members()
             for gid in sorted(members):
@@ -274,12 +332,17 @@ class MetricsRenderer:
         disable_created_metrics()  # type: ignore[no-untyped-call]  # `_created` samples add no operator value
         self.registry = CollectorRegistry(auto_describe=False)
         self.window_duration = Histogram(
-            "tessera_window_duration_seconds", "Wall time to process one detector window.",
-            buckets=WINDOW_BUCKETS, registry=self.registry,
+            "tessera_window_duration_seconds",
+            "Wall time to process one detector window.",
+            buckets=WINDOW_BUCKETS,
+            registry=self.registry,
         )
         self.poll_duration = Histogram(
-            "tessera_source_poll_duration_seconds", "Wall time of one source poll.", ["source"],
-            buckets=POLL_BUCKETS, registry=self.registry,
+            "tessera_source_poll_duration_seconds",
+            "Wall time of one source poll.",
+            ["source"],
+            buckets=POLL_BUCKETS,
+            registry=self.registry,
         )
         self.registry.register(_StatusCollector(status))
         ProcessCollector(registry=self.registry)  # process_* series: memory, CPU, file descriptors

@@ -21,13 +21,29 @@ METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 _ERROR = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
 _FIRING_EXAMPLE: dict[str, Any] = {
-    "v": 1, "id": "3f1c0d5e9a7b2c44", "state": "open", "opened_ts": 1765152000.0, "window": 412,
-    "scope": "shard", "target": "z0-r01-h03-g5", "members": ["z0-r01-h03-g5"], "detector": "A",
-    "metric": "power_w", "log_evidence": 21.4, "threshold_log": 19.46, "classification": "shard_fault",
+    "v": 1,
+    "id": "3f1c0d5e9a7b2c44",
+    "state": "open",
+    "opened_ts": 1765152000.0,
+    "window": 412,
+    "scope": "shard",
+    "target": "z0-r01-h03-g5",
+    "members": ["z0-r01-h03-g5"],
+    "detector": "A",
+    "metric": "power_w",
+    "log_evidence": 21.4,
+    "threshold_log": 19.46,
+    "classification": "shard_fault",
     "receipt": {"windows": [401, 412], "residual_sigma": 3.2},
 }
-_EVENT_EXAMPLE: dict[str, Any] = {"v": 1, "id": "fw-2026-12-07-rack1", "kind": "firmware_push", "ts": 1765152000.0,
-                                  "end_ts": 1765153800.0, "scope": ["z0-r01"]}
+_EVENT_EXAMPLE: dict[str, Any] = {
+    "v": 1,
+    "id": "fw-2026-12-07-rack1",
+    "kind": "firmware_push",
+    "ts": 1765152000.0,
+    "end_ts": 1765153800.0,
+    "scope": ["z0-r01"],
+}
 
 
 def _json(description: str, example: Any, schema: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -44,34 +60,70 @@ def _error(description: str, example: str) -> dict[str, Any]:
 SCHEMAS: dict[str, Any] = {
     "Error": _ERROR,
     "Firing": {
-        "type": "object", "description": "A firing (contract 4): an alarm on a shard, a group or the fleet.",
-        "required": ["v", "id", "state", "opened_ts", "window", "scope", "target", "members", "detector",
-                     "log_evidence", "threshold_log", "classification", "receipt"],
+        "type": "object",
+        "description": "A firing (contract 4): an alarm on a shard, a group or the fleet.",
+        "required": [
+            "v",
+            "id",
+            "state",
+            "opened_ts",
+            "window",
+            "scope",
+            "target",
+            "members",
+            "detector",
+            "log_evidence",
+            "threshold_log",
+            "classification",
+            "receipt",
+        ],
         "properties": {
-            "v": {"const": 1}, "id": {"type": "string"}, "state": {"enum": ["open", "resolved"]},
-            "opened_ts": {"type": "number"}, "window": {"type": "integer"},
+            "v": {"const": 1},
+            "id": {"type": "string"},
+            "state": {"enum": ["open", "resolved"]},
+            "opened_ts": {"type": "number"},
+            "window": {"type": "integer"},
             "scope": {"type": "string", "description": "shard, host, rack, cooling_zone, ... or fleet"},
-            "target": {"type": "string"}, "members": {"type": "array", "items": {"type": "string"}},
+            "target": {"type": "string"},
+            "members": {"type": "array", "items": {"type": "string"}},
             "detector": {"type": "string", "description": "A, C, D, E or rule:<name>"},
-            "metric": {"type": ["string", "null"]}, "log_evidence": {"type": "number"},
+            "metric": {"type": ["string", "null"]},
+            "log_evidence": {"type": "number"},
             "threshold_log": {"type": "number"},
-            "classification": {"enum": ["shard_fault", "common_mode", "fleet_event", "event_conditional",
-                                        "hard_fault"]},
-            "event_id": {"type": "string"}, "resolved_ts": {"type": "number"}, "resolved_window": {"type": "integer"},
+            "classification": {
+                "enum": ["shard_fault", "common_mode", "fleet_event", "event_conditional", "hard_fault"]
+            },
+            "event_id": {"type": "string"},
+            "resolved_ts": {"type": "number"},
+            "resolved_window": {"type": "integer"},
             "receipt": {"type": "object", "description": "the evidence: windows, residuals, bets"},
         },
     },
     "ClusterEvent": {
-        "type": "object", "description": "An announced change (contract 3); its scope's shards are frozen.",
+        "type": "object",
+        "description": "An announced change (contract 3); its scope's shards are frozen.",
         "required": ["v", "id", "kind", "ts"],
         "properties": {
-            "v": {"const": 1}, "id": {"type": "string", "description": "re-posting the same id is a duplicate"},
-            "kind": {"enum": ["firmware_push", "driver_update", "model_redeploy", "config_change", "env_change",
-                              "capacity_change", "chaos_experiment", "maintenance"]},
+            "v": {"const": 1},
+            "id": {"type": "string", "description": "re-posting the same id is a duplicate"},
+            "kind": {
+                "enum": [
+                    "firmware_push",
+                    "driver_update",
+                    "model_redeploy",
+                    "config_change",
+                    "env_change",
+                    "capacity_change",
+                    "chaos_experiment",
+                    "maintenance",
+                ]
+            },
             "ts": {"type": "number", "description": "start, unix seconds"},
             "end_ts": {"type": "number", "description": "end of an interval event (>= ts)"},
-            "scope": {"oneOf": [{"const": "fleet"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}],
-                      "description": '"fleet" (default) or topology node ids'},
+            "scope": {
+                "oneOf": [{"const": "fleet"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}],
+                "description": '"fleet" (default) or topology node ids',
+            },
         },
     },
 }
@@ -82,89 +134,196 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("get", "/metrics"): {
         "summary": "Prometheus metrics",
         "description": "Every series of docs/metrics.md, in the Prometheus text format.",
-        "responses": {"200": {"description": "the exposition",
-                              "content": {METRICS_TYPE: {"example": 'tessera_ready 1.0\n'
-                                                                    'tessera_build_info{python="3.11.7",'
-                                                                    'revision="unknown",version="0.1.0"} 1.0\n'}}}},
+        "responses": {
+            "200": {
+                "description": "the exposition",
+                "content": {
+                    METRICS_TYPE: {
+                        "example": "tessera_ready 1.0\n"
+                        'tessera_build_info{python="3.11.7",'
+                        'revision="unknown",version="0.1.0"} 1.0\n'
+                    }
+                },
+            }
+        },
     },
     ("get", "/healthz"): {
         "summary": "Liveness",
         "description": "200 while the main loop beats; 503 when it stalled (restart the process).",
-        "responses": {"200": _json("alive", {"status": "ok", "heartbeat_age_s": 0.41, "uptime_s": 3600.2}),
-                      "503": _json("stalled", {"status": "stalled", "heartbeat_age_s": 42.0, "uptime_s": 3600.2})},
+        "responses": {
+            "200": _json("alive", {"status": "ok", "heartbeat_age_s": 0.41, "uptime_s": 3600.2}),
+            "503": _json("stalled", {"status": "stalled", "heartbeat_age_s": 42.0, "uptime_s": 3600.2}),
+        },
     },
     ("get", "/readyz"): {
         "summary": "Readiness",
         "description": "200 when the process does its job; 503 with the reasons otherwise (warming up, a "
-                       "source never polled, Redis away, shutting down).",
-        "responses": {"200": _json("ready", {"ready": True, "reasons": [], "windows_processed": 812,
-                                             "warm_fraction": 1.0, "sources": {}}),
-                      "503": _json("not ready", {"ready": False, "reasons": ["warming up: 12% of streams warm"],
-                                                 "windows_processed": 20, "warm_fraction": 0.12, "sources": {}})},
+        "source never polled, Redis away, shutting down).",
+        "responses": {
+            "200": _json(
+                "ready", {"ready": True, "reasons": [], "windows_processed": 812, "warm_fraction": 1.0, "sources": {}}
+            ),
+            "503": _json(
+                "not ready",
+                {
+                    "ready": False,
+                    "reasons": ["warming up: 12% of streams warm"],
+                    "windows_processed": 20,
+                    "warm_fraction": 0.12,
+                    "sources": {},
+                },
+            ),
+        },
     },
     ("get", "/v1/firings"): {
         "summary": "Firings",
         "description": "Open firings, then the recently resolved ones (newest first).",
-        "parameters": [{"name": "state", "in": "query", "required": False,
-                        "schema": {"enum": ["open", "resolved", "all"], "default": "all"}}],
+        "parameters": [
+            {
+                "name": "state",
+                "in": "query",
+                "required": False,
+                "schema": {"enum": ["open", "resolved", "all"], "default": "all"},
+            }
+        ],
         "responses": {
-            "200": _json("the firings", {"v": 1, "state": "open", "count": 1, "firings": [_FIRING_EXAMPLE]},
-                         {"type": "object", "properties": {
-                             "v": {"const": 1}, "state": {"type": "string"}, "count": {"type": "integer"},
-                             "firings": {"type": "array", "items": {"$ref": "#/components/schemas/Firing"}}}}),
-            "400": {"description": "unknown state", "content": {"text/plain": {
-                "example": "state must be one of open, resolved, all"}}},
+            "200": _json(
+                "the firings",
+                {"v": 1, "state": "open", "count": 1, "firings": [_FIRING_EXAMPLE]},
+                {
+                    "type": "object",
+                    "properties": {
+                        "v": {"const": 1},
+                        "state": {"type": "string"},
+                        "count": {"type": "integer"},
+                        "firings": {"type": "array", "items": {"$ref": "#/components/schemas/Firing"}},
+                    },
+                },
+            ),
+            "400": {
+                "description": "unknown state",
+                "content": {"text/plain": {"example": "state must be one of open, resolved, all"}},
+            },
         },
     },
     ("get", "/v1/shards/{shard_id}"): {
         "summary": "One shard",
         "description": "Its labels and groups, per-metric evidence, innovation and last value, and the open "
-                       "firings it belongs to.",
-        "parameters": [{"name": "shard_id", "in": "path", "required": True, "schema": {"type": "string"},
-                        "example": "z0-r01-h03-g5"}],
+        "firings it belongs to.",
+        "parameters": [
+            {
+                "name": "shard_id",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string"},
+                "example": "z0-r01-h03-g5",
+            }
+        ],
         "responses": {
-            "200": _json("the shard", {
-                "v": 1, "shard": "z0-r01-h03-g5", "window": 412, "window_end_ts": 1765152060.0,
-                "labels": {"host": "z0-r01-h03", "rack": "z0-r01"}, "groups": {"rack": "z0-r01"},
-                "stale": False, "threshold_log": 19.46,
-                "metrics": {"power_w": {"log_evidence": 21.4, "innovation_z": 3.1, "value": 402.5, "warm": True}},
-                "active_firings": [_FIRING_EXAMPLE]}),
+            "200": _json(
+                "the shard",
+                {
+                    "v": 1,
+                    "shard": "z0-r01-h03-g5",
+                    "window": 412,
+                    "window_end_ts": 1765152060.0,
+                    "labels": {"host": "z0-r01-h03", "rack": "z0-r01"},
+                    "groups": {"rack": "z0-r01"},
+                    "stale": False,
+                    "threshold_log": 19.46,
+                    "metrics": {"power_w": {"log_evidence": 21.4, "innovation_z": 3.1, "value": 402.5, "warm": True}},
+                    "active_firings": [_FIRING_EXAMPLE],
+                },
+            ),
             "404": {"description": "unknown shard", "content": {"text/plain": {"example": "unknown shard 'x'"}}},
         },
     },
     ("post", "/v1/events"): {
         "summary": "Announce cluster events",
         "description": "One event or a list of them, all or nothing: every event is checked (scope node ids "
-                       "known, no conflicting re-use of an id) before any is added. The affected shards are "
-                       "frozen for the event's window. A detector worker makes the events durable in Redis "
-                       "first (503 while Redis is away: retry).",
+        "known, no conflicting re-use of an id) before any is added. The affected shards are "
+        "frozen for the event's window. A detector worker makes the events durable in Redis "
+        "first (503 while Redis is away: retry).",
         "security": _BEARER,
-        "requestBody": {"required": True, "content": {JSON: {
-            "schema": {"oneOf": [{"$ref": "#/components/schemas/ClusterEvent"},
-                                 {"type": "array", "items": {"$ref": "#/components/schemas/ClusterEvent"}}]},
-            "example": {"v": 1, "id": "driver-550-fleet", "kind": "driver_update", "ts": 1765152000.0,
-                        "scope": "fleet"}}}},
+        "requestBody": {
+            "required": True,
+            "content": {
+                JSON: {
+                    "schema": {
+                        "oneOf": [
+                            {"$ref": "#/components/schemas/ClusterEvent"},
+                            {"type": "array", "items": {"$ref": "#/components/schemas/ClusterEvent"}},
+                        ]
+                    },
+                    "example": {
+                        "v": 1,
+                        "id": "driver-550-fleet",
+                        "kind": "driver_update",
+                        "ts": 1765152000.0,
+                        "scope": "fleet",
+                    },
+                }
+            },
+        },
         "responses": {
-            "202": _json("accepted", {"v": 1, "accepted": ["driver-550-fleet"], "affected_shards": 128, "events": [
-                {"id": "driver-550-fleet", "status": "added", "affected_shards": 128,
-                 "freeze_start_ts": 1765152000.0, "freeze_end_ts": 1765152900.0}]}),
+            "202": _json(
+                "accepted",
+                {
+                    "v": 1,
+                    "accepted": ["driver-550-fleet"],
+                    "affected_shards": 128,
+                    "events": [
+                        {
+                            "id": "driver-550-fleet",
+                            "status": "added",
+                            "affected_shards": 128,
+                            "freeze_start_ts": 1765152000.0,
+                            "freeze_end_ts": 1765152900.0,
+                        }
+                    ],
+                },
+            ),
             "400": _error("invalid event", "event.kind: unknown kind 'reboot' (one of [...])"),
             "401": {"description": "events.api_token is set and the bearer token is missing or wrong"},
             "408": _error("body not received in time", "request body not received in time"),
             "413": _error("body over events.max_body_bytes", "request body exceeds 1048576 bytes"),
-            "503": _error("not ready, or (split mode) the event log is unavailable: retry",
-                          "event log unavailable, retry"),
+            "503": _error(
+                "not ready, or (split mode) the event log is unavailable: retry", "event log unavailable, retry"
+            ),
         },
     },
     ("get", "/v1/events"): {
         "summary": "Kept cluster events",
         "description": "The kept events, newest first, with their freeze windows and affected shard counts.",
-        "parameters": [{"name": "limit", "in": "query", "required": False,
-                        "schema": {"type": "integer", "minimum": 1, "default": 100}}],
+        "parameters": [
+            {
+                "name": "limit",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "integer", "minimum": 1, "default": 100},
+            }
+        ],
         "responses": {
-            "200": _json("the events", {"v": 1, "now_ts": 1765152100.0, "kept": 1, "count": 1, "events": [
-                {**_EVENT_EXAMPLE, "source": "api", "freeze_start_ts": 1765152000.0, "freeze_end_ts": 1765153920.0,
-                 "affected_shards": 8, "shards": ["z0-r01-h00-g0", "z0-r01-h00-g1"], "frozen_now": True}]}),
+            "200": _json(
+                "the events",
+                {
+                    "v": 1,
+                    "now_ts": 1765152100.0,
+                    "kept": 1,
+                    "count": 1,
+                    "events": [
+                        {
+                            **_EVENT_EXAMPLE,
+                            "source": "api",
+                            "freeze_start_ts": 1765152000.0,
+                            "freeze_end_ts": 1765153920.0,
+                            "affected_shards": 8,
+                            "shards": ["z0-r01-h00-g0", "z0-r01-h00-g1"],
+                            "frozen_now": True,
+                        }
+                    ],
+                },
+            ),
             "400": _error("bad limit", "limit must be a positive integer"),
             "503": _error("not ready", "event handling is not ready"),
         },
@@ -172,18 +331,40 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("post", "/v1/tessera/deploy-events"): {
         "summary": "DeploySignal v1 inbound events",
         "description": "A DeploySignal DeployEventPayload in its v1 envelope, mapped to a cluster event (scope "
-                       "fleet unless metadata.scope lists node ids). Header x-ds-instance-id is required.",
+        "fleet unless metadata.scope lists node ids). Header x-ds-instance-id is required.",
         "security": _BEARER,
         "parameters": [{"name": "x-ds-instance-id", "in": "header", "required": True, "schema": {"type": "string"}}],
-        "requestBody": {"required": True, "content": {JSON: {"example": {
-            "contract_version": "v1", "emitted_at_ts": 1765152001.0,
-            "event": {"event_id": "ds-7781", "event_class": "model_redeploy", "event_ts": 1765152000.0,
-                      "metadata": {"scope": "z0-r01,z0-r02"}}}}}},
+        "requestBody": {
+            "required": True,
+            "content": {
+                JSON: {
+                    "example": {
+                        "contract_version": "v1",
+                        "emitted_at_ts": 1765152001.0,
+                        "event": {
+                            "event_id": "ds-7781",
+                            "event_class": "model_redeploy",
+                            "event_ts": 1765152000.0,
+                            "metadata": {"scope": "z0-r01,z0-r02"},
+                        },
+                    }
+                }
+            },
+        },
         "responses": {
-            "202": _json("accepted", {"contract_version": "v1", "status": "accepted", "freeze_hook_activated": True,
-                                      "freeze_hook_activated_at_ts": 1765152000.0}),
-            "400": _json("rejected", {"contract_version": "v1", "status": "rejected",
-                                      "reason": "event.event_class: unknown class 'reboot'"}),
+            "202": _json(
+                "accepted",
+                {
+                    "contract_version": "v1",
+                    "status": "accepted",
+                    "freeze_hook_activated": True,
+                    "freeze_hook_activated_at_ts": 1765152000.0,
+                },
+            ),
+            "400": _json(
+                "rejected",
+                {"contract_version": "v1", "status": "rejected", "reason": "event.event_class: unknown class 'reboot'"},
+            ),
             "401": {"description": "missing x-ds-instance-id, or missing / wrong bearer token"},
             "413": {"description": "body over events.max_body_bytes"},
             "503": {"description": "not ready, or (split mode) the event log is unavailable: retried by DeploySignal"},
@@ -192,18 +373,53 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("get", "/v1/partitions"): {
         "summary": "Partitions of this detector worker",
         "description": "The partitions (cohorts) this worker holds the lease of, with their stream positions.",
-        "responses": {"200": _json("the partitions", {"v": 1, "worker": "det-a-4711-9f2c", "partitions": [
-            {"partition": "job-0", "cohort": "job-0", "epoch": 3, "committed_window": 411,
-             "position": "1765152055000-0", "shards": 64, "lag_entries": 0, "pending_entries": 0, "mode": "live",
-             "lease_valid": True}]})},
+        "responses": {
+            "200": _json(
+                "the partitions",
+                {
+                    "v": 1,
+                    "worker": "det-a-4711-9f2c",
+                    "partitions": [
+                        {
+                            "partition": "job-0",
+                            "cohort": "job-0",
+                            "epoch": 3,
+                            "committed_window": 411,
+                            "position": "1765152055000-0",
+                            "shards": 64,
+                            "lag_entries": 0,
+                            "pending_entries": 0,
+                            "mode": "live",
+                            "lease_valid": True,
+                        }
+                    ],
+                },
+            )
+        },
     },
     ("get", "/v1/agent"): {
         "summary": "This agent",
         "description": "Its Redis link, circuit breaker, buffer and publication counters, and why it is not ready.",
-        "responses": {"200": _json("the agent", {
-            "v": 1, "agent": "gpu-node-17", "src": "gpu-node-17:4711", "redis_up": True, "breaker": "closed",
-            "reconnects": 0, "buffered_frames": 0, "dropped_frames": 0, "published_frames": 288000,
-            "published_entries": 36000, "unrouted_frames": 0, "partitions": ["job-0"], "ready_reasons": []})},
+        "responses": {
+            "200": _json(
+                "the agent",
+                {
+                    "v": 1,
+                    "agent": "gpu-node-17",
+                    "src": "gpu-node-17:4711",
+                    "redis_up": True,
+                    "breaker": "closed",
+                    "reconnects": 0,
+                    "buffered_frames": 0,
+                    "dropped_frames": 0,
+                    "published_frames": 288000,
+                    "published_entries": 36000,
+                    "unrouted_frames": 0,
+                    "partitions": ["job-0"],
+                    "ready_reasons": [],
+                },
+            )
+        },
     },
     ("get", OPENAPI_PATH): {
         "summary": "This document",
@@ -217,7 +433,8 @@ OPERATIONS.update(CONSOLE_OPERATIONS)  # the web console's routes: web/console_o
 OPERATIONS[("get", "/v1/shards/{shard_id}")]["description"] += (
     " The web console's fields: history (the last 60 windows per metric: value, cohort centre, baseline, a one "
     "sigma band and evidence, on the metric's own scale), warmup per metric, family_log_evidence, events that "
-    "touched the shard, recent_firings, cohort and location.")
+    "touched the shard, recent_firings, cohort and location."
+)
 
 
 def _path(route: web.AbstractRoute) -> str:
@@ -235,12 +452,18 @@ def openapi_document(app: web.Application) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for method, path in routes_of(app):
         op = OPERATIONS.get((method, path)) or {
-            "summary": "undocumented", "x-undocumented": True, "responses": {"default": {"description": "-"}}}
+            "summary": "undocumented",
+            "x-undocumented": True,
+            "responses": {"default": {"description": "-"}},
+        }
         paths.setdefault(path, {})[method] = op
     return {
         "openapi": "3.1.0",
-        "info": {"title": "tessera-daemon", "version": __version__,
-                 "description": "HTTP API of this tessera-daemon process (run, agent or detector)."},
+        "info": {
+            "title": "tessera-daemon",
+            "version": __version__,
+            "description": "HTTP API of this tessera-daemon process (run, agent or detector).",
+        },
         "paths": paths,
         "components": {"schemas": SCHEMAS, "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
     }
@@ -254,9 +477,13 @@ def openapi_route() -> web.RouteDef:
 
 
 SERVED_BY: dict[str, str] = {
-    "/v1/partitions": "detector", "/v1/agent": "agent", "/v1/firings": "run, detector",
-    "/v1/shards/{shard_id}": "run, detector", "/v1/events": "run, detector",
-    "/v1/tessera/deploy-events": "run, detector", **CONSOLE_SERVED_BY,
+    "/v1/partitions": "detector",
+    "/v1/agent": "agent",
+    "/v1/firings": "run, detector",
+    "/v1/shards/{shard_id}": "run, detector",
+    "/v1/events": "run, detector",
+    "/v1/tessera/deploy-events": "run, detector",
+    **CONSOLE_SERVED_BY,
 }
 
 
@@ -267,9 +494,12 @@ def full_document() -> dict[str, Any]:
         paths.setdefault(path, {})[method] = op
     return {
         "openapi": "3.1.0",
-        "info": {"title": "tessera-daemon", "version": __version__,
-                 "description": "HTTP API of tessera-daemon: run, agent and detector (each serves a part; "
-                                "GET /v1/openapi.json of a process lists what it serves)."},
+        "info": {
+            "title": "tessera-daemon",
+            "version": __version__,
+            "description": "HTTP API of tessera-daemon: run, agent and detector (each serves a part; "
+            "GET /v1/openapi.json of a process lists what it serves).",
+        },
         "paths": paths,
         "components": {"schemas": SCHEMAS, "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
     }
@@ -288,12 +518,15 @@ def _example_block(media: dict[str, Any]) -> list[str]:
 
 def markdown() -> str:
     """docs/api.md: every endpoint with its parameters, request and response examples."""
-    lines = ["# HTTP API", "",
-             "Generated by `tessera-daemon openapi --markdown` from the same table as `GET /v1/openapi.json`; do not",
-             "edit by hand (`tessera-daemon openapi --markdown > docs/api.md`, checked by a test). Every process",
-             "(`run`, `agent`, `detector`) serves `/metrics`, `/healthz`, `/readyz` and `/v1/openapi.json` on",
-             "`http.host:http.port`; the other routes are marked with the processes that serve them. Bodies are JSON.",
-             ""]
+    lines = [
+        "# HTTP API",
+        "",
+        "Generated by `tessera-daemon openapi --markdown` from the same table as `GET /v1/openapi.json`; do not",
+        "edit by hand (`tessera-daemon openapi --markdown > docs/api.md`, checked by a test). Every process",
+        "(`run`, `agent`, `detector`) serves `/metrics`, `/healthz`, `/readyz` and `/v1/openapi.json` on",
+        "`http.host:http.port`; the other routes are marked with the processes that serve them. Bodies are JSON.",
+        "",
+    ]
     for (method, path), op in sorted(OPERATIONS.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         lines += [f"## {method.upper()} {path}", "", f"**{op['summary']}.** {op.get('description', '')}".rstrip(), ""]
         if path in SERVED_BY:

@@ -46,9 +46,14 @@ class WarmupTracker:
                 eta = min(eta, (1.0 - frac) / slope)
         elif not left and p.windows_processed:
             eta = 0.0
-        return {"fraction": round(frac, 4), "ready_fraction": READY_WARM_FRACTION, "learning_streams":
-                int(learning.sum()) if learning is not None else 0, "windows_left_at_most": left,
-                "eta_s": None if eta is None else round(eta, 1), "done": p.windows_processed > 0 and not left}
+        return {
+            "fraction": round(frac, 4),
+            "ready_fraction": READY_WARM_FRACTION,
+            "learning_streams": int(learning.sum()) if learning is not None else 0,
+            "windows_left_at_most": left,
+            "eta_s": None if eta is None else round(eta, 1),
+            "done": p.windows_processed > 0 and not left,
+        }
 
     def _event_rate(self) -> float | None:
         """Event seconds per wall second over the recent samples (the simulator may run faster)."""
@@ -74,10 +79,14 @@ class WarmupTracker:
         if now - self.last_log >= WARMUP_LOG_EVERY_S and len(self.samples) >= 3:  # with a rate for the estimate
             self.last_log = now
             eta = prog["eta_s"]
-            log.info("warm-up progress",
-                     message=f"{prog['fraction']:.0%} of shard-metrics have a baseline"
-                             + (f", about {_human(eta)} left" if eta is not None else ""),
-                     warm_fraction=prog["fraction"], eta_s=eta, learning_streams=prog["learning_streams"])
+            log.info(
+                "warm-up progress",
+                message=f"{prog['fraction']:.0%} of shard-metrics have a baseline"
+                + (f", about {_human(eta)} left" if eta is not None else ""),
+                warm_fraction=prog["fraction"],
+                eta_s=eta,
+                learning_streams=prog["learning_streams"],
+            )
 
 
 def _human(seconds: float) -> str:

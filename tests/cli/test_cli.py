@@ -16,8 +16,12 @@ from tessera_daemon.cli import main
 from tessera_daemon.config import dump_toml, load_config
 from tessera_daemon.errors import ConfigErrors
 
-SMALL = {"TESSERA_SIM__ZONES": "1", "TESSERA_SIM__RACKS_PER_ZONE": "2", "TESSERA_SIM__HOSTS_PER_RACK": "2",
-         "TESSERA_SIM__COHORTS": "1"}
+SMALL = {
+    "TESSERA_SIM__ZONES": "1",
+    "TESSERA_SIM__RACKS_PER_ZONE": "2",
+    "TESSERA_SIM__HOSTS_PER_RACK": "2",
+    "TESSERA_SIM__COHORTS": "1",
+}
 
 
 @pytest.fixture
@@ -26,8 +30,9 @@ def small_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(k, v)
 
 
-def test_simulate_then_replay_is_byte_identical(tmp_path: Path, small_env: None,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_simulate_then_replay_is_byte_identical(
+    tmp_path: Path, small_env: None, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "sim"
     assert main(["simulate", "--scenario", "mixed", "--seed", "2", "--duration-s", "1400", "--out", str(out)]) == 0
     for name in ("frames.jsonl", "topology.json", "events.jsonl", "labels.json"):
@@ -38,8 +43,19 @@ def test_simulate_then_replay_is_byte_identical(tmp_path: Path, small_env: None,
     runs = []
     for k in (1, 2):
         dst = tmp_path / f"firings{k}.jsonl"
-        rc = main(["replay", "--frames", str(out / "frames.jsonl"), "--topology", str(out / "topology.json"),
-                   "--events", str(out / "events.jsonl"), "--out", str(dst)])
+        rc = main(
+            [
+                "replay",
+                "--frames",
+                str(out / "frames.jsonl"),
+                "--topology",
+                str(out / "topology.json"),
+                "--events",
+                str(out / "events.jsonl"),
+                "--out",
+                str(dst),
+            ]
+        )
         assert rc == 0
         runs.append(dst.read_bytes())
         summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -56,12 +72,24 @@ def test_bad_config_exits_2_naming_the_field(tmp_path: Path) -> None:
     cfg = tmp_path / "bad.toml"
     cfg.write_text("[window]\nlength_s = -5\n")
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    r = subprocess.run([sys.executable, "-m", "tessera_daemon", "--config", str(cfg), "run"],
-                       capture_output=True, text=True, env=env, timeout=60, check=False)
+    r = subprocess.run(
+        [sys.executable, "-m", "tessera_daemon", "--config", str(cfg), "run"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
     assert r.returncode == 2
     assert "window.length_s" in r.stderr and ">= 0" in r.stderr
-    r = subprocess.run([sys.executable, "-m", "tessera_daemon", "config"], capture_output=True, text=True,
-                       env={**env, "TESSERA_DETECTOR__BETZ": "1"}, timeout=60, check=False)
+    r = subprocess.run(
+        [sys.executable, "-m", "tessera_daemon", "config"],
+        capture_output=True,
+        text=True,
+        env={**env, "TESSERA_DETECTOR__BETZ": "1"},
+        timeout=60,
+        check=False,
+    )
     assert r.returncode == 2 and "detector.betz" in r.stderr
 
 
@@ -107,8 +135,11 @@ def test_every_subcommand_help_lists_its_options_with_defaults_in_plain_text() -
             assert option in text, f"{name} --help does not list {option}"
     for name, sp in sub.choices.items():
         for action in sp._actions:
-            if action.option_strings and action.default not in (None, False, argparse.SUPPRESS) \
-                    and not isinstance(action, argparse._HelpAction):
+            if (
+                action.option_strings
+                and action.default not in (None, False, argparse.SUPPRESS)
+                and not isinstance(action, argparse._HelpAction)
+            ):
                 assert f"(default: {action.default})" in " ".join(texts[name].split()), (name, action.dest)
     assert "(default: 20.0)" in texts["drill"] and "(default: 3.0)" in texts["check"]
 
@@ -124,8 +155,14 @@ def test_check_config_exits_0_without_running(tmp_path: Path, capsys: pytest.Cap
 
 def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("TESSERA_")}
-    return subprocess.run([sys.executable, "-m", "tessera_daemon", *args], capture_output=True, text=True,
-                          env={**base, **SMALL, **env}, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "tessera_daemon", *args],
+        capture_output=True,
+        text=True,
+        env={**base, **SMALL, **env},
+        timeout=120,
+        check=False,
+    )
 
 
 @pytest.mark.parametrize("command", ["run", "agent"])
@@ -134,8 +171,14 @@ def test_port_in_use_is_one_line_naming_the_setting(command: str) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        r = _cli([command], {"TESSERA_HTTP__PORT": str(port), "TESSERA_LOG__LEVEL": "error",
-                             "TESSERA_TRANSPORT__REDIS__URL": "redis://127.0.0.1:9/0"})
+        r = _cli(
+            [command],
+            {
+                "TESSERA_HTTP__PORT": str(port),
+                "TESSERA_LOG__LEVEL": "error",
+                "TESSERA_TRANSPORT__REDIS__URL": "redis://127.0.0.1:9/0",
+            },
+        )
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr
     (line,) = r.stderr.strip().splitlines()
@@ -151,13 +194,20 @@ def test_bad_redis_url_is_one_line() -> None:
 
 def test_every_config_error_is_reported_at_once(tmp_path: Path) -> None:
     cfg = tmp_path / "bad.toml"
-    cfg.write_text('[window]\nlength_s = -5\nbogus = 1\n[http]\nport = "x"\n[sources]\nenabled = ["nvmll"]\n'
-                   '[transport.redis]\nurl = "http://x"\n')
+    cfg.write_text(
+        '[window]\nlength_s = -5\nbogus = 1\n[http]\nport = "x"\n[sources]\nenabled = ["nvmll"]\n'
+        '[transport.redis]\nurl = "http://x"\n'
+    )
     with pytest.raises(ConfigErrors) as info:
         load_config(cfg, {"TESSERA_DETECTOR__CLIP_SIGMA": "0"})
     fields = [e.field for e in info.value.errors]
-    assert sorted(fields) == ["detector.clip_sigma", "http.port", "transport.redis.url", "window.bogus",
-                              "window.length_s"]
+    assert sorted(fields) == [
+        "detector.clip_sigma",
+        "http.port",
+        "transport.redis.url",
+        "window.bogus",
+        "window.length_s",
+    ]
     r = _cli(["run", "--config", str(cfg)], {"TESSERA_DETECTOR__CLIP_SIGMA": "0"})
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
@@ -173,9 +223,14 @@ def test_config_output_round_trips_any_value(tmp_path: Path) -> None:
     """`tessera-daemon config` output is valid TOML that loads back to the same configuration, whatever the
     strings hold (newline, quotes, backslash, unicode); tokens are redacted."""
     cluster = 'line one\nline "two" \\ ünï\ttab'
-    cfg = load_config(None, {"TESSERA_DAEMON__CLUSTER": json.dumps(cluster),
-                             "TESSERA_DETECTOR__METRICS": '["gpu_util", "a\\"b"]',
-                             "TESSERA_DETECTOR__LOG_METRICS": "[]"})
+    cfg = load_config(
+        None,
+        {
+            "TESSERA_DAEMON__CLUSTER": json.dumps(cluster),
+            "TESSERA_DETECTOR__METRICS": '["gpu_util", "a\\"b"]',
+            "TESSERA_DETECTOR__LOG_METRICS": "[]",
+        },
+    )
     assert cfg.daemon.cluster == cluster
     text = dump_toml(cfg)
     path = tmp_path / "dumped.toml"

@@ -15,10 +15,11 @@ from tessera_daemon.completion import bash
 
 def _complete(script: Path, *words: str, cwd: Path | None = None) -> list[str]:
     line = " ".join(f"'{w}'" for w in words)
-    cmd = (f"source {script}; COMP_WORDS=(tessera-daemon {line}); COMP_CWORD={len(words)}; "
-           f'_tessera_daemon; printf "%s\\n" "${{COMPREPLY[@]}}"')
-    out = subprocess.run(["bash", "--norc", "-c", cmd], capture_output=True, text=True, timeout=30, check=True,
-                         cwd=cwd)
+    cmd = (
+        f"source {script}; COMP_WORDS=(tessera-daemon {line}); COMP_CWORD={len(words)}; "
+        f'_tessera_daemon; printf "%s\\n" "${{COMPREPLY[@]}}"'
+    )
+    out = subprocess.run(["bash", "--norc", "-c", cmd], capture_output=True, text=True, timeout=30, check=True, cwd=cwd)
     return sorted(w for w in out.stdout.splitlines() if w)
 
 

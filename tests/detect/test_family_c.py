@@ -81,7 +81,9 @@ def test_adversarial_values() -> None:
 @settings(max_examples=50, deadline=None)
 @given(
     hnp.arrays(np.float64, (5, 4), elements=st.floats(-50, 50) | st.just(float("nan")) | st.just(float("inf"))),
-    st.floats(0.0, 0.5), st.floats(1.0, 2.0), st.floats(1.0, 8.0),
+    st.floats(0.0, 0.5),
+    st.floats(1.0, 2.0),
+    st.floats(1.0, 8.0),
 )
 def test_agree_property(x: np.ndarray, d: float, v: float, clip: float) -> None:
     xs = [x, -x, x * 0.5, x[::-1].copy(), x]
@@ -104,8 +106,9 @@ def test_direction_learns_a_mixed_sign_shift() -> None:
     st_ = _state(s, m)
     mu = np.array([0.8, -0.8, 0.8, -0.8])
     for t in range(80):
-        family_c.family_c_update(rng.standard_normal((s, m)) + mu, np.zeros((s, m)), np.ones((s, m)), BETS, 4.0, t,
-                                 *st_)
+        family_c.family_c_update(
+            rng.standard_normal((s, m)) + mu, np.zeros((s, m)), np.ones((s, m)), BETS, 4.0, t, *st_
+        )
     theta = st_[0]
     cos = theta @ mu / (np.linalg.norm(theta, axis=1) * np.linalg.norm(mu))
     assert np.median(cos) > 0.9  # the run's sum points along the shift, signs included

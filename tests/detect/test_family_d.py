@@ -86,7 +86,9 @@ def test_adversarial_values() -> None:
 @settings(max_examples=40, deadline=None)
 @given(
     hnp.arrays(np.float64, (4, 2), elements=st.floats(-50, 50) | st.just(float("nan")) | st.just(float("inf"))),
-    st.floats(0.0, 0.5), st.floats(1.0, 2.0), st.floats(1.0, 8.0),
+    st.floats(0.0, 0.5),
+    st.floats(1.0, 2.0),
+    st.floats(1.0, 8.0),
 )
 def test_agree_property(x: np.ndarray, d: float, v: float, clip: float) -> None:
     xs = [x, -x, x * 0.5, x, x[::-1].copy(), -x, x, x, 0.3 * x, x, x, -x, x]
@@ -156,8 +158,9 @@ def test_periodic_stall_is_found_and_its_period_named(period: int, height: float
     d, v = np.full((s, 1), 0.1), np.full((s, 1), 1.2)
     st_ = _state(s, 1)
     for t in range(within):
-        family_d.family_d_update(_t(rng, (s, 1)) + _stall_innovations(t, period, height), d, v, BETS, LAG_MIN, 4.0,
-                                 t, *st_)
+        family_d.family_d_update(
+            _t(rng, (s, 1)) + _stall_innovations(t, period, height), d, v, BETS, LAG_MIN, 4.0, t, *st_
+        )
     assert np.median(st_[4]) > LOG_THRESHOLD
     assert (st_[5][:, 0] % period == 0).mean() > 0.9  # the strongest lag is the period or a multiple
 
@@ -168,8 +171,9 @@ def test_sinusoid_is_found() -> None:
     d, v = np.full((s, 1), 0.1), np.full((s, 1), 1.2)
     st_ = _state(s, 1)
     for t in range(300):
-        family_d.family_d_update(_t(rng, (s, 1)) + np.sqrt(2.0) * np.sin(2 * np.pi * t / 6), d, v, BETS, LAG_MIN,
-                                 4.0, t, *st_)
+        family_d.family_d_update(
+            _t(rng, (s, 1)) + np.sqrt(2.0) * np.sin(2 * np.pi * t / 6), d, v, BETS, LAG_MIN, 4.0, t, *st_
+        )
     assert np.median(st_[4]) > LOG_THRESHOLD
 
 

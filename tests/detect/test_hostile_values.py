@@ -28,9 +28,15 @@ from tessera_daemon.sim import ClusterSim
 from tessera_daemon.sim.metrics import METRICS as SIM_METRICS
 
 HOSTILE = (np.inf, -np.inf, np.nan, 1e308, -1e308, 5e-324, -5e-324, 0.0)
-SMALL = {"TESSERA_SIM__ZONES": "1", "TESSERA_SIM__RACKS_PER_ZONE": "1", "TESSERA_SIM__HOSTS_PER_RACK": "2",
-         "TESSERA_SIM__COHORTS": "1", "TESSERA_DETECTOR__WARMUP_WINDOWS": "10",
-         "TESSERA_DETECTOR__WARMUP_MAX_WINDOWS": "20", "TESSERA_DETECTOR__FAMILIES": '["C", "D", "E"]'}
+SMALL = {
+    "TESSERA_SIM__ZONES": "1",
+    "TESSERA_SIM__RACKS_PER_ZONE": "1",
+    "TESSERA_SIM__HOSTS_PER_RACK": "2",
+    "TESSERA_SIM__COHORTS": "1",
+    "TESSERA_DETECTOR__WARMUP_WINDOWS": "10",
+    "TESSERA_DETECTOR__WARMUP_MAX_WINDOWS": "20",
+    "TESSERA_DETECTOR__FAMILIES": '["C", "D", "E"]',
+}
 
 
 def arrays(obj: Any, path: str = "", seen: set[int] | None = None) -> Iterator[tuple[str, np.ndarray]]:
@@ -76,8 +82,10 @@ def run(cfg: Config, inject: dict[int, float], ticks: int = 260) -> tuple[Pipeli
     for t in range(ticks):
         _ts, frames = sim.step()
         if t in inject:
-            frames = [dataclasses.replace(f, metrics={**f.metrics, "gpu_util": inject[t]}) if f.shard == shard else f
-                      for f in frames]
+            frames = [
+                dataclasses.replace(f, metrics={**f.metrics, "gpu_util": inject[t]}) if f.shard == shard else f
+                for f in frames
+            ]
             after = p.assembler.window_of(frames[0].ts) + 1
         p.ingest(frames)
         for r in p.advance():

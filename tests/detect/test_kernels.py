@@ -51,8 +51,12 @@ def test_adversarial_values() -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(hnp.arrays(np.float64, (6, 3), elements=st.floats(-50, 50) | st.just(float("nan"))),
-       st.floats(0.0, 0.5), st.floats(1.0, 2.0), st.floats(1.0, 8.0))
+@given(
+    hnp.arrays(np.float64, (6, 3), elements=st.floats(-50, 50) | st.just(float("nan"))),
+    st.floats(0.0, 0.5),
+    st.floats(1.0, 2.0),
+    st.floats(1.0, 8.0),
+)
 def test_agree_property(x: np.ndarray, d: float, v: float, clip: float) -> None:
     xs = [x, -x, x * 0.5]
     _assert_same(*_run(xs, np.full(x.shape, d), np.full(x.shape, v), clip))
@@ -113,8 +117,9 @@ def test_ville_false_alarm_probability_at_most_alpha() -> None:
     st_ = _state(s, 1, len(BETS))
     crossed = np.zeros(s, bool)
     for w in range(200):
-        kernels.family_a_update(rng.standard_normal((s, 1)), np.zeros((s, 1)), np.ones((s, 1)), BETS, 4.0, w,
-                                *st_, floor=-np.inf)
+        kernels.family_a_update(
+            rng.standard_normal((s, 1)), np.zeros((s, 1)), np.ones((s, 1)), BETS, 4.0, w, *st_, floor=-np.inf
+        )
         crossed |= st_[2][:, 0] >= np.log(1 / alpha)
     rate = crossed.mean()
     assert rate <= alpha + 3 * np.sqrt(alpha * (1 - alpha) / s)
@@ -161,8 +166,17 @@ def test_change_point_mixture_false_alarm_probability_at_most_alpha() -> None:
     st_[0][:] = -np.inf
     crossed = np.zeros(s, bool)
     for w in range(horizon):
-        kernels.family_a_update(rng.standard_normal((s, 1)), np.zeros((s, 1)), np.ones((s, 1)), BETS, 4.0, w,
-                                *st_, floor=-np.inf, renew=-np.log(horizon))
+        kernels.family_a_update(
+            rng.standard_normal((s, 1)),
+            np.zeros((s, 1)),
+            np.ones((s, 1)),
+            BETS,
+            4.0,
+            w,
+            *st_,
+            floor=-np.inf,
+            renew=-np.log(horizon),
+        )
         log_total = np.logaddexp(st_[2][:, 0], np.log(max(1.0 - (w + 1) / horizon, 1e-300)))
         crossed |= log_total >= np.log(1 / alpha)
     assert crossed.mean() <= alpha + 3 * np.sqrt(alpha * (1 - alpha) / s)

@@ -15,8 +15,12 @@ from tessera_daemon.engine.pipeline import Pipeline
 from tessera_daemon.model import Firing, Frame
 from tessera_daemon.sim import ClusterSim, FaultSpec, Scenario
 
-SMALL = {"TESSERA_SIM__ZONES": "1", "TESSERA_SIM__RACKS_PER_ZONE": "2", "TESSERA_SIM__HOSTS_PER_RACK": "4",
-         "TESSERA_SIM__COHORTS": "1"}
+SMALL = {
+    "TESSERA_SIM__ZONES": "1",
+    "TESSERA_SIM__RACKS_PER_ZONE": "2",
+    "TESSERA_SIM__HOSTS_PER_RACK": "4",
+    "TESSERA_SIM__COHORTS": "1",
+}
 PAGES = frozenset({"shard_fault", "common_mode", "hard_fault"})
 
 
@@ -66,11 +70,15 @@ def drive(cfg: Config, topology_sim: ClusterSim, ticks: list[list[Frame]]) -> tu
 # ------------------------------------------------------------------------------------------- cadence
 
 
-CADENCE_SCENARIO = Scenario("cadence", "straggler, rack thermal, xid", (
-    FaultSpec("straggler", start_tick=3600, duration_ticks=None, magnitude=12.0),
-    FaultSpec("thermal_rack", start_tick=3700, duration_ticks=None, magnitude=6.0),
-    FaultSpec("xid79", start_tick=3800, duration_ticks=None),
-))
+CADENCE_SCENARIO = Scenario(
+    "cadence",
+    "straggler, rack thermal, xid",
+    (
+        FaultSpec("straggler", start_tick=3600, duration_ticks=None, magnitude=12.0),
+        FaultSpec("thermal_rack", start_tick=3700, duration_ticks=None, magnitude=6.0),
+        FaultSpec("xid79", start_tick=3800, duration_ticks=None),
+    ),
+)
 
 
 @pytest.mark.slow
@@ -176,8 +184,15 @@ def test_material_table_merges_over_defaults_and_names_bad_entries() -> None:
 
 
 def test_a_rack_fault_is_one_incident() -> None:
-    cfg = load_config(None, {**SMALL, "TESSERA_SIM__RACKS_PER_ZONE": "4", "TESSERA_SIM__HOSTS_PER_RACK": "2",
-                             "TESSERA_WINDOW__LENGTH_S": "5"})
+    cfg = load_config(
+        None,
+        {
+            **SMALL,
+            "TESSERA_SIM__RACKS_PER_ZONE": "4",
+            "TESSERA_SIM__HOSTS_PER_RACK": "2",
+            "TESSERA_WINDOW__LENGTH_S": "5",
+        },
+    )
     sc = Scenario("r", "rack", (FaultSpec("thermal_rack", start_tick=2000, duration_ticks=1000, magnitude=6.0),))
     sim = ClusterSim(cfg.sim, scenario=sc, seed=6)
     rack = ClusterSim(cfg.sim, scenario=sc, seed=6).labels()["faults"][0]["target"]
@@ -206,10 +221,15 @@ def _with_phases(values: np.ndarray, t: int, gains: np.ndarray) -> None:
 
 def _frames(ts: float, shards: list[str], names: list[str], vals: np.ndarray) -> list[Frame]:
     """One tick's frames from a [shards, metrics] array (NaN: no reading)."""
-    return [Frame(ts=ts, shard=s, metrics={n: (None if math.isnan(v) else float(v))
-                                           for n, v in zip(names, vals[i], strict=True)},
-                  counters=frozenset(("nvlink_tx_bytes", "ecc_dbe")))
-            for i, s in enumerate(shards)]
+    return [
+        Frame(
+            ts=ts,
+            shard=s,
+            metrics={n: (None if math.isnan(v) else float(v)) for n, v in zip(names, vals[i], strict=True)},
+            counters=frozenset(("nvlink_tx_bytes", "ecc_dbe")),
+        )
+        for i, s in enumerate(shards)
+    ]
 
 
 def test_recurring_job_phases_are_normal() -> None:
@@ -235,8 +255,13 @@ def test_recurring_job_phases_are_normal() -> None:
 def test_rack_wander_is_learnt_and_a_real_rack_fault_still_pages() -> None:
     """Each rack's temperature wanders with its room (AR(1) 0.999, a few tenths of a degree): learnt
     as normal between-group spread, it never pages; +4 C on one rack pages within 10 windows."""
-    env = {"TESSERA_SIM__ZONES": "1", "TESSERA_SIM__RACKS_PER_ZONE": "6", "TESSERA_SIM__HOSTS_PER_RACK": "2",
-           "TESSERA_SIM__COHORTS": "1", "TESSERA_WINDOW__LENGTH_S": "5"}
+    env = {
+        "TESSERA_SIM__ZONES": "1",
+        "TESSERA_SIM__RACKS_PER_ZONE": "6",
+        "TESSERA_SIM__HOSTS_PER_RACK": "2",
+        "TESSERA_SIM__COHORTS": "1",
+        "TESSERA_WINDOW__LENGTH_S": "5",
+    }
     cfg = load_config(None, env)
     sim = ClusterSim(cfg.sim, scenario="clean", seed=9)
     names = sim.metric_names

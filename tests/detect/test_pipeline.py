@@ -18,9 +18,13 @@ from tessera_daemon.sim import ClusterSim, FaultSpec, Scenario
 
 # faults here are sized in noise sigmas of the simulator, the lifecycle is what is tested: sigma margins only
 # (tests/detect/test_messy.py covers the material margins)
-_BASE_ENV = {"TESSERA_SIM__ZONES": "1", "TESSERA_SIM__RACKS_PER_ZONE": "2", "TESSERA_SIM__HOSTS_PER_RACK": "4",
-             "TESSERA_SIM__COHORTS": "1", **(_SIGMA := {"TESSERA_DETECTOR__MATERIAL": '["*=0"]',
-                                                         "TESSERA_WINDOW__LENGTH_S": "5"})}
+_BASE_ENV = {
+    "TESSERA_SIM__ZONES": "1",
+    "TESSERA_SIM__RACKS_PER_ZONE": "2",
+    "TESSERA_SIM__HOSTS_PER_RACK": "4",
+    "TESSERA_SIM__COHORTS": "1",
+    **(_SIGMA := {"TESSERA_DETECTOR__MATERIAL": '["*=0"]', "TESSERA_WINDOW__LENGTH_S": "5"}),
+}
 
 
 def cfg_for(**env: str) -> Config:
@@ -113,9 +117,16 @@ def test_cohort_wide_step_fires_no_shard_but_a_fleet_event() -> None:
 
 def test_weak_rack_shift_is_found_by_the_pooled_group_detector() -> None:
     """0.8 sigma on every shard of one rack: pooled residuals see it before any single shard does."""
-    cfg = load_config(None, {"TESSERA_SIM__ZONES": "1", "TESSERA_SIM__RACKS_PER_ZONE": "4",
-                             "TESSERA_SIM__HOSTS_PER_RACK": "2", "TESSERA_SIM__COHORTS": "1",
-                             **_SIGMA})
+    cfg = load_config(
+        None,
+        {
+            "TESSERA_SIM__ZONES": "1",
+            "TESSERA_SIM__RACKS_PER_ZONE": "4",
+            "TESSERA_SIM__HOSTS_PER_RACK": "2",
+            "TESSERA_SIM__COHORTS": "1",
+            **_SIGMA,
+        },
+    )
     sc = Scenario("t", "weak rack", (FaultSpec("thermal_rack", 1500, None, 0.8),))
     rack = ClusterSim(cfg.sim, scenario=sc, seed=3).labels()["faults"][0]["target"]
     _, events = drive(cfg, sc, 2600, seed=3)
@@ -135,8 +146,7 @@ def _rack_warm_tick(cfg: Config, seed: int) -> int:
     warm-up; the simulator is deterministic up to a fault's start, so a probe run with the fault far
     ahead sees the same warm-up."""
     far = 4 * cfg.detector.warmup_max_windows * int(cfg.window.length_s / cfg.sim.tick_s)
-    sim = ClusterSim(cfg.sim, scenario=Scenario("t", "probe", (FaultSpec("thermal_rack", far, None, 1.5),)),
-                     seed=seed)
+    sim = ClusterSim(cfg.sim, scenario=Scenario("t", "probe", (FaultSpec("thermal_rack", far, None, 1.5),)), seed=seed)
     p = Pipeline(cfg, sim.topology)
     rows = [p.row[s] for s in sim.labels()["faults"][0]["shards"]]
     for t in range(far):
@@ -151,9 +161,16 @@ def test_group_detector_is_live_when_its_members_are_and_names_every_member() ->
     """A rack fault 20 windows after the rack's shards finish warm-up: the rack's pooled detector seeded
     its variance from the members' warm-up buffers (no second warm-up that would learn the fault as group
     noise), fires, and its firing keeps every rack member even after single shards co-fire."""
-    cfg = load_config(None, {"TESSERA_SIM__ZONES": "1", "TESSERA_SIM__RACKS_PER_ZONE": "4",
-                             "TESSERA_SIM__HOSTS_PER_RACK": "2", "TESSERA_SIM__COHORTS": "1",
-                             **_SIGMA})
+    cfg = load_config(
+        None,
+        {
+            "TESSERA_SIM__ZONES": "1",
+            "TESSERA_SIM__RACKS_PER_ZONE": "4",
+            "TESSERA_SIM__HOSTS_PER_RACK": "2",
+            "TESSERA_SIM__COHORTS": "1",
+            **_SIGMA,
+        },
+    )
     start = _rack_warm_tick(cfg, 5) + 20 * int(cfg.window.length_s / cfg.sim.tick_s)
     sc = Scenario("t", "early rack", (FaultSpec("thermal_rack", start, None, 1.5),))
     sim = ClusterSim(cfg.sim, scenario=sc, seed=5)
@@ -199,8 +216,15 @@ def warm_after(x: np.ndarray, cfg: Config) -> np.ndarray:
     params = ResidualParams.from_config(d)
     out = np.full(n, -1)
     for w in range(x.shape[1]):
-        residual_step(st, x[:, w:w + 1], np.zeros(n, np.int64), [np.arange(n, dtype=np.int64)],
-                      np.zeros((n, 1), np.bool_), params, centre=np.zeros((1, 1)))
+        residual_step(
+            st,
+            x[:, w : w + 1],
+            np.zeros(n, np.int64),
+            [np.arange(n, dtype=np.int64)],
+            np.zeros((n, 1), np.bool_),
+            params,
+            centre=np.zeros((1, 1)),
+        )
         out = np.where((out < 0) & st.warm()[:, 0], w + 1, out)
     return out
 
@@ -248,8 +272,14 @@ def test_warmup_staggered_cohort_keeps_learning_until_enough_members_are_warm() 
     warm_at = np.full(n, -1)
     first_w = -1
     for w in range(x.shape[1]):
-        res = residual_step(st, x[:, w:w + 1], np.zeros(n, np.int64), [np.arange(n, dtype=np.int64)],
-                            np.zeros((n, 1), np.bool_), params)
+        res = residual_step(
+            st,
+            x[:, w : w + 1],
+            np.zeros(n, np.int64),
+            [np.arange(n, dtype=np.int64)],
+            np.zeros((n, 1), np.bool_),
+            params,
+        )
         warm_before = int((warm_at >= 0).sum())
         if not np.isnan(res.w[0, 0]) and first_w < 0:
             first_w = w
@@ -310,9 +340,16 @@ def test_checkpoint_holds_the_longest_warmup_and_names_it() -> None:
 def test_a_cleared_rack_fault_pages_once_and_nothing_inside_it_pages_afterwards() -> None:
     """When the rack's firing closes, its PSUs, hosts and quiet members are re-armed on that metric: the
     evidence they gathered during the incident must not page again after it cleared."""
-    cfg = load_config(None, {"TESSERA_SIM__ZONES": "1", "TESSERA_SIM__RACKS_PER_ZONE": "4",
-                             "TESSERA_SIM__HOSTS_PER_RACK": "2", "TESSERA_SIM__COHORTS": "1",
-                             **_SIGMA})
+    cfg = load_config(
+        None,
+        {
+            "TESSERA_SIM__ZONES": "1",
+            "TESSERA_SIM__RACKS_PER_ZONE": "4",
+            "TESSERA_SIM__HOSTS_PER_RACK": "2",
+            "TESSERA_SIM__COHORTS": "1",
+            **_SIGMA,
+        },
+    )
     start, duration = 900, 200
     sc = Scenario("t", "rack on, off", (FaultSpec("thermal_rack", start, duration, 3.0),))
     label = ClusterSim(cfg.sim, scenario=sc, seed=2).labels()["faults"][0]
@@ -322,6 +359,9 @@ def test_a_cleared_rack_fault_pages_once_and_nothing_inside_it_pages_afterwards(
     rack_f = [f for f in opened if f.target == rack]
     assert rack_f and rack_f[0].classification == "common_mode"
     clear_window = int(label["end_ts"] // cfg.window.length_s)
-    late = [(f.window - clear_window, f.target, f.metric) for f in opened
-            if f.window > clear_window + 3 and f.classification != "fleet_event"]
+    late = [
+        (f.window - clear_window, f.target, f.metric)
+        for f in opened
+        if f.window > clear_window + 3 and f.classification != "fleet_event"
+    ]
     assert late == [], late

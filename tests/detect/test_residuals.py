@@ -30,8 +30,15 @@ def warm_up(x: np.ndarray, *, lone: bool = False) -> DetectorState:
     st = DetectorState.empty(n, 1, d.warmup_max_windows, len(d.bets))
     params = ResidualParams.from_config(d)
     for w in range(x.shape[1]):
-        residual_step(st, x[:, w:w + 1], np.zeros(n, np.int64), [np.arange(n, dtype=np.int64)],
-                      np.zeros((n, 1), np.bool_), params, centre=np.zeros((1, 1)) if lone else None)
+        residual_step(
+            st,
+            x[:, w : w + 1],
+            np.zeros(n, np.int64),
+            [np.arange(n, dtype=np.int64)],
+            np.zeros((n, 1), np.bool_),
+            params,
+            centre=np.zeros((1, 1)) if lone else None,
+        )
         if st.warm().all():
             return st
     raise AssertionError("not warm")

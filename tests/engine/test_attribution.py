@@ -67,11 +67,17 @@ def test_an_ancestor_explaining_no_extra_fired_shard_is_never_reported(p0: float
     c = attribute(full, tessera_fixture(), p0=p0)
     assert [(x.node, x.members) for x in c] == [("rack-A", tuple(full))]
     # deeper: a host inside the rack, the rack and the zone all hold exactly the same fired shards
-    nodes = [TopoNode("cz-1", "cooling_zone"), TopoNode("rack-A", "rack", "cz-1"), TopoNode("rack-B", "rack", "cz-1"),
-             TopoNode("host-A0", "host", "rack-A"), TopoNode("host-A1", "host", "rack-A"),
-             TopoNode("host-B0", "host", "rack-B")]
-    nodes += [TopoNode(f"shard-0{i}", "shard", "host-A0" if i < 2 else "host-A1" if i < 4 else "host-B0")
-              for i in range(6)]
+    nodes = [
+        TopoNode("cz-1", "cooling_zone"),
+        TopoNode("rack-A", "rack", "cz-1"),
+        TopoNode("rack-B", "rack", "cz-1"),
+        TopoNode("host-A0", "host", "rack-A"),
+        TopoNode("host-A1", "host", "rack-A"),
+        TopoNode("host-B0", "host", "rack-B"),
+    ]
+    nodes += [
+        TopoNode(f"shard-0{i}", "shard", "host-A0" if i < 2 else "host-A1" if i < 4 else "host-B0") for i in range(6)
+    ]
     c = attribute(["shard-00", "shard-01"], Topology(nodes), p0=p0)
     assert [(x.node, x.members) for x in c] == [("host-A0", ("shard-00", "shard-01"))]
 
@@ -82,8 +88,9 @@ def test_chance_pairs_are_not_candidates_when_the_base_rate_is_high() -> None:
 
 
 def test_simulated_cluster_rack_psu_host() -> None:
-    cfg = load_config(None, {"TESSERA_SIM__ZONES": "2", "TESSERA_SIM__RACKS_PER_ZONE": "2",
-                             "TESSERA_SIM__HOSTS_PER_RACK": "4"})
+    cfg = load_config(
+        None, {"TESSERA_SIM__ZONES": "2", "TESSERA_SIM__RACKS_PER_ZONE": "2", "TESSERA_SIM__HOSTS_PER_RACK": "4"}
+    )
     topo = build_topology(cfg.sim)
     members = topo.members()
     rack = sorted(g for g in members if topo.nodes[g].kind == "rack")[0]

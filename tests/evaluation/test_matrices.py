@@ -96,8 +96,10 @@ def test_docs_render_from_written_results(fast_all: tuple[dict[str, Any], Path])
     _, out = fast_all
     results = [MatrixResult.from_json(out / f"{n}.json") for n in MATRICES]
     assert [r.name for r in results] == list(MATRICES)
-    assert results[0].provenance.get("commit") is not None or results[0].provenance == {"commit": None,
-                                                                                          "modified": None}
+    assert results[0].provenance.get("commit") is not None or results[0].provenance == {
+        "commit": None,
+        "modified": None,
+    }
     page = docs_markdown(results, 1.0)
     assert "## Latest results" in page and "### Bounds our engine misses" in page
     for r in results:

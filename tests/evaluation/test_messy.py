@@ -26,9 +26,13 @@ from tessera_daemon.model import ClusterEvent, Frame, Topology
 from tessera_daemon.sim.messy import COMMON_MODE_KINDS, FleetShape, MessySpec, Nuisances, Recording, generate
 
 SHAPE = FleetShape(zones=2, racks_per_zone=1, hosts_per_rack=4, gpus_per_host=2, second_job_share=0.5)
-SPEC = MessySpec(shape=SHAPE, nuisances=Nuisances(cadence_mix="mixed", dropouts_per_host_day=40.0),
-                 duration_s=3600.0, seed=11,
-                 fault_kinds=("thermal_rack", "straggler", "xid79", "ecc_dbe", "silent_device"))
+SPEC = MessySpec(
+    shape=SHAPE,
+    nuisances=Nuisances(cadence_mix="mixed", dropouts_per_host_day=40.0),
+    duration_s=3600.0,
+    seed=11,
+    fault_kinds=("thermal_rack", "straggler", "xid79", "ecc_dbe", "silent_device"),
+)
 
 
 @pytest.fixture(scope="module")
@@ -134,8 +138,9 @@ def test_clean_twin_differs_only_by_the_faults(pair: tuple[Recording, Recording]
 
     assert keep(lines_f) == keep(lines_c)
     first = min(f["start_ts"] for f in faulted.faults)
-    assert [ln for ln in lines_f if json.loads(ln)["ts"] < first - 5] == \
-        [ln for ln in lines_c if json.loads(ln)["ts"] < first - 5]
+    assert [ln for ln in lines_f if json.loads(ln)["ts"] < first - 5] == [
+        ln for ln in lines_c if json.loads(ln)["ts"] < first - 5
+    ]
 
 
 def test_ground_truth_is_consistent(pair: tuple[Recording, Recording]) -> None:
@@ -163,8 +168,12 @@ def test_ground_truth_is_consistent(pair: tuple[Recording, Recording]) -> None:
         after = [fr for fr in by_shard[shard] if fr.ts >= f["start_ts"] + 60]
         if f["kind"] == "silent_device":
             assert after == []
-            assert any(fr.ts >= f["start_ts"] + 60 for g in topo.children[rec.host_of_shard[shard]]
-                       for fr in by_shard[g] if g != shard)
+            assert any(
+                fr.ts >= f["start_ts"] + 60
+                for g in topo.children[rec.host_of_shard[shard]]
+                for fr in by_shard[g]
+                if g != shard
+            )
         if f["kind"] == "xid79":
             hit = [fr for fr in by_shard[shard] if 79 in fr.xid]
             assert len(hit) == 1 and hit[0].ts >= f["start_ts"] - 10
@@ -173,10 +182,18 @@ def test_ground_truth_is_consistent(pair: tuple[Recording, Recording]) -> None:
             before = [fr.metrics["ecc_dbe"] for fr in by_shard[shard] if fr.ts < f["start_ts"] - 10]
             assert after and all(fr.metrics["ecc_dbe"] == before[-1] + 1 for fr in after)
         if f["kind"] == "thermal_rack":
-            base = [fr.metrics["temp_c"] for g in f["members"] for fr in by_shard[g]
-                    if f["start_ts"] - 900 < fr.ts < f["start_ts"] and fr.metrics.get("temp_c") is not None]
-            hot = [fr.metrics["temp_c"] for g in f["members"] for fr in by_shard[g]
-                   if f["start_ts"] + 300 < fr.ts < f["start_ts"] + 1200 and fr.metrics.get("temp_c") is not None]
+            base = [
+                fr.metrics["temp_c"]
+                for g in f["members"]
+                for fr in by_shard[g]
+                if f["start_ts"] - 900 < fr.ts < f["start_ts"] and fr.metrics.get("temp_c") is not None
+            ]
+            hot = [
+                fr.metrics["temp_c"]
+                for g in f["members"]
+                for fr in by_shard[g]
+                if f["start_ts"] + 300 < fr.ts < f["start_ts"] + 1200 and fr.metrics.get("temp_c") is not None
+            ]
             assert np.mean(hot) - np.mean(base) > 2.5  # +4 C, less what the room did meanwhile
 
 
@@ -191,31 +208,84 @@ def test_generation_is_deterministic(tmp_path: Path) -> None:
 
 
 def _fake_run(firings: list[dict[str, Any]], faults: list[dict[str, Any]], faulted: bool) -> dict[str, Any]:
-    hosts = {"h1": {"cadence_s": 10.0, "dropouts": [], "job": "j"}, "h2": {"cadence_s": 10.0, "dropouts": [],
-                                                                          "job": "j"}}
-    return {"mix": "10s", "seed": 1, "faulted": faulted, "frames": 1000, "window_s": 10.0, "warm_end_ts": 100.0,
-            "clean_shard_windows": 2_000_000, "firings": firings, "faults": faults, "events": ["ev1"],
-            "event_windows": [[5000.0, 5100.0]], "hosts": hosts,
-            "host_of_shard": {"a1": "h1", "a2": "h1", "b1": "h2", "b2": "h2"},
-            "phase_intervals": {"j": {"eval": [[3000.0, 3100.0]]}}, "start_ts": 0.0, "end_ts": 10_000.0,
-            "group_sets": [["a1", "a2"], ["b1", "b2"]], "elapsed_s": 1.0, "replay": {}}
+    hosts = {
+        "h1": {"cadence_s": 10.0, "dropouts": [], "job": "j"},
+        "h2": {"cadence_s": 10.0, "dropouts": [], "job": "j"},
+    }
+    return {
+        "mix": "10s",
+        "seed": 1,
+        "faulted": faulted,
+        "frames": 1000,
+        "window_s": 10.0,
+        "warm_end_ts": 100.0,
+        "clean_shard_windows": 2_000_000,
+        "firings": firings,
+        "faults": faults,
+        "events": ["ev1"],
+        "event_windows": [[5000.0, 5100.0]],
+        "hosts": hosts,
+        "host_of_shard": {"a1": "h1", "a2": "h1", "b1": "h2", "b2": "h2"},
+        "phase_intervals": {"j": {"eval": [[3000.0, 3100.0]]}},
+        "start_ts": 0.0,
+        "end_ts": 10_000.0,
+        "group_sets": [["a1", "a2"], ["b1", "b2"]],
+        "elapsed_s": 1.0,
+        "replay": {},
+    }
 
 
-def _firing(i: int, ts: float, target: str, members: list[str], cls: str = "shard_fault",
-            event: str | None = None) -> dict[str, Any]:
-    return {"id": f"f{i}", "opened_ts": ts, "window": int(ts // 10), "scope": "host" if len(members) > 1 else "shard",
-            "target": target, "members": members, "detector": "A", "metric": "temp_c", "classification": cls,
-            "event_id": event, "log_evidence": 10.0}
+def _firing(
+    i: int, ts: float, target: str, members: list[str], cls: str = "shard_fault", event: str | None = None
+) -> dict[str, Any]:
+    return {
+        "id": f"f{i}",
+        "opened_ts": ts,
+        "window": int(ts // 10),
+        "scope": "host" if len(members) > 1 else "shard",
+        "target": target,
+        "members": members,
+        "detector": "A",
+        "metric": "temp_c",
+        "classification": cls,
+        "event_id": event,
+        "log_evidence": 10.0,
+    }
 
 
 def test_scoring_definitions(cfg: Config) -> None:
     faults = [
-        {"id": "F1", "kind": "thermal_rack", "target": "h1", "members": ["a1", "a2"], "start_ts": 1000.0,
-         "end_ts": 2000.0, "hard": False, "cadence_s": 10.0},
-        {"id": "F2", "kind": "xid79", "target": "b1", "members": ["b1"], "start_ts": 4000.0, "end_ts": None,
-         "hard": True, "cadence_s": 10.0, "first_poll_ts": 4004.0},
-        {"id": "F3", "kind": "straggler", "target": "b2", "members": ["b2"], "start_ts": 6000.0, "end_ts": 7000.0,
-         "hard": False, "cadence_s": 10.0},
+        {
+            "id": "F1",
+            "kind": "thermal_rack",
+            "target": "h1",
+            "members": ["a1", "a2"],
+            "start_ts": 1000.0,
+            "end_ts": 2000.0,
+            "hard": False,
+            "cadence_s": 10.0,
+        },
+        {
+            "id": "F2",
+            "kind": "xid79",
+            "target": "b1",
+            "members": ["b1"],
+            "start_ts": 4000.0,
+            "end_ts": None,
+            "hard": True,
+            "cadence_s": 10.0,
+            "first_poll_ts": 4004.0,
+        },
+        {
+            "id": "F3",
+            "kind": "straggler",
+            "target": "b2",
+            "members": ["b2"],
+            "start_ts": 6000.0,
+            "end_ts": 7000.0,
+            "hard": False,
+            "cadence_s": 10.0,
+        },
     ]
     fired = [
         _firing(1, 50.0, "a1", ["a1"]),  # warm-up: false
@@ -281,8 +351,7 @@ def test_fast_subset_runs_through_replay(fast_result: MatrixResult) -> None:
     assert "## Faults" in md and "## Clean twins: false pages and tickets" in md
 
 
-def test_evaluate_messy_is_dispatched(cfg: Config, monkeypatch: pytest.MonkeyPatch,
-                                      fast_result: MatrixResult) -> None:
+def test_evaluate_messy_is_dispatched(cfg: Config, monkeypatch: pytest.MonkeyPatch, fast_result: MatrixResult) -> None:
     monkeypatch.setattr(ev, "run", lambda _cfg, *, fast=False: fast_result)
     summary = run_matrix("messy", cfg, None, fast=True)
     assert summary["matrix"] == "messy" and summary["checks"]

@@ -64,10 +64,10 @@ def test_cohort_peers_cancel_a_shared_step(cfg: Config) -> None:
     gauss = Dgp("g", "gauss")
     trials, members, n_w = 40, 6, s.warmup + 120
     x = LcgArray(np.arange(trials * members, dtype=np.int64) * 13 + 1).normals(n_w).reshape(trials, members, n_w)
-    x[:, :, s.warmup + 40:] += 2.0  # every member steps together
+    x[:, :, s.warmup + 40 :] += 2.0  # every member steps together
     run = cohort_ville(x, s)
     assert not (run.log_m >= math.log(200)).any()
-    x[:, 0, s.warmup + 40:] += 3.0  # and member 0 a further 3 sigma on its own
+    x[:, 0, s.warmup + 40 :] += 3.0  # and member 0 a further 3 sigma on its own
     run = cohort_ville(x, s)
     fired = (run.log_m >= math.log(200)).any(axis=1).reshape(members, trials)
     assert fired[0].sum() >= 0.9 * trials and fired[1:].sum() == 0

@@ -32,15 +32,36 @@ def cfg(**kw: Any) -> EventsConfig:
     return EventsConfig(**kw)
 
 
-def event(eid: str, kind: str = "firmware_push", ts: float = 1000.0, scope: tuple[str, ...] = ("fleet",),
-          end_ts: float | None = None) -> ClusterEvent:
+def event(
+    eid: str,
+    kind: str = "firmware_push",
+    ts: float = 1000.0,
+    scope: tuple[str, ...] = ("fleet",),
+    end_ts: float | None = None,
+) -> ClusterEvent:
     return ClusterEvent(eid, kind, ts, scope, end_ts)
 
 
-def firing(target: str, opened_ts: float, detector: str = "A", classification: str = "shard_fault",
-           members: list[str] | None = None, fid: str = "") -> Firing:
+def firing(
+    target: str,
+    opened_ts: float,
+    detector: str = "A",
+    classification: str = "shard_fault",
+    members: list[str] | None = None,
+    fid: str = "",
+) -> Firing:
     return Firing(
-        id=fid or f"{target}-{detector}-{opened_ts}", state="open", opened_ts=opened_ts, window=int(opened_ts / 5),
-        scope="shard", target=target, members=members or [target], detector=detector, metric="sm_clock_mhz",
-        log_evidence=9.0, threshold_log=8.0, classification=classification, receipt={"window_end_ts": opened_ts},
+        id=fid or f"{target}-{detector}-{opened_ts}",
+        state="open",
+        opened_ts=opened_ts,
+        window=int(opened_ts / 5),
+        scope="shard",
+        target=target,
+        members=members or [target],
+        detector=detector,
+        metric="sm_clock_mhz",
+        log_evidence=9.0,
+        threshold_log=8.0,
+        classification=classification,
+        receipt={"window_end_ts": opened_ts},
     )

@@ -53,8 +53,16 @@ def test_dedupe_update_and_conflict() -> None:
 
 @pytest.mark.parametrize(
     ("kind", "window"),
-    [("firmware_push", 1800.0), ("driver_update", 1800.0), ("model_redeploy", 600.0), ("config_change", 300.0),
-     ("env_change", 600.0), ("capacity_change", 300.0), ("chaos_experiment", 900.0), ("maintenance", 3600.0)],
+    [
+        ("firmware_push", 1800.0),
+        ("driver_update", 1800.0),
+        ("model_redeploy", 600.0),
+        ("config_change", 300.0),
+        ("env_change", 600.0),
+        ("capacity_change", 300.0),
+        ("chaos_experiment", 900.0),
+        ("maintenance", 3600.0),
+    ],
 )
 def test_per_kind_default_windows(kind: str, window: float) -> None:
     b = book()
@@ -186,14 +194,29 @@ def test_record_to_obj_lists_window_and_shards() -> None:
 
 
 def test_deploy_event_mapping() -> None:
-    ev, meta = from_deploy_event({"event_id": "d1", "event_class": "model_redeploy", "event_ts": 10,
-                                  "event_window_end_ts": 20, "metadata": {"deploy_id": "dep-9"}})
+    ev, meta = from_deploy_event(
+        {
+            "event_id": "d1",
+            "event_class": "model_redeploy",
+            "event_ts": 10,
+            "event_window_end_ts": 20,
+            "metadata": {"deploy_id": "dep-9"},
+        }
+    )
     assert ev == ClusterEvent("d1", "model_redeploy", 10.0, ("fleet",), 20.0) and meta == {"deploy_id": "dep-9"}
-    ev, _ = from_deploy_event({"event_id": "d2", "event_class": "env_change", "event_ts": 10,
-                               "metadata": {"scope": " r1, h3 ,r1"}})
+    ev, _ = from_deploy_event(
+        {"event_id": "d2", "event_class": "env_change", "event_ts": 10, "metadata": {"scope": " r1, h3 ,r1"}}
+    )
     assert ev.scope == ("r1", "h3") and ev.end_ts is None
-    ev, _ = from_deploy_event({"event_id": "d3", "event_class": "env_change", "event_ts": 10,
-                               "event_window_end_ts": None, "metadata": {"scope": "fleet"}})
+    ev, _ = from_deploy_event(
+        {
+            "event_id": "d3",
+            "event_class": "env_change",
+            "event_ts": 10,
+            "event_window_end_ts": None,
+            "metadata": {"scope": "fleet"},
+        }
+    )
     assert ev.fleet_wide
 
 
@@ -216,8 +239,15 @@ def test_deploy_event_mapping_rejects(payload: object, words: str) -> None:
 
 
 def test_events_config_table_loads_and_validates() -> None:
-    c = _build(EventsConfig, {"settle_s": 30, "windows": {"firmware_push_s": 60},
-                              "deploysignal": {"ds_url": "http://ds:8080", "feed_max_attempts": 3}}, "events")
+    c = _build(
+        EventsConfig,
+        {
+            "settle_s": 30,
+            "windows": {"firmware_push_s": 60},
+            "deploysignal": {"ds_url": "http://ds:8080", "feed_max_attempts": 3},
+        },
+        "events",
+    )
     assert c.settle_s == 30.0 and c.windows.firmware_push_s == 60.0 and c.deploysignal.feed_max_attempts == 3
     with pytest.raises(ConfigError, match=r"events.windows.firmware_push_s"):
         _build(EventsConfig, {"windows": {"firmware_push_s": -1}}, "events")

@@ -37,11 +37,15 @@ class Receiver:
         status, headers = self.script[min(len(self.seen), len(self.script)) - 1]
         if status == 202:
             env = json.loads(body)
-            answer = {"contract_version": "v1", "status": "accepted",
-                      "correlation_key": env["verdict_group"]["group_id"]}
+            answer = {
+                "contract_version": "v1",
+                "status": "accepted",
+                "correlation_key": env["verdict_group"]["group_id"],
+            }
             return web.json_response(answer, status=202, headers=headers)
-        return web.json_response({"contract_version": "v1", "status": "rejected", "reason": "nope"},
-                                 status=status, headers=headers)
+        return web.json_response(
+            {"contract_version": "v1", "status": "rejected", "reason": "nope"}, status=status, headers=headers
+        )
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -50,14 +54,26 @@ class Receiver:
 
 
 def group(eid: str = "fw") -> VerdictGroup:
-    return build_verdict_group([firing("h1/g0", 1500.0), firing("h1/g1", 1510.0, detector="rule:xid")],
-                               window_start_ts=1000.0, window_end_ts=2800.0, cluster_event_id=eid)
+    return build_verdict_group(
+        [firing("h1/g0", 1500.0), firing("h1/g1", 1510.0, detector="rule:xid")],
+        window_start_ts=1000.0,
+        window_end_ts=2800.0,
+        cluster_event_id=eid,
+    )
 
 
 def feed(url: str, **kw: Any) -> VerdictFeed:
-    opts: dict[str, Any] = {"instance_id": "tessera-a", "token": "feed-tok", "timeout_s": 2.0,
-                            "max_attempts": 4, "backoff_base_s": 0.01, "backoff_cap_s": 0.05,
-                            "rng": random.Random(1), "clock": lambda: 4242.0, **kw}
+    opts: dict[str, Any] = {
+        "instance_id": "tessera-a",
+        "token": "feed-tok",
+        "timeout_s": 2.0,
+        "max_attempts": 4,
+        "backoff_base_s": 0.01,
+        "backoff_cap_s": 0.05,
+        "rng": random.Random(1),
+        "clock": lambda: 4242.0,
+        **kw,
+    }
     return VerdictFeed(url, **opts)
 
 
@@ -118,8 +134,9 @@ async def test_network_errors_are_retried_then_fail() -> None:
 
 
 async def test_2xx_rejection_and_invalid_answer_fail_without_retry() -> None:
-    answers = iter([web.json_response({"contract_version": "v1", "status": "rejected", "reason": "dup"}),
-                    web.Response(text="ok")])
+    answers = iter(
+        [web.json_response({"contract_version": "v1", "status": "rejected", "reason": "dup"}), web.Response(text="ok")]
+    )
 
     async def handle(request: web.Request) -> web.Response:
         await request.read()
@@ -161,9 +178,14 @@ async def test_bounded_queue_and_close_deadline_drop_what_cannot_be_sent() -> No
 
 
 def test_build_verdict_group() -> None:
-    fs = [firing("h1/g0", 1.0, detector="A"), firing("h1/g1", 2.0, detector="A"),
-          firing("h2/g0", 3.0, detector="rule:xid"), firing("h2/g0", 4.0, detector="rule:ecc_dbe"),
-          firing("h3/g0", 5.0, detector="D"), firing("h3/g0", 6.0, detector="E")]
+    fs = [
+        firing("h1/g0", 1.0, detector="A"),
+        firing("h1/g1", 2.0, detector="A"),
+        firing("h2/g0", 3.0, detector="rule:xid"),
+        firing("h2/g0", 4.0, detector="rule:ecc_dbe"),
+        firing("h3/g0", 5.0, detector="D"),
+        firing("h3/g0", 6.0, detector="E"),
+    ]
     g = build_verdict_group(fs, window_start_ts=0.0, window_end_ts=10.0)
     assert g.firing_family_count == 4 and g.confidence == 1.0 and g.cluster_event_id is None
     assert g.deploy_id == g.group_id and g.group_id.startswith("vg-")
@@ -172,8 +194,7 @@ def test_build_verdict_group() -> None:
     # deterministic: one group per (event, window)
     again = build_verdict_group(list(reversed(fs)), window_start_ts=0.0, window_end_ts=10.0)
     assert again == g
-    assert build_verdict_group(fs, window_start_ts=0.0, window_end_ts=10.0, cluster_event_id="x").group_id \
-        != g.group_id
+    assert build_verdict_group(fs, window_start_ts=0.0, window_end_ts=10.0, cluster_event_id="x").group_id != g.group_id
     assert "cluster_event_id" not in g.to_obj()
 
 
@@ -181,8 +202,11 @@ def test_verdict_group_for_event_uses_attributed_firings_and_deploy_id() -> None
     b = EventBook(topology(), cfg())
     rec = b.add(event("ds-9", kind="model_redeploy", scope=("r1",)), metadata={"deploy_id": "dep-1"}).record
     assert rec is not None
-    fs = [firing("h1/g0", 1100.0, detector="A"), firing("h2/g0", 1200.0, detector="C"),
-          firing("h3/g0", 1200.0, detector="D")]
+    fs = [
+        firing("h1/g0", 1100.0, detector="A"),
+        firing("h2/g0", 1200.0, detector="C"),
+        firing("h3/g0", 1200.0, detector="D"),
+    ]
     for f in fs:
         b.attribute(f)
     g = verdict_group_for_event(rec, fs)

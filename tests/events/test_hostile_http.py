@@ -42,8 +42,11 @@ def ev(eid: str, ts: float = NOW - 60.0, scope: Any = "fleet", **kw: Any) -> dic
 
 
 def envelope(eid: str = "ds-1", ts: float = NOW - 60.0) -> dict[str, Any]:
-    return {"contract_version": "v1", "emitted_at_ts": ts,
-            "event": {"event_id": eid, "event_class": "firmware_push", "event_ts": ts}}
+    return {
+        "contract_version": "v1",
+        "emitted_at_ts": ts,
+        "event": {"event_id": eid, "event_class": "firmware_push", "event_ts": ts},
+    }
 
 
 def routes(book: EventBook, **settings: Any) -> list[Any]:
@@ -54,8 +57,9 @@ def tokens(**kw: Any) -> dict[str, Any]:
     return {"api_token": TOKEN, "deploysignal": DeploySignalSettings(token=TOKEN), **kw}
 
 
-async def send(s: aiohttp.ClientSession, url: str, body: Any, headers: dict[str, str],
-               raw: bytes | None = None) -> tuple[int, dict[str, str], Any]:
+async def send(
+    s: aiohttp.ClientSession, url: str, body: Any, headers: dict[str, str], raw: bytes | None = None
+) -> tuple[int, dict[str, str], Any]:
     async with s.post(url, data=raw if raw is not None else json.dumps(body).encode(), headers=headers) as r:
         return r.status, dict(r.headers), await r.json(content_type=None)
 
@@ -63,8 +67,10 @@ async def send(s: aiohttp.ClientSession, url: str, body: Any, headers: dict[str,
 async def test_default_settings_refuse_unauthenticated_posts_on_both_routes() -> None:
     book = EventBook(topology(), cfg())
     async with serve_daemon_app(routes(book)) as base, aiohttp.ClientSession() as s:
-        for path, body, headers in (("/v1/events", ev("a"), JSON),
-                                    (DS_EVENTS_PATH, envelope(), {**JSON, "x-ds-instance-id": "ds"})):
+        for path, body, headers in (
+            ("/v1/events", ev("a"), JSON),
+            (DS_EVENTS_PATH, envelope(), {**JSON, "x-ds-instance-id": "ds"}),
+        ):
             status, _, got = await send(s, base + path, body, headers)
             assert status == 403, path
             assert "no token is configured" in json.dumps(got)
@@ -88,8 +94,10 @@ async def test_explicitly_unauthenticated_routes_serve_without_a_token() -> None
         assert (await send(s, base + DS_EVENTS_PATH, envelope(), {**JSON, "x-ds-instance-id": "ds"}))[0] == 202
 
 
-@pytest.mark.parametrize("ctype", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data",
-                                   "application/octet-stream", None])
+@pytest.mark.parametrize(
+    "ctype",
+    ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data", "application/octet-stream", None],
+)
 async def test_with_a_token_only_application_json_is_taken(ctype: str | None) -> None:
     """A browser posts ``text/plain`` (and forms) cross-origin without a preflight: never accepted."""
     book = EventBook(topology(), cfg())
@@ -104,8 +112,11 @@ async def test_with_a_token_only_application_json_is_taken(ctype: str | None) ->
 async def test_no_cors_headers_and_no_preflight() -> None:
     book = EventBook(topology(), cfg())
     async with serve_daemon_app(routes(book, **tokens())) as base, aiohttp.ClientSession() as s:
-        pre = {"Origin": "https://evil.example", "Access-Control-Request-Method": "POST",
-               "Access-Control-Request-Headers": "authorization,content-type"}
+        pre = {
+            "Origin": "https://evil.example",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type",
+        }
         for path in ("/v1/events", DS_EVENTS_PATH):
             async with s.options(base + path, headers=pre) as r:
                 assert r.status in (403, 405) and not any(h.lower().startswith("access-control-") for h in r.headers)
@@ -154,8 +165,7 @@ async def test_deeply_nested_json_is_400_not_500(depth: int) -> None:
 
 async def test_re_learns_are_rate_limited_per_scope() -> None:
     book = EventBook(topology(), cfg())
-    async with serve_daemon_app(routes(book, **tokens(relearns_per_hour=3))) as base, \
-            aiohttp.ClientSession() as s:
+    async with serve_daemon_app(routes(book, **tokens(relearns_per_hour=3))) as base, aiohttp.ClientSession() as s:
         for i in range(3):
             assert (await send(s, base + "/v1/events", ev(f"r1-{i}", scope=["r1"]), AUTH))[0] == 202
         assert (await send(s, base + "/v1/events", ev("r1-0", scope=["r1"]), AUTH))[0] == 202  # a re-delivery

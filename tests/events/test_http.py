@@ -44,8 +44,9 @@ def ds_routes(book: Any, **kw: Any) -> list[Any]:
     return deploysignal_routes(book, **kw)
 
 
-async def post(s: aiohttp.ClientSession, url: str, body: Any, headers: dict[str, str] | None = None,
-               raw: bytes | None = None) -> tuple[int, dict[str, Any], Any]:
+async def post(
+    s: aiohttp.ClientSession, url: str, body: Any, headers: dict[str, str] | None = None, raw: bytes | None = None
+) -> tuple[int, dict[str, Any], Any]:
     """POST JSON (``Content-Type: application/json`` unless ``headers`` say otherwise); ``headers`` None:
     with the tests' bearer token."""
     data = io.BytesIO(raw if raw is not None else json.dumps(body).encode())
@@ -60,13 +61,20 @@ async def post(s: aiohttp.ClientSession, url: str, body: Any, headers: dict[str,
 async def test_post_events_single_list_duplicates_and_get() -> None:
     book = EventBook(topology(), cfg())
     seen: list[EventRecord] = []
-    async with serve_daemon_app(ev_routes(book, on_event=seen.append, now=lambda: NOW)) as base, \
-            aiohttp.ClientSession() as s:
+    async with (
+        serve_daemon_app(ev_routes(book, on_event=seen.append, now=lambda: NOW)) as base,
+        aiohttp.ClientSession() as s,
+    ):
         status, _, body = await post(s, f"{base}/v1/events", ev("fw1", scope=["r1"]))
         assert status == 202
         assert body["accepted"] == ["fw1"] and body["affected_shards"] == 3
-        assert body["events"][0] == {"id": "fw1", "status": "added", "affected_shards": 3,
-                                     "freeze_start_ts": 1000.0, "freeze_end_ts": 2800.0}
+        assert body["events"][0] == {
+            "id": "fw1",
+            "status": "added",
+            "affected_shards": 3,
+            "freeze_start_ts": 1000.0,
+            "freeze_end_ts": 2800.0,
+        }
         batch = [ev("fw1", scope=["r1"]), ev("m1", kind="maintenance", ts=1200.0, end_ts=1300.0, scope=["h3"])]
         status, _, body = await post(s, f"{base}/v1/events", batch)
         assert status == 202 and body["accepted"] == ["fw1", "m1"] and body["affected_shards"] == 4
@@ -133,7 +141,7 @@ async def test_post_events_413_over_one_mib_and_token_401() -> None:
 
         async def chunks() -> Any:
             for i in range(0, len(big), 65536):
-                yield big[i:i + 65536]
+                yield big[i : i + 65536]
 
         async with s.post(f"{base}/v1/events", data=chunks(), headers=ok) as r:
             assert r.status == 413
@@ -173,13 +181,21 @@ async def test_ds_202_activates_freeze_and_is_idempotent() -> None:
         url = base + DS_EVENTS_PATH
         status, _, body = await post(s, url, envelope(), DS_HEADERS)
         assert status == 202
-        assert body == {"contract_version": "v1", "status": "accepted", "freeze_hook_activated": True,
-                        "freeze_hook_activated_at_ts": NOW}
+        assert body == {
+            "contract_version": "v1",
+            "status": "accepted",
+            "freeze_hook_activated": True,
+            "freeze_hook_activated_at_ts": NOW,
+        }
         again = await post(s, url, envelope(), DS_HEADERS)
         assert again[0] == 202 and again[2] == body
         # scoped by metadata; a future event activates at its own ts
-        e2 = {"event_id": "ds-2", "event_class": "model_redeploy", "event_ts": 1600.0,
-              "metadata": {"scope": "h3", "deploy_id": "dep-7"}}
+        e2 = {
+            "event_id": "ds-2",
+            "event_class": "model_redeploy",
+            "event_ts": 1600.0,
+            "metadata": {"scope": "h3", "deploy_id": "dep-7"},
+        }
         status, _, body = await post(s, url, envelope(e2), DS_HEADERS)
         assert status == 202 and body["freeze_hook_activated_at_ts"] == 1600.0
         # an event whose window is already over freezes nothing
@@ -209,8 +225,7 @@ async def test_ds_202_activates_freeze_and_is_idempotent() -> None:
 )
 async def test_ds_401(headers: dict[str, str], words: str) -> None:
     book = EventBook(topology(), cfg())
-    async with serve_daemon_app(ds_routes(book, token=lambda: "tok-123")) as base, \
-            aiohttp.ClientSession() as s:
+    async with serve_daemon_app(ds_routes(book, token=lambda: "tok-123")) as base, aiohttp.ClientSession() as s:
         status, hdrs, body = await post(s, base + DS_EVENTS_PATH, envelope(), headers)
     assert status == 401 and words in body["reason"] and body["status"] == "rejected"
     assert body["contract_version"] == "v1" and "WWW-Authenticate" in hdrs
@@ -239,14 +254,16 @@ async def test_ds_without_configured_token_refuses_unless_explicitly_unauthentic
         ({"contract_version": "v1", "emitted_at_ts": 1}, None, "missing field 'event'"),
         (envelope({"event_id": "x", "event_class": "deploy", "event_ts": 1}), None, "unknown class 'deploy'"),
         (envelope({"event_id": "x", "event_class": "env_change", "event_ts": 10**400}), None, "finite number"),
-        (envelope({"event_id": "x", "event_class": "env_change", "event_ts": 1, "metadata": {"scope": "r9"}}),
-         None, "unknown topology nodes 'r9'"),
+        (
+            envelope({"event_id": "x", "event_class": "env_change", "event_ts": 1, "metadata": {"scope": "r9"}}),
+            None,
+            "unknown topology nodes 'r9'",
+        ),
     ],
 )
 async def test_ds_400(body: Any, raw: bytes | None, words: str) -> None:
     book = EventBook(topology(), cfg())
-    async with serve_daemon_app(ds_routes(book, token=lambda: "tok-123")) as base, \
-            aiohttp.ClientSession() as s:
+    async with serve_daemon_app(ds_routes(book, token=lambda: "tok-123")) as base, aiohttp.ClientSession() as s:
         status, _, got = await post(s, base + DS_EVENTS_PATH, body, DS_HEADERS, raw=raw)
     assert status == 400 and words in got["reason"] and got["status"] == "rejected"
     assert len(book) == 0
@@ -254,14 +271,12 @@ async def test_ds_400(body: Any, raw: bytes | None, words: str) -> None:
 
 async def test_ds_413_and_503() -> None:
     book = EventBook(topology(), cfg())
-    async with serve_daemon_app(ds_routes(book, token=lambda: "tok-123")) as base, \
-            aiohttp.ClientSession() as s:
+    async with serve_daemon_app(ds_routes(book, token=lambda: "tok-123")) as base, aiohttp.ClientSession() as s:
         pad = "x" * (MIB + 10)
         e = {"event_id": "big", "event_class": "env_change", "event_ts": 1, "metadata": {"pad": pad}}
         status, _, got = await post(s, base + DS_EVENTS_PATH, envelope(e), DS_HEADERS)
         assert status == 413 and got["contract_version"] == "v1" and got["status"] == "rejected"
-    async with serve_daemon_app(ds_routes(lambda: None, token=lambda: "tok-123")) as base, \
-            aiohttp.ClientSession() as s:
+    async with serve_daemon_app(ds_routes(lambda: None, token=lambda: "tok-123")) as base, aiohttp.ClientSession() as s:
         status, _, _ = await post(s, base + DS_EVENTS_PATH, envelope(), DS_HEADERS)
         assert status == 503
 
@@ -274,8 +289,9 @@ def test_bearer_comparison() -> None:
 
 
 def test_parse_envelope_keeps_metadata() -> None:
-    req = parse_envelope(envelope({"event_id": "x", "event_class": "capacity_change", "event_ts": 3,
-                                   "metadata": {"a": "b"}}))
+    req = parse_envelope(
+        envelope({"event_id": "x", "event_class": "capacity_change", "event_ts": 3, "metadata": {"a": "b"}})
+    )
     assert req.event.id == "x" and req.metadata == {"a": "b"} and req.emitted_at_ts == 1001.0
 
 
@@ -285,14 +301,27 @@ json_values = st.recursive(
     max_leaves=12,
 )
 event_like = st.fixed_dictionaries(
-    {}, optional={"event_id": json_values, "event_class": st.sampled_from(["env_change", "x"]) | json_values,
-                  "event_ts": json_values, "event_window_end_ts": json_values, "metadata": json_values},
+    {},
+    optional={
+        "event_id": json_values,
+        "event_class": st.sampled_from(["env_change", "x"]) | json_values,
+        "event_ts": json_values,
+        "event_window_end_ts": json_values,
+        "metadata": json_values,
+    },
 )
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.fixed_dictionaries({"contract_version": st.just("v1") | json_values, "event": event_like | json_values,
-                              "emitted_at_ts": json_values}))
+@given(
+    st.fixed_dictionaries(
+        {
+            "contract_version": st.just("v1") | json_values,
+            "event": event_like | json_values,
+            "emitted_at_ts": json_values,
+        }
+    )
+)
 def test_fuzzed_envelopes_raise_only_codec_errors(obj: dict[str, Any]) -> None:
     with contextlib.suppress(CodecError):
         parse_envelope(obj)

@@ -7,17 +7,42 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-EDGE_FLOATS = st.sampled_from([
-    0.0, -0.0, 1.0, -1.0, 5e-324, -5e-324, 2.2250738585072014e-308, 1e154, 1e155, -1e155, 1e300, 1e308, -1e308,
-    1.7976931348623157e308, math.inf, -math.inf, math.nan, 2.0**53, 2.0**64, -(2.0**63),
-])
+EDGE_FLOATS = st.sampled_from(
+    [
+        0.0,
+        -0.0,
+        1.0,
+        -1.0,
+        5e-324,
+        -5e-324,
+        2.2250738585072014e-308,
+        1e154,
+        1e155,
+        -1e155,
+        1e300,
+        1e308,
+        -1e308,
+        1.7976931348623157e308,
+        math.inf,
+        -math.inf,
+        math.nan,
+        2.0**53,
+        2.0**64,
+        -(2.0**63),
+    ]
+)
 NUMBERS = st.one_of(
-    EDGE_FLOATS, st.floats(allow_nan=True, allow_infinity=True), st.integers(-(2**70), 2**70),
+    EDGE_FLOATS,
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(-(2**70), 2**70),
     st.sampled_from([True, False, 10**400, -(10**400)]),
 )
 SCALARS = st.one_of(st.none(), st.booleans(), NUMBERS, st.text(max_size=12))
-JSON = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner,
-                                                                                        max_size=4), max_leaves=16)
+JSON = st.recursive(
+    SCALARS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=16,
+)
 
 
 @st.composite

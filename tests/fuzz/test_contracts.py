@@ -25,12 +25,23 @@ from tests.fuzz.strategies import JSON, NUMBERS, mutated, nested
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-FRAME = {"v": 1, "ts": 1000.0, "shard": "z0-r00-h00-g0", "metrics": {"gpu_util": 0.5, "nvlink_tx_bytes": 10.0},
-         "counters": ["nvlink_tx_bytes"], "xid": [79]}
+FRAME = {
+    "v": 1,
+    "ts": 1000.0,
+    "shard": "z0-r00-h00-g0",
+    "metrics": {"gpu_util": 0.5, "nvlink_tx_bytes": 10.0},
+    "counters": ["nvlink_tx_bytes"],
+    "xid": [79],
+}
 EVENT = {"v": 1, "id": "e1", "kind": "firmware_push", "ts": 1000.0, "end_ts": 1100.0, "scope": ["r1"]}
-TOPO = {"v": 1, "nodes": [{"id": "r1", "kind": "rack", "parent": None},
-                          {"id": "s1", "kind": "shard", "parent": "r1", "labels": {"cohort": "j"}}],
-        "edges": [{"a": "s1", "b": "s1", "kind": "nvlink"}]}
+TOPO = {
+    "v": 1,
+    "nodes": [
+        {"id": "r1", "kind": "rack", "parent": None},
+        {"id": "s1", "kind": "shard", "parent": "r1", "labels": {"cohort": "j"}},
+    ],
+    "edges": [{"a": "s1", "b": "s1", "kind": "nvlink"}],
+}
 
 REGRESSIONS: list[tuple[str, bytes]] = [  # each once raised something other than CodecError
     ("frame", b'{"v":1,"ts":1' + b"0" * 400 + b',"shard":"a"}'),  # OverflowError
@@ -43,8 +54,12 @@ REGRESSIONS: list[tuple[str, bytes]] = [  # each once raised something other tha
     ("topology", nested(100_000)),
     ("topology", b'{"v":1,"nodes":[],"edges":0.0}'),  # TypeError: edges not a list
 ]
-DECODERS = {"frame": Frame.from_json, "event": ClusterEvent.from_json, "topology": Topology.from_json,
-            "mqtt-frame": lambda raw: frame_from_json(raw, shard="z0-r00-h00-g0")}
+DECODERS = {
+    "frame": Frame.from_json,
+    "event": ClusterEvent.from_json,
+    "topology": Topology.from_json,
+    "mqtt-frame": lambda raw: frame_from_json(raw, shard="z0-r00-h00-g0"),
+}
 
 
 @pytest.mark.parametrize(("kind", "raw"), REGRESSIONS)
@@ -99,9 +114,14 @@ def test_fuzzed_topologies(obj: Any) -> None:
             topo.groups_of(s)  # a well-formed forest: no cycle, every parent known
 
 
-SMALL = {"TESSERA_SIM__ZONES": "1", "TESSERA_SIM__RACKS_PER_ZONE": "1", "TESSERA_SIM__HOSTS_PER_RACK": "1",
-         "TESSERA_SIM__COHORTS": "1", "TESSERA_DETECTOR__WARMUP_WINDOWS": "5",
-         "TESSERA_DETECTOR__WARMUP_MAX_WINDOWS": "5"}
+SMALL = {
+    "TESSERA_SIM__ZONES": "1",
+    "TESSERA_SIM__RACKS_PER_ZONE": "1",
+    "TESSERA_SIM__HOSTS_PER_RACK": "1",
+    "TESSERA_SIM__COHORTS": "1",
+    "TESSERA_DETECTOR__WARMUP_WINDOWS": "5",
+    "TESSERA_DETECTOR__WARMUP_MAX_WINDOWS": "5",
+}
 _CFG = load_config(None, SMALL)
 _SIM = ClusterSim(_CFG.sim, scenario="clean", seed=2)
 _WARM: list[list[Frame]] = [_SIM.step()[1] for _ in range(60)]
@@ -145,10 +165,24 @@ def test_fuzzed_frames_through_a_pipeline_leave_no_infinity_and_are_all_counted(
 
 
 @FAST
-@given(path=st.sampled_from(["window.length_s", "window.grace_s", "daemon.shutdown_grace_s", "detector.bets",
-                             "http.port", "events.max_age_s", "window.plausible", "transport.redis.url",
-                             "detector.metrics", "sources.poll_interval_s", "window.stall_windows"]),
-       value=st.one_of(JSON, NUMBERS))
+@given(
+    path=st.sampled_from(
+        [
+            "window.length_s",
+            "window.grace_s",
+            "daemon.shutdown_grace_s",
+            "detector.bets",
+            "http.port",
+            "events.max_age_s",
+            "window.plausible",
+            "transport.redis.url",
+            "detector.metrics",
+            "sources.poll_interval_s",
+            "window.stall_windows",
+        ]
+    ),
+    value=st.one_of(JSON, NUMBERS),
+)
 def test_fuzzed_config_values_only_raise_config_errors(path: str, value: Any) -> None:
     env_key = "TESSERA_" + "__".join(p.upper() for p in path.split("."))
     try:
@@ -161,6 +195,12 @@ def test_fuzzed_config_values_only_raise_config_errors(path: str, value: Any) ->
         except ConfigError:
             continue
         assert isinstance(cfg, Config)
-        for f in (cfg.window.length_s, cfg.window.grace_s, cfg.daemon.shutdown_grace_s, *cfg.detector.bets,
-                  cfg.events.max_age_s, cfg.sources.poll_interval_s):
+        for f in (
+            cfg.window.length_s,
+            cfg.window.grace_s,
+            cfg.daemon.shutdown_grace_s,
+            *cfg.detector.bets,
+            cfg.events.max_age_s,
+            cfg.sources.poll_interval_s,
+        ):
             assert math.isfinite(f)

@@ -41,18 +41,33 @@ bodies = st.one_of(
     st.builds(lambda o: json.dumps({**ENVELOPE, "event": o}).encode(), mutated(DS_EVENT, list(DS_EVENT))),
     st.sampled_from([nested(50_000), b'{"a":' * 5000 + b"1" + b"}" * 5000, b"NaN", b"[]", b"{}", b""]),
 )
-headers = st.fixed_dictionaries({}, optional={
-    "Content-Type": st.sampled_from(["application/json", "text/plain", "application/json; charset=utf-8",
-                                     "application/x-www-form-urlencoded", "", "application/JSON"]),
-    "Authorization": st.sampled_from([f"Bearer {TOKEN}", "Bearer x", "Basic x", "", f"bearer {TOKEN}"]),
-    "x-ds-instance-id": st.sampled_from(["ds", "", " "]),
-})
+headers = st.fixed_dictionaries(
+    {},
+    optional={
+        "Content-Type": st.sampled_from(
+            [
+                "application/json",
+                "text/plain",
+                "application/json; charset=utf-8",
+                "application/x-www-form-urlencoded",
+                "",
+                "application/JSON",
+            ]
+        ),
+        "Authorization": st.sampled_from([f"Bearer {TOKEN}", "Bearer x", "Basic x", "", f"bearer {TOKEN}"]),
+        "x-ds-instance-id": st.sampled_from(["ds", "", " "]),
+    },
+)
 requests = st.lists(st.tuples(st.sampled_from(sorted(ALLOWED)), bodies, headers), min_size=5, max_size=25)
-queries = st.lists(st.tuples(st.sampled_from(["/v1/firings?state=", "/v1/events?limit=", "/v1/shards/"]),
-                             st.text(max_size=20)), min_size=3, max_size=15)
+queries = st.lists(
+    st.tuples(st.sampled_from(["/v1/firings?state=", "/v1/events?limit=", "/v1/shards/"]), st.text(max_size=20)),
+    min_size=3,
+    max_size=15,
+)
 
-SETTINGS = settings(max_examples=30, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+SETTINGS = settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
 
 
 def routes(book: EventBook, counts: Counter[tuple[str, str]] | None = None) -> list[Any]:

@@ -25,9 +25,14 @@ from tessera_daemon.transport.redis import EntryToken
 from tests.detect.test_hostile_values import no_infinity
 from tests.fuzz.strategies import EDGE_FLOATS, JSON
 
-SMALL = {"TESSERA_SIM__ZONES": "1", "TESSERA_SIM__RACKS_PER_ZONE": "1", "TESSERA_SIM__HOSTS_PER_RACK": "2",
-         "TESSERA_SIM__COHORTS": "1", "TESSERA_DETECTOR__WARMUP_WINDOWS": "5",
-         "TESSERA_DETECTOR__WARMUP_MAX_WINDOWS": "5"}
+SMALL = {
+    "TESSERA_SIM__ZONES": "1",
+    "TESSERA_SIM__RACKS_PER_ZONE": "1",
+    "TESSERA_SIM__HOSTS_PER_RACK": "2",
+    "TESSERA_SIM__COHORTS": "1",
+    "TESSERA_DETECTOR__WARMUP_WINDOWS": "5",
+    "TESSERA_DETECTOR__WARMUP_MAX_WINDOWS": "5",
+}
 CFG = load_config(None, SMALL)
 SIM = ClusterSim(CFG.sim, scenario="clean", seed=5)
 TICKS = [SIM.step()[1] for _ in range(50)]
@@ -42,8 +47,17 @@ def hostile_entry(draw: st.DrawFn, frames: list[Frame], seq: int) -> dict[bytes,
     fs = list(frames)
     kind = draw(st.integers(0, 5))
     if kind == 0:  # extreme values (encodable: the agent sends what its sources read)
-        fs = [Frame(f.ts, f.shard, {k: draw(st.one_of(st.just(v), EDGE_FLOATS)) if v is not None else None
-                                    for k, v in f.metrics.items()}, f.counters, f.xid, f.lost) for f in fs]
+        fs = [
+            Frame(
+                f.ts,
+                f.shard,
+                {k: draw(st.one_of(st.just(v), EDGE_FLOATS)) if v is not None else None for k, v in f.metrics.items()},
+                f.counters,
+                f.xid,
+                f.lost,
+            )
+            for f in fs
+        ]
     elif kind == 1:  # times: late, ahead of the stream, far ahead
         dt = draw(st.sampled_from([-60.0, -5.0, 2.5, 40.0, 1e7]))
         fs = [Frame(f.ts + dt, f.shard, f.metrics, f.counters, f.xid, f.lost) for f in fs]
@@ -66,8 +80,11 @@ def hostile_entry(draw: st.DrawFn, frames: list[Frame], seq: int) -> dict[bytes,
     return fields
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.large_base_example,
-                                                             HealthCheck.data_too_large])
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.large_base_example, HealthCheck.data_too_large],
+)
 @given(data=st.data())
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy reports overflows in sums of 1e308s; not failures
 def test_fuzzed_host_entries_through_a_partition(data: st.DataObject) -> None:
@@ -104,5 +121,3 @@ def test_fuzzed_host_entries_through_a_partition(data: st.DataObject) -> None:
     assert a.frames + a.late + a.unknown_shard + a.future == taken - poison_frames  # every frame counted
     assert no_infinity(work.pipeline) == []
     assert np.isfinite(work.pipeline.state.log_m).all()
-
-

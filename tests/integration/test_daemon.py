@@ -20,8 +20,13 @@ from tessera_daemon.daemon import Running, run
 from tessera_daemon.sim import ClusterSim
 from tests.servers import free_port
 
-SIM = {"TESSERA_SIM__ZONES": "1", "TESSERA_SIM__RACKS_PER_ZONE": "4", "TESSERA_SIM__HOSTS_PER_RACK": "2",
-       "TESSERA_SIM__COHORTS": "2", "TESSERA_LOG__LEVEL": "warning"}
+SIM = {
+    "TESSERA_SIM__ZONES": "1",
+    "TESSERA_SIM__RACKS_PER_ZONE": "4",
+    "TESSERA_SIM__HOSTS_PER_RACK": "2",
+    "TESSERA_SIM__COHORTS": "2",
+    "TESSERA_LOG__LEVEL": "warning",
+}
 
 
 def cfg_for(**env: str) -> Config:
@@ -113,10 +118,21 @@ async def test_http_endpoints() -> None:
 
 def test_sigterm_exits_zero_quickly(tmp_path: Path) -> None:
     port = free_port()
-    env = {**os.environ, **SIM, "TESSERA_HTTP__PORT": str(port), "TESSERA_LOG__FORMAT": "json",
-           "TESSERA_LOG__LEVEL": "info", "TESSERA_SIM__SPEEDUP": "50"}
-    proc = subprocess.Popen([sys.executable, "-m", "tessera_daemon", "run"], env=env,
-                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    env = {
+        **os.environ,
+        **SIM,
+        "TESSERA_HTTP__PORT": str(port),
+        "TESSERA_LOG__FORMAT": "json",
+        "TESSERA_LOG__LEVEL": "info",
+        "TESSERA_SIM__SPEEDUP": "50",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tessera_daemon", "run"],
+        env=env,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         lines = []
         deadline = time.monotonic() + 60

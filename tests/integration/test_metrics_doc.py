@@ -30,8 +30,15 @@ def documented() -> dict[str, str]:
 
 
 def test_registry_matches_docs() -> None:
-    cfg = load_config(None, {"TESSERA_SIM__SCENARIO": "xid79", "TESSERA_SIM__ZONES": "1",
-                             "TESSERA_SIM__HOSTS_PER_RACK": "2", "TESSERA_SIM__COHORTS": "1"})
+    cfg = load_config(
+        None,
+        {
+            "TESSERA_SIM__SCENARIO": "xid79",
+            "TESSERA_SIM__ZONES": "1",
+            "TESSERA_SIM__HOSTS_PER_RACK": "2",
+            "TESSERA_SIM__COHORTS": "1",
+        },
+    )
     sim = ClusterSim(cfg.sim, scenario="xid79")
     p = Pipeline(cfg, sim.topology)
     for _ in range(700):

@@ -21,8 +21,9 @@ async def _document(port: int) -> dict[str, Any]:
         assert r.status == 200 and r.content_type == "application/json"
         doc: dict[str, Any] = await r.json()
     assert doc["openapi"].startswith("3.1")
-    undocumented = [f"{m.upper()} {p}" for p, ops in doc["paths"].items() for m, op in ops.items()
-                    if op.get("x-undocumented")]
+    undocumented = [
+        f"{m.upper()} {p}" for p, ops in doc["paths"].items() for m, op in ops.items() if op.get("x-undocumented")
+    ]
     assert not undocumented, f"routes without an entry in tessera_daemon/web/openapi.py: {undocumented}"
     return doc
 
@@ -52,8 +53,10 @@ async def _probe(port: int, doc: dict[str, Any], shard: str) -> None:
                     async with s.get(url) as r:
                         assert str(r.status) in op["responses"], (path, r.status, await r.text())
                         # a clean run has no firing: /v1/firings/{firing_id}[/evidence] answer their documented 404
-                        assert r.status not in (404, 405) or "{shard_id}" in path or "{firing_id}" in path, \
-                            (path, r.status)
+                        assert r.status not in (404, 405) or "{shard_id}" in path or "{firing_id}" in path, (
+                            path,
+                            r.status,
+                        )
                     continue
                 media = op["requestBody"]["content"]["application/json"]
                 headers = {p["name"]: "test" for p in op.get("parameters", []) if p["in"] == "header"}
@@ -65,8 +68,12 @@ async def _probe(port: int, doc: dict[str, Any], shard: str) -> None:
 
 
 async def test_run_serves_a_complete_openapi_document() -> None:
-    cfg = cfg_for(TESSERA_SIM__SCENARIO="clean", TESSERA_SIM__SPEEDUP="50", TESSERA_EVENTS__API_TOKEN=TOKEN,
-                  TESSERA_EVENTS__DEPLOYSIGNAL__TOKEN=TOKEN)
+    cfg = cfg_for(
+        TESSERA_SIM__SCENARIO="clean",
+        TESSERA_SIM__SPEEDUP="50",
+        TESSERA_EVENTS__API_TOKEN=TOKEN,
+        TESSERA_EVENTS__DEPLOYSIGNAL__TOKEN=TOKEN,
+    )
     async with daemon(cfg) as (running, _task):
         doc = await _document(running.port)
         served = _operations(doc)
@@ -76,8 +83,9 @@ async def test_run_serves_a_complete_openapi_document() -> None:
 
 @pytest.mark.redis
 async def test_split_processes_serve_complete_openapi_documents(redis_url: str) -> None:
-    cfg = make_cfg(redis_url, TESSERA_TRANSPORT__REDIS__PREFIX=f"openapi-{secrets.token_hex(4)}",
-                   TESSERA_SIM__DURATION_S="0")
+    cfg = make_cfg(
+        redis_url, TESSERA_TRANSPORT__REDIS__PREFIX=f"openapi-{secrets.token_hex(4)}", TESSERA_SIM__DURATION_S="0"
+    )
     served: dict[str, set[tuple[str, str]]] = {}
     async with agent(cfg) as (a, _at):
         served["agent"] = _operations(await _document(a.port))

@@ -18,8 +18,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SMALL_SIM = {"TESSERA_SIM__ZONES": "1", "TESSERA_SIM__RACKS_PER_ZONE": "1", "TESSERA_SIM__HOSTS_PER_RACK": "2",
-             "TESSERA_SIM__COHORTS": "1", "TESSERA_SIM__SPEEDUP": "20"}
+SMALL_SIM = {
+    "TESSERA_SIM__ZONES": "1",
+    "TESSERA_SIM__RACKS_PER_ZONE": "1",
+    "TESSERA_SIM__HOSTS_PER_RACK": "2",
+    "TESSERA_SIM__COHORTS": "1",
+    "TESSERA_SIM__SPEEDUP": "20",
+}
 
 
 @contextmanager
@@ -50,14 +55,24 @@ def _supervise(command: str, env: dict[str, str], tmp_path: Path) -> list[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("TESSERA_", "NOTIFY_", "WATCHDOG_"))}
     seen: list[str] = []
     with notify_socket() as (sock, address), (tmp_path / f"{command}.log").open("wb") as log:
-        full = base | SMALL_SIM | env | {"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "1000000",
-                                         "TESSERA_HTTP__PORT": "0", "TESSERA_LOG__FORMAT": "json"}
-        proc = subprocess.Popen([sys.executable, "-m", "tessera_daemon", command], env=full, cwd=ROOT,
-                                stdout=log, stderr=subprocess.STDOUT)
+        full = (
+            base
+            | SMALL_SIM
+            | env
+            | {
+                "NOTIFY_SOCKET": address,
+                "WATCHDOG_USEC": "1000000",
+                "TESSERA_HTTP__PORT": "0",
+                "TESSERA_LOG__FORMAT": "json",
+            }
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tessera_daemon", command], env=full, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+        )
         try:
             for msg in _messages(sock, time.monotonic() + 120):
                 seen.append(msg)
-                if "READY=1" in seen and seen[seen.index("READY=1"):].count("WATCHDOG=1") >= 2:
+                if "READY=1" in seen and seen[seen.index("READY=1") :].count("WATCHDOG=1") >= 2:
                     break
                 assert proc.poll() is None, f"{command} exited early: {(tmp_path / f'{command}.log').read_text()}"
             proc.send_signal(signal.SIGTERM)
@@ -76,10 +91,10 @@ def _supervise(command: str, env: dict[str, str], tmp_path: Path) -> list[str]:
 def _assert_life_cycle(command: str, seen: list[str], tmp_path: Path) -> None:
     log = (tmp_path / f"{command}.log").read_text()
     assert "READY=1" in seen, f"{command}: no READY=1 ({seen})\n{log}"
-    after = seen[seen.index("READY=1"):]
+    after = seen[seen.index("READY=1") :]
     assert after.count("WATCHDOG=1") >= 2, f"{command}: fewer than two WATCHDOG=1 after READY=1: {seen}"
     assert "STOPPING=1" in after, f"{command}: no STOPPING=1 after SIGTERM: {seen}\n{log}"
-    assert "WATCHDOG=1" not in seen[:seen.index("READY=1")], "no watchdog ping before READY=1"
+    assert "WATCHDOG=1" not in seen[: seen.index("READY=1")], "no watchdog ping before READY=1"
 
 
 def test_run_notifies_systemd(tmp_path: Path) -> None:
@@ -90,7 +105,10 @@ def test_run_notifies_systemd(tmp_path: Path) -> None:
 @pytest.mark.redis
 @pytest.mark.parametrize("command", ["agent", "detector"])
 def test_split_processes_notify_systemd(command: str, redis_url: str, tmp_path: Path) -> None:
-    env = {"TESSERA_TRANSPORT__KIND": "redis", "TESSERA_TRANSPORT__REDIS__URL": redis_url,
-           "TESSERA_TRANSPORT__REDIS__PREFIX": f"notify-{secrets.token_hex(4)}"}
+    env = {
+        "TESSERA_TRANSPORT__KIND": "redis",
+        "TESSERA_TRANSPORT__REDIS__URL": redis_url,
+        "TESSERA_TRANSPORT__REDIS__PREFIX": f"notify-{secrets.token_hex(4)}",
+    }
     seen = _supervise(command, env, tmp_path)
     _assert_life_cycle(command, seen, tmp_path)

@@ -23,11 +23,17 @@ def only_gpus(text: str, gpus: set[str]) -> str:
 async def test_a_gpu_that_appears_later_joins_the_topology() -> None:
     full = FIXTURE.read_text()
     with StaticExporter(only_gpus(full, {"0", "1"})) as exporter:
-        cfg = load_config(None, {
-            "TESSERA_SOURCES__ENABLED": '["dcgm"]', "TESSERA_SOURCES__DCGM__URLS": f'["http://{exporter.target}/metrics"]',
-            "TESSERA_SOURCES__TOPOLOGY_REFRESH_S": "1", "TESSERA_SOURCES__POLL_INTERVAL_S": "0.2",
-            "TESSERA_HTTP__PORT": "0", "TESSERA_LOG__LEVEL": "warning",
-        })
+        cfg = load_config(
+            None,
+            {
+                "TESSERA_SOURCES__ENABLED": '["dcgm"]',
+                "TESSERA_SOURCES__DCGM__URLS": f'["http://{exporter.target}/metrics"]',
+                "TESSERA_SOURCES__TOPOLOGY_REFRESH_S": "1",
+                "TESSERA_SOURCES__POLL_INTERVAL_S": "0.2",
+                "TESSERA_HTTP__PORT": "0",
+                "TESSERA_LOG__LEVEL": "warning",
+            },
+        )
         got: asyncio.Future[Running] = asyncio.get_running_loop().create_future()
         task = asyncio.create_task(run(cfg, on_running=got.set_result, install_signals=False))
         running = await asyncio.wait_for(got, 60)

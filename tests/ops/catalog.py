@@ -13,25 +13,47 @@ SEVERITIES = {"page", "ticket", "info"}
 
 # The metric families tessera-daemon exports (the contract the rules and dashboards are written against).
 COUNTERS = {
-    "tessera_windows_processed_total", "tessera_frames_ingested_total", "tessera_frames_late_total",
-    "tessera_frames_dropped_total", "tessera_samples_missing_total", "tessera_dead_letters_total",
-    "tessera_source_polls_total", "tessera_firings_opened_total", "tessera_firings_resolved_total",
-    "tessera_redis_reconnects_total", "tessera_checkpoints_total",
+    "tessera_windows_processed_total",
+    "tessera_frames_ingested_total",
+    "tessera_frames_late_total",
+    "tessera_frames_dropped_total",
+    "tessera_samples_missing_total",
+    "tessera_dead_letters_total",
+    "tessera_source_polls_total",
+    "tessera_firings_opened_total",
+    "tessera_firings_resolved_total",
+    "tessera_redis_reconnects_total",
+    "tessera_checkpoints_total",
 }
 GAUGES = {
-    "tessera_build_info", "tessera_ready", "tessera_window_index", "tessera_window_lag_seconds",
-    "tessera_source_up", "tessera_source_last_success_timestamp_seconds", "tessera_shards",
-    "tessera_threshold_log", "tessera_firings_active", "tessera_firing_active",
-    "tessera_top_shard_evidence_log", "tessera_group_evidence_log", "tessera_transport_queued_frames",
+    "tessera_build_info",
+    "tessera_ready",
+    "tessera_window_index",
+    "tessera_window_lag_seconds",
+    "tessera_source_up",
+    "tessera_source_last_success_timestamp_seconds",
+    "tessera_shards",
+    "tessera_threshold_log",
+    "tessera_firings_active",
+    "tessera_firing_active",
+    "tessera_top_shard_evidence_log",
+    "tessera_group_evidence_log",
+    "tessera_transport_queued_frames",
     "tessera_redis_up",
-    "tessera_stream_lag_entries", "tessera_stream_pending_entries", "tessera_breaker_open",
-    "tessera_checkpoint_last_success_timestamp_seconds", "tessera_clock_skew_seconds",
+    "tessera_stream_lag_entries",
+    "tessera_stream_pending_entries",
+    "tessera_breaker_open",
+    "tessera_checkpoint_last_success_timestamp_seconds",
+    "tessera_clock_skew_seconds",
 }
 HISTOGRAMS = {
-    "tessera_window_duration_seconds", "tessera_source_poll_duration_seconds", "tessera_shard_evidence_log",
+    "tessera_window_duration_seconds",
+    "tessera_source_poll_duration_seconds",
+    "tessera_shard_evidence_log",
 }
 KNOWN_METRICS = (
-    COUNTERS | GAUGES
+    COUNTERS
+    | GAUGES
     | {f"{h}_{suffix}" for h in HISTOGRAMS for suffix in ("bucket", "sum", "count")}
     # Prometheus' own and prometheus_client's standard process collector.
     | {"up", "process_resident_memory_bytes", "process_cpu_seconds_total"}

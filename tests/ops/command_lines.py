@@ -24,9 +24,12 @@ PROGRAM = "tessera-daemon"
 DEPLOYED_PATH = "/etc/tessera/tessera.toml"
 SYSTEMD, COMPOSE, K8S = ROOT / "deploy" / "systemd", ROOT / "deploy" / "compose", ROOT / "deploy" / "kubernetes"
 # What docs/operations.md tells an operator to install at /etc/tessera/tessera.toml for each subcommand.
-DEPLOYED_CONFIG = {"run": SYSTEMD / "tessera.toml.example", "config": SYSTEMD / "tessera.toml.example",
-                   "agent": SYSTEMD / "tessera-split.toml.example",
-                   "detector": SYSTEMD / "tessera-split.toml.example"}
+DEPLOYED_CONFIG = {
+    "run": SYSTEMD / "tessera.toml.example",
+    "config": SYSTEMD / "tessera.toml.example",
+    "agent": SYSTEMD / "tessera-split.toml.example",
+    "detector": SYSTEMD / "tessera-split.toml.example",
+}
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
@@ -116,7 +119,7 @@ def _docker_run(line: str, origin: str) -> Shipped | None:
     if words[:2] != ["docker", "run"] or PROGRAM not in words:
         return None
     image_at = words.index(PROGRAM)
-    return _image_argv(words[image_at + 1:], origin)
+    return _image_argv(words[image_at + 1 :], origin)
 
 
 # ---------------------------------------------------------------------------------------------- systemd
@@ -130,7 +133,7 @@ def _systemd() -> list[Shipped]:
         mapping: dict[str, str] = {}
         for line in text.splitlines():
             if line.startswith("Environment="):
-                key, _, value = line[len("Environment="):].partition("=")
+                key, _, value = line[len("Environment=") :].partition("=")
                 env[key] = value.replace("%S", "/var/lib").replace("%C", "/var/cache")
             m = re.search(r"install .*?(deploy/\S+) (/etc/\S+)", line)
             if line.startswith("#") and m:
@@ -164,8 +167,9 @@ def _compose() -> list[Shipped]:
         command = shlex.split(command) if isinstance(command, str) else list(command)
         entry, cmd, image_env = image_entrypoint()
         argv = [*svc.get("entrypoint", entry), *(command or cmd)]
-        out.append(Shipped(f"deploy/compose/compose.yaml:{name}", _map_config(argv[1:], mapping),
-                           _env(image_env | env)))
+        out.append(
+            Shipped(f"deploy/compose/compose.yaml:{name}", _map_config(argv[1:], mapping), _env(image_env | env))
+        )
     return out
 
 
@@ -205,8 +209,14 @@ def _kubernetes(tmp: Path) -> list[Shipped]:
             argv = [*container.get("command", entry), *container.get("args", [] if "command" in container else cmd)]
             assert PurePosixPath(argv[0]).name == PROGRAM, f"{doc['metadata']['name']}: runs {argv[0]}"
             env = {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
-            out.append(Shipped(f"deploy/kubernetes:{doc['kind']}/{doc['metadata']['name']}/{container['name']}",
-                               _map_config(argv[1:], mapping), _env(image_env | env), files))
+            out.append(
+                Shipped(
+                    f"deploy/kubernetes:{doc['kind']}/{doc['metadata']['name']}/{container['name']}",
+                    _map_config(argv[1:], mapping),
+                    _env(image_env | env),
+                    files,
+                )
+            )
     return out
 
 
@@ -259,7 +269,7 @@ def _from_shell(line: str, origin: str, own_file: Path | None = None) -> Shipped
     if words[:2] == ["make", "run"]:
         args = [w for w in words[2:] if not w.startswith("ARGS=")]
         assert not args, f"{origin}: make run with {args}"
-        extra = next((shlex.split(w[len("ARGS="):]) for w in words[2:] if w.startswith("ARGS=")), [])
+        extra = next((shlex.split(w[len("ARGS=") :]) for w in words[2:] if w.startswith("ARGS=")), [])
         return Shipped(origin, _map_config([*_make_run_argv(), *extra], {}), _env(env))
     if PurePosixPath(words[0]).name != PROGRAM or len(words) < 2:
         return None
@@ -272,8 +282,12 @@ def _from_shell(line: str, origin: str, own_file: Path | None = None) -> Shipped
 def _comments() -> list[Shipped]:
     """Command lines in the comments of the Dockerfile, the examples and the shipped TOML files."""
     out = []
-    files = [ROOT / "Dockerfile", *sorted((ROOT / "examples").glob("*.toml")),
-             *sorted(SYSTEMD.glob("*.toml.example")), *sorted(COMPOSE.glob("*.toml"))]
+    files = [
+        ROOT / "Dockerfile",
+        *sorted((ROOT / "examples").glob("*.toml")),
+        *sorted(SYSTEMD.glob("*.toml.example")),
+        *sorted(COMPOSE.glob("*.toml")),
+    ]
     for path in files:
         own = path if path.suffix in {".toml", ".example"} else None
         for n, line in enumerate(_shell_lines(path.read_text()), 1):
@@ -323,8 +337,15 @@ def _healthcheck() -> list[Shipped]:
 
 
 def shipped() -> list[Shipped]:
-    return [*_systemd(), *_compose(), *_kubernetes(Path(TMP)), _image_argv([], "Dockerfile CMD"), *_healthcheck(),
-            *_comments(), *_docs()]
+    return [
+        *_systemd(),
+        *_compose(),
+        *_kubernetes(Path(TMP)),
+        _image_argv([], "Dockerfile CMD"),
+        *_healthcheck(),
+        *_comments(),
+        *_docs(),
+    ]
 
 
 def unique() -> dict[tuple[tuple[str, ...], tuple[tuple[str, str], ...]], list[Shipped]]:

@@ -47,8 +47,7 @@ def pagerduty_receiver() -> Iterator[PagerDutyReceiver]:
 def drill_alertmanager(tmp_path: Path, pagerduty_receiver: PagerDutyReceiver) -> Iterator[str]:
     """The shipped Alertmanager config, running, notifying ``pagerduty_receiver``; yields its base URL."""
     key = PagerDutyReceiver.write_routing_key(tmp_path)
-    text = drill_alertmanager_config(
-        pagerduty_receiver.enqueue_url, key, ticket_url=pagerduty_receiver.ticket_url)
+    text = drill_alertmanager_config(pagerduty_receiver.enqueue_url, key, ticket_url=pagerduty_receiver.ticket_url)
     with alertmanager_server(tmp_path, text) as url:
         yield url
 

@@ -54,7 +54,7 @@ def render(template: str, labels: Labels, value: float) -> str:
     def sub(m: re.Match[str]) -> str:
         expr = m.group(1).strip()
         if expr.startswith("$labels."):
-            return labels.get(expr[len("$labels."):], "")
+            return labels.get(expr[len("$labels.") :], "")
         forms = {
             "$value": _plain,
             "$value | humanizeDuration": _duration,
@@ -99,87 +99,187 @@ class _Dumper(yaml.SafeDumper):
     pass
 
 
-_Dumper.add_representer(
-    _Quoted, lambda d, s: d.represent_scalar("tag:yaml.org,2002:str", str(s), style="'"))
+_Dumper.add_representer(_Quoted, lambda d, s: d.represent_scalar("tag:yaml.org,2002:str", str(s), style="'"))
 
 
 def dump(doc: dict[str, Any]) -> str:
     doc = {"rule_files": ["../../alert_rules.yml"], "evaluation_interval": "15s", **doc}
     for test in doc["tests"]:
-        test["input_series"] = [{"series": _Quoted(s["series"]), "values": _Quoted(s["values"])}
-                                for s in test["input_series"]]
-    return yaml.dump(doc, Dumper=_Dumper, sort_keys=False, width=1000, default_flow_style=False,
-                     allow_unicode=True)
+        test["input_series"] = [
+            {"series": _Quoted(s["series"]), "values": _Quoted(s["values"])} for s in test["input_series"]
+        ]
+    return yaml.dump(doc, Dumper=_Dumper, sort_keys=False, width=1000, default_flow_style=False, allow_unicode=True)
 
-ALL = ["TesseraHardFault", "TesseraShardFault", "TesseraCommonModeRack", "TesseraCommonModeZone",
-       "TesseraFleetEvent", "TesseraEventConditional", "TesseraDaemonDown", "TesseraNotReady",
-       "TesseraSourceDown", "TesseraSourceStale", "TesseraShardsStale", "TesseraDetectorLag",
-       "TesseraStreamBacklog", "TesseraRedisUnreachable", "TesseraFramesDropped", "TesseraCheckpointFailing",
-       "TesseraClockSkew"]
 
+ALL = [
+    "TesseraHardFault",
+    "TesseraShardFault",
+    "TesseraCommonModeRack",
+    "TesseraCommonModeZone",
+    "TesseraFleetEvent",
+    "TesseraEventConditional",
+    "TesseraDaemonDown",
+    "TesseraNotReady",
+    "TesseraSourceDown",
+    "TesseraSourceStale",
+    "TesseraShardsStale",
+    "TesseraDetectorLag",
+    "TesseraStreamBacklog",
+    "TesseraRedisUnreachable",
+    "TesseraFramesDropped",
+    "TesseraCheckpointFailing",
+    "TesseraClockSkew",
+]
 
 
 def firing_labels(**kw: str) -> Labels:
     """A tessera_firing_active label set as the daemon exports it (empty string: not applicable)."""
-    base = dict.fromkeys(("id", "target", "scope", "classification", "detector", "metric", "host", "rack",
-                          "cooling_zone", "cohort"), "")
+    base = dict.fromkeys(
+        ("id", "target", "scope", "classification", "detector", "metric", "host", "rack", "cooling_zone", "cohort"), ""
+    )
     return {"job": "tessera", "instance": "10.0.0.5:9477", **base, **kw}
 
 
-A = firing_labels(id="f-0001", target="gpu-r01-h03-2", scope="shard", classification="shard_fault",
-                  detector="A", metric="sm_clock_mhz", host="r01-h03", rack="r01", cooling_zone="z1",
-                  cohort="job-llama")
-B = firing_labels(id="f-0002", target="gpu-r02-h01-5", scope="shard", classification="hard_fault",
-                  detector="rule:xid", host="r02-h01", rack="r02", cooling_zone="z1", cohort="job-llama")
+A = firing_labels(
+    id="f-0001",
+    target="gpu-r01-h03-2",
+    scope="shard",
+    classification="shard_fault",
+    detector="A",
+    metric="sm_clock_mhz",
+    host="r01-h03",
+    rack="r01",
+    cooling_zone="z1",
+    cohort="job-llama",
+)
+B = firing_labels(
+    id="f-0002",
+    target="gpu-r02-h01-5",
+    scope="shard",
+    classification="hard_fault",
+    detector="rule:xid",
+    host="r02-h01",
+    rack="r02",
+    cooling_zone="z1",
+    cohort="job-llama",
+)
 # Group firings as the daemon exports them: the labels of the group node, which do not name the node
 # itself (a rack node has no rack label); the rules fill it in from the target.
-C = firing_labels(id="f-0003", target="r03", scope="rack", classification="common_mode", detector="A",
-                  metric="temp_c", cooling_zone="z2")
-C2 = firing_labels(id="f-0004", target="r04-h02", scope="host", classification="common_mode", detector="C",
-                   metric="power_w", rack="r04", cooling_zone="z2", cohort="job-llama")
-C3 = firing_labels(id="f-0009", target="r06-psu-a", scope="psu", classification="common_mode", detector="A",
-                   metric="power_w", rack="r06", cooling_zone="z2")
-D = firing_labels(id="f-0005", target="z3", scope="cooling_zone", classification="common_mode", detector="A",
-                  metric="temp_c")
-E = firing_labels(id="f-0006", target="job-gpt", scope="cohort", classification="fleet_event", detector="A",
-                  metric="sm_clock_mhz", cohort="job-gpt")
-F = firing_labels(id="f-0007", target="gpu-r05-h01-0", scope="shard", classification="event_conditional",
-                  detector="A", metric="sm_clock_mhz", host="r05-h01", rack="r05", cooling_zone="z3",
-                  cohort="job-gpt")
-G = firing_labels(id="f-0008", target="gpu-r01-h04-1", scope="shard", classification="shard_fault",
-                  detector="E", metric="step_time_ms", host="r01-h04", rack="r01", cooling_zone="z1",
-                  cohort="job-llama")
+C = firing_labels(
+    id="f-0003",
+    target="r03",
+    scope="rack",
+    classification="common_mode",
+    detector="A",
+    metric="temp_c",
+    cooling_zone="z2",
+)
+C2 = firing_labels(
+    id="f-0004",
+    target="r04-h02",
+    scope="host",
+    classification="common_mode",
+    detector="C",
+    metric="power_w",
+    rack="r04",
+    cooling_zone="z2",
+    cohort="job-llama",
+)
+C3 = firing_labels(
+    id="f-0009",
+    target="r06-psu-a",
+    scope="psu",
+    classification="common_mode",
+    detector="A",
+    metric="power_w",
+    rack="r06",
+    cooling_zone="z2",
+)
+D = firing_labels(
+    id="f-0005", target="z3", scope="cooling_zone", classification="common_mode", detector="A", metric="temp_c"
+)
+E = firing_labels(
+    id="f-0006",
+    target="job-gpt",
+    scope="cohort",
+    classification="fleet_event",
+    detector="A",
+    metric="sm_clock_mhz",
+    cohort="job-gpt",
+)
+F = firing_labels(
+    id="f-0007",
+    target="gpu-r05-h01-0",
+    scope="shard",
+    classification="event_conditional",
+    detector="A",
+    metric="sm_clock_mhz",
+    host="r05-h01",
+    rack="r05",
+    cooling_zone="z3",
+    cohort="job-gpt",
+)
+G = firing_labels(
+    id="f-0008",
+    target="gpu-r01-h04-1",
+    scope="shard",
+    classification="shard_fault",
+    detector="E",
+    metric="step_time_ms",
+    host="r01-h04",
+    rack="r01",
+    cooling_zone="z1",
+    cohort="job-llama",
+)
 FA = "tessera_firing_active"
 
-FIRINGS: dict[str, Any] = {"tests": [{
-    "name": "firings: each classification raises its own alert, shard/common-mode after 1m, hard fault at once",
-    "interval": "1m",
-    "input_series": [
-        series(FA, A, "1x10"), series(FA, B, "_ _ 1x8"), series(FA, C, "1x10"), series(FA, C2, "1x10"),
-        series(FA, C3, "1x10"),
-        series(FA, D, "1x10"), series(FA, E, "1x10"), series(FA, F, "1 1 1 stale"),
-        series(FA, G, "1 stale"),
-        series("tessera_firings_active", {"job": "tessera", "instance": "10.0.0.5:9477",
-                                          "classification": "shard_fault", "scope": "shard"}, "2x10"),
-    ],
-    "alert_rule_test": [
-        t("0m", "TesseraShardFault", []),
-        t("1m", "TesseraShardFault", [exp("TesseraShardFault", A)]),
-        t("5m", "TesseraShardFault", [exp("TesseraShardFault", A)]),
-        t("1m", "TesseraHardFault", []),
-        t("2m", "TesseraHardFault", [exp("TesseraHardFault", B)]),
-        t("0m", "TesseraCommonModeRack", []),
-        t("2m", "TesseraCommonModeRack", [exp("TesseraCommonModeRack", {**C, "rack": "r03"}),
-                                          exp("TesseraCommonModeRack", {**C2, "host": "r04-h02"}),
-                                          exp("TesseraCommonModeRack", C3)]),
-        t("0m", "TesseraCommonModeZone", []),
-        t("2m", "TesseraCommonModeZone", [exp("TesseraCommonModeZone", {**D, "cooling_zone": "z3"})]),
-        t("0m", "TesseraFleetEvent", []),
-        t("2m", "TesseraFleetEvent", [exp("TesseraFleetEvent", E)]),
-        t("0m", "TesseraEventConditional", [exp("TesseraEventConditional", F)]),
-        t("5m", "TesseraEventConditional", []),
-    ],
-}]}
+FIRINGS: dict[str, Any] = {
+    "tests": [
+        {
+            "name": "firings: each classification raises its own alert, shard/common-mode after 1m, hard fault at once",
+            "interval": "1m",
+            "input_series": [
+                series(FA, A, "1x10"),
+                series(FA, B, "_ _ 1x8"),
+                series(FA, C, "1x10"),
+                series(FA, C2, "1x10"),
+                series(FA, C3, "1x10"),
+                series(FA, D, "1x10"),
+                series(FA, E, "1x10"),
+                series(FA, F, "1 1 1 stale"),
+                series(FA, G, "1 stale"),
+                series(
+                    "tessera_firings_active",
+                    {"job": "tessera", "instance": "10.0.0.5:9477", "classification": "shard_fault", "scope": "shard"},
+                    "2x10",
+                ),
+            ],
+            "alert_rule_test": [
+                t("0m", "TesseraShardFault", []),
+                t("1m", "TesseraShardFault", [exp("TesseraShardFault", A)]),
+                t("5m", "TesseraShardFault", [exp("TesseraShardFault", A)]),
+                t("1m", "TesseraHardFault", []),
+                t("2m", "TesseraHardFault", [exp("TesseraHardFault", B)]),
+                t("0m", "TesseraCommonModeRack", []),
+                t(
+                    "2m",
+                    "TesseraCommonModeRack",
+                    [
+                        exp("TesseraCommonModeRack", {**C, "rack": "r03"}),
+                        exp("TesseraCommonModeRack", {**C2, "host": "r04-h02"}),
+                        exp("TesseraCommonModeRack", C3),
+                    ],
+                ),
+                t("0m", "TesseraCommonModeZone", []),
+                t("2m", "TesseraCommonModeZone", [exp("TesseraCommonModeZone", {**D, "cooling_zone": "z3"})]),
+                t("0m", "TesseraFleetEvent", []),
+                t("2m", "TesseraFleetEvent", [exp("TesseraFleetEvent", E)]),
+                t("0m", "TesseraEventConditional", [exp("TesseraEventConditional", F)]),
+                t("5m", "TesseraEventConditional", []),
+            ],
+        }
+    ]
+}
 
 DET = {"job": "tessera-detector", "instance": "10.0.1.7:9477"}
 DET2 = {"job": "tessera-detector", "instance": "10.0.1.8:9477"}
@@ -188,112 +288,126 @@ AG2 = {"job": "tessera-agent", "instance": "10.0.2.10:9477"}
 NODE = {"job": "node", "instance": "10.0.2.9:9100"}
 RUN = {"job": "tessera", "instance": "127.0.0.1:9477"}
 
-HEALTH: dict[str, Any] = {"tests": [
-  {
-    "name": "agent/detector mode: each health alert fires on its condition and only after its for:",
-    "interval": "1m",
-    "input_series": [
-        series("up", DET, "1x30"), series("up", AG, "1x30"), series("up", AG2, "1 1 0x28"),
-        series("up", NODE, "0x30"),
-        series("tessera_ready", DET, "1x30"), series("tessera_ready", DET2, "0x30"),
-        series("tessera_source_up", L(AG, source="nvml"), "1 1 0x28"),
-        series("tessera_source_up", L(AG, source="kubernetes"), "1x30"),
-        series("tessera_source_up", L(AG, source="dcgm"), "1x30"),
-        series("tessera_source_up", L(AG, source="slurm"), "1x30"),
-        series("tessera_source_last_success_timestamp_seconds", L(AG, source="nvml"), "0 60 120x28"),
-        series("tessera_source_last_success_timestamp_seconds", L(AG, source="kubernetes"), "60x30"),
-        series("tessera_source_last_success_timestamp_seconds", L(AG, source="dcgm"), "0+60x30"),
-        series("tessera_source_last_success_timestamp_seconds", L(AG, source="slurm"), "0x30"),
-        series("tessera_shards", L(DET, state="reporting"), "100x30"),
-        series("tessera_shards", L(DET, state="stale"), "0 0 20x28"),
-        series("tessera_shards", L(DET, state="lost"), "0x30"),
-        series("tessera_shards", L(DET, state="warming"), "0x30"),
-        series("tessera_shards", L(DET2, state="reporting"), "100x30"),
-        series("tessera_shards", L(DET2, state="stale"), "5x30"),
-        series("tessera_window_lag_seconds", DET, "5 5 200x28"),
-        series("tessera_window_lag_seconds", DET2, "7x30"),
-        series("tessera_stream_lag_entries", L(DET, stream="tessera:frames"), "0 0 200000x28"),
-        series("tessera_stream_lag_entries", L(DET2, stream="tessera:frames"), "500x30"),
-        series("tessera_redis_up", AG, "1 1 0x28"), series("tessera_redis_up", DET, "1x30"),
-        series("tessera_redis_up", DET2, "1x30"),
-        series("tessera_breaker_open", AG, "0x30"), series("tessera_breaker_open", DET, "0 0 0 1x27"),
-        series("tessera_breaker_open", DET2, "0x30"),
-        series("tessera_frames_dropped_total", L(DET, reason="transport_full"), "0+60x30"),
-        series("tessera_frames_dropped_total", L(DET, reason="malformed"), "0x30"),
-        series("tessera_frames_dropped_total", L(DET2, reason="unknown_shard"), "0 0 5x28"),
-        series("tessera_frames_dropped_total", L(DET2, reason="clock_skew"), "0+30x30"),
-        series("tessera_clock_skew_seconds", L(DET2, source="agent-7", host="r02-h05"), "_ _ 86400x28"),
-        series("tessera_clock_skew_seconds", L(DET, source="agent-3", host="r01-h01"), "12 _x29"),
-        series("tessera_checkpoint_last_success_timestamp_seconds", DET, "60x30"),
-        series("tessera_checkpoints_total", L(DET, outcome="failure"), "0+1x30"),
-        series("tessera_checkpoints_total", L(DET, outcome="success"), "1x30"),
-        series("tessera_checkpoint_last_success_timestamp_seconds", DET2, "0+60x30"),
-        series("tessera_checkpoints_total", L(DET2, outcome="failure"), "0 0 0 1x27"),
-        series("tessera_checkpoints_total", L(DET2, outcome="success"), "0+1x30"),
-    ],
-    "alert_rule_test": [
-        t("2m", "TesseraDaemonDown", []),
-        t("3m", "TesseraDaemonDown", [exp("TesseraDaemonDown", AG2)]),
-        t("5m", "TesseraNotReady", []),
-        t("11m", "TesseraNotReady", [exp("TesseraNotReady", DET2)]),
-        t("3m", "TesseraSourceDown", []),
-        t("4m", "TesseraSourceDown", [exp("TesseraSourceDown", L(AG, source="nvml"))]),
-        t("6m", "TesseraSourceStale", []),
-        t("8m", "TesseraSourceStale", [exp("TesseraSourceStale", L(AG, source="kubernetes"), 420)]),
-        t("9m", "TesseraSourceStale", [exp("TesseraSourceStale", L(AG, source="kubernetes"), 480),
-                                       exp("TesseraSourceStale", L(AG, source="nvml"), 420)]),
-        t("6m", "TesseraShardsStale", []),
-        t("7m", "TesseraShardsStale", [exp("TesseraShardsStale", DET, 20 / 120)]),
-        t("3m", "TesseraDetectorLag", []),
-        t("4m", "TesseraDetectorLag", [exp("TesseraDetectorLag", DET, 200)]),
-        t("6m", "TesseraStreamBacklog", []),
-        t("7m", "TesseraStreamBacklog",
-          [exp("TesseraStreamBacklog", L(DET, stream="tessera:frames"), 200000)]),
-        t("2m", "TesseraRedisUnreachable", []),
-        t("3m", "TesseraRedisUnreachable", [exp("TesseraRedisUnreachable", AG, 0)]),
-        t("4m", "TesseraRedisUnreachable", [exp("TesseraRedisUnreachable", AG, 0),
-                                            exp("TesseraRedisUnreachable", DET, 1)]),
-        t("5m", "TesseraFramesDropped", []),
-        t("12m", "TesseraFramesDropped",
-          [exp("TesseraFramesDropped", L(DET, reason="transport_full"), 1)]),
-        t("20m", "TesseraCheckpointFailing", []),
-        t("23m", "TesseraCheckpointFailing", [exp("TesseraCheckpointFailing", DET, 23 * 60 - 60)]),
-        t("11m", "TesseraClockSkew", []),
-        t("13m", "TesseraClockSkew", [exp("TesseraClockSkew", L(DET2, source="agent-7", host="r02-h05"), 86400)]),
-    ],
-  },
-  {
-    "name": "run mode, healthy and quiet: agent/detector-only metrics are absent and nothing fires",
-    "interval": "1m",
-    "input_series": [
-        series("up", RUN, "1x30"),
-        series("tessera_ready", RUN, "0 0 1x28"),
-        series("tessera_window_lag_seconds", RUN, "3x30"),
-        series("tessera_firings_active", L(RUN, classification="shard_fault", scope="shard"), "0x30"),
-        series("tessera_shards", L(RUN, state="reporting"), "64x30"),
-        series("tessera_shards", L(RUN, state="stale"), "0x30"),
-        series("tessera_source_up", L(RUN, source="synthetic"), "1x30"),
-        series("tessera_source_last_success_timestamp_seconds",
-               L(RUN, source="synthetic"), "0+60x30"),
-        series("tessera_frames_dropped_total",
-               L(RUN, reason="malformed"), "0x30"),
-        series("tessera_checkpoint_last_success_timestamp_seconds",
-               RUN, "0+60x30"),
-        series("tessera_checkpoints_total", L(RUN, outcome="success"),
-               "0+1x30"),
-    ],
-    "alert_rule_test": [t("29m", a, []) for a in ALL] + [t("1m", "TesseraNotReady", [])],
-  },
-  {
-    "name": "no tessera target at all: TesseraDaemonDown fires on absent(up)",
-    "interval": "1m",
-    "input_series": [series("up", NODE, "1x10")],
-    "alert_rule_test": [
-        t("0m", "TesseraDaemonDown", []),
-        t("2m", "TesseraDaemonDown", [exp("TesseraDaemonDown", {})]),
-    ],
-  },
-]}
+HEALTH: dict[str, Any] = {
+    "tests": [
+        {
+            "name": "agent/detector mode: each health alert fires on its condition and only after its for:",
+            "interval": "1m",
+            "input_series": [
+                series("up", DET, "1x30"),
+                series("up", AG, "1x30"),
+                series("up", AG2, "1 1 0x28"),
+                series("up", NODE, "0x30"),
+                series("tessera_ready", DET, "1x30"),
+                series("tessera_ready", DET2, "0x30"),
+                series("tessera_source_up", L(AG, source="nvml"), "1 1 0x28"),
+                series("tessera_source_up", L(AG, source="kubernetes"), "1x30"),
+                series("tessera_source_up", L(AG, source="dcgm"), "1x30"),
+                series("tessera_source_up", L(AG, source="slurm"), "1x30"),
+                series("tessera_source_last_success_timestamp_seconds", L(AG, source="nvml"), "0 60 120x28"),
+                series("tessera_source_last_success_timestamp_seconds", L(AG, source="kubernetes"), "60x30"),
+                series("tessera_source_last_success_timestamp_seconds", L(AG, source="dcgm"), "0+60x30"),
+                series("tessera_source_last_success_timestamp_seconds", L(AG, source="slurm"), "0x30"),
+                series("tessera_shards", L(DET, state="reporting"), "100x30"),
+                series("tessera_shards", L(DET, state="stale"), "0 0 20x28"),
+                series("tessera_shards", L(DET, state="lost"), "0x30"),
+                series("tessera_shards", L(DET, state="warming"), "0x30"),
+                series("tessera_shards", L(DET2, state="reporting"), "100x30"),
+                series("tessera_shards", L(DET2, state="stale"), "5x30"),
+                series("tessera_window_lag_seconds", DET, "5 5 200x28"),
+                series("tessera_window_lag_seconds", DET2, "7x30"),
+                series("tessera_stream_lag_entries", L(DET, stream="tessera:frames"), "0 0 200000x28"),
+                series("tessera_stream_lag_entries", L(DET2, stream="tessera:frames"), "500x30"),
+                series("tessera_redis_up", AG, "1 1 0x28"),
+                series("tessera_redis_up", DET, "1x30"),
+                series("tessera_redis_up", DET2, "1x30"),
+                series("tessera_breaker_open", AG, "0x30"),
+                series("tessera_breaker_open", DET, "0 0 0 1x27"),
+                series("tessera_breaker_open", DET2, "0x30"),
+                series("tessera_frames_dropped_total", L(DET, reason="transport_full"), "0+60x30"),
+                series("tessera_frames_dropped_total", L(DET, reason="malformed"), "0x30"),
+                series("tessera_frames_dropped_total", L(DET2, reason="unknown_shard"), "0 0 5x28"),
+                series("tessera_frames_dropped_total", L(DET2, reason="clock_skew"), "0+30x30"),
+                series("tessera_clock_skew_seconds", L(DET2, source="agent-7", host="r02-h05"), "_ _ 86400x28"),
+                series("tessera_clock_skew_seconds", L(DET, source="agent-3", host="r01-h01"), "12 _x29"),
+                series("tessera_checkpoint_last_success_timestamp_seconds", DET, "60x30"),
+                series("tessera_checkpoints_total", L(DET, outcome="failure"), "0+1x30"),
+                series("tessera_checkpoints_total", L(DET, outcome="success"), "1x30"),
+                series("tessera_checkpoint_last_success_timestamp_seconds", DET2, "0+60x30"),
+                series("tessera_checkpoints_total", L(DET2, outcome="failure"), "0 0 0 1x27"),
+                series("tessera_checkpoints_total", L(DET2, outcome="success"), "0+1x30"),
+            ],
+            "alert_rule_test": [
+                t("2m", "TesseraDaemonDown", []),
+                t("3m", "TesseraDaemonDown", [exp("TesseraDaemonDown", AG2)]),
+                t("5m", "TesseraNotReady", []),
+                t("11m", "TesseraNotReady", [exp("TesseraNotReady", DET2)]),
+                t("3m", "TesseraSourceDown", []),
+                t("4m", "TesseraSourceDown", [exp("TesseraSourceDown", L(AG, source="nvml"))]),
+                t("6m", "TesseraSourceStale", []),
+                t("8m", "TesseraSourceStale", [exp("TesseraSourceStale", L(AG, source="kubernetes"), 420)]),
+                t(
+                    "9m",
+                    "TesseraSourceStale",
+                    [
+                        exp("TesseraSourceStale", L(AG, source="kubernetes"), 480),
+                        exp("TesseraSourceStale", L(AG, source="nvml"), 420),
+                    ],
+                ),
+                t("6m", "TesseraShardsStale", []),
+                t("7m", "TesseraShardsStale", [exp("TesseraShardsStale", DET, 20 / 120)]),
+                t("3m", "TesseraDetectorLag", []),
+                t("4m", "TesseraDetectorLag", [exp("TesseraDetectorLag", DET, 200)]),
+                t("6m", "TesseraStreamBacklog", []),
+                t("7m", "TesseraStreamBacklog", [exp("TesseraStreamBacklog", L(DET, stream="tessera:frames"), 200000)]),
+                t("2m", "TesseraRedisUnreachable", []),
+                t("3m", "TesseraRedisUnreachable", [exp("TesseraRedisUnreachable", AG, 0)]),
+                t(
+                    "4m",
+                    "TesseraRedisUnreachable",
+                    [exp("TesseraRedisUnreachable", AG, 0), exp("TesseraRedisUnreachable", DET, 1)],
+                ),
+                t("5m", "TesseraFramesDropped", []),
+                t("12m", "TesseraFramesDropped", [exp("TesseraFramesDropped", L(DET, reason="transport_full"), 1)]),
+                t("20m", "TesseraCheckpointFailing", []),
+                t("23m", "TesseraCheckpointFailing", [exp("TesseraCheckpointFailing", DET, 23 * 60 - 60)]),
+                t("11m", "TesseraClockSkew", []),
+                t(
+                    "13m",
+                    "TesseraClockSkew",
+                    [exp("TesseraClockSkew", L(DET2, source="agent-7", host="r02-h05"), 86400)],
+                ),
+            ],
+        },
+        {
+            "name": "run mode, healthy and quiet: agent/detector-only metrics are absent and nothing fires",
+            "interval": "1m",
+            "input_series": [
+                series("up", RUN, "1x30"),
+                series("tessera_ready", RUN, "0 0 1x28"),
+                series("tessera_window_lag_seconds", RUN, "3x30"),
+                series("tessera_firings_active", L(RUN, classification="shard_fault", scope="shard"), "0x30"),
+                series("tessera_shards", L(RUN, state="reporting"), "64x30"),
+                series("tessera_shards", L(RUN, state="stale"), "0x30"),
+                series("tessera_source_up", L(RUN, source="synthetic"), "1x30"),
+                series("tessera_source_last_success_timestamp_seconds", L(RUN, source="synthetic"), "0+60x30"),
+                series("tessera_frames_dropped_total", L(RUN, reason="malformed"), "0x30"),
+                series("tessera_checkpoint_last_success_timestamp_seconds", RUN, "0+60x30"),
+                series("tessera_checkpoints_total", L(RUN, outcome="success"), "0+1x30"),
+            ],
+            "alert_rule_test": [t("29m", a, []) for a in ALL] + [t("1m", "TesseraNotReady", [])],
+        },
+        {
+            "name": "no tessera target at all: TesseraDaemonDown fires on absent(up)",
+            "interval": "1m",
+            "input_series": [series("up", NODE, "1x10")],
+            "alert_rule_test": [
+                t("0m", "TesseraDaemonDown", []),
+                t("2m", "TesseraDaemonDown", [exp("TesseraDaemonDown", {})]),
+            ],
+        },
+    ]
+}
 FILES = {"firings.test.yml": ("firing", FIRINGS), "health.test.yml": ("health", HEALTH)}
 
 

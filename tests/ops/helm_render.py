@@ -39,7 +39,7 @@ def _lex(text: str) -> list[tuple[str, str]]:
     pos = 0
     trim_next = False
     for m in _ACTION.finditer(text):
-        chunk = text[pos:m.start()]
+        chunk = text[pos : m.start()]
         if trim_next:
             chunk = chunk.lstrip()
         if m.group(1):
@@ -167,7 +167,7 @@ class Chart:
                 while depth:
                     depth += {"(": 1, ")": -1}.get(tokens[j], 0)
                     j += 1
-                args.append(self._pipeline(tokens[i + 1:j - 1], dot))
+                args.append(self._pipeline(tokens[i + 1 : j - 1], dot))
                 i = j
                 continue
             if t.startswith('"'):
@@ -246,8 +246,9 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def render_chart(root: Path, overrides: dict[str, Any] | None = None, release: str = "tessera",
-                 namespace: str = "tessera") -> list[dict[str, Any]]:
+def render_chart(
+    root: Path, overrides: dict[str, Any] | None = None, release: str = "tessera", namespace: str = "tessera"
+) -> list[dict[str, Any]]:
     values = merge(yaml.safe_load((root / "values.yaml").read_text()), overrides or {})
     docs: list[dict[str, Any]] = []
     for text in Chart(root, values, release, namespace).render().values():

@@ -48,8 +48,9 @@ def test_amtool_check_config() -> None:
     ],
 )
 def test_routes_by_severity(labels: list[str], receiver: str) -> None:
-    out = _amtool("config", "routes", "test", f"--config.file={ALERTMANAGER_YML}",
-                  f"--verify.receivers={receiver}", *labels)
+    out = _amtool(
+        "config", "routes", "test", f"--config.file={ALERTMANAGER_YML}", f"--verify.receivers={receiver}", *labels
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.strip() == receiver
 
@@ -105,17 +106,16 @@ def test_inhibition_on_a_live_alertmanager(drill_alertmanager: str) -> None:
         if len(got) < len(alerts):
             return None
         return {
-            (a["labels"]["alertname"], a["labels"]["cluster"], a["labels"]["target"]): a["status"]["state"]
-            for a in got
+            (a["labels"]["alertname"], a["labels"]["cluster"], a["labels"]["target"]): a["status"]["state"] for a in got
         }
 
     state = wait_until(states, 10, what="all alerts registered")
-    assert state[("TesseraShardFault", "c1", "g-r01-1")] == "suppressed"      # rack r01 common mode
-    assert state[("TesseraShardFault", "c1", "g-r02-1")] == "active"          # other rack
-    assert state[("TesseraShardFault", "c1", "g-r03-h2-1")] == "suppressed"   # host common mode
-    assert state[("TesseraShardFault", "c1", "g-r03-h5-1")] == "active"       # same rack, other host
-    assert state[("TesseraCommonModeRack", "c1", "r90")] == "suppressed"      # zone z9 common mode
-    assert state[("TesseraShardFault", "c2", "g-x")] == "active"              # other cluster
+    assert state[("TesseraShardFault", "c1", "g-r01-1")] == "suppressed"  # rack r01 common mode
+    assert state[("TesseraShardFault", "c1", "g-r02-1")] == "active"  # other rack
+    assert state[("TesseraShardFault", "c1", "g-r03-h2-1")] == "suppressed"  # host common mode
+    assert state[("TesseraShardFault", "c1", "g-r03-h5-1")] == "active"  # same rack, other host
+    assert state[("TesseraCommonModeRack", "c1", "r90")] == "suppressed"  # zone z9 common mode
+    assert state[("TesseraShardFault", "c2", "g-x")] == "active"  # other cluster
     assert state[("TesseraCommonModeRack", "c1", "r01")] == "active"
 
 
@@ -137,8 +137,9 @@ def test_page_reaches_pagerduty_and_resolves(
     a hard fault pages (Events API v2 trigger with the key from routing_key_file), a source-down alert goes
     to the ticket webhook, an info alert goes nowhere, and the page resolves when the firing disappears."""
     pd = pagerduty_receiver
-    with StaticExporter(QUIET + FIRING + SOURCE_DOWN) as exporter, prometheus_server(
-        tmp_path, [exporter.target], [drill_alert_rules(tmp_path)], drill_alertmanager
+    with (
+        StaticExporter(QUIET + FIRING + SOURCE_DOWN) as exporter,
+        prometheus_server(tmp_path, [exporter.target], [drill_alert_rules(tmp_path)], drill_alertmanager),
     ):
         trigger = pd.wait_for(lambda e: e["event_action"] == "trigger", 30)
         assert trigger["routing_key"] == "0123456789abcdef0123456789abcdef"
@@ -152,8 +153,7 @@ def test_page_reaches_pagerduty_and_resolves(
         assert payload["custom_details"]["cluster"] == "test"
         assert trigger["links"][0]["href"].endswith("#tesserahardfault")
 
-        ticket = pd.wait_for(
-            lambda t: t["commonLabels"].get("alertname") == "TesseraSourceDown", 30, tickets=True)
+        ticket = pd.wait_for(lambda t: t["commonLabels"].get("alertname") == "TesseraSourceDown", 30, tickets=True)
         assert ticket["receiver"] == "tessera-ticket"
         assert ticket["commonLabels"]["severity"] == "ticket"
 

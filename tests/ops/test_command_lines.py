@@ -24,8 +24,15 @@ UNIQUE = unique()
 
 def _run(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("TESSERA_")}
-    return subprocess.run([sys.executable, "-m", "tessera_daemon", *argv], capture_output=True, text=True,
-                          env=base | env, cwd=ROOT, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "tessera_daemon", *argv],
+        capture_output=True,
+        text=True,
+        env=base | env,
+        cwd=ROOT,
+        timeout=120,
+        check=False,
+    )
 
 
 def _materialise(line: Shipped, tmp: Path) -> list[str]:
@@ -37,10 +44,18 @@ def _materialise(line: Shipped, tmp: Path) -> list[str]:
 
 def test_every_kind_of_shipped_command_line_is_found() -> None:
     origins = [s.origin for s in shipped()]
-    for prefix, count in (("deploy/systemd/tessera-", 3), ("deploy/compose/compose.yaml:", 2),
-                          ("deploy/kubernetes:", 2), ("Dockerfile CMD", 1), ("Dockerfile HEALTHCHECK", 1),
-                          ("Dockerfile:", 2), ("examples/", 7), ("README.md", 2), ("docs/operations.md", 4),
-                          ("docs/runbook.md", 1)):
+    for prefix, count in (
+        ("deploy/systemd/tessera-", 3),
+        ("deploy/compose/compose.yaml:", 2),
+        ("deploy/kubernetes:", 2),
+        ("Dockerfile CMD", 1),
+        ("Dockerfile HEALTHCHECK", 1),
+        ("Dockerfile:", 2),
+        ("examples/", 7),
+        ("README.md", 2),
+        ("docs/operations.md", 4),
+        ("docs/runbook.md", 1),
+    ):
         found = [o for o in origins if o.startswith(prefix)]
         assert len(found) >= count, f"{prefix}: expected at least {count} command lines, found {found}"
     commands = {s.command for s in shipped()}
@@ -48,8 +63,9 @@ def test_every_kind_of_shipped_command_line_is_found() -> None:
 
 
 @pytest.mark.parametrize("key", list(UNIQUE), ids=[" + ".join(s.origin for s in v) for v in UNIQUE.values()])
-def test_shipped_command_line_loads_its_config(key: tuple[tuple[str, ...], tuple[tuple[str, str], ...]],
-                                               tmp_path: Path) -> None:
+def test_shipped_command_line_loads_its_config(
+    key: tuple[tuple[str, ...], tuple[tuple[str, str], ...]], tmp_path: Path
+) -> None:
     lines = UNIQUE[key]
     argv = _materialise(lines[0], tmp_path)
     r = _run([*argv, "--check-config"], dict(key[1]))

@@ -74,11 +74,14 @@ def test_monitoring_services_get_the_shipped_configs() -> None:
     assert any(fnmatch.fnmatch(rules[0], pattern) for pattern in config["rule_files"])
     am = _mounts("alertmanager")
     assert (COMPOSE_DIR / am["/etc/alertmanager/alertmanager.yml"]).resolve() == (
-        ROOT / "deploy" / "alertmanager" / "alertmanager.yml")
+        ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
+    )
     assert "/etc/alertmanager/pagerduty.key" in am, "routing_key_file of the PagerDuty receiver"
     grafana = _mounts("grafana")
-    for target, source in (("/etc/grafana/provisioning/datasources", "grafana/provisioning/datasources"),
-                           ("/etc/grafana/provisioning/dashboards", "grafana/provisioning/dashboards")):
+    for target, source in (
+        ("/etc/grafana/provisioning/datasources", "grafana/provisioning/datasources"),
+        ("/etc/grafana/provisioning/dashboards", "grafana/provisioning/dashboards"),
+    ):
         assert (COMPOSE_DIR / grafana[target]).resolve() == ROOT / source
 
 

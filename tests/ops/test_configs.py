@@ -33,7 +33,7 @@ def _unit_env(name: str) -> dict[str, str]:
     env = {}
     for line in (DEPLOY / "systemd" / name).read_text().splitlines():
         if line.startswith("Environment=TESSERA_"):
-            key, value = line[len("Environment="):].split("=", 1)
+            key, value = line[len("Environment=") :].split("=", 1)
             env[key] = value.replace("%S", "/var/lib").replace("%C", "/var/cache")
     return env
 
@@ -42,8 +42,11 @@ def _pod_env(path: Path, kind: str) -> dict[str, str]:
     for doc in yaml.safe_load_all(path.read_text()):
         if doc and doc["kind"] == kind:
             (container,) = doc["spec"]["template"]["spec"]["containers"]
-            return {e["name"]: e["value"] for e in container.get("env", [])
-                    if e["name"].startswith("TESSERA_") and "value" in e}
+            return {
+                e["name"]: e["value"]
+                for e in container.get("env", [])
+                if e["name"].startswith("TESSERA_") and "value" in e
+            }
     raise AssertionError(f"no {kind} in {path}")
 
 
@@ -102,17 +105,26 @@ def _case(case: str) -> tuple[str, dict[str, str], str]:
         unit = f"tessera-{case.split()[1]}.service"
         return (SYSTEMD / "tessera-split.toml.example").read_text(), _unit_env(unit), "redis"
     if case == "kubernetes agent":
-        return (_configmap("tessera-agent-config"),
-                _image_env() | _pod_env(K8S / "agent.yaml", "DaemonSet"), "redis")
+        return (_configmap("tessera-agent-config"), _image_env() | _pod_env(K8S / "agent.yaml", "DaemonSet"), "redis")
     if case == "kubernetes detector":
-        return (_configmap("tessera-detector-config"),
-                _image_env() | _pod_env(K8S / "detector.yaml", "Deployment"), "redis")
+        return (
+            _configmap("tessera-detector-config"),
+            _image_env() | _pod_env(K8S / "detector.yaml", "Deployment"),
+            "redis",
+        )
     mode = case.split()[1]
     return (COMPOSE / f"tessera-{mode}.toml").read_text(), _image_env(), "redis"
 
 
-CASES = ["systemd all-in-one", "systemd agent", "systemd detector", "kubernetes agent", "kubernetes detector",
-         "compose agent", "compose detector"]
+CASES = [
+    "systemd all-in-one",
+    "systemd agent",
+    "systemd detector",
+    "kubernetes agent",
+    "kubernetes detector",
+    "compose agent",
+    "compose detector",
+]
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -118,8 +118,11 @@ def _excluded(path: str, patterns: list[str]) -> bool:
 
 
 def test_build_context_contains_what_the_dockerfile_copies() -> None:
-    patterns = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
-                if line.strip() and not line.startswith("#")]
+    patterns = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     copied = []
     for kind, args in _instructions():
         if kind == "COPY" and not args.startswith("--from="):

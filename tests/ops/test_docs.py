@@ -10,8 +10,12 @@ import yaml
 from tests.ops.catalog import ROOT, github_anchor
 
 DOCS = {name: (ROOT / "docs" / name).read_text() for name in ("operations.md", "runbook.md")}
-ALERTS = [r["alert"] for g in yaml.safe_load((ROOT / "alert_rules.yml").read_text())["groups"]
-          for r in g["rules"] if "alert" in r]
+ALERTS = [
+    r["alert"]
+    for g in yaml.safe_load((ROOT / "alert_rules.yml").read_text())["groups"]
+    for r in g["rules"]
+    if "alert" in r
+]
 
 
 def _sections(text: str, level: str = "## ") -> dict[str, str]:
@@ -21,8 +25,17 @@ def _sections(text: str, level: str = "## ") -> dict[str, str]:
 
 def test_operations_covers_the_lifecycle() -> None:
     headings = " | ".join(_sections(DOCS["operations.md"])).lower()
-    for topic in ("install", "configure", "systemd", "container", "kubernetes", "upgrade", "signals",
-                  "state and checkpoints", "capacity"):
+    for topic in (
+        "install",
+        "configure",
+        "systemd",
+        "container",
+        "kubernetes",
+        "upgrade",
+        "signals",
+        "state and checkpoints",
+        "capacity",
+    ):
         assert topic in headings, f"docs/operations.md has no section on {topic}"
 
 
@@ -51,17 +64,22 @@ def test_configuration_reference_matches_the_code(capsys: pytest.CaptureFixture[
     assert main(["config", "--reference"]) == 0
     generated = capsys.readouterr().out
     current = (ROOT / "docs" / "configuration.md").read_text()
-    assert current == generated, "docs/configuration.md is stale: tessera-daemon config --reference > " \
-                                 "docs/configuration.md"
+    assert current == generated, (
+        "docs/configuration.md is stale: tessera-daemon config --reference > docs/configuration.md"
+    )
     rows = [line for line in generated.splitlines() if line.startswith("| `")]
     assert len(rows) > 150
-    undocumented = [r.split("|")[1].strip() + " " + r.split("|")[-2].strip() for r in rows
-                    if re.split(r"(?<!\\)\|", r)[5].strip() == ""]
+    undocumented = [
+        r.split("|")[1].strip() + " " + r.split("|")[-2].strip()
+        for r in rows
+        if re.split(r"(?<!\\)\|", r)[5].strip() == ""
+    ]
     assert not undocumented, f"settings without a doc line (setting(..., doc=...)): {undocumented}"
 
 
 def test_api_reference_matches_the_code() -> None:
     from tessera_daemon.web.openapi import markdown  # noqa: PLC0415
 
-    assert (ROOT / "docs" / "api.md").read_text() == markdown(), \
+    assert (ROOT / "docs" / "api.md").read_text() == markdown(), (
         "docs/api.md is stale: tessera-daemon openapi --markdown > docs/api.md"
+    )

@@ -112,8 +112,11 @@ async def test_drill_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert all(c["ok"] for c in report["checks"]), printed
     by_name = {f["name"]: f for f in report["faults"]}
     assert set(by_name) == {"shard", "rack", "hard"}
-    expected = {"shard": ("TesseraShardFault", "error"), "rack": ("TesseraCommonModeRack", "error"),
-                "hard": ("TesseraHardFault", "critical")}
+    expected = {
+        "shard": ("TesseraShardFault", "error"),
+        "rack": ("TesseraCommonModeRack", "error"),
+        "hard": ("TesseraHardFault", "critical"),
+    }
     for name, fault in by_name.items():
         assert (fault["expected"]["alertname"], fault["expected"]["pagerduty_severity"]) == expected[name]
         timeline = fault["timeline"]

@@ -22,11 +22,21 @@ DS_REF = {"type": "prometheus", "uid": "${datasource}"}
 
 # Values for Grafana's built-in variables and the dashboards' own ones when the PromQL is sent to Prometheus.
 BUILTINS = {
-    "__rate_interval": "1m", "__interval": "15s", "__interval_ms": "15000", "__range": "1h",
-    "__range_s": "3600", "__range_ms": "3600000",
+    "__rate_interval": "1m",
+    "__interval": "15s",
+    "__interval_ms": "15000",
+    "__range": "1h",
+    "__range_s": "3600",
+    "__range_ms": "3600000",
 }
-SAMPLE_VALUES = {"cluster": ".*", "job": "tessera.*", "instance": ".+", "shard": "gpu-r01-h03-2", "host": "r01-h03",
-                 "rack": "r01"}
+SAMPLE_VALUES = {
+    "cluster": ".*",
+    "job": "tessera.*",
+    "instance": ".+",
+    "shard": "gpu-r01-h03-2",
+    "host": "r01-h03",
+    "rack": "r01",
+}
 _VAR = re.compile(r"\$\{([A-Za-z_]\w*)(?::[^}]*)?\}|\$([A-Za-z_]\w*)")
 
 
@@ -51,9 +61,9 @@ def _variable_promql(query: str) -> str | None:
     """The PromQL inside a Prometheus variable query (label_values(Q, label) / query_result(Q))."""
     query = query.strip()
     if query.startswith("query_result(") and query.endswith(")"):
-        return query[len("query_result("):-1]
+        return query[len("query_result(") : -1]
     if query.startswith("label_values(") and query.endswith(")"):
-        inner = query[len("label_values("):-1]
+        inner = query[len("label_values(") : -1]
         return inner.rsplit(",", 1)[0] if "," in inner else None
     return None
 
@@ -163,15 +173,26 @@ def test_dashboards_use_only_exported_metrics(path: Path) -> None:
 
 def test_dashboards_cover_what_operators_look_at() -> None:
     text = {p.stem: " ".join(e for _, e in _expressions(_load(p))) for p in DASHBOARD_FILES}
-    for needle in ("tessera_firings_active", "tessera_shard_evidence_log_bucket", "tessera_top_shard_evidence_log",
-                   'kind="rack"', 'kind="cooling_zone"', "tessera_firing_active"):
+    for needle in (
+        "tessera_firings_active",
+        "tessera_shard_evidence_log_bucket",
+        "tessera_top_shard_evidence_log",
+        'kind="rack"',
+        'kind="cooling_zone"',
+        "tessera_firing_active",
+    ):
         assert needle in text["tessera-fleet"], needle
     assert 'shard="$shard"' in text["tessera-shard"]
     assert 'target="$shard"' in text["tessera-shard"]
-    assert {v["name"] for v in _load(GRAFANA / "dashboards" / "tessera-shard.json")["templating"]["list"]} >= {
-        "shard"}
-    for needle in ("tessera_windows_processed_total", "tessera_window_lag_seconds", "tessera_source_up",
-                   "tessera_redis_up", "tessera_checkpoints_total", "tessera_stream_lag_entries"):
+    assert {v["name"] for v in _load(GRAFANA / "dashboards" / "tessera-shard.json")["templating"]["list"]} >= {"shard"}
+    for needle in (
+        "tessera_windows_processed_total",
+        "tessera_window_lag_seconds",
+        "tessera_source_up",
+        "tessera_redis_up",
+        "tessera_checkpoints_total",
+        "tessera_stream_lag_entries",
+    ):
         assert needle in text["tessera-health"], needle
     fleet = (GRAFANA / "dashboards" / "tessera-fleet.json").read_text()
     assert "/d/tessera-shard/" in fleet, "fleet overview links to the shard drill-down"

@@ -33,11 +33,19 @@ def redis_only_series() -> set[str]:
 
 def test_every_run_mode_panel_returns_data(tmp_path: Path) -> None:
     port = free_port()
-    env = {**os.environ, "TESSERA_HTTP__PORT": str(port), "TESSERA_SIM__SCENARIO": "mixed",
-           "TESSERA_SIM__SPEEDUP": "100", "TESSERA_SIM__ZONES": "1", "TESSERA_SIM__RACKS_PER_ZONE": "4",
-           "TESSERA_SIM__HOSTS_PER_RACK": "2", "TESSERA_LOG__LEVEL": "error"}
-    proc = subprocess.Popen([sys.executable, "-m", "tessera_daemon", "run"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "TESSERA_HTTP__PORT": str(port),
+        "TESSERA_SIM__SCENARIO": "mixed",
+        "TESSERA_SIM__SPEEDUP": "100",
+        "TESSERA_SIM__ZONES": "1",
+        "TESSERA_SIM__RACKS_PER_ZONE": "4",
+        "TESSERA_SIM__HOSTS_PER_RACK": "2",
+        "TESSERA_LOG__LEVEL": "error",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tessera_daemon", "run"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         wait_port(port, 60, proc)
         with prometheus_server(tmp_path, [f"127.0.0.1:{port}"]) as base:
@@ -51,8 +59,14 @@ def test_every_run_mode_panel_returns_data(tmp_path: Path) -> None:
                     break
                 time.sleep(1.0)
             labels = top[0]["metric"]
-            values = {"cluster": ".*", "job": "tessera.*", "instance": ".+", "shard": labels["shard"],
-                      "host": labels["host"], "rack": labels["rack"]}
+            values = {
+                "cluster": ".*",
+                "job": "tessera.*",
+                "instance": ".+",
+                "shard": labels["shard"],
+                "host": labels["host"],
+                "rack": labels["rack"],
+            }
             skip = redis_only_series()
             queries = []
             for path in DASHBOARD_FILES:
@@ -60,8 +74,10 @@ def test_every_run_mode_panel_returns_data(tmp_path: Path) -> None:
                     used = set(re.findall(r"tessera_[a-z_]+", expr))
                     if used and all(u in skip or u.removesuffix("_total") in skip for u in used):
                         continue  # agent / detector only
-                    query = _VAR.sub(lambda m: BUILTINS.get(m.group(1) or m.group(2))
-                                     or values.get(m.group(1) or m.group(2), "x"), expr)
+                    query = _VAR.sub(
+                        lambda m: BUILTINS.get(m.group(1) or m.group(2)) or values.get(m.group(1) or m.group(2), "x"),
+                        expr,
+                    )
                     queries.append((f"{path.stem}: {name}", query))
             empty: list[str] = []
             while True:  # counters need two samples before increase() has data: poll until all do

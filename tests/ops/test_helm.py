@@ -27,16 +27,23 @@ CASES: dict[str, dict[str, Any]] = {
     "everything-on": {
         "serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
         "prometheusRule": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
-        "detector": {"replicas": 3, "env": [{"name": "TESSERA_LOG__LEVEL", "value": "debug"}],
-                     "extraConfig": "[window]\nlength_s = 10.0"},
-        "agent": {"extraConfig": '[sources.dcgm]\nurls = ["http://127.0.0.1:9400/metrics"]',
-                  "sources": ["nvml", "dcgm", "kubernetes"]},
+        "detector": {
+            "replicas": 3,
+            "env": [{"name": "TESSERA_LOG__LEVEL", "value": "debug"}],
+            "extraConfig": "[window]\nlength_s = 10.0",
+        },
+        "agent": {
+            "extraConfig": '[sources.dcgm]\nurls = ["http://127.0.0.1:9400/metrics"]',
+            "sources": ["nvml", "dcgm", "kubernetes"],
+        },
         "redis": {"persistence": {"storageClass": "fast-ssd"}},
     },
     "external-redis-no-agent": {
         "redis": {"enabled": False, "url": "rediss://:secret@redis.example:6380/2"},
-        "agent": {"enabled": False}, "detector": {"podDisruptionBudget": {"enabled": False}},
-        "serviceAccount": {"create": False, "name": "existing"}, "rbac": {"create": False},
+        "agent": {"enabled": False},
+        "detector": {"podDisruptionBudget": {"enabled": False}},
+        "serviceAccount": {"create": False, "name": "existing"},
+        "rbac": {"create": False},
     },
 }
 Doc = dict[str, Any]
@@ -52,8 +59,13 @@ def _render(overrides: dict[str, Any], tmp_path: Path) -> list[Doc]:
     if helm is not None:  # the real renderer, and the pure-Python one must agree with it
         values = tmp_path / "values.yaml"
         values.write_text(yaml.safe_dump(overrides))
-        out = subprocess.run([helm, "template", "tessera", str(CHART), "--namespace", "tessera", "-f", str(values)],
-                             capture_output=True, text=True, timeout=120, check=True).stdout
+        out = subprocess.run(
+            [helm, "template", "tessera", str(CHART), "--namespace", "tessera", "-f", str(values)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        ).stdout
         real = [d for d in yaml.safe_load_all(out) if d]
         key = lambda d: (d["kind"], d["metadata"]["name"])  # noqa: E731
         assert sorted(real, key=key) == sorted(docs, key=key)
@@ -116,9 +128,9 @@ def test_chart_references_resolve(rendered: tuple[str, list[Doc]]) -> None:
         assert sm["spec"]["endpoints"][0]["port"] == "http"
 
 
-def test_chart_configs_pass_the_daemons_check(rendered: tuple[str, list[Doc]], tmp_path: Path,
-                                               capsys: pytest.CaptureFixture[str],
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_chart_configs_pass_the_daemons_check(
+    rendered: tuple[str, list[Doc]], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     _name, docs = rendered
     for w in _by(docs, "DaemonSet") + _by(docs, "Deployment"):
         (container,) = w["spec"]["template"]["spec"]["containers"]
@@ -140,6 +152,6 @@ def test_external_redis_needs_its_url() -> None:
 
 
 def test_chart_rules_are_alert_rules_yml() -> None:
-    assert (CHART / "files" / "alert_rules.yml").read_bytes() == (ROOT / "alert_rules.yml").read_bytes(), \
+    assert (CHART / "files" / "alert_rules.yml").read_bytes() == (ROOT / "alert_rules.yml").read_bytes(), (
         "python scripts/gen_prometheus_rule.py copies alert_rules.yml into the chart"
-
+    )

@@ -23,8 +23,15 @@ from tests.servers import free_port, redis_argv, running
 from tests.sources.conftest import SlurmCluster, slurm_cluster  # noqa: F401 - the fixture, used below
 
 SCRIPT = ROOT / "scripts" / "install-system-deps.sh"
-PROBED = ("redis-server", "mosquitto", "prometheus", "prometheus-alertmanager", "slurmctld", "systemd-analyze",
-          "chromium")
+PROBED = (
+    "redis-server",
+    "mosquitto",
+    "prometheus",
+    "prometheus-alertmanager",
+    "slurmctld",
+    "systemd-analyze",
+    "chromium",
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
 
@@ -51,7 +58,8 @@ def _tool(directory: Path, name: str, body: str) -> None:
 
 
 def test_everything_installed_is_a_no_op_and_the_running_redis_survives(
-        live_redis: tuple[subprocess.Popen[bytes], int]) -> None:
+    live_redis: tuple[subprocess.Popen[bytes], int],
+) -> None:
     for exe in PROBED:
         if not (shutil.which(exe) or Path("/usr/sbin", exe).exists()):
             pytest.skip(f"{exe} is not installed: the script would install it (see the next test)")
@@ -75,9 +83,13 @@ def _fake_install(tmp_path: Path, policy: Path) -> tuple[subprocess.CompletedPro
     for name in ("systemctl", "service", "invoke-rc.d", "deb-systemd-invoke"):
         _tool(bin_dir, name, f'echo "{name} $*" >> {calls}; exit 1')
     _tool(bin_dir, "sudo", 'exec "$@"')
-    _tool(bin_dir, "id", 'echo 0')
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "INSTALL_DEPS_PATH": str(probe_dir),
-           "POLICY_RC_D": str(policy)}
+    _tool(bin_dir, "id", "echo 0")
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "INSTALL_DEPS_PATH": str(probe_dir),
+        "POLICY_RC_D": str(policy),
+    }
     out = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, timeout=60, check=False, env=env)
     return out, calls
 
@@ -93,8 +105,9 @@ def test_a_running_slurm_node_stays_in_its_cluster(slurm_cluster: SlurmCluster, 
 
 
 @pytest.mark.parametrize("policy_exists", [False, True])
-def test_install_path_starts_and_stops_nothing(live_redis: tuple[subprocess.Popen[bytes], int], tmp_path: Path,
-                                               policy_exists: bool) -> None:
+def test_install_path_starts_and_stops_nothing(
+    live_redis: tuple[subprocess.Popen[bytes], int], tmp_path: Path, policy_exists: bool
+) -> None:
     proc, port = live_redis
     policy = tmp_path / "policy-rc.d"
     if policy_exists:
@@ -103,7 +116,9 @@ def test_install_path_starts_and_stops_nothing(live_redis: tuple[subprocess.Pope
     assert out.returncode == 0, out.stderr
     log = calls.read_text().splitlines()
     assert [line.split(" policy=")[0] for line in log] == [
-        "apt-get update -q", "apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout=300 prometheus"]
+        "apt-get update -q",
+        "apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout=300 prometheus",
+    ]
     if policy_exists:
         assert policy.read_text() == "#!/bin/sh\nexit 0\n", "an existing policy-rc.d is left as it was"
     else:

@@ -43,8 +43,7 @@ def _id(item: tuple[Path, Doc]) -> str:
 
 
 @pytest.mark.parametrize("version", VERSIONS)
-@pytest.mark.parametrize("item", [d for d in DOCS if (d[1]["apiVersion"], d[1]["kind"]) not in CRD_KINDS],
-                         ids=_id)
+@pytest.mark.parametrize("item", [d for d in DOCS if (d[1]["apiVersion"], d[1]["kind"]) not in CRD_KINDS], ids=_id)
 def test_resource_validates_strictly(item: tuple[Path, Doc], version: str) -> None:
     path, doc = item
     try:
@@ -69,8 +68,11 @@ def test_rbac_reads_nodes_and_pods_only() -> None:
     role = _one("ClusterRole", "tessera-topology")
     assert role["rules"] == [{"apiGroups": [""], "resources": ["nodes", "pods"], "verbs": ["get", "list", "watch"]}]
     binding = _one("ClusterRoleBinding", "tessera-topology")
-    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                                  "name": "tessera-topology"}
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": "tessera-topology",
+    }
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "tessera", "namespace": "tessera"}]
     _one("ServiceAccount", "tessera")
     for kind, name in (("DaemonSet", "tessera-agent"), ("Deployment", "tessera-detector")):
@@ -81,8 +83,9 @@ def _env(container: Doc) -> dict[str, str]:
     return {e["name"]: e.get("value", "") for e in container.get("env", [])}
 
 
-@pytest.mark.parametrize(("kind", "name", "mode"), [("DaemonSet", "tessera-agent", "agent"),
-                                                    ("Deployment", "tessera-detector", "detector")])
+@pytest.mark.parametrize(
+    ("kind", "name", "mode"), [("DaemonSet", "tessera-agent", "agent"), ("Deployment", "tessera-detector", "detector")]
+)
 def test_tessera_pods_are_hardened_and_probed(kind: str, name: str, mode: str) -> None:
     pod = _one(kind, name)["spec"]["template"]["spec"]
     (container,) = pod["containers"]
@@ -175,8 +178,11 @@ def test_servicemonitor_scrapes_agent_and_detector_only() -> None:
     sm = _one("ServiceMonitor", "tessera")
     assert sm["apiVersion"] == "monitoring.coreos.com/v1"
     spec = sm["spec"]
-    selected = {svc["metadata"]["name"] for _, svc in DOCS
-                if svc["kind"] == "Service" and _matches(spec["selector"], svc["metadata"]["labels"])}
+    selected = {
+        svc["metadata"]["name"]
+        for _, svc in DOCS
+        if svc["kind"] == "Service" and _matches(spec["selector"], svc["metadata"]["labels"])
+    }
     assert selected == {"tessera-agent", "tessera-detector"}, selected
     assert spec["namespaceSelector"] == {"matchNames": ["tessera"]}
     (endpoint,) = spec["endpoints"]

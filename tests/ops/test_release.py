@@ -55,9 +55,11 @@ def test_the_version_check_passes_on_this_tree() -> None:
     script = re.search(r"<<'PY'\n(.*?)\n\s*PY\n", step["run"], flags=re.DOTALL)
     assert script, "the version check script"
     code = "\n".join(line.strip() for line in script.group(1).splitlines())
-    r = subprocess.run([sys.executable, "-c", code, _version()], cwd=ROOT, capture_output=True, text=True,
-                       timeout=60, check=False)
+    r = subprocess.run(
+        [sys.executable, "-c", code, _version()], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False
+    )
     assert r.returncode == 0, r.stderr
-    r = subprocess.run([sys.executable, "-c", code, "9.9.9"], cwd=ROOT, capture_output=True, text=True,
-                       timeout=60, check=False)
+    r = subprocess.run(
+        [sys.executable, "-c", code, "9.9.9"], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False
+    )
     assert r.returncode != 0, "a tag that names another version must fail the release"

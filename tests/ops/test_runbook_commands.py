@@ -50,9 +50,15 @@ async def test_runbook_commands_run_against_a_daemon() -> None:
             line = command.replace("$D", base)
             for placeholder in ("<shard-id>", "<shard>", "<id>"):
                 line = line.replace(placeholder, firing.target)
-            r = await asyncio.to_thread(subprocess.run, ["bash", "-o", "pipefail", "-c", line], capture_output=True,
-                                        text=True, timeout=30, check=False)
+            r = await asyncio.to_thread(
+                subprocess.run,
+                ["bash", "-o", "pipefail", "-c", line],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
             assert r.returncode == 0, f"docs/runbook.md: {command}\nexit {r.returncode}: {r.stderr}"
-            selects_present = any(k in command for k in ('state=="open"', 'hard_fault', "<shard>"))
+            selects_present = any(k in command for k in ('state=="open"', "hard_fault", "<shard>"))
             if selects_present or "/v1/shards/" in command:
                 assert r.stdout.strip(), f"docs/runbook.md: {command} printed nothing"

@@ -41,13 +41,19 @@ def test_drill_alertmanager_config(tmp_path: Path) -> None:
     assert pd["url"] == "http://127.0.0.1:1/v2/enqueue"
     assert pd["routing_key_file"] == str(key)
     assert receivers["tessera-ticket"]["webhook_configs"][0]["url"] == "http://127.0.0.1:1/ticket"
-    assert cfg["inhibit_rules"] == yaml.safe_load((ROOT / "deploy/alertmanager/alertmanager.yml").read_text())[
-        "inhibit_rules"]
+    assert (
+        cfg["inhibit_rules"]
+        == yaml.safe_load((ROOT / "deploy/alertmanager/alertmanager.yml").read_text())["inhibit_rules"]
+    )
 
 
 def test_pagerduty_receiver_accepts_valid_and_rejects_invalid_events(pagerduty_receiver: PagerDutyReceiver) -> None:
-    good = {"routing_key": "0" * 32, "event_action": "trigger", "dedup_key": "k",
-            "payload": {"summary": "s", "source": "tessera", "severity": "critical"}}
+    good = {
+        "routing_key": "0" * 32,
+        "event_action": "trigger",
+        "dedup_key": "k",
+        "payload": {"summary": "s", "source": "tessera", "severity": "critical"},
+    }
     answer = http_json(pagerduty_receiver.enqueue_url, good)
     assert answer["status"] == "success"
     assert pagerduty_receiver.wait_for(lambda e: e["dedup_key"] == "k", 5) == good

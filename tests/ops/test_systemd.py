@@ -47,8 +47,9 @@ def staged_units(tmp_path: Path) -> Path:
     assert true, "no `true` executable"
     for name in UNITS:
         text = (SYSTEMD / name).read_text()
-        staged, count = re.subn(rf"^ExecStart={re.escape(SHIPPED_EXEC)}(\s)", rf"ExecStart={true}\1", text,
-                                flags=re.MULTILINE)
+        staged, count = re.subn(
+            rf"^ExecStart={re.escape(SHIPPED_EXEC)}(\s)", rf"ExecStart={true}\1", text, flags=re.MULTILINE
+        )
         assert count == 1, f"{name}: expected one ExecStart={SHIPPED_EXEC} ..."
         (tmp_path / name).write_text(staged)
     return tmp_path
@@ -108,7 +109,14 @@ def test_unit_directives(name: str, mode: str) -> None:
 
 
 def test_sysusers_creates_the_tessera_user(tmp_path: Path) -> None:
-    out = run([find_exe("systemd-sysusers"), "--dry-run", f"--root={tmp_path}",
-               "--replace=/usr/lib/sysusers.d/tessera.conf", str(SYSTEMD / "tessera.sysusers")])
+    out = run(
+        [
+            find_exe("systemd-sysusers"),
+            "--dry-run",
+            f"--root={tmp_path}",
+            "--replace=/usr/lib/sysusers.d/tessera.conf",
+            str(SYSTEMD / "tessera.sysusers"),
+        ]
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "Creating user 'tessera'" in out.stdout + out.stderr

@@ -30,8 +30,13 @@ def _run(argv: list[str], cwd: Path, timeout: float = 300) -> subprocess.Complet
 
 def test_setup_py_ships_what_the_package_looks_up() -> None:
     tree = ast.parse((ROOT / "setup.py").read_text())
-    values = {t.id: ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)
-              for t in node.targets if isinstance(t, ast.Name) and t.id in {"ASSETS", "EXCLUDED_NAMES"}}
+    values = {
+        t.id: ast.literal_eval(node.value)
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        for t in node.targets
+        if isinstance(t, ast.Name) and t.id in {"ASSETS", "EXCLUDED_NAMES"}
+    }
     assert values == {"ASSETS": ASSETS, "EXCLUDED_NAMES": EXCLUDED_NAMES}
 
 
@@ -39,8 +44,7 @@ def test_wheel_in_a_fresh_venv_runs_with_its_package_data(tmp_path: Path) -> Non
     src, dist, home = tmp_path / "src", tmp_path / "dist", tmp_path / "elsewhere"
     home.mkdir()
     src.mkdir()
-    ignore = shutil.ignore_patterns("__pycache__", "*.py[cod]", "assets", "REVISION", "*.nbi", "*.nbc",
-                                    "pagerduty.key")
+    ignore = shutil.ignore_patterns("__pycache__", "*.py[cod]", "assets", "REVISION", "*.nbi", "*.nbc", "pagerduty.key")
     for name in SOURCES:
         if (ROOT / name).is_dir():
             shutil.copytree(ROOT / name, src / name, ignore=ignore)
@@ -54,8 +58,9 @@ def test_wheel_in_a_fresh_venv_runs_with_its_package_data(tmp_path: Path) -> Non
     expected = asset_files(ROOT)
     assert "alert_rules.yml" in expected and any(p.startswith("grafana/dashboards/") for p in expected)
     with zipfile.ZipFile(wheel) as z:
-        packaged = sorted(n.removeprefix("tessera_daemon/assets/") for n in z.namelist()
-                          if n.startswith("tessera_daemon/assets/"))
+        packaged = sorted(
+            n.removeprefix("tessera_daemon/assets/") for n in z.namelist() if n.startswith("tessera_daemon/assets/")
+        )
     assert packaged == expected
     with tarfile.open(sdist) as t:
         names = {n.split("/", 1)[1] for n in t.getnames() if "/" in n}
@@ -65,18 +70,22 @@ def test_wheel_in_a_fresh_venv_runs_with_its_package_data(tmp_path: Path) -> Non
     made = _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], tmp_path)
     assert made.returncode == 0, made.stderr
     python = venv / "bin" / "python"
-    site = Path(_run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                     home).stdout.strip())
+    site = Path(
+        _run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], home).stdout.strip()
+    )
     (site / "project-deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    installed = _run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index",
-                      "-q", str(wheel)], tmp_path)
+    installed = _run(
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index", "-q", str(wheel)],
+        tmp_path,
+    )
     assert installed.returncode == 0, installed.stderr
 
     exe = str(venv / "bin" / "tessera-daemon")
     r = _run([exe, "--version"], home)
     assert r.returncode == 0 and r.stdout.startswith("tessera-daemon 0."), r.stderr
-    where = _run([str(python), "-c", "import tessera_daemon.shipped as s; print(s.shipped_file('alert_rules.yml'))"],
-                 home)
+    where = _run(
+        [str(python), "-c", "import tessera_daemon.shipped as s; print(s.shipped_file('alert_rules.yml'))"], home
+    )
     assert where.stdout.strip().startswith(str(site / "tessera_daemon" / "assets")), where.stdout + where.stderr
     r = _run([exe, "check", "--help"], home)
     assert r.returncode == 0 and "--timeout-s" in r.stdout

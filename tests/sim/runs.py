@@ -30,9 +30,7 @@ class Run:
         return np.array(sorted(index[s] for s in shards), dtype=np.intp)
 
 
-def run(
-    cfg: SimConfig = SMALL, scenario: str | Scenario = "clean", ticks: int = 200, seed: int | None = None
-) -> Run:
+def run(cfg: SimConfig = SMALL, scenario: str | Scenario = "clean", ticks: int = 200, seed: int | None = None) -> Run:
     sim = ClusterSim(cfg, scenario, seed=seed)
     vals, rep, lost, xid, ts = [], [], [], [], []
     for _ in range(ticks):

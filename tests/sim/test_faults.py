@@ -19,9 +19,7 @@ STATISTICAL = {
     "thermal_rack": ({"temp_c"}, "rack", {"temp_c": 3.0}),
     "psu_cap": ({"power_w", "sm_clock_mhz"}, "psu", {"power_w": -45.0, "sm_clock_mhz": -45.0}),
     "nvlink_degrade": ({"nvlink_tx_bytes", "step_time_ms"}, "host", {}),
-    "fleet_regime_change": (
-        {"gpu_util", "power_w", "mem_bw_util", "step_time_ms"}, "cohort", {"power_w": 45.0}
-    ),
+    "fleet_regime_change": ({"gpu_util", "power_w", "mem_bw_util", "step_time_ms"}, "cohort", {"power_w": 45.0}),
     "firmware_push": ({"sm_clock_mhz"}, "rack", {"sm_clock_mhz": 45.0}),
 }
 
@@ -174,7 +172,7 @@ def test_device_lost(clean: Run) -> None:
     assert r.lost.sum() == DURATION
     assert all(not x for x in r.xid)
     diff = differs(r.values, clean.values)
-    diff[START:START + DURATION, row] = False
+    diff[START : START + DURATION, row] = False
     assert not diff.any()
 
 
@@ -200,10 +198,10 @@ def test_sparse_shards_stop_reporting(clean: Run, target: str | None, count: int
     assert len(label["shards"]) == count
     rows = r.rows(label["shards"])
     silent = ~r.reporting
-    assert silent[START:START + DURATION][:, rows].all()
+    assert silent[START : START + DURATION][:, rows].all()
     assert silent.sum() == count * DURATION
     diff = differs(r.values, clean.values)
-    diff[START:START + DURATION][:, rows] = False
+    diff[START : START + DURATION][:, rows] = False
     assert not diff.any()
 
 

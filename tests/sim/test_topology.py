@@ -13,7 +13,16 @@ from tests.sim.runs import SMALL
 
 UUID = re.compile(r"^GPU-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 SHARD_LABELS = {
-    "cohort", "model", "host", "rack", "cooling_zone", "psu", "nvlink_domain", "gpu_index", "gpu_uuid", "rank"
+    "cohort",
+    "model",
+    "host",
+    "rack",
+    "cooling_zone",
+    "psu",
+    "nvlink_domain",
+    "gpu_index",
+    "gpu_uuid",
+    "rank",
 }
 
 
@@ -44,8 +53,14 @@ def test_shape_counts(topo: Topology) -> None:
 def test_parents_form_the_hierarchy(topo: Topology) -> None:
     for n in topo.nodes.values():
         want = {
-            "fleet": None, "cohort": "fleet", "cooling_zone": "fleet", "rack": "cooling_zone", "psu": "rack",
-            "host": "rack", "nvlink_domain": "host", "shard": "host",
+            "fleet": None,
+            "cohort": "fleet",
+            "cooling_zone": "fleet",
+            "rack": "cooling_zone",
+            "psu": "rack",
+            "host": "rack",
+            "nvlink_domain": "host",
+            "shard": "host",
         }[n.kind]
         if want is None:
             assert n.parent is None

@@ -14,7 +14,17 @@ from tests.sim.runs import SMALL
 FILES = ("frames.jsonl", "topology.json", "events.jsonl", "labels.json")
 
 LABEL_KEYS = {
-    "id", "kind", "scope", "target", "shards", "metric", "start_ts", "end_ts", "magnitude", "hard", "benign",
+    "id",
+    "kind",
+    "scope",
+    "target",
+    "shards",
+    "metric",
+    "start_ts",
+    "end_ts",
+    "magnitude",
+    "hard",
+    "benign",
     "event_id",
 }
 

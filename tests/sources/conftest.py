@@ -71,8 +71,7 @@ class TextServer:
     async def start(self) -> None:
         async def handler(_request: web.Request) -> web.Response:
             self.hits += 1
-            return web.Response(text=self.body, status=self.status,
-                                content_type="text/plain", charset="utf-8")
+            return web.Response(text=self.body, status=self.status, content_type="text/plain", charset="utf-8")
 
         app = web.Application()
         app.router.add_get("/metrics", handler)
@@ -112,8 +111,12 @@ class PrometheusServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        argv = [find_exe("prometheus"), f"--config.file={self.workdir / 'prometheus.yml'}",
-                f"--storage.tsdb.path={self.workdir / 'tsdb'}", f"--web.listen-address=127.0.0.1:{self.port}"]
+        argv = [
+            find_exe("prometheus"),
+            f"--config.file={self.workdir / 'prometheus.yml'}",
+            f"--storage.tsdb.path={self.workdir / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+        ]
         self.procs["prometheus"] = popen(argv, self.workdir / "prometheus.log")
         wait_port(self.port, 20, self.procs["prometheus"])
 
@@ -125,9 +128,10 @@ class PrometheusServer:
     def wait_for_series(self, metric: str, timeout_s: float = 20.0) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            with contextlib.suppress(OSError, ValueError), urllib.request.urlopen(
-                f"{self.url}/api/v1/query?query={metric}", timeout=2
-            ) as r:
+            with (
+                contextlib.suppress(OSError, ValueError),
+                urllib.request.urlopen(f"{self.url}/api/v1/query?query={metric}", timeout=2) as r,
+            ):
                 if json.loads(r.read())["data"]["result"]:
                     return
             time.sleep(0.2)
@@ -140,8 +144,12 @@ def prometheus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prom
     d = tmp_path_factory.mktemp("prometheus")
     exporter_port, port = free_port(), free_port()
     exporter = popen(
-        [sys.executable, str(FIXTURES / "prometheus" / "exporter.py"), str(exporter_port),
-         str(FIXTURES / "dcgm" / "dcgm-exporter-3.3.9-3.6.1.txt")],
+        [
+            sys.executable,
+            str(FIXTURES / "prometheus" / "exporter.py"),
+            str(exporter_port),
+            str(FIXTURES / "dcgm" / "dcgm-exporter-3.3.9-3.6.1.txt"),
+        ],
         d / "exporter.log",
     )
     try:

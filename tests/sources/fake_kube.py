@@ -114,8 +114,7 @@ class FakeKubeApi:
             return await self._watch(request, plural, query)
         _kind, list_kind = KINDS[plural]
         items = [self.objects[plural][k] for k in sorted(self.objects[plural])]
-        body = {"kind": list_kind, "apiVersion": "v1", "metadata": {"resourceVersion": str(self.rv)},
-                "items": items}
+        body = {"kind": list_kind, "apiVersion": "v1", "metadata": {"resourceVersion": str(self.rv)}, "items": items}
         return web.json_response(body)
 
     async def _watch(self, request: web.Request, plural: str, query: dict[str, str]) -> web.StreamResponse:
@@ -127,9 +126,15 @@ class FakeKubeApi:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         if since < self.compacted:
-            status = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                      "message": f"too old resource version: {since} ({self.compacted})",
-                      "reason": "Expired", "code": 410}
+            status = {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Failure",
+                "message": f"too old resource version: {since} ({self.compacted})",
+                "reason": "Expired",
+                "code": 410,
+            }
             await resp.write(json.dumps({"type": "ERROR", "object": status}).encode() + b"\n")
             return resp
         sent = since

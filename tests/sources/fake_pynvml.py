@@ -92,8 +92,9 @@ class FakeNvml:
             real.NVML_FI_DEV_ENERGY: 8_000_000_000,  # mJ
             real.NVML_FI_DEV_MEMORY_TEMP: 70,
         }
-        return FakeGpu(i, f"GPU-{i:08x}-1111-2222-3333-444455556666",
-                       bus_id=f"00000000:{0x18 + 0x10 * i:02X}:00.0", fields=fields)
+        return FakeGpu(
+            i, f"GPU-{i:08x}-1111-2222-3333-444455556666", bus_id=f"00000000:{0x18 + 0x10 * i:02X}:00.0", fields=fields
+        )
 
     # ------------------------------------------------------------------------ test controls
 
@@ -214,8 +215,12 @@ class FakeNvml:
                 index, code = fake.events.popleft()
                 if index in es.registered:
                     return types.SimpleNamespace(
-                        device=fake.handles[index], eventType=real.nvmlEventTypeXidCriticalError,
-                        eventData=code, gpuInstanceId=0, computeInstanceId=0)
+                        device=fake.handles[index],
+                        eventType=real.nvmlEventTypeXidCriticalError,
+                        eventData=code,
+                        gpuInstanceId=0,
+                        computeInstanceId=0,
+                    )
             raise NVMLError(real.NVML_ERROR_TIMEOUT)
 
         def nvmlEventSetFree(es: Any) -> None:
@@ -231,7 +236,8 @@ class FakeNvml:
         def nvmlDeviceGetNvLinkRemoteDeviceType(h: Any, link: int) -> int:
             kind, _peer = fake._dev(h).links[link]
             return {"switch": real.NVML_NVLINK_DEVICE_TYPE_SWITCH, "gpu": real.NVML_NVLINK_DEVICE_TYPE_GPU}.get(
-                kind, real.NVML_NVLINK_DEVICE_TYPE_UNKNOWN)
+                kind, real.NVML_NVLINK_DEVICE_TYPE_UNKNOWN
+            )
 
         def nvmlDeviceGetNvLinkRemotePciInfo(h: Any, link: int) -> Any:
             _kind, peer = fake._dev(h).links[link]
@@ -241,12 +247,28 @@ class FakeNvml:
             info.busId = fake.gpus[peer].bus_id.lower().replace("00000000:", "0000:").encode()
             return info
 
-        for fn in (nvmlInit, nvmlShutdown, nvmlDeviceGetCount, nvmlDeviceGetHandleByIndex, nvmlDeviceGetUUID,
-                   nvmlDeviceGetName, nvmlDeviceGetPciInfo, nvmlDeviceGetFieldValues,
-                   nvmlDeviceGetUtilizationRates, nvmlDeviceGetClockInfo, nvmlDeviceGetTemperature,
-                   nvmlDeviceGetMemoryInfo, nvmlDeviceGetCurrentClocksEventReasons, nvmlDeviceGetPowerUsage,
-                   nvmlEventSetCreate, nvmlDeviceRegisterEvents, nvmlEventSetWait, nvmlEventSetFree,
-                   nvmlDeviceGetNvLinkState, nvmlDeviceGetNvLinkRemoteDeviceType,
-                   nvmlDeviceGetNvLinkRemotePciInfo):
+        for fn in (
+            nvmlInit,
+            nvmlShutdown,
+            nvmlDeviceGetCount,
+            nvmlDeviceGetHandleByIndex,
+            nvmlDeviceGetUUID,
+            nvmlDeviceGetName,
+            nvmlDeviceGetPciInfo,
+            nvmlDeviceGetFieldValues,
+            nvmlDeviceGetUtilizationRates,
+            nvmlDeviceGetClockInfo,
+            nvmlDeviceGetTemperature,
+            nvmlDeviceGetMemoryInfo,
+            nvmlDeviceGetCurrentClocksEventReasons,
+            nvmlDeviceGetPowerUsage,
+            nvmlEventSetCreate,
+            nvmlDeviceRegisterEvents,
+            nvmlEventSetWait,
+            nvmlEventSetFree,
+            nvmlDeviceGetNvLinkState,
+            nvmlDeviceGetNvLinkRemoteDeviceType,
+            nvmlDeviceGetNvLinkRemotePciInfo,
+        ):
             setattr(mod, fn.__name__, fn)
         return mod

@@ -84,8 +84,9 @@ async def _slurm(request: pytest.FixtureRequest, tmp_path: Path) -> Case:
     async def go_away() -> None:  # the client now talks to a port where no controller listens
         text = conf.read_text().splitlines()
         dead = free_port()
-        conf.write_text("\n".join(f"SlurmctldPort={dead}" if ln.startswith("SlurmctldPort=") else ln
-                                  for ln in text) + "\n")
+        conf.write_text(
+            "\n".join(f"SlurmctldPort={dead}" if ln.startswith("SlurmctldPort=") else ln for ln in text) + "\n"
+        )
 
     return Case(src, go_away, frames_expected=False)
 
@@ -95,11 +96,24 @@ async def _neuron(request: pytest.FixtureRequest, tmp_path: Path) -> Case:
     shutil.copy(FIXTURES / "neuron" / "stub_neuron_monitor.py", stub)
     pidfile = tmp_path / "monitor.pid"
     settings = NeuronSettings(
-        ls_command=(PY, str(FIXTURES / "neuron" / "stub_print.py"),
-                    str(FIXTURES / "neuron" / "neuron-ls-trn1.32xlarge.json")),
-        monitor_command=(PY, str(stub), str(FIXTURES / "neuron" / "neuron-monitor-trn1.32xlarge.jsonl"),
-                         "--interval", "0.1", "--pidfile", str(pidfile)),
-        host="trn-a", instance_type="trn1.32xlarge", stale_after_s=3.0, restart_backoff_s=0.05,
+        ls_command=(
+            PY,
+            str(FIXTURES / "neuron" / "stub_print.py"),
+            str(FIXTURES / "neuron" / "neuron-ls-trn1.32xlarge.json"),
+        ),
+        monitor_command=(
+            PY,
+            str(stub),
+            str(FIXTURES / "neuron" / "neuron-monitor-trn1.32xlarge.jsonl"),
+            "--interval",
+            "0.1",
+            "--pidfile",
+            str(pidfile),
+        ),
+        host="trn-a",
+        instance_type="trn1.32xlarge",
+        stale_after_s=3.0,
+        restart_backoff_s=0.05,
         restart_backoff_max_s=0.2,
     )
     [src] = build_sources(make_config(enabled=("neuron",), neuron=settings))
@@ -114,8 +128,11 @@ async def _neuron(request: pytest.FixtureRequest, tmp_path: Path) -> Case:
 async def _tpu(request: pytest.FixtureRequest, tmp_path: Path) -> Case:
     stub = tmp_path / "tpu-info"
     shutil.copy(FIXTURES / "tpu" / "stub_tpu_info.py", stub)
-    settings = TpuSettings(command=(PY, str(stub), str(FIXTURES / "tpu" / "tpu-info-v6e-static.txt")),
-                           slice_file=str(FIXTURES / "tpu" / "tpu-fixture-sparse-subcube.json"), host="tpu-a")
+    settings = TpuSettings(
+        command=(PY, str(stub), str(FIXTURES / "tpu" / "tpu-info-v6e-static.txt")),
+        slice_file=str(FIXTURES / "tpu" / "tpu-fixture-sparse-subcube.json"),
+        host="tpu-a",
+    )
     [src] = build_sources(make_config(enabled=("tpu",), tpu=settings))
 
     async def go_away() -> None:
@@ -126,9 +143,15 @@ async def _tpu(request: pytest.FixtureRequest, tmp_path: Path) -> Case:
 
 async def _prometheus(request: pytest.FixtureRequest, tmp_path: Path) -> Case:
     server = request.getfixturevalue("prometheus_server")
-    settings = PrometheusSettings(url=server.url, queries=(
-        "gpu_util=DCGM_FI_DEV_GPU_UTIL / 100", "power_w=DCGM_FI_DEV_POWER_USAGE",
-        "energy_j=DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION / 1000"), counters=("energy_j",))
+    settings = PrometheusSettings(
+        url=server.url,
+        queries=(
+            "gpu_util=DCGM_FI_DEV_GPU_UTIL / 100",
+            "power_w=DCGM_FI_DEV_POWER_USAGE",
+            "energy_j=DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION / 1000",
+        ),
+        counters=("energy_j",),
+    )
     [src] = build_sources(make_config(enabled=("prometheus",), prometheus=settings))
 
     async def go_away() -> None:
@@ -142,8 +165,13 @@ async def _prometheus(request: pytest.FixtureRequest, tmp_path: Path) -> Case:
 
 
 FACTORIES: dict[str, Callable[[pytest.FixtureRequest, Path], Awaitable[Case]]] = {
-    "nvml": _nvml, "dcgm": _dcgm, "kubernetes": _kubernetes, "slurm": _slurm,
-    "neuron": _neuron, "tpu": _tpu, "prometheus": _prometheus,
+    "nvml": _nvml,
+    "dcgm": _dcgm,
+    "kubernetes": _kubernetes,
+    "slurm": _slurm,
+    "neuron": _neuron,
+    "tpu": _tpu,
+    "prometheus": _prometheus,
 }
 MARKS: dict[str, Any] = {"slurm": pytest.mark.slurm, "prometheus": pytest.mark.prometheus}
 

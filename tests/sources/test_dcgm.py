@@ -23,10 +23,28 @@ def test_both_field_name_generations_normalise_to_the_same_metrics() -> None:
     assert sorted(new) == [f"gpu-node-08/gpu{i}" for i in range(4)]
     for i in range(4):
         a, b = old[f"gpu-node-07/gpu{i}"].metrics, new[f"gpu-node-08/gpu{i}"].metrics
-        for name in ("gpu_util", "mem_bw_util", "sm_clock_mhz", "mem_clock_mhz", "temp_c", "mem_temp_c",
-                     "power_w", "energy_j", "mem_used_bytes", "ecc_sbe", "ecc_dbe", "pcie_replay",
-                     "row_remap_correctable", "row_remap_failure", "nvlink_crc_errors", "clock_event_reasons",
-                     "gr_engine_active", "tensor_active", "dram_active", "nvlink_bytes_per_s"):
+        for name in (
+            "gpu_util",
+            "mem_bw_util",
+            "sm_clock_mhz",
+            "mem_clock_mhz",
+            "temp_c",
+            "mem_temp_c",
+            "power_w",
+            "energy_j",
+            "mem_used_bytes",
+            "ecc_sbe",
+            "ecc_dbe",
+            "pcie_replay",
+            "row_remap_correctable",
+            "row_remap_failure",
+            "nvlink_crc_errors",
+            "clock_event_reasons",
+            "gr_engine_active",
+            "tensor_active",
+            "dram_active",
+            "nvlink_bytes_per_s",
+        ):
             assert a[name] == pytest.approx(b[name], rel=1e-6), (i, name)
     g2 = old["gpu-node-07/gpu2"].metrics
     assert g2["gpu_util"] == pytest.approx(0.98)  # percent -> ratio
@@ -41,7 +59,7 @@ def test_new_name_wins_over_legacy_in_one_scrape_and_blank_sentinels_are_none() 
         'DCGM_FI_DEV_GPU_TEMP{gpu="0",Hostname="h"} 99\n'
         'DCGM_FI_DEV_MEMORY_TEMP{gpu="0",Hostname="h"} 9223372036854775794\n'
         'DCGM_FI_DEV_SM_CLOCK{gpu="0",Hostname="h",GPU_I_ID="3",GPU_I_PROFILE="1g.10gb"} 1410\n'
-        'unrelated_metric 1\n'
+        "unrelated_metric 1\n"
     )
     s = parse_exposition(text, "fallback")
     assert s["h/gpu0"].metrics["temp_c"] == 50

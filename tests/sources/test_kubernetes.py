@@ -38,8 +38,9 @@ async def api() -> AsyncIterator[FakeKubeApi]:
 
 
 def source(api: FakeKubeApi, **kw: Any) -> KubernetesSource:
-    return KubernetesSource(make_config(kubernetes=KubernetesSettings(
-        api_url=f"http://127.0.0.1:{api.port}", retry_s=0.05, **kw)))
+    return KubernetesSource(
+        make_config(kubernetes=KubernetesSettings(api_url=f"http://127.0.0.1:{api.port}", retry_s=0.05, **kw))
+    )
 
 
 async def eventually(check: Callable[[], Any], timeout_s: float = 5.0) -> None:
@@ -89,8 +90,9 @@ async def test_watch_applies_changes_and_relists_after_410_gone(api: FakeKubeApi
     node = items("nodelist.json")[0]
     node["metadata"]["labels"]["topology.kubernetes.io/rack"] = "r09"
     await api.change("nodes", "MODIFIED", node)
-    await eventually(lambda: src._objects["nodes"]["/gpu-node-01"]["metadata"]["labels"]
-                     ["topology.kubernetes.io/rack"] == "r09")
+    await eventually(
+        lambda: src._objects["nodes"]["/gpu-node-01"]["metadata"]["labels"]["topology.kubernetes.io/rack"] == "r09"
+    )
     assert nodes_of(await src.topology())["gpu-node-01"].parent == "rack:r09"
 
     pod = items("podlist.json")[0]
@@ -138,8 +140,11 @@ async def test_open_fails_typed_when_nothing_listens() -> None:
 
 @pytest.mark.parametrize(
     ("fixture", "hosts", "shards", "zones"),
-    [("k8s-nodelist-fixture-full.json", 4, 32, 2), ("k8s-nodelist-fixture-sparse-no-gpu.json", 2, 0, 1),
-     ("k8s-nodelist-fixture-sparse-no-region.json", 2, 0, 1)],
+    [
+        ("k8s-nodelist-fixture-full.json", 4, 32, 2),
+        ("k8s-nodelist-fixture-sparse-no-gpu.json", 2, 0, 1),
+        ("k8s-nodelist-fixture-sparse-no-region.json", 2, 0, 1),
+    ],
 )
 def test_tessera_nodelist_fixtures(fixture: str, hosts: int, shards: int, zones: int) -> None:
     part = build_part(items(fixture), [], KubernetesSettings())

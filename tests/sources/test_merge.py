@@ -20,11 +20,21 @@ from tests.sources.conftest import FIXTURES
 
 
 def nvml_part(host: str = "gpu-node-01") -> TopologyPart:
-    shards = [TopoNode(f"{host}/gpu{i}", "shard", host, {"host": host, "model": "H100", "gpu_uuid": f"GPU-{i}",
-                                                          "nvlink_domain": f"{host}/nvlink"}) for i in range(4)]
+    shards = [
+        TopoNode(
+            f"{host}/gpu{i}",
+            "shard",
+            host,
+            {"host": host, "model": "H100", "gpu_uuid": f"GPU-{i}", "nvlink_domain": f"{host}/nvlink"},
+        )
+        for i in range(4)
+    ]
     edges = [TopoEdge(f"{host}/gpu{a}", f"{host}/gpu{b}", "nvlink") for a, b in itertools.combinations(range(4), 2)]
-    return TopologyPart("nvml", [TopoNode(host, "host", None, {"host": host}),
-                                 TopoNode(f"{host}/nvlink", "nvlink_domain", host), *shards], edges)
+    return TopologyPart(
+        "nvml",
+        [TopoNode(host, "host", None, {"host": host}), TopoNode(f"{host}/nvlink", "nvlink_domain", host), *shards],
+        edges,
+    )
 
 
 def test_peer_only_part_is_joined_to_slurm_containment() -> None:
@@ -56,8 +66,14 @@ def test_kubernetes_outranks_slurm_and_zone_reaches_device_shards() -> None:
 
 
 def test_static_file_outranks_every_source(tmp_path: Path) -> None:
-    static = Topology([TopoNode("row-a", "cooling_zone"), TopoNode("rack:r99", "rack", "row-a"),
-                       TopoNode("gpu-node-01", "host", "rack:r99", {"psu": "psu-7"}), TopoNode("psu-7", "psu")])
+    static = Topology(
+        [
+            TopoNode("row-a", "cooling_zone"),
+            TopoNode("rack:r99", "rack", "row-a"),
+            TopoNode("gpu-node-01", "host", "rack:r99", {"psu": "psu-7"}),
+            TopoNode("psu-7", "psu"),
+        ]
+    )
     path = tmp_path / "static.json"
     path.write_text(static.to_json())
     loaded = load_static_topology(str(path))
@@ -73,8 +89,12 @@ def test_static_file_outranks_every_source(tmp_path: Path) -> None:
 def test_merge_is_deterministic_whatever_the_order() -> None:
     nodes = json.loads((FIXTURES / "kubernetes" / "nodelist.json").read_text())["items"]
     tree = parse_topology((FIXTURES / "slurm" / "topology-cluster.conf").read_text())
-    parts = [nvml_part("gpu-01"), nvml_part("gpu-node-02"), k8s_part(nodes, [], KubernetesSettings()),
-             slurm_part([SlurmNode("gpu-01", "IDLE", "gpu:4", ())], [], tree, "gpu", "gpu")]
+    parts = [
+        nvml_part("gpu-01"),
+        nvml_part("gpu-node-02"),
+        k8s_part(nodes, [], KubernetesSettings()),
+        slurm_part([SlurmNode("gpu-01", "IDLE", "gpu:4", ())], [], tree, "gpu", "gpu"),
+    ]
     hashes = {merge_topology(list(p)).content_hash() for p in itertools.permutations(parts)}
     assert len(hashes) == 1
 
@@ -87,8 +107,7 @@ def test_conflicting_parents_cycle_is_broken_at_the_weakest_source() -> None:
 
 
 def test_dangling_references_are_dropped() -> None:
-    part = TopologyPart("dcgm", [TopoNode("h/gpu0", "shard", "missing-host")],
-                        [TopoEdge("h/gpu0", "h/gpu9", "nvlink")])
+    part = TopologyPart("dcgm", [TopoNode("h/gpu0", "shard", "missing-host")], [TopoEdge("h/gpu0", "h/gpu9", "nvlink")])
     topo = merge_topology([part])
     assert topo.nodes["h/gpu0"].parent is None and topo.edges == []
 

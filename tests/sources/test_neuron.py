@@ -30,8 +30,16 @@ def monitor(*extra: str, interval: float = 0.05) -> tuple[str, ...]:
 
 
 def source(timeout_s: float = 2.0, **kw: object) -> NeuronSource:
-    settings = NeuronSettings(**{"ls_command": ls("neuron-ls-trn1.32xlarge.json"), "monitor_command": monitor(),
-                                 "host": "trn-a", "restart_backoff_s": 0.05, "restart_backoff_max_s": 0.2, **kw})
+    settings = NeuronSettings(
+        **{
+            "ls_command": ls("neuron-ls-trn1.32xlarge.json"),
+            "monitor_command": monitor(),
+            "host": "trn-a",
+            "restart_backoff_s": 0.05,
+            "restart_backoff_max_s": 0.2,
+            **kw,
+        }
+    )
     return NeuronSource(make_config(timeout_s=timeout_s, neuron=settings))
 
 
@@ -44,8 +52,12 @@ def test_neuron_ls_both_shapes_and_models() -> None:
     assert accelerator_model("trn2n.48xlarge") == "trainium2"
     with pytest.raises(ValueError, match="unknown Neuron instance type"):
         accelerator_model("p5.48xlarge")
-    for bad in ({"instance_type": "trn1.2xlarge"}, {"instance_type": "trn1.2xlarge", "neuron_devices": []},
-                [{"neuron_device": "0"}], "text"):
+    for bad in (
+        {"instance_type": "trn1.2xlarge"},
+        {"instance_type": "trn1.2xlarge", "neuron_devices": []},
+        [{"neuron_device": "0"}],
+        "text",
+    ):
         with pytest.raises(ValueError, match="neuron-ls JSON"):
             parse_neuron_ls(bad)
 

@@ -33,8 +33,15 @@ async def test_frames_carry_simulator_metric_names_in_their_units() -> None:
     assert m["nvlink_tx_bytes"] == 1_000_000 * 1024  # KiB counter -> bytes
     assert m["nvlink_crc_errors"] == 3  # flit + data CRC totals
     assert m["mem_used_bytes"] == 52_000_000_000 and m["clock_event_reasons"] == 0
-    assert {"ecc_sbe", "ecc_dbe", "pcie_replay", "nvlink_tx_bytes", "nvlink_rx_bytes",
-            "nvlink_crc_errors", "xid_total"} <= f0.counters
+    assert {
+        "ecc_sbe",
+        "ecc_dbe",
+        "pcie_replay",
+        "nvlink_tx_bytes",
+        "nvlink_rx_bytes",
+        "nvlink_crc_errors",
+        "xid_total",
+    } <= f0.counters
     assert "row_remap_pending" not in f0.counters and m["row_remap_failure"] == 0
     await src.close()
 
@@ -144,8 +151,13 @@ async def test_topology_nvlink_mesh_and_nvswitch_domain() -> None:
     part = await src.topology()
     assert len(part.edges) == 6 and {e.kind for e in part.edges} == {"nvlink"}
     shards = [n for n in part.nodes if n.kind == "shard"]
-    assert all(n.labels["nvlink_domain"] == "n1/nvlink" and n.labels["gpu_uuid"].startswith("GPU-")
-               and n.labels["model"] == "NVIDIA H100 80GB HBM3" and n.parent == "n1" for n in shards)
+    assert all(
+        n.labels["nvlink_domain"] == "n1/nvlink"
+        and n.labels["gpu_uuid"].startswith("GPU-")
+        and n.labels["model"] == "NVIDIA H100 80GB HBM3"
+        and n.parent == "n1"
+        for n in shards
+    )
     await src.close()
 
     src = source(FakeNvml(4, nvlink="switch"))
@@ -162,8 +174,10 @@ async def test_topology_nvlink_mesh_and_nvswitch_domain() -> None:
     await src.close()
 
 
-@pytest.mark.parametrize(("fixture", "edges", "partial"),
-                         [("nvlink-fixture-well-formed.txt", 6, False), ("nvlink-fixture-sparse.txt", 0, True)])
+@pytest.mark.parametrize(
+    ("fixture", "edges", "partial"),
+    [("nvlink-fixture-well-formed.txt", 6, False), ("nvlink-fixture-sparse.txt", 0, True)],
+)
 async def test_nvlink_peers_from_tessera_recordings(fixture: str, edges: int, partial: bool) -> None:
     fake = FakeNvml.from_nvlink_status((FIXTURES / "nvml" / fixture).read_text())
     src = source(fake)

@@ -15,13 +15,19 @@ pytestmark = pytest.mark.prometheus
 
 
 def source(server: PrometheusServer, *queries: str, counters: tuple[str, ...] = ()) -> PrometheusSource:
-    return PrometheusSource(make_config(prometheus=PrometheusSettings(
-        url=server.url, queries=queries, counters=counters)))
+    return PrometheusSource(
+        make_config(prometheus=PrometheusSettings(url=server.url, queries=queries, counters=counters))
+    )
 
 
 async def test_instant_queries_become_per_shard_frames(prometheus_server: PrometheusServer) -> None:
-    src = source(prometheus_server, "gpu_util=DCGM_FI_DEV_GPU_UTIL / 100", "temp_c=DCGM_FI_DEV_GPU_TEMP",
-                 "energy_j=DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION / 1000", counters=("energy_j",))
+    src = source(
+        prometheus_server,
+        "gpu_util=DCGM_FI_DEV_GPU_UTIL / 100",
+        "temp_c=DCGM_FI_DEV_GPU_TEMP",
+        "energy_j=DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION / 1000",
+        counters=("energy_j",),
+    )
     await src.open()
     frames = await src.poll(time.time())
     assert [f.shard for f in frames] == [f"gpu-node-07/gpu{i}" for i in range(4)]
@@ -50,4 +56,3 @@ async def test_series_without_host_or_device_labels_are_skipped(prometheus_serve
     frames = await src.poll(time.time())
     assert len(frames) == 4 and all("total_power_w" not in f.metrics for f in frames)
     await src.close()
-

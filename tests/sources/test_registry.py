@@ -53,12 +53,15 @@ def test_only_the_selected_modules_are_imported() -> None:
 
 
 def test_sub_tables_and_environment_overrides() -> None:
-    cfg = load_config(None, environ={
-        "TESSERA_SOURCES__SLURM__REFRESH_S": "2.5",
-        "TESSERA_SOURCES__NVML__EXPECTED_DEVICES": "8",
-        "TESSERA_SOURCES__TPU__HOSTS": "w0,w1",
-        "TESSERA_SOURCES__STATIC_TOPOLOGY": '"/etc/tessera/topology.json"',
-    })
+    cfg = load_config(
+        None,
+        environ={
+            "TESSERA_SOURCES__SLURM__REFRESH_S": "2.5",
+            "TESSERA_SOURCES__NVML__EXPECTED_DEVICES": "8",
+            "TESSERA_SOURCES__TPU__HOSTS": "w0,w1",
+            "TESSERA_SOURCES__STATIC_TOPOLOGY": '"/etc/tessera/topology.json"',
+        },
+    )
     assert cfg.sources.slurm.refresh_s == 2.5 and cfg.sources.nvml.expected_devices == 8
     assert cfg.sources.tpu.hosts == ("w0", "w1")
     assert cfg.sources.static_topology == "/etc/tessera/topology.json"

@@ -93,8 +93,14 @@ def test_three_level_tree_and_scontrol_output() -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["SwitchName=a Nodes=n1\nSwitchName=a Nodes=n2", "SwitchName= Nodes=n1", "SwitchName=a Foo=b",
-     "Nodes=n1", "SwitchName=a Nodes=n[2-1]", "SwitchName=a Switches=n1\nSwitchName=b Nodes=a"],
+    [
+        "SwitchName=a Nodes=n1\nSwitchName=a Nodes=n2",
+        "SwitchName= Nodes=n1",
+        "SwitchName=a Foo=b",
+        "Nodes=n1",
+        "SwitchName=a Nodes=n[2-1]",
+        "SwitchName=a Switches=n1\nSwitchName=b Nodes=a",
+    ],
 )
 def test_topology_is_strict(text: str) -> None:
     with pytest.raises(ValueError, match=r"topology|hostlist"):
@@ -116,13 +122,17 @@ def test_both_json_layouts() -> None:
     assert [(n.name, n.state, n.gres, n.partitions) for n in old] == [("vm", "ALLOCATED", "gpu:a100:4", ("debug",))]
     jobs = squeue_jobs(doc("squeue-v0.0.38.json"), "gpu")
     assert [(j.job_id, j.name, j.allocations) for j in jobs] == [
-        (1, "train-a", (("vm", (0,)),)), (2, "train-b", (("vm", (1, 2)),))]
+        (1, "train-a", (("vm", (0,)),)),
+        (2, "train-b", (("vm", (1, 2)),)),
+    ]
     new = sinfo_nodes(doc("sinfo-v0.0.40.json"))
     assert [n.name for n in new] == ["gpu-01", "gpu-02", "gpu-03", "gpu-04"]
     assert new[3].state == "IDLE+DRAIN" and new[0].partitions == ("debug", "gpu")
     jobs = squeue_jobs(doc("squeue-v0.0.40.json"), "gpu")
     assert [(j.job_id, j.allocations) for j in jobs] == [
-        (1201, (("gpu-01", tuple(range(8))), ("gpu-02", tuple(range(8))))), (1202, (("gpu-03", (0, 3)),))]
+        (1201, (("gpu-01", tuple(range(8))), ("gpu-02", tuple(range(8))))),
+        (1202, (("gpu-03", (0, 3)),)),
+    ]
     part = build_part(new, jobs, parse_topology((SL / "topology-cluster.conf").read_text()), "gpu", "gpu")
     nodes = {n.id: n for n in part.nodes}
     assert nodes["gpu-02/gpu5"].labels["cohort"] == "slurm/1201" and nodes["gpu-02/gpu5"].labels["model"] == "h100"
@@ -133,16 +143,27 @@ def test_both_json_layouts() -> None:
 
 def test_errors_field_of_a_controller_down_answer() -> None:
     assert check_errors(doc("sinfo-v0.0.38-controller-down.json")) == ["Unspecified error (errno -1)"]
-    assert check_errors({"errors": [{"description": "Unable to contact slurm controller", "error_number": 1007,
-                                     "error": "Unable to contact slurm controller (connect failure)"}]}) == [
-        "Unable to contact slurm controller (errno 1007)"]
+    assert check_errors(
+        {
+            "errors": [
+                {
+                    "description": "Unable to contact slurm controller",
+                    "error_number": 1007,
+                    "error": "Unable to contact slurm controller (connect failure)",
+                }
+            ]
+        }
+    ) == ["Unable to contact slurm controller (errno 1007)"]
 
 
 async def test_stub_commands_controller_down_answer_is_unavailable(tmp_path: Path) -> None:
     # a recorded controller-down answer (exit 0 + errors), replayed by a stub in place of sinfo
     stub = FIXTURES / "neuron" / "stub_print.py"
-    settings = SlurmSettings(sinfo=(sys.executable, str(stub), str(SL / "sinfo-v0.0.38-controller-down.json")),
-                             squeue=(sys.executable, str(stub), str(SL / "squeue-v0.0.38.json")), topology="none")
+    settings = SlurmSettings(
+        sinfo=(sys.executable, str(stub), str(SL / "sinfo-v0.0.38-controller-down.json")),
+        squeue=(sys.executable, str(stub), str(SL / "squeue-v0.0.38.json")),
+        topology="none",
+    )
     src = SlurmSource(make_config(slurm=settings))
     with pytest.raises(SubstrateUnavailable, match="Unspecified error"):
         await src.open()
@@ -161,8 +182,19 @@ async def test_command_timeout_kills_and_raises(tmp_path: Path) -> None:
 
 @pytest.mark.slurm
 async def test_real_slurm_job_holding_a_gpu_sets_the_cohort(slurm_cluster: SlurmCluster) -> None:
-    job = slurm_cluster.run("sbatch", "--parsable", "--gres=gpu:2", "-J", "train-x", "-D", str(slurm_cluster.workdir),
-                            "-o", "/dev/null", "--wrap", "sleep 60").strip()
+    job = slurm_cluster.run(
+        "sbatch",
+        "--parsable",
+        "--gres=gpu:2",
+        "-J",
+        "train-x",
+        "-D",
+        str(slurm_cluster.workdir),
+        "-o",
+        "/dev/null",
+        "--wrap",
+        "sleep 60",
+    ).strip()
     try:
         slurm_cluster.wait_running(job)
         src = SlurmSource(make_config(slurm=SlurmSettings(slurm_conf=str(slurm_cluster.conf), refresh_s=0.0)))

@@ -39,11 +39,14 @@ def test_tpu_info_markdown_and_rich_tables() -> None:
 
 @pytest.mark.parametrize(
     ("doc", "message"),
-    [({}, "missing tpu_version"), ({"tpu_version": "v9"}, "unknown tpu_version"),
-     ({"tpu_version": "v4", "slice_shape": [0, 1, 1]}, "invalid slice_shape"),
-     ({"tpu_version": "v4", "slice_shape": [2, 2, 1]}, "missing chips"),
-     ({"tpu_version": "v4", "slice_shape": [2, 2, 1], "chips": []}, "no chips"),
-     ({"tpu_version": "v4", "slice_shape": [1, 1, 1], "chips": [{"chip": "c0"}]}, "tpu-<N>")],
+    [
+        ({}, "missing tpu_version"),
+        ({"tpu_version": "v9"}, "unknown tpu_version"),
+        ({"tpu_version": "v4", "slice_shape": [0, 1, 1]}, "invalid slice_shape"),
+        ({"tpu_version": "v4", "slice_shape": [2, 2, 1]}, "missing chips"),
+        ({"tpu_version": "v4", "slice_shape": [2, 2, 1], "chips": []}, "no chips"),
+        ({"tpu_version": "v4", "slice_shape": [1, 1, 1], "chips": [{"chip": "c0"}]}, "tpu-<N>"),
+    ],
 )
 def test_slice_description_is_strict(doc: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -51,9 +54,15 @@ def test_slice_description_is_strict(doc: dict[str, object], message: str) -> No
 
 
 async def test_poll_and_topology_single_host_slice() -> None:
-    src = TpuSource(make_config(tpu=TpuSettings(
-        command=stub(TP / "tpu-info-v6e-static.txt"), slice_file=str(TP / "tpu-fixture-sparse-subcube.json"),
-        host="tpu-a")))
+    src = TpuSource(
+        make_config(
+            tpu=TpuSettings(
+                command=stub(TP / "tpu-info-v6e-static.txt"),
+                slice_file=str(TP / "tpu-fixture-sparse-subcube.json"),
+                host="tpu-a",
+            )
+        )
+    )
     await src.open()
     frames = await src.poll(time.time())
     assert [f.shard for f in frames] == [f"tpu-a/tpu{i}" for i in range(4)]
@@ -69,9 +78,18 @@ async def test_poll_and_topology_single_host_slice() -> None:
 
 async def test_multi_host_slice_places_chips_on_their_workers() -> None:
     hosts = tuple(f"tpu-w{i}" for i in range(16))
-    src = TpuSource(make_config(tpu=TpuSettings(
-        command=stub(TP / "tpu-info-v4-rich.txt"), slice_file=str(TP / "tpu-fixture-v4-cube.json"),
-        host="tpu-w5", hosts=hosts, chips_per_host=4, accelerator="tpu-v4-podslice")))
+    src = TpuSource(
+        make_config(
+            tpu=TpuSettings(
+                command=stub(TP / "tpu-info-v4-rich.txt"),
+                slice_file=str(TP / "tpu-fixture-v4-cube.json"),
+                host="tpu-w5",
+                hosts=hosts,
+                chips_per_host=4,
+                accelerator="tpu-v4-podslice",
+            )
+        )
+    )
     await src.open()
     frames = await src.poll(time.time())
     part = await src.topology()
@@ -99,7 +117,8 @@ async def test_errors_are_typed(tmp_path: Path) -> None:
         await src.poll(1.0)
     bad_slice = tmp_path / "slice.json"
     bad_slice.write_text(json.dumps({"tpu_version": "v7x"}))
-    src = TpuSource(make_config(tpu=TpuSettings(command=stub(TP / "tpu-info-v6e-static.txt"),
-                                                slice_file=str(bad_slice))))
+    src = TpuSource(
+        make_config(tpu=TpuSettings(command=stub(TP / "tpu-info-v6e-static.txt"), slice_file=str(bad_slice)))
+    )
     with pytest.raises(SubstrateFatal, match="unknown tpu_version"):
         await src.open()

@@ -113,18 +113,40 @@ def redis_cluster(tmp_path: Path) -> Iterator[list[Server]]:
             d = tmp_path / f"cluster-{i}"
             d.mkdir()
             port = cluster_port()
-            extra = ["--cluster-enabled", "yes", "--cluster-config-file", str(d / "nodes.conf"),
-                     "--cluster-node-timeout", "2000"]
+            extra = [
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                str(d / "nodes.conf"),
+                "--cluster-node-timeout",
+                "2000",
+            ]
             s = Server(redis_argv(port, d, extra=extra), port, d, "redis")
             s.start()
             servers.append(s)
         cli = find_exe("redis-cli")
-        subprocess.run([cli, "--cluster", "create", *[f"127.0.0.1:{s.port}" for s in servers],
-                        "--cluster-replicas", "0", "--cluster-yes"], check=True, capture_output=True, timeout=30)
+        subprocess.run(
+            [
+                cli,
+                "--cluster",
+                "create",
+                *[f"127.0.0.1:{s.port}" for s in servers],
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
-            info = [subprocess.run([cli, "-p", str(s.port), "cluster", "info"], check=False, capture_output=True,
-                                   text=True, timeout=5).stdout for s in servers]
+            info = [
+                subprocess.run(
+                    [cli, "-p", str(s.port), "cluster", "info"], check=False, capture_output=True, text=True, timeout=5
+                ).stdout
+                for s in servers
+            ]
             if all("cluster_state:ok" in i for i in info):
                 break
             time.sleep(0.1)

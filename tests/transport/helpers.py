@@ -33,16 +33,28 @@ from tessera_daemon.worker import DetectorRunning, run_detector
 
 START_TS = 1_767_225_600.0
 SIM = {
-    "TESSERA_SIM__ZONES": "1", "TESSERA_SIM__RACKS_PER_ZONE": "2", "TESSERA_SIM__HOSTS_PER_RACK": "2",
-    "TESSERA_SIM__COHORTS": "2", "TESSERA_SIM__SCENARIO": "mixed", "TESSERA_SIM__START_TS": str(START_TS),
-    "TESSERA_SIM__SPEEDUP": "300", "TESSERA_SIM__DURATION_S": "900", "TESSERA_LOG__LEVEL": "warning",
-    "TESSERA_HTTP__PORT": "0", "TESSERA_SOURCES__POLL_INTERVAL_S": "0.1",
+    "TESSERA_SIM__ZONES": "1",
+    "TESSERA_SIM__RACKS_PER_ZONE": "2",
+    "TESSERA_SIM__HOSTS_PER_RACK": "2",
+    "TESSERA_SIM__COHORTS": "2",
+    "TESSERA_SIM__SCENARIO": "mixed",
+    "TESSERA_SIM__START_TS": str(START_TS),
+    "TESSERA_SIM__SPEEDUP": "300",
+    "TESSERA_SIM__DURATION_S": "900",
+    "TESSERA_LOG__LEVEL": "warning",
+    "TESSERA_HTTP__PORT": "0",
+    "TESSERA_SOURCES__POLL_INTERVAL_S": "0.1",
     "TESSERA_TRANSPORT__KIND": "redis",
-    "TESSERA_TRANSPORT__DETECTOR__LEASE_MS": "1500", "TESSERA_TRANSPORT__DETECTOR__HEARTBEAT_MS": "250",
-    "TESSERA_TRANSPORT__DETECTOR__CLAIM_IDLE_MS": "500", "TESSERA_TRANSPORT__DETECTOR__IDLE_CLOSE_S": "3",
-    "TESSERA_TRANSPORT__DETECTOR__CHECKPOINT_WINDOWS": "10", "TESSERA_TRANSPORT__DETECTOR__BLOCK_MS": "100",
-    "TESSERA_TRANSPORT__BREAKER__BACKOFF_BASE_S": "0.05", "TESSERA_TRANSPORT__BREAKER__BACKOFF_CAP_S": "0.5",
-    "TESSERA_TRANSPORT__REDIS__SOCKET_TIMEOUT_S": "2", "TESSERA_TRANSPORT__REDIS__CONNECT_TIMEOUT_S": "1",
+    "TESSERA_TRANSPORT__DETECTOR__LEASE_MS": "1500",
+    "TESSERA_TRANSPORT__DETECTOR__HEARTBEAT_MS": "250",
+    "TESSERA_TRANSPORT__DETECTOR__CLAIM_IDLE_MS": "500",
+    "TESSERA_TRANSPORT__DETECTOR__IDLE_CLOSE_S": "3",
+    "TESSERA_TRANSPORT__DETECTOR__CHECKPOINT_WINDOWS": "10",
+    "TESSERA_TRANSPORT__DETECTOR__BLOCK_MS": "100",
+    "TESSERA_TRANSPORT__BREAKER__BACKOFF_BASE_S": "0.05",
+    "TESSERA_TRANSPORT__BREAKER__BACKOFF_CAP_S": "0.5",
+    "TESSERA_TRANSPORT__REDIS__SOCKET_TIMEOUT_S": "2",
+    "TESSERA_TRANSPORT__REDIS__CONNECT_TIMEOUT_S": "1",
     "TESSERA_DAEMON__SHUTDOWN_GRACE_S": "5",
 }
 
@@ -81,8 +93,9 @@ def reference(cfg: Config, before: dict[str, list[Frame]] | None = None) -> Refe
         for w in windows:  # one window at a time: a firing is published as of the window that opened it
             r = pipes[token].process(w)
             ref.windows[token][r.index] = r.n_frames
-            ref.firings.extend((r.index, f.id, "open", json.dumps(open_view(f), separators=(",", ":")))
-                               for f in r.opened)
+            ref.firings.extend(
+                (r.index, f.id, "open", json.dumps(open_view(f), separators=(",", ":"))) for f in r.opened
+            )
             ref.firings.extend((r.index, f.id, "resolved", f.to_json()) for f in r.resolved)
 
     for token, fs in (before or {}).items():

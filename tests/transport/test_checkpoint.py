@@ -65,8 +65,9 @@ def test_restore_then_continue_equals_uninterrupted(
     blob = checkpoint.snapshot(p, partition="fleet", position=f"{cut}-0", extra={"k": [1, 2]})
     q, meta = checkpoint.restore(blob, cfg, partition="fleet")
     assert (meta.position, meta.extra, meta.partition) == (f"{cut}-0", {"k": [1, 2]}, "fleet")
-    assert checkpoint.snapshot(q, partition="fleet", position=f"{cut}-0", extra={"k": [1, 2]},
-                               now=meta.created_ts) == blob  # a restored pipeline saves the same bytes
+    assert (
+        checkpoint.snapshot(q, partition="fleet", position=f"{cut}-0", extra={"k": [1, 2]}, now=meta.created_ts) == blob
+    )  # a restored pipeline saves the same bytes
     _run(q, ticks[cut:], out)
     for r in q.flush():
         out += [f.to_json() for f in (*r.opened, *r.resolved)]
@@ -125,8 +126,20 @@ def _tamper(blob: bytes, edit: str) -> bytes:
         (lambda b: _tamper(b, "config"), "different detector configuration"),
         (lambda b: _tamper(b, "tag"), "unknown tag"),
     ],
-    ids=["truncated", "bit-flip", "magic", "version", "empty", "class", "dtype", "shape", "fields",
-         "attribute", "config", "tag"],
+    ids=[
+        "truncated",
+        "bit-flip",
+        "magic",
+        "version",
+        "empty",
+        "class",
+        "dtype",
+        "shape",
+        "fields",
+        "attribute",
+        "config",
+        "tag",
+    ],
 )
 def test_invalid_checkpoints_are_refused(mangle: object, message: str) -> None:
     cfg = _cfg()
@@ -170,8 +183,11 @@ async def test_worker_refuses_a_corrupted_checkpoint_loudly_and_keeps_working(re
                 async with agent(cfg) as (_a, at):  # the same frames again: job-0 starts from scratch
                     await wait_for(at.done, 30, "the agent")
                 c = worker.detector.counters
-                await wait_for(lambda: c.checkpoints["written"] >= 1 and c.windows["skipped"] > 0, 15,
-                               "job-0 processed and checkpointed again")
+                await wait_for(
+                    lambda: c.checkpoints["written"] >= 1 and c.windows["skipped"] > 0,
+                    15,
+                    "job-0 processed and checkpointed again",
+                )
                 worker.detector.refresh_view()
                 text = worker.status.metrics_bytes.decode()
         assert worker.detector.counters.checkpoints["refused"] == 1

@@ -25,8 +25,13 @@ pytestmark = pytest.mark.redis
 
 async def test_two_workers_share_partitions_spread_over_a_three_master_cluster(redis_cluster: list[Server]) -> None:
     url = f"redis://127.0.0.1:{redis_cluster[0].port}/0"
-    cfg = make_cfg(url, TESSERA_TRANSPORT__REDIS__CLUSTER="true", TESSERA_SIM__COHORTS="3",
-                   TESSERA_SIM__HOSTS_PER_RACK="3", TESSERA_SIM__DURATION_S="600")
+    cfg = make_cfg(
+        url,
+        TESSERA_TRANSPORT__REDIS__CLUSTER="true",
+        TESSERA_SIM__COHORTS="3",
+        TESSERA_SIM__HOSTS_PER_RACK="3",
+        TESSERA_SIM__DURATION_S="600",
+    )
     ref = reference(cfg)
     tokens = sorted(ref.windows)
     assert tokens == ["job-0", "job-1", "job-2"]

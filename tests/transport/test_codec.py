@@ -63,13 +63,22 @@ def test_unreadable_entries_name_their_reason(fields: dict[bytes, bytes] | None,
 
 
 def _valid_payload() -> dict[str, object]:
-    return dict(msgpack.unpackb(encode_host([Frame(1.0, "s0", {"m": 1.0}, frozenset(), (3,)),
-                                        Frame(1.0, "s1", {"m": 2.0})], "h", "a", 1)[b"d"]))
+    return dict(
+        msgpack.unpackb(
+            encode_host([Frame(1.0, "s0", {"m": 1.0}, frozenset(), (3,)), Frame(1.0, "s1", {"m": 2.0})], "h", "a", 1)[
+                b"d"
+            ]
+        )
+    )
 
 
 PAYLOAD_KEYS = ["h", "s", "t", "m", "x", "a", "c", "cf", "e", "l"]
 values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats(allow_nan=True) | st.text(max_size=8)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=True)
+    | st.text(max_size=8)
     | st.binary(max_size=64),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=4),
     max_leaves=12,

@@ -41,8 +41,15 @@ def ev_cfg(url: str, **env: str) -> Config:
     """The worker's configuration with tokens on both event routes (required since issue 18) and an age
     bound wide enough for events at simulated times (the worker's event time is the wall clock until
     its first window)."""
-    return make_cfg(url, **{"TESSERA_EVENTS__API_TOKEN": TOKEN, "TESSERA_EVENTS__DEPLOYSIGNAL__TOKEN": TOKEN,
-                            "TESSERA_EVENTS__MAX_AGE_S": "3e9", **env})
+    return make_cfg(
+        url,
+        **{
+            "TESSERA_EVENTS__API_TOKEN": TOKEN,
+            "TESSERA_EVENTS__DEPLOYSIGNAL__TOKEN": TOKEN,
+            "TESSERA_EVENTS__MAX_AGE_S": "3e9",
+            **env,
+        },
+    )
 
 
 def event(eid: str, scope: list[str] | str, kind: str = "firmware_push", ts: float = START_TS + 600) -> dict[str, Any]:
@@ -100,8 +107,10 @@ async def _is(value: Any, expected: float) -> bool:
 
 async def logged(client: Any, cfg: Config) -> list[dict[str, Any]]:
     rows = await client.xrange(Keys(cfg.transport.redis.prefix).events, "-", "+")
-    return [{"event": json.loads(f[b"event"]), "source": f[b"source"].decode(),
-             "metadata": json.loads(f[b"metadata"])} for _i, f in rows]
+    return [
+        {"event": json.loads(f[b"event"]), "source": f[b"source"].decode(), "metadata": json.loads(f[b"metadata"])}
+        for _i, f in rows
+    ]
 
 
 async def test_posted_event_freezes_the_shards_of_every_partition_it_concerns(redis_server: Server) -> None:
@@ -118,7 +127,9 @@ async def test_posted_event_freezes_the_shards_of_every_partition_it_concerns(re
         assert [e["status"] for e in body["events"]] == ["added", "added"]
         rows = await logged(client, cfg)
         assert [(r["event"]["id"], r["event"]["scope"], r["source"]) for r in rows] == [
-            ("fw-host", [HOST], "api"), ("fw-rack", [RACK], "api")]
+            ("fw-host", [HOST], "api"),
+            ("fw-rack", [RACK], "api"),
+        ]
         assert ClusterEvent.from_obj(rows[0]["event"]) == ClusterEvent.from_obj(event("fw-host", [HOST]))
 
         await wait_for(lambda: len(shards_with(worker, "fw-rack")) == 2, 10, "the rack event in both partitions")
@@ -141,7 +152,9 @@ async def test_posted_event_freezes_the_shards_of_every_partition_it_concerns(re
             listed = await r.json()
         assert r.status == 200
         assert {e["id"]: e["affected_shards"] for e in listed["events"]} == {
-            "fw-host": 8, "fw-rack": len(rack["job-0"] | rack["job-1"])}
+            "fw-host": 8,
+            "fw-rack": len(rack["job-0"] | rack["job-1"]),
+        }
         # re-posting is a duplicate everywhere: nothing changes, the log grows by the retried entry only
         async with http.post(f"{base}/v1/events", json=event("fw-host", [HOST])) as r:
             assert r.status == 202
@@ -151,8 +164,11 @@ async def test_posted_event_freezes_the_shards_of_every_partition_it_concerns(re
         assert counts["relayed"] == 3
         assert counts["applied"] == 3  # host: job-0; rack: job-0 and job-1
         assert counts["undecodable"] == 0
-        await wait_for(lambda: _metric(http, base, 'tessera_event_log_entries_total{outcome="relayed"} 3.0'), 10,
-                       "the event log series")
+        await wait_for(
+            lambda: _metric(http, base, 'tessera_event_log_entries_total{outcome="relayed"} 3.0'),
+            10,
+            "the event log series",
+        )
     await client.aclose()
 
 
@@ -198,8 +214,15 @@ async def test_a_worker_started_after_the_event_replays_the_log(redis_server: Se
         log = EventLog(link, keys, cfg.events.history)
         await log.append([(ClusterEvent.from_obj(event("fw-early", [RACK])), "api", {})])
         await client.xadd(keys.events, {b"event": b"{not json", b"source": b"api", b"metadata": b"{}"})
-        await log.append([(ClusterEvent.from_obj(event("redeploy", "fleet", kind="model_redeploy")),
-                           "deploysignal", {"ds_instance_id": "ds-1"})])
+        await log.append(
+            [
+                (
+                    ClusterEvent.from_obj(event("redeploy", "fleet", kind="model_redeploy")),
+                    "deploysignal",
+                    {"ds_instance_id": "ds-1"},
+                )
+            ]
+        )
     finally:
         await link.close()
     async with detector(cfg) as (worker, _t), aiohttp.ClientSession(headers=AUTH) as http:
@@ -238,9 +261,16 @@ async def test_deploysignal_event_is_logged_and_freezes(redis_server: Server) ->
     router = await publish(cfg)
     client = client_for(redis_server.url)
     now = time.time()
-    envelope = {"contract_version": "v1", "emitted_at_ts": now, "event": {
-        "event_id": "ds-42", "event_class": "driver_update", "event_ts": now,
-        "metadata": {"scope": RACK, "change": "driver 570"}}}
+    envelope = {
+        "contract_version": "v1",
+        "emitted_at_ts": now,
+        "event": {
+            "event_id": "ds-42",
+            "event_class": "driver_update",
+            "event_ts": now,
+            "metadata": {"scope": RACK, "change": "driver 570"},
+        },
+    }
     async with detector(cfg) as (worker, _t), aiohttp.ClientSession(headers=AUTH) as http:
         await serving(worker)
         url = f"http://127.0.0.1:{worker.port}/v1/tessera/deploy-events"
@@ -269,8 +299,11 @@ async def test_post_answers_503_while_redis_is_down_and_succeeds_on_retry(redis_
         await serving(worker)
         base = f"http://127.0.0.1:{worker.port}"
         ds_url = f"{base}/v1/tessera/deploy-events"
-        envelope = {"contract_version": "v1", "emitted_at_ts": START_TS, "event": {
-            "event_id": "ds-1", "event_class": "config_change", "event_ts": START_TS}}
+        envelope = {
+            "contract_version": "v1",
+            "emitted_at_ts": START_TS,
+            "event": {"event_id": "ds-1", "event_class": "config_change", "event_ts": START_TS},
+        }
         redis_aof.stop()
         async with http.post(f"{base}/v1/events", json=event("fw-1", [HOST])) as r:
             assert r.status == 503
@@ -298,7 +331,6 @@ async def test_post_answers_503_while_redis_is_down_and_succeeds_on_retry(redis_
         await client.aclose()
 
 
-
 async def test_a_partition_acquired_after_the_event_was_read_replays_the_log(redis_server: Server) -> None:
     refresh = {"TESSERA_TRANSPORT__AGENT__TOPOLOGY_REFRESH_S": "0.2"}
     cfg = ev_cfg(redis_server.url, **refresh)
@@ -315,5 +347,8 @@ async def test_a_partition_acquired_after_the_event_was_read_replays_the_log(red
         assert counts["read"] == 1
         assert shards_with(worker, "fw-r01")["job-2"] == members(router.partitions["job-2"].topology, "z0-r01")
         # the partitions already held re-expand the event over their new slices
-        await wait_for(lambda: shards_with(worker, "fw-r01")["job-0"] == members(
-            router.partitions["job-0"].topology, "z0-r01"), 10, "job-0's new slice")
+        await wait_for(
+            lambda: shards_with(worker, "fw-r01")["job-0"] == members(router.partitions["job-0"].topology, "z0-r01"),
+            10,
+            "job-0's new slice",
+        )

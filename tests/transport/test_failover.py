@@ -40,11 +40,20 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @contextmanager
 def worker_process(cfg_path: Path, worker: str, log_dir: Path) -> Iterator[subprocess.Popen[bytes]]:
-    env = {**os.environ, "TESSERA_TRANSPORT__DETECTOR__ID": worker, "TESSERA_LOG__FORMAT": "json",
-           "TESSERA_LOG__LEVEL": "info"}
+    env = {
+        **os.environ,
+        "TESSERA_TRANSPORT__DETECTOR__ID": worker,
+        "TESSERA_LOG__FORMAT": "json",
+        "TESSERA_LOG__LEVEL": "info",
+    }
     with (log_dir / f"{worker}.log").open("wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "tessera_daemon", "--config", str(cfg_path), "detector"],
-                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tessera_daemon", "--config", str(cfg_path), "detector"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         try:
             yield proc
         finally:
@@ -78,16 +87,22 @@ async def test_kill_9_worker_mid_stream_survivor_takes_over_exactly(redis_server
             assert victim is not None
             survivor = "wB" if victim == "wA" else "wA"
             mark0 = await client.get(keys.committed(victim_token))
-            await wait_for(lambda: _committed_beyond(client, keys, victim_token, int(mark0 or 0) + 20), 30,
-                           "the victim committing windows")
+            await wait_for(
+                lambda: _committed_beyond(client, keys, victim_token, int(mark0 or 0) + 20),
+                30,
+                "the victim committing windows",
+            )
             assert not at.done(), "the stream must still be flowing when the worker dies"
             mark_at_kill = int(await client.get(keys.committed(victim_token)))
             procs[victim].send_signal(signal.SIGKILL)
             killed = time.monotonic()
             await wait_for(lambda: _held_by(client, cfg, victim_token, survivor), 30, "the takeover")
             takeover_s = time.monotonic() - killed
-            await wait_for(lambda: _committed_beyond(client, keys, victim_token, mark_at_kill + 1), 30,
-                           "the survivor committing the victim's partition")
+            await wait_for(
+                lambda: _committed_beyond(client, keys, victim_token, mark_at_kill + 1),
+                30,
+                "the survivor committing the victim's partition",
+            )
             resumed_s = time.monotonic() - killed
             await asyncio.wait_for(asyncio.shield(at), 60)
         await wait_for(lambda: all_committed(client, cfg, ref), 60, "every window committed")
@@ -99,8 +114,10 @@ async def test_kill_9_worker_mid_stream_survivor_takes_over_exactly(redis_server
     assert {by for _w, _n, by in out.windows[victim_token]} == {victim, survivor}
     log = (tmp_path / f"{survivor}.log").read_text()
     assert "partition acquired" in log
-    print(f"\nworker takeover {takeover_s:.2f}s after SIGKILL, first new window committed after {resumed_s:.2f}s "
-          f"(lease {cfg.transport.detector.lease_ms} ms, claim idle {cfg.transport.detector.claim_idle_ms} ms)")
+    print(
+        f"\nworker takeover {takeover_s:.2f}s after SIGKILL, first new window committed after {resumed_s:.2f}s "
+        f"(lease {cfg.transport.detector.lease_ms} ms, claim idle {cfg.transport.detector.claim_idle_ms} ms)"
+    )
     await client.aclose()
 
 

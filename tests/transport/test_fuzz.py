@@ -23,8 +23,13 @@ pytestmark = pytest.mark.redis
 
 VALID = encode_host([Frame(1.0, "s0", {"m": 1.0}), Frame(1.0, "s1", {"m": 2.0}, frozenset(), (79,))], "h", "a/1", 1)
 payload_values = st.one_of(
-    st.none(), st.integers(-(2**63), 2**64 - 1), st.floats(), st.text(max_size=6), st.binary(max_size=40),
-    st.lists(st.text(max_size=3), max_size=3), st.lists(st.integers(-3, 3), max_size=3),
+    st.none(),
+    st.integers(-(2**63), 2**64 - 1),
+    st.floats(),
+    st.text(max_size=6),
+    st.binary(max_size=40),
+    st.lists(st.text(max_size=3), max_size=3),
+    st.lists(st.integers(-3, 3), max_size=3),
 )
 
 
@@ -32,8 +37,7 @@ payload_values = st.one_of(
 def entries(draw: st.DrawFn) -> dict[bytes, bytes]:
     kind = draw(st.integers(0, 4))
     if kind == 0:  # arbitrary fields
-        return draw(st.dictionaries(st.binary(min_size=1, max_size=6), st.binary(max_size=60), min_size=1,
-                                    max_size=5))
+        return draw(st.dictionaries(st.binary(min_size=1, max_size=6), st.binary(max_size=60), min_size=1, max_size=5))
     fields = dict(VALID)
     if kind == 1:  # one envelope field replaced or removed
         key = draw(st.sampled_from([b"v", b"src", b"seq", b"d"]))
@@ -64,8 +68,9 @@ def offline_ok(fields: dict[bytes, bytes]) -> bool:
     return True
 
 
-@settings(max_examples=60, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(batch=st.lists(entries(), min_size=1, max_size=40))
 async def test_fuzzed_entries_never_crash_a_worker_and_land_in_dead_letters(
     redis_url: str, batch: list[dict[bytes, bytes]]
@@ -88,8 +93,9 @@ async def test_fuzzed_entries_never_crash_a_worker_and_land_in_dead_letters(
                 break
         expected_ok = [i for i, f in zip(ids, batch, strict=True) if offline_ok(f)]
         assert [t.id for t in delivered] == expected_ok
-        dead = [f for _i, f in await client.xrange(keys.deadletter, "-", "+")
-                if f[b"stream"] == keys.stream(token).encode()]
+        dead = [
+            f for _i, f in await client.xrange(keys.deadletter, "-", "+") if f[b"stream"] == keys.stream(token).encode()
+        ]
         assert len(dead) == len(batch) - len(expected_ok)
         assert all(f[b"reason"].decode() in REASONS for f in dead)
         assert sum(transport.dead_letters.values()) == len(dead)

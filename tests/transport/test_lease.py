@@ -62,8 +62,9 @@ def test_breaker_opens_after_failures_backs_off_and_closes_on_success() -> None:
 
 def test_heartbeat_must_renew_well_within_the_lease() -> None:
     with pytest.raises(ConfigError, match="heartbeat_ms"):
-        load_config(None, {"TESSERA_TRANSPORT__DETECTOR__LEASE_MS": "1000",
-                           "TESSERA_TRANSPORT__DETECTOR__HEARTBEAT_MS": "600"})
+        load_config(
+            None, {"TESSERA_TRANSPORT__DETECTOR__LEASE_MS": "1000", "TESSERA_TRANSPORT__DETECTOR__HEARTBEAT_MS": "600"}
+        )
 
 
 def test_fair_share() -> None:

@@ -25,8 +25,12 @@ pytestmark = pytest.mark.mqtt
 
 
 def mqtt_env(port: int) -> dict[str, str]:
-    return {"TESSERA_TRANSPORT__MQTT__PORT": str(port), "TESSERA_TRANSPORT__MQTT__BACKOFF_BASE_S": "0.05",
-            "TESSERA_TRANSPORT__MQTT__BACKOFF_CAP_S": "0.3", "TESSERA_DAEMON__CLUSTER": "lab"}
+    return {
+        "TESSERA_TRANSPORT__MQTT__PORT": str(port),
+        "TESSERA_TRANSPORT__MQTT__BACKOFF_BASE_S": "0.05",
+        "TESSERA_TRANSPORT__MQTT__BACKOFF_CAP_S": "0.3",
+        "TESSERA_DAEMON__CLUSTER": "lab",
+    }
 
 
 async def publish_frames(port: int, frames: list[Frame], *, strip_shard: bool = False) -> None:
@@ -44,8 +48,15 @@ async def test_source_ingests_training_frames_rejects_garbage_and_reconnects(mos
     await src.open()
     try:
         await asyncio.wait_for(src.connected.wait(), 10)
-        sent = [Frame(START_TS + i, f"job7/rank{r}", {"step_time_ms": 350.0 + r, "loss": 2.5 - i / 10,
-                                                      "grad_norm": 1.0 + r / 4}) for i in range(3) for r in range(4)]
+        sent = [
+            Frame(
+                START_TS + i,
+                f"job7/rank{r}",
+                {"step_time_ms": 350.0 + r, "loss": 2.5 - i / 10, "grad_norm": 1.0 + r / 4},
+            )
+            for i in range(3)
+            for r in range(4)
+        ]
         await publish_frames(mosquitto_server.port, sent, strip_shard=True)
         async with aiomqtt.Client("127.0.0.1", mosquitto_server.port) as c:
             await c.publish("tessera/lab/frames/job7/rank0", b"{not json", qos=1)
@@ -103,17 +114,34 @@ async def test_round_trip_trainer_mqtt_agent_redis_worker_mqtt(
     shards = [s for s in sim.topology.shards if s.startswith("z0-r00-h00-")]
     topo_file = tmp_path / "topology.json"
     topo_file.write_text(slice_topology(sim.topology, shards).to_json())
-    cfg = make_cfg(redis_server.url, **mqtt_env(mosquitto_server.port), TESSERA_SOURCES__ENABLED='["mqtt"]',
-                   TESSERA_SOURCES__STATIC_TOPOLOGY=str(topo_file), TESSERA_TRANSPORT__MQTT__PUBLISH_FIRINGS="true")
+    cfg = make_cfg(
+        redis_server.url,
+        **mqtt_env(mosquitto_server.port),
+        TESSERA_SOURCES__ENABLED='["mqtt"]',
+        TESSERA_SOURCES__STATIC_TOPOLOGY=str(topo_file),
+        TESSERA_TRANSPORT__MQTT__PUBLISH_FIRINGS="true",
+    )
     sick = shards[3]
-    frames = [Frame(START_TS + t, s, {"step_time_ms": 350.0, "gpu_util": 0.9}, frozenset(), (79,) if (
-        s == sick and t == 12) else ()) for t in range(30) for s in shards]
+    frames = [
+        Frame(
+            START_TS + t,
+            s,
+            {"step_time_ms": 350.0, "gpu_util": 0.9},
+            frozenset(),
+            (79,) if (s == sick and t == 12) else (),
+        )
+        for t in range(30)
+        for s in shards
+    ]
     keys = Keys(cfg.transport.redis.prefix)
     client = client_for(redis_server.url)
     states: dict[str, dict[str, object]] = {}
     try:
-        async with (aiomqtt.Client("127.0.0.1", mosquitto_server.port) as sub,
-                    detector(cfg) as (worker, _wt), agent(cfg) as (ag, _at)):
+        async with (
+            aiomqtt.Client("127.0.0.1", mosquitto_server.port) as sub,
+            detector(cfg) as (worker, _wt),
+            agent(cfg) as (ag, _at),
+        ):
             await sub.subscribe("tessera/lab/firings/#", qos=1)
             await wait_for(lambda: ag.status.health["mqtt"].up, 10, "the agent's MQTT source")
             await publish_frames(mosquitto_server.port, frames)

@@ -31,8 +31,12 @@ async def get(http: aiohttp.ClientSession, port: int, path: str) -> tuple[int, s
 
 @pytest.mark.parametrize("bound", [100_000, 1_000])
 async def test_agent_buffer_rides_out_redis_outage(redis_aof: Server, bound: int) -> None:
-    cfg = make_cfg(redis_aof.url, TESSERA_SIM__SPEEDUP="40", TESSERA_SIM__DURATION_S="160",
-                   TESSERA_TRANSPORT__AGENT__BUFFER_FRAMES=str(bound))
+    cfg = make_cfg(
+        redis_aof.url,
+        TESSERA_SIM__SPEEDUP="40",
+        TESSERA_SIM__DURATION_S="160",
+        TESSERA_TRANSPORT__AGENT__BUFFER_FRAMES=str(bound),
+    )
     sim = ClusterSim(cfg.sim, scenario=cfg.sim.scenario, start_ts=cfg.sim.start_ts)
     produced = 161 * len(sim.shard_ids)
     async with agent(cfg) as (ag, at):
@@ -58,8 +62,11 @@ async def test_agent_buffer_rides_out_redis_outage(redis_aof: Server, bound: int
         await asyncio.wait_for(asyncio.shield(at), 30)
     assert ready_before[0] == 200
     assert ready_during[0] == 503 and "redis unreachable" in ready_during[1]
-    values = {(s.name, tuple(s.labels.values())): s.value for fam in text_string_to_metric_families(metrics[1])
-              for s in fam.samples}
+    values = {
+        (s.name, tuple(s.labels.values())): s.value
+        for fam in text_string_to_metric_families(metrics[1])
+        for s in fam.samples
+    }
     assert values[("tessera_redis_up", ())] == 0 and values[("tessera_breaker_open", ())] == 1
     assert values[("tessera_agent_buffered_frames", ())] > 0
     assert ("tessera_agent_dropped_frames_total", ()) in values

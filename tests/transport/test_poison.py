@@ -87,8 +87,9 @@ async def test_poison_entries_are_dead_lettered_and_both_workers_go_on(redis_ser
                         for w in (w1, w2):
                             async with http.get(f"http://127.0.0.1:{w.port}/metrics") as r:
                                 text = await r.text()
-                            found |= {h for h in hosts if f'tessera_clock_skew_seconds{{host="{h}",source="evil"}}'
-                                      in text}
+                            found |= {
+                                h for h in hosts if f'tessera_clock_skew_seconds{{host="{h}",source="evil"}}' in text
+                            }
                     return found == hosts
 
                 await wait_for(skew_exported, 20, "the skewed host on /metrics", step_s=0.3)
@@ -103,8 +104,9 @@ async def test_poison_entries_are_dead_lettered_and_both_workers_go_on(redis_ser
             assert all(w.detector.counters.windows["committed"] > n for w, n in zip((w1, w2), mid, strict=True))
         out = await read_outputs(client, cfg, sorted(ref.windows))
         dead = await client.xrange(keys.deadletter, "-", "+")
-        pending = {t: (await client.xpending(keys.stream(t), cfg.transport.redis.group))["pending"]
-                   for t in ref.windows}
+        pending = {
+            t: (await client.xpending(keys.stream(t), cfg.transport.redis.group))["pending"] for t in ref.windows
+        }
     finally:
         await client.aclose()
     assert_exact(out, ref)

@@ -104,7 +104,8 @@ async def test_single_worker_matches_reference_and_dead_letters_garbage(redis_se
     assert metrics[("tessera_partitions_owned", ())] == 2
     assert metrics[("tessera_checkpoints_total", (("outcome", "written"),))] >= 2
     assert metrics[("tessera_windows_committed_total", (("outcome", "committed"),))] == sum(
-        len(w) for w in ref.windows.values())
+        len(w) for w in ref.windows.values()
+    )
     assert ("tessera_stream_lag_entries", (("stream", keys.stream("job-0")),)) in metrics
     # acknowledged only what the final checkpoint covers: nothing left pending after shutdown
     for token in ("job-0", "job-1"):
@@ -125,8 +126,9 @@ async def test_worker_follows_a_partition_topology_change(redis_server: Server) 
             await wait_for(lambda: worker.detector.parts, 10, "the partition")
             (work,) = worker.detector.parts.values()
             assert len(work.pipeline.shards) == 32
-            await publish_registry(link, keys, "agent-a", Router(ClusterSim(bigger.sim).topology),
-                                   cfg.transport.redis.group)
+            await publish_registry(
+                link, keys, "agent-a", Router(ClusterSim(bigger.sim).topology), cfg.transport.redis.group
+            )
             await wait_for(lambda: len(work.pipeline.shards) == 48, 10, "the new topology")
             assert work.pipeline.threshold_log == worker.detector.coordinator.threshold_log
     finally:

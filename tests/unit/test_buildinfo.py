@@ -47,7 +47,8 @@ def test_build_info_carries_version_revision_and_python() -> None:
     git = shutil.which("git")
     if git is None or not (root / ".git").exists():
         pytest.skip("not a git checkout")
-    head = subprocess.run([git, "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                          check=True).stdout.strip()
+    head = subprocess.run(
+        [git, "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     if not (root / "tessera_daemon" / "REVISION").exists():
         assert sample.labels["revision"] == head

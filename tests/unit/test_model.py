@@ -98,8 +98,9 @@ def _host_blocks(seed: int, n: int) -> list[FrameBlock]:
             xid = tuple(int(x) for x in rng.integers(1, 120, size=int(rng.integers(1, 3))))
             if rng.random() < 0.7:
                 xid = ()
-            frames.append(Frame(100.0 + e + g / 10, f"h{e % 3}/g{g}", metrics, frozenset({"tx"}), xid,
-                                bool(rng.random() < 0.25)))
+            frames.append(
+                Frame(100.0 + e + g / 10, f"h{e % 3}/g{g}", metrics, frozenset({"tx"}), xid, bool(rng.random() < 0.25))
+            )
         out.append(decode_entry(encode_host(frames, f"h{e % 3}", "a/1", e)).frames)
     return out
 

@@ -52,8 +52,10 @@ def _entry(rng: np.random.Generator, host: str, ts: float, seq: int) -> dict[byt
         r = rng.random()
         t = ts - 25.0 if r < 0.04 else ts - 4.0 if r < 0.12 else ts
         metrics: dict[str, float | None] = {
-            "util": float(rng.normal()), "tx_bytes": float(seq * 1000 + rng.integers(0, 500)),
-            "ecc_dbe": float(seq // 7), "extra": 1.0,
+            "util": float(rng.normal()),
+            "tx_bytes": float(seq * 1000 + rng.integers(0, 500)),
+            "ecc_dbe": float(seq // 7),
+            "extra": 1.0,
         }
         if wide:
             metrics["other"] = 2.0
@@ -83,8 +85,10 @@ def _deliveries(rng: np.random.Generator, n: int) -> list[Delivery]:
         if sent and rng.random() < 0.08:  # a redelivery: same src and seq, decoded again
             fields, tok = sent[int(rng.integers(max(0, len(sent) - 30), len(sent)))]
         elif rng.random() < 0.03:
-            frames = [Frame(ts, s, {"util": float(rng.normal()), "tx_bytes": float(i * 999)},
-                            frozenset({"tx_bytes"})) for s in ("b", "e")]
+            frames = [
+                Frame(ts, s, {"util": float(rng.normal()), "tx_bytes": float(i * 999)}, frozenset({"tx_bytes"}))
+                for s in ("b", "e")
+            ]
             out.append(Delivery(frames, EntryToken("p", f"{i}-1".encode(), f"list/{i}", 0)))
             continue
         else:
@@ -106,7 +110,12 @@ def _assert_same(x: WindowAssembler, y: WindowAssembler, wx: list[WindowData], w
     assert len(wx) == len(wy) > 20
     for a, b in zip(wx, wy, strict=True):
         assert (a.index, a.n_frames, a.xids, a.ecc_increments, a.lost) == (
-            b.index, b.n_frames, b.xids, b.ecc_increments, b.lost)
+            b.index,
+            b.n_frames,
+            b.xids,
+            b.ecc_increments,
+            b.lost,
+        )
         np.testing.assert_array_equal(a.present, b.present)
         np.testing.assert_array_equal(a.values, b.values)  # NaN == NaN here, otherwise exact
     assert x.stats == y.stats
@@ -173,9 +182,18 @@ def _dup_frames(deliveries: list[Delivery]) -> int:
 
 def test_runs_break_on_names_counters_and_frame_lists() -> None:
     """What is joined and what is not: only consecutive blocks with equal names and shared counters."""
+
     def block(names: list[str], counters: Any, n: int = 2) -> FrameBlock:
-        return FrameBlock([f"s{i}" for i in range(n)], np.arange(n, dtype=np.float64), names,
-                          np.ones((n, len(names))), None, counters, {}, set())
+        return FrameBlock(
+            [f"s{i}" for i in range(n)],
+            np.arange(n, dtype=np.float64),
+            names,
+            np.ones((n, len(names))),
+            None,
+            counters,
+            {},
+            set(),
+        )
 
     c = frozenset({"x"})
     common = [block(["x", "y"], c) for _ in range(3)]
@@ -192,15 +210,28 @@ def test_runs_break_on_names_counters_and_frame_lists() -> None:
 
     work = PartitionWork("p", "cohort", Recorder(), lease=None, committed=-1)  # type: ignore[arg-type]
     seq = iter(range(100))
-    work.ingest([Delivery(b, EntryToken("p", b"1-0", "src", next(seq)))
-                 for b in (common[0], common[1], wide, common[2], per_frame, per_frame, common[0])]
-                + [Delivery(frames, EntryToken("p", b"2-0", "other", 1)),
-                   Delivery(common[1], EntryToken("p", b"3-0", "src", 1)),  # a duplicate: dropped
-                   Delivery(common[2], EntryToken("p", b"4-0", "src", 50))])
+    work.ingest(
+        [
+            Delivery(b, EntryToken("p", b"1-0", "src", next(seq)))
+            for b in (common[0], common[1], wide, common[2], per_frame, per_frame, common[0])
+        ]
+        + [
+            Delivery(frames, EntryToken("p", b"2-0", "other", 1)),
+            Delivery(common[1], EntryToken("p", b"3-0", "src", 1)),  # a duplicate: dropped
+            Delivery(common[2], EntryToken("p", b"4-0", "src", 50)),
+        ]
+    )
     assert [len(g) for g in got] == [4, 2, 2, 2, 2, 2, 1, 2]
     assert isinstance(got[0], FrameBlock) and got[0] == [*common[0], *common[1]]
-    assert [got[1], got[2], got[3], got[4], got[5], got[6], got[7]] == [wide, common[2], per_frame, per_frame,
-                                                                        common[0], frames, common[2]]
+    assert [got[1], got[2], got[3], got[4], got[5], got[6], got[7]] == [
+        wide,
+        common[2],
+        per_frame,
+        per_frame,
+        common[0],
+        frames,
+        common[2],
+    ]
     assert got[1] is wide and got[3] is per_frame and got[4] is per_frame and got[6] is frames
     assert work.duplicates == 1 and work.position == b"4-0" and len(work.unacked) == 10
 
@@ -209,8 +240,16 @@ def _poison_block(ts: float, kind: str) -> FrameBlock:
     """A block the codec would refuse (it rejects bools as indices) made by hand: the assembler raises on it."""
     xids: dict[Any, tuple[int, ...]] = {True: (79,)} if kind == "xid" else {}
     lost: set[Any] = {True} if kind == "lost" else set()
-    return FrameBlock(["a", "b", "c"], np.full(3, ts), ["util", "tx_bytes"], np.ones((3, 2)), None,
-                      frozenset({"tx_bytes"}), xids, lost)
+    return FrameBlock(
+        ["a", "b", "c"],
+        np.full(3, ts),
+        ["util", "tx_bytes"],
+        np.ones((3, 2)),
+        None,
+        frozenset({"tx_bytes"}),
+        xids,
+        lost,
+    )
 
 
 @pytest.mark.parametrize("kind", ["xid", "lost"])
@@ -230,7 +269,7 @@ def test_a_poison_entry_is_rolled_back_and_handed_back(kind: str) -> None:
     failed: list[tuple[Delivery, str, str]] = []
     got: list[WindowData] = []
     for i in range(0, len(batch), 40):
-        failed += work.ingest(batch[i:i + 40])
+        failed += work.ingest(batch[i : i + 40])
         got += work.pipeline.assembler.close_ready()
     got += work.pipeline.assembler.flush()
     assert [d for d, _r, _e in failed] == [poison]
@@ -239,7 +278,7 @@ def test_a_poison_entry_is_rolled_back_and_handed_back(kind: str) -> None:
     clean = _work()
     ref: list[WindowData] = []
     for i in range(0, len(batch), 40):  # the same batches, without the poison entry
-        assert clean.ingest([d for d in batch[i:i + 40] if d is not poison]) == []
+        assert clean.ingest([d for d in batch[i : i + 40] if d is not poison]) == []
         ref += clean.pipeline.assembler.close_ready()
     ref += clean.pipeline.assembler.flush()
     _assert_same(work.pipeline.assembler, clean.pipeline.assembler, got, ref)

@@ -61,9 +61,17 @@ def test_zero_disables_the_guard() -> None:
 
 
 def test_run_mode_pipeline_keeps_committing_exports_the_skew_and_stays_ready() -> None:
-    cfg = load_config(None, {"TESSERA_SIM__ZONES": "1", "TESSERA_SIM__RACKS_PER_ZONE": "1",
-                             "TESSERA_SIM__HOSTS_PER_RACK": "2", "TESSERA_SIM__COHORTS": "1",
-                             "TESSERA_DETECTOR__WARMUP_WINDOWS": "5", "TESSERA_DETECTOR__WARMUP_MAX_WINDOWS": "5"})
+    cfg = load_config(
+        None,
+        {
+            "TESSERA_SIM__ZONES": "1",
+            "TESSERA_SIM__RACKS_PER_ZONE": "1",
+            "TESSERA_SIM__HOSTS_PER_RACK": "2",
+            "TESSERA_SIM__COHORTS": "1",
+            "TESSERA_DETECTOR__WARMUP_WINDOWS": "5",
+            "TESSERA_DETECTOR__WARMUP_MAX_WINDOWS": "5",
+        },
+    )
     sim = ClusterSim(cfg.sim, scenario="clean", seed=3, start_ts=math.floor(time.time() / 60) * 60 - 1200.0)
     p = Pipeline(cfg, sim.topology)
     p.assembler.guard_future(cfg.window.max_future_skew_s)  # as `run` does with live sources
@@ -104,8 +112,15 @@ def test_stall_watch_flags_frames_without_windows() -> None:
 
 
 def test_stall_shows_in_readiness() -> None:
-    cfg = load_config(None, {"TESSERA_SIM__ZONES": "1", "TESSERA_SIM__RACKS_PER_ZONE": "1",
-                             "TESSERA_SIM__HOSTS_PER_RACK": "1", "TESSERA_SIM__COHORTS": "1"})
+    cfg = load_config(
+        None,
+        {
+            "TESSERA_SIM__ZONES": "1",
+            "TESSERA_SIM__RACKS_PER_ZONE": "1",
+            "TESSERA_SIM__HOSTS_PER_RACK": "1",
+            "TESSERA_SIM__COHORTS": "1",
+        },
+    )
     sim = ClusterSim(cfg.sim, scenario="clean", seed=3)
     p = Pipeline(cfg, sim.topology)
     status = Status(cfg, p, MemoryTransport(16))

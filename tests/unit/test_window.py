@@ -76,8 +76,10 @@ def _random_entries(rng: np.random.Generator, n: int) -> list[dict[bytes, bytes]
                 continue
             t = ts - (25.0 if rng.random() < 0.05 else 0.0)  # now and then a late frame
             metrics: dict[str, float | None] = {
-                "util": float(rng.normal()), "tx_bytes": float(seq * 1000 + rng.integers(0, 500)),
-                "ecc_dbe": float(seq // 7), "extra": 1.0,
+                "util": float(rng.normal()),
+                "tx_bytes": float(seq * 1000 + rng.integers(0, 500)),
+                "ecc_dbe": float(seq // 7),
+                "extra": 1.0,
             }
             if rng.random() < 0.1:
                 metrics["util"] = None
@@ -111,7 +113,12 @@ def test_block_ingest_equals_frame_ingest() -> None:
     assert len(got_f) == len(got_b) > 50
     for wf, wb in zip(got_f, got_b, strict=True):
         assert (wf.index, wf.n_frames, wf.xids, wf.ecc_increments, wf.lost) == (
-            wb.index, wb.n_frames, wb.xids, wb.ecc_increments, wb.lost)
+            wb.index,
+            wb.n_frames,
+            wb.xids,
+            wb.ecc_increments,
+            wb.lost,
+        )
         np.testing.assert_array_equal(wf.present, wb.present)
         np.testing.assert_array_equal(wf.values, wb.values)  # bit for bit, NaN where NaN
     assert by_frame.stats == by_block.stats

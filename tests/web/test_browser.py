@@ -30,8 +30,12 @@ pytestmark = pytest.mark.browser
 
 CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = Path(__file__).resolve().parents[2] / "build" / "screenshots"
-ENV = {"TESSERA_DETECTOR__WARMUP_WINDOWS": "20", "TESSERA_DETECTOR__WARMUP_MAX_WINDOWS": "40",
-       "TESSERA_LOG__LEVEL": "warning", "TESSERA_LOG__FORMAT": "json"}
+ENV = {
+    "TESSERA_DETECTOR__WARMUP_WINDOWS": "20",
+    "TESSERA_DETECTOR__WARMUP_MAX_WINDOWS": "40",
+    "TESSERA_LOG__LEVEL": "warning",
+    "TESSERA_LOG__FORMAT": "json",
+}
 FIRING_RGB = (0xE5, 0x48, 0x4D)
 
 
@@ -40,13 +44,26 @@ def demo_daemon(tmp_path: Path) -> Iterator[tuple[str, str]]:
     """A demo daemon subprocess; yields (base URL, the straggler's shard)."""
     port = free_port()
     env = {**os.environ, **ENV, "TESSERA_HTTP__PORT": str(port)}
-    truth = ClusterSim(load_config(None, {**ENV, "TESSERA_SIM__SCENARIO": "straggler"}).sim,
-                       scenario="straggler").labels()["faults"][0]["shards"][0]
+    truth = ClusterSim(
+        load_config(None, {**ENV, "TESSERA_SIM__SCENARIO": "straggler"}).sim, scenario="straggler"
+    ).labels()["faults"][0]["shards"][0]
     log = (tmp_path / "daemon.log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from tessera_daemon.cli import main; sys.exit(main())",
-         "demo", "straggler", "--no-browser", "--speed", "20", "--fast-forward", "200"],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-c",
+            "import sys; from tessera_daemon.cli import main; sys.exit(main())",
+            "demo",
+            "straggler",
+            "--no-browser",
+            "--speed",
+            "20",
+            "--fast-forward",
+            "200",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -106,7 +123,9 @@ def test_console_in_chromium_shows_the_fault_offline(demo_daemon: tuple[str, str
             # the fault on the map (its cell drawn in the firing colour) and in the incident list
             page.wait_for_function(
                 "s => { const p = window.__tessera.probe(s, 'any'); return p && p.state === 'firing'; }",
-                arg=truth, timeout=45_000)
+                arg=truth,
+                timeout=45_000,
+            )
             page.wait_for_selector(f"#incidents-side .inc.open:has-text('{truth}')", timeout=15_000)
             page.wait_for_timeout(300)
             probe = page.evaluate("s => window.__tessera.probe(s, 'any')", truth)
@@ -117,13 +136,18 @@ def test_console_in_chromium_shows_the_fault_offline(demo_daemon: tuple[str, str
             page.wait_for_function(
                 "() => { const c = document.getElementById('evidence-chart');"
                 " return c && Number(c.dataset.points) > 2; }",
-                timeout=10_000)
+                timeout=10_000,
+            )
             assert "TesseraShardFault" in page.inner_text("#incident")
             assert page.get_attribute("#firing-json", "href").startswith("/v1/firings/")
             page.screenshot(path=str(SHOTS / "incident.png"), full_page=True)
 
-            for view, ready in (("incidents", "#incidents-full .inc"), (f"shard/{truth}", "#shard .charts canvas"),
-                                ("events", "#daemon dl"), ("scenarios", "#scenario-list table")):
+            for view, ready in (
+                ("incidents", "#incidents-full .inc"),
+                (f"shard/{truth}", "#shard .charts canvas"),
+                ("events", "#daemon dl"),
+                ("scenarios", "#scenario-list table"),
+            ):
                 page.evaluate("h => { location.hash = h; }", "#" + view)
                 page.wait_for_selector(ready, timeout=10_000)
                 page.wait_for_timeout(400)

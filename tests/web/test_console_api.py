@@ -17,10 +17,18 @@ from tessera_daemon.sources.synthetic import SyntheticSource
 from tessera_daemon.web.fleet import FIRING, STATE_NAMES
 
 # 32 shards, short warm-up, one straggler from tick 400: it fires a few windows later
-ENV = {"TESSERA_SIM__ZONES": "1", "TESSERA_SIM__RACKS_PER_ZONE": "2", "TESSERA_SIM__HOSTS_PER_RACK": "2",
-       "TESSERA_SIM__COHORTS": "2", "TESSERA_LOG__LEVEL": "warning", "TESSERA_HTTP__PORT": "0",
-       "TESSERA_DETECTOR__WARMUP_WINDOWS": "20", "TESSERA_DETECTOR__WARMUP_MAX_WINDOWS": "40",
-       "TESSERA_SIM__SCENARIO": "straggler", "TESSERA_SIM__SPEEDUP": "200"}
+ENV = {
+    "TESSERA_SIM__ZONES": "1",
+    "TESSERA_SIM__RACKS_PER_ZONE": "2",
+    "TESSERA_SIM__HOSTS_PER_RACK": "2",
+    "TESSERA_SIM__COHORTS": "2",
+    "TESSERA_LOG__LEVEL": "warning",
+    "TESSERA_HTTP__PORT": "0",
+    "TESSERA_DETECTOR__WARMUP_WINDOWS": "20",
+    "TESSERA_DETECTOR__WARMUP_MAX_WINDOWS": "40",
+    "TESSERA_SIM__SCENARIO": "straggler",
+    "TESSERA_SIM__SPEEDUP": "200",
+}
 
 
 def cfg_for(**env: str) -> Config:
@@ -86,8 +94,10 @@ async def test_console_page_api_and_stream_show_the_straggler() -> None:
         async with asyncio.timeout(60):
             while opened is None:
                 inc = await get_json(s, port, "/v1/incidents")
-                opened = next((f for g in inc["groups"] for f in g["firings"]
-                               if f["target"] == truth and f["state"] == "open"), None)
+                opened = next(
+                    (f for g in inc["groups"] for f in g["firings"] if f["target"] == truth and f["state"] == "open"),
+                    None,
+                )
                 await asyncio.sleep(0.3)
         assert opened["alert"] == "TesseraShardFault" and opened["severity"] == "page"
         assert opened["runbook"].endswith("docs/runbook.md#tesserashardfault")

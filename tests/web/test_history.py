@@ -18,10 +18,17 @@ from tessera_daemon.web.console import Console
 from tessera_daemon.web.console_api import STATIC
 from tessera_daemon.web.fleet import FIRING, FROZEN, HEALTHY, STALE, WARMING, fleet_codes
 
-ENV = {"TESSERA_SIM__ZONES": "1", "TESSERA_SIM__RACKS_PER_ZONE": "1", "TESSERA_SIM__HOSTS_PER_RACK": "2",
-       "TESSERA_SIM__SHARDS_PER_HOST": "4", "TESSERA_SIM__COHORTS": "1", "TESSERA_SIM__SCENARIO": "sparse",
-       "TESSERA_DETECTOR__WARMUP_WINDOWS": "8", "TESSERA_DETECTOR__WARMUP_MAX_WINDOWS": "8",
-       "TESSERA_WINDOW__LENGTH_S": "5"}
+ENV = {
+    "TESSERA_SIM__ZONES": "1",
+    "TESSERA_SIM__RACKS_PER_ZONE": "1",
+    "TESSERA_SIM__HOSTS_PER_RACK": "2",
+    "TESSERA_SIM__SHARDS_PER_HOST": "4",
+    "TESSERA_SIM__COHORTS": "1",
+    "TESSERA_SIM__SCENARIO": "sparse",
+    "TESSERA_DETECTOR__WARMUP_WINDOWS": "8",
+    "TESSERA_DETECTOR__WARMUP_MAX_WINDOWS": "8",
+    "TESSERA_WINDOW__LENGTH_S": "5",
+}
 
 
 def feed(cfg: Config, ticks: int) -> tuple[ClusterSim, Pipeline, Console]:
