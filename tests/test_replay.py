@@ -6,7 +6,7 @@ SHA-256 of the firings file and the replay summary must equal the digests stored
 ``tests/fixtures/replay/digests.json``, recorded at the pre-renovation commit cd237dc. A refactor
 that changes any firing, any receipt figure or any count fails here.
 
-Regenerate only for an intended behaviour change: ``python -m tests.test_replay_pin``.
+Regenerate only for an intended behaviour change: ``python -m tests.test_replay``.
 """
 
 from __future__ import annotations

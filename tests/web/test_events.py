@@ -17,8 +17,8 @@ from tessera_daemon.errors import CodecError
 from tessera_daemon.model import ClusterEvent
 from tessera_daemon.web.deploysignal import DS_EVENTS_PATH, deploysignal_routes, parse_envelope
 from tessera_daemon.web.events import PostPolicy, bearer_ok, events_routes
-from tests.events.helpers import cfg, topology
-from tests.events.servers import serve_daemon_app
+from tests.event_helpers import cfg, topology
+from tests.web.servers import serve_daemon_app
 
 MIB = 1024 * 1024
 NOW = 1500.0

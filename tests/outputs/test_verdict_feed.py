@@ -19,8 +19,8 @@ from tessera_daemon.outputs.verdict_feed import (
     build_verdict_group,
     verdict_group_for_event,
 )
-from tests.events.helpers import cfg, event, firing, topology
-from tests.events.servers import serve_app
+from tests.event_helpers import cfg, event, firing, topology
+from tests.web.servers import serve_app
 from tests.servers import free_port
 
 

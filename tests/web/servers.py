@@ -12,7 +12,7 @@ from tessera_daemon.engine.pipeline import Pipeline
 from tessera_daemon.status import Status
 from tessera_daemon.transport.memory import MemoryTransport
 from tessera_daemon.web.app import make_app
-from tests.events.helpers import topology
+from tests.event_helpers import topology
 from tests.servers import free_port
 
 

@@ -3,7 +3,7 @@ no entry stops a worker. Entries the codec refuses (an XID or lost-device index 
 from a clock a day ahead are dead-lettered with their reason and acknowledged, the skewed host is on
 /metrics; a 1e308 value is taken as missing and counted. Both workers keep committing windows and the
 outputs are exactly those of the same input run in-process. (Entries that decode but then fail in the
-window assembler: tests/unit/test_partition.py.)"""
+window assembler: tests/split/test_partition.py.)"""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ from tessera_daemon.engine.events import EventBook, from_deploy_event
 from tessera_daemon.errors import CodecError, ConfigError
 from tessera_daemon.events_settings import EventsConfig, FreezeWindows, Secret
 from tessera_daemon.model import EVENT_KINDS, ClusterEvent, Topology, TopoNode
-from tests.events.helpers import SHARDS, cfg, event, firing, topology
+from tests.event_helpers import SHARDS, cfg, event, firing, topology
 
 
 def book(**kw: object) -> EventBook:

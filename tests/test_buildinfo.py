@@ -43,7 +43,7 @@ def test_git_revision_of_a_worktree(tmp_path: Path) -> None:
 def test_build_info_carries_version_revision_and_python() -> None:
     (sample,) = build_info_family().samples
     assert set(sample.labels) == {"version", "revision", "python"}
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[1]
     git = shutil.which("git")
     if git is None or not (root / ".git").exists():
         pytest.skip("not a git checkout")

@@ -17,7 +17,7 @@ from tessera_daemon.model import Firing
 from tessera_daemon.sim import ClusterSim, FaultSpec, Scenario
 
 # faults here are sized in noise sigmas of the simulator, the lifecycle is what is tested: sigma margins only
-# (tests/detect/test_messy.py covers the material margins)
+# (tests/engine/test_pipeline_messy.py covers the material margins)
 _BASE_ENV = {
     "TESSERA_SIM__ZONES": "1",
     "TESSERA_SIM__RACKS_PER_ZONE": "2",
