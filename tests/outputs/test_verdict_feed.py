@@ -20,8 +20,8 @@ from tessera_daemon.outputs.verdict_feed import (
     verdict_group_for_event,
 )
 from tests.event_helpers import cfg, event, firing, topology
-from tests.web.servers import serve_app
 from tests.servers import free_port
+from tests.web.servers import serve_app
 
 
 @dataclass

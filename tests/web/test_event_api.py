@@ -27,8 +27,8 @@ from tessera_daemon.web.deploysignal import DS_EVENTS_PATH
 from tessera_daemon.web.event_api import event_routes
 from tessera_daemon.web.server import GuardedRunner
 from tests.event_helpers import cfg, topology
-from tests.web.servers import serve_daemon_app
 from tests.servers import free_port
+from tests.web.servers import serve_daemon_app
 
 NOW = 1_800_000_000.0
 TOKEN = "hostile-t0ken"
