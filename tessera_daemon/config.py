@@ -22,8 +22,8 @@ from typing import Any, Literal
 import tomli_w
 
 from tessera_daemon.errors import ConfigError, ConfigErrors
-from tessera_daemon.events_settings import EventsConfig
-from tessera_daemon.schema import setting as _f
+from tessera_daemon.settings import setting as _f
+from tessera_daemon.settings.events import EventsConfig
 from tessera_daemon.sources import SOURCES
 from tessera_daemon.sources.settings import SourcesConfig
 from tessera_daemon.transport.settings import TransportConfig

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tessera_daemon.events_settings import EventsConfig
 from tessera_daemon.model import ClusterEvent, Firing, Topology, TopoNode
+from tessera_daemon.settings.events import EventsConfig
 
 SHARDS = ["h1/g0", "h1/g1", "h2/g0", "h3/g0"]
 

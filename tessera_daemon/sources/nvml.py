@@ -26,9 +26,8 @@ from functools import partial
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from tessera_daemon.errors import SubstrateUnavailable
+from tessera_daemon.log import get_logger
 from tessera_daemon.model import Frame
 from tessera_daemon.sources._util import OffLoop, PartBuilder, host_name, shard_id
 from tessera_daemon.sources.base import TopologyPart
@@ -50,7 +49,7 @@ from tessera_daemon.sources.nvml_fields import (
 if TYPE_CHECKING:
     from tessera_daemon.config import Config
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 MAX_EVENTS_PER_POLL = 4096
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from tessera_daemon.schema import setting
+from tessera_daemon.settings import setting
 
 
 @dataclass(frozen=True, slots=True)

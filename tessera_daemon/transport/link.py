@@ -27,7 +27,7 @@ from tessera_daemon.log import get_logger
 from tessera_daemon.transport.breaker import CircuitBreaker
 from tessera_daemon.transport.settings import BreakerSettings, RedisSettings
 
-log = get_logger("tessera.redis")
+log = get_logger(__name__)
 T = TypeVar("T")
 
 DOWN_ERRORS: tuple[type[BaseException], ...] = (

@@ -36,7 +36,7 @@ from tessera_daemon.transport.keys import Keys
 from tessera_daemon.transport.lease import Lease
 from tessera_daemon.transport.link import RedisLink
 
-log = get_logger("tessera.partition")
+log = get_logger(__name__)
 
 COMMIT = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end

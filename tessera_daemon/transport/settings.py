@@ -14,7 +14,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from tessera_daemon.errors import ConfigError
-from tessera_daemon.schema import setting
+from tessera_daemon.settings import setting
 
 MIN_AGENT_BUFFER_DOC = "at least 5 minutes of a 64-shard host at 1 Hz is 19,200 frames"
 

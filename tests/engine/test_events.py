@@ -10,8 +10,8 @@ import pytest
 from tessera_daemon.config import _build
 from tessera_daemon.engine.events import EventBook, from_deploy_event
 from tessera_daemon.errors import CodecError, ConfigError
-from tessera_daemon.events_settings import EventsConfig, FreezeWindows, Secret
 from tessera_daemon.model import EVENT_KINDS, ClusterEvent, Topology, TopoNode
+from tessera_daemon.settings.events import EventsConfig, FreezeWindows, Secret
 from tests.event_helpers import SHARDS, cfg, event, firing, topology
 
 

@@ -15,10 +15,10 @@ from tessera_daemon.engine.pipeline import Pipeline
 from tessera_daemon.engine.window import WindowAssembler
 from tessera_daemon.model import Frame
 from tessera_daemon.sim import ClusterSim
-from tessera_daemon.status import StallWatch, Status
 from tessera_daemon.transport.codec import decode_entry, encode_host
 from tessera_daemon.transport.memory import MemoryTransport
 from tessera_daemon.web.metrics import MetricsRenderer, clock_skew
+from tessera_daemon.web.status import StallWatch, Status
 
 DAY = 86_400.0
 

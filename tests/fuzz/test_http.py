@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tessera_daemon.engine.events import EventBook
-from tessera_daemon.events_settings import DeploySignalSettings
+from tessera_daemon.settings.events import DeploySignalSettings
 from tessera_daemon.web.deploysignal import DS_EVENTS_PATH
 from tessera_daemon.web.event_api import event_routes
 from tests.event_helpers import cfg, topology

@@ -12,13 +12,13 @@ from typing import Any
 from aiohttp import web
 
 from tessera_daemon.engine.events import EventBook
-from tessera_daemon.events_settings import DeploySignalSettings
 from tessera_daemon.outputs.verdict_feed import (
     VerdictFeed,
     VerdictGroup,
     build_verdict_group,
     verdict_group_for_event,
 )
+from tessera_daemon.settings.events import DeploySignalSettings
 from tests.event_helpers import cfg, event, firing, topology
 from tests.servers import free_port
 from tests.web.servers import serve_app

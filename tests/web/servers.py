@@ -9,9 +9,9 @@ from aiohttp import web
 
 from tessera_daemon.config import load_config
 from tessera_daemon.engine.pipeline import Pipeline
-from tessera_daemon.status import Status
 from tessera_daemon.transport.memory import MemoryTransport
 from tessera_daemon.web.app import make_app
+from tessera_daemon.web.status import Status
 from tests.event_helpers import topology
 from tests.servers import free_port
 

@@ -8,7 +8,8 @@ import pytest
 
 from tessera_daemon.cli import main
 from tessera_daemon.config import load_config
-from tessera_daemon.demo import LEAD_TICKS, catalogue, fast_forward_ticks
+from tessera_daemon.demo import LEAD_TICKS, fast_forward_ticks
+from tessera_daemon.sim.catalogue import catalogue
 from tessera_daemon.sim.scenarios import SCENARIOS
 
 

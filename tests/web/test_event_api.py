@@ -19,13 +19,13 @@ from tessera_daemon.config import HttpConfig, load_config
 from tessera_daemon.engine.events import EventBook
 from tessera_daemon.engine.pipeline import Pipeline
 from tessera_daemon.errors import ConfigError
-from tessera_daemon.events_settings import DeploySignalSettings
-from tessera_daemon.status import Status
+from tessera_daemon.settings.events import DeploySignalSettings
 from tessera_daemon.transport.memory import MemoryTransport
 from tessera_daemon.web.app import make_app
 from tessera_daemon.web.deploysignal import DS_EVENTS_PATH
 from tessera_daemon.web.event_api import event_routes
 from tessera_daemon.web.server import GuardedRunner
+from tessera_daemon.web.status import Status
 from tests.event_helpers import cfg, topology
 from tests.servers import free_port
 from tests.web.servers import serve_daemon_app

@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 
 from tessera_daemon.errors import ConfigError
-from tessera_daemon.schema import setting
+from tessera_daemon.settings import setting
 
 MIB = 1024 * 1024
 WEEK_S = 7 * 86_400.0

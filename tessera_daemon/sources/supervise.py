@@ -1,93 +1,28 @@
 """Run each source forever, containing its failures: a failing source never stops the others.
 
 ``supervise_source`` polls on a drift-compensated ticker (missed ticks are skipped, not burst), bounds
-each poll with the source's timeout, retries transient errors with capped exponential backoff plus
-jitter, records success / duration / last-success per source, and lets cancellation and bugs through
-(a bug in our code should crash loudly, not spin).
+each poll with the source's timeout, retries transient errors with the one capped exponential
+backoff (``tessera_daemon.backoff``), records success / duration / last-success per source, and lets
+cancellation and bugs through (a bug in our code should crash loudly, not spin).
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
-import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
+from tessera_daemon.aio import ticker
+from tessera_daemon.backoff import Backoff
 from tessera_daemon.errors import SubstrateFatal, TransientError
 from tessera_daemon.log import get_logger
 from tessera_daemon.model import Frame
 from tessera_daemon.sources.base import Source
 
-log = get_logger("tessera.supervise")
+log = get_logger(__name__)
 
 POLL_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-
-
-def install_stop_signals(stop: asyncio.Event) -> Callable[[], None]:
-    """SIGTERM / SIGINT set ``stop`` (finish the current window, then exit 0); a second one forces
-    exit. Returns the function that removes the handlers again."""
-    loop = asyncio.get_running_loop()
-    seen = 0
-
-    def on_signal(sig: signal.Signals) -> None:
-        nonlocal seen
-        seen += 1
-        if seen > 1:
-            log.warning("second signal: forcing exit", signal=sig.name)
-            raise SystemExit(1)
-        log.info("stopping", signal=sig.name)
-        stop.set()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_signal, sig)
-
-    def remove() -> None:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
-
-    return remove
-
-
-async def wait_any(*events: asyncio.Event) -> None:
-    """Return as soon as any of ``events`` is set."""
-    waiters = [asyncio.ensure_future(e.wait()) for e in events]
-    try:
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waiters:
-            w.cancel()
-
-
-async def ticker(interval_s: float) -> AsyncIterator[float]:
-    """Yield the loop time every ``interval_s``, compensating for drift; skip ticks that were missed."""
-    loop = asyncio.get_running_loop()
-    next_at = loop.time()
-    while True:
-        yield next_at
-        next_at += interval_s
-        now = loop.time()
-        if next_at < now:  # we fell behind: skip missed ticks instead of bursting
-            next_at = now + interval_s - ((now - next_at) % interval_s)
-        await asyncio.sleep(next_at - now)
-
-
-@dataclass(slots=True)
-class Backoff:
-    base_s: float = 0.5
-    cap_s: float = 30.0
-    attempt: int = 0
-    rng: random.Random = field(default_factory=random.Random)
-
-    def next_delay(self) -> float:
-        """Full-jitter exponential backoff."""
-        ceiling = min(self.cap_s, self.base_s * (2**self.attempt))
-        self.attempt += 1
-        return self.rng.uniform(0.0, ceiling)
-
-    def reset(self) -> None:
-        self.attempt = 0
 
 
 @dataclass(slots=True)

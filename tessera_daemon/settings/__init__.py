@@ -1,4 +1,11 @@
-"""The one way to declare a setting: default, bounds and a line of help (read by config loading)."""
+"""Settings, declared apart from their loading: the one way to declare a setting, and the sections.
+
+``setting()`` is the one way to declare a setting (default, bounds and a line of help, read by
+``config.py``'s loader and ``config --reference``). This package is a leaf (it imports only
+``errors``), so any room imports its own section (``settings.events`` here, ``sources.settings`` and
+``transport.settings`` beside their packages) without importing ``config.py``, which assembles the
+sections into ``Config`` and loads them: no cycle, no cycle breaker.
+"""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from tessera_daemon.config import Config
 from tessera_daemon.engine.pipeline import Pipeline
-from tessera_daemon.supervise import SourceHealth
+from tessera_daemon.sources.supervise import SourceHealth
 from tessera_daemon.transport.base import Transport
 
 READY_WARM_FRACTION = 0.8
