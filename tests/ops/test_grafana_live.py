@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tessera_daemon.drill_stack import free_port, prometheus_server, promql, wait_port
+from tessera_daemon.testing import free_port, prometheus_server, promql, wait_port
 from tests.ops.catalog import ROOT
 from tests.ops.test_grafana import _VAR, BUILTINS, DASHBOARD_FILES, _expressions, _load
 
