@@ -24,9 +24,8 @@ import tomli_w
 from tessera_daemon.errors import ConfigError, ConfigErrors
 from tessera_daemon.settings import setting as _f
 from tessera_daemon.settings.events import EventsConfig
-from tessera_daemon.sources import SOURCES
-from tessera_daemon.sources.settings import SourcesConfig
-from tessera_daemon.transport.settings import TransportConfig
+from tessera_daemon.settings.sources import SOURCES, SourcesConfig
+from tessera_daemon.settings.transport import TransportConfig
 
 ENV_PREFIX = "TESSERA_"
 

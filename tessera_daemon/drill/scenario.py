@@ -17,8 +17,8 @@ from tessera_daemon.config import (
     SimConfig,
     WindowConfig,
 )
+from tessera_daemon.settings.sources import SourcesConfig
 from tessera_daemon.sim import SCENARIOS, FaultSpec, Scenario
-from tessera_daemon.sources.settings import SourcesConfig
 
 if TYPE_CHECKING:
     from tessera_daemon.drill.observe import FiringSeen

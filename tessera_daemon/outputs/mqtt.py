@@ -20,8 +20,8 @@ import aiomqtt
 
 from tessera_daemon.aio import wait_any
 from tessera_daemon.log import get_logger
+from tessera_daemon.settings.transport import MqttSettings
 from tessera_daemon.transport.mqtt import MqttHealth, client_kwargs, reconnect_backoff, topic_level
-from tessera_daemon.transport.settings import MqttSettings
 
 log = get_logger(__name__)
 

@@ -1,10 +1,11 @@
 """Settings, declared apart from their loading: the one way to declare a setting, and the sections.
 
-``setting()`` is the one way to declare a setting (default, bounds and a line of help, read by
-``config.py``'s loader and ``config --reference``). This package is a leaf (it imports only
-``errors``), so any room imports its own section (``settings.events`` here, ``sources.settings`` and
-``transport.settings`` beside their packages) without importing ``config.py``, which assembles the
-sections into ``Config`` and loads them: no cycle, no cycle breaker.
+``setting()`` declares a setting (default, bounds and a line of help, read by ``config.py``'s loader
+and ``config --reference``). The sections that other rooms read live here: ``settings.events``
+(``[events]``), ``settings.sources`` (``[sources]`` and the source registry), ``settings.transport``
+(``[transport]``). This package is a leaf (it imports only ``errors``), so any room imports its own
+section without importing ``config.py``, and ``config.py`` (which assembles the sections into
+``Config``, declares the core ones and loads TOML and the environment) imports nothing above it.
 """
 
 from __future__ import annotations

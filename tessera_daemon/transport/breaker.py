@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from tessera_daemon.backoff import Backoff
-from tessera_daemon.transport.settings import BreakerSettings
+from tessera_daemon.settings.transport import BreakerSettings
 
 State = Literal["closed", "open", "half_open"]
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tessera_daemon.backoff import Backoff
-from tessera_daemon.transport.settings import MqttSettings
+from tessera_daemon.settings.transport import MqttSettings
 
 
 @dataclass(slots=True)

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from tessera_daemon.errors import SubstrateFatal, SubstrateUnavailable
+from tessera_daemon.settings.sources import NeuronSettings
 from tessera_daemon.sources.neuron import NeuronSource
 from tessera_daemon.sources.neuron_parse import accelerator_model, parse_monitor_report, parse_neuron_ls
-from tessera_daemon.sources.settings import NeuronSettings
 from tests.sources.conftest import FIXTURES, make_config, poll_until_error
 
 NE = FIXTURES / "neuron"

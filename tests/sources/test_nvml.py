@@ -10,8 +10,8 @@ import time
 import pytest
 
 from tessera_daemon.errors import SubstrateTimeout, SubstrateUnavailable
+from tessera_daemon.settings.sources import NvmlSettings
 from tessera_daemon.sources.nvml import NvmlSource
-from tessera_daemon.sources.settings import NvmlSettings
 from tests.sources.conftest import FIXTURES, make_config
 from tests.sources.fake_pynvml import FakeNvml, real
 

@@ -13,6 +13,21 @@ from typing import Literal
 
 from tessera_daemon.settings import setting
 
+# The source registry: a name usable in ``sources.enabled`` -> ``"module:Class"`` (imported on demand by
+# ``sources.build_sources``).
+SOURCES: dict[str, str] = {
+    "nvml": "tessera_daemon.sources.nvml:NvmlSource",
+    "dcgm": "tessera_daemon.sources.dcgm:DcgmSource",
+    "kubernetes": "tessera_daemon.sources.kubernetes:KubernetesSource",
+    "slurm": "tessera_daemon.sources.slurm:SlurmSource",
+    "neuron": "tessera_daemon.sources.neuron:NeuronSource",
+    "tpu": "tessera_daemon.sources.tpu:TpuSource",
+    "prometheus": "tessera_daemon.sources.prometheus:PrometheusSource",
+    # owned by their own modules and tests: application frames over MQTT, the built-in simulator
+    "mqtt": "tessera_daemon.sources.mqtt:MqttSource",
+    "synthetic": "tessera_daemon.sources.synthetic:SyntheticSource",
+}
+
 
 @dataclass(frozen=True, slots=True)
 class NvmlSettings:
