@@ -17,7 +17,7 @@ from tessera_daemon.errors import ConfigError
 def float_fields(cls: type = Config, path: str = "") -> Iterator[tuple[str, bool]]:
     """(dotted path, is a list) of every float setting."""
     hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+    for f in dataclasses.fields(cls):
         tp = hints[f.name]
         sub = f"{path}.{f.name}" if path else f.name
         if dataclasses.is_dataclass(tp):

@@ -16,6 +16,7 @@ import aiohttp
 import pytest
 
 from tessera_daemon.config import Config
+from tessera_daemon.engine.events import EventBook, EventRecord
 from tessera_daemon.model import ClusterEvent, Topology
 from tessera_daemon.sim import ClusterSim
 from tessera_daemon.transport.eventlog import EventLog
@@ -54,6 +55,13 @@ def ev_cfg(url: str, **env: str) -> Config:
 
 def event(eid: str, scope: list[str] | str, kind: str = "firmware_push", ts: float = START_TS + 600) -> dict[str, Any]:
     return {"v": 1, "id": eid, "kind": kind, "ts": ts, "scope": scope}
+
+
+def _got(book: EventBook, event_id: str) -> EventRecord:
+    """The event's record in ``book``; it must be there."""
+    record = book.get(event_id)
+    assert record is not None, f"event {event_id} not in the book"
+    return record
 
 
 def members(topo: Topology, node: str) -> set[str]:
@@ -140,12 +148,12 @@ async def test_posted_event_freezes_the_shards_of_every_partition_it_concerns(re
         assert rack["job-0"] and rack["job-1"] and not rack["job-0"] & rack["job-1"]
         assert rack["job-0"] | rack["job-1"] == members(ClusterSim(cfg.sim).topology, RACK)
         # the scope seen by each partition is cut to the nodes its slice knows
-        assert worker.detector.parts["job-1"].pipeline.events.get("fw-rack").event.scope == (RACK,)
+        assert _got(worker.detector.parts["job-1"].pipeline.events, "fw-rack").event.scope == (RACK,)
 
         # the worker's view (/metrics, the API) joins the partitions' copies back into one event each
         view = worker.status
         await wait_for(lambda: len(view.pipeline.events) == 2, 10, "the events in the worker's view")
-        assert set(view.pipeline.events.get("fw-rack").shards) == rack["job-0"] | rack["job-1"]
+        assert set(_got(view.pipeline.events, "fw-rack").shards) == rack["job-0"] | rack["job-1"]
         await wait_for(lambda: _is(gauge(http, base, "tessera_cluster_events"), 2.0), 10, "the events gauge")
 
         async with http.get(f"{base}/v1/events") as r:
@@ -229,10 +237,10 @@ async def test_a_worker_started_after_the_event_replays_the_log(redis_server: Se
         await serving(worker)
         for token in TOKENS:  # in the books as soon as the partitions are handed over (replayed on load)
             book = worker.detector.parts[token].pipeline.events
-            assert set(book.get("fw-early").shards) == members(router.partitions[token].topology, RACK)
-            assert set(book.get("redeploy").shards) == set(router.partitions[token].topology.shards)
-            assert book.get("redeploy").source == "deploysignal"
-            assert dict(book.get("redeploy").metadata) == {"ds_instance_id": "ds-1"}
+            assert set(_got(book, "fw-early").shards) == members(router.partitions[token].topology, RACK)
+            assert set(_got(book, "redeploy").shards) == set(router.partitions[token].topology.shards)
+            assert _got(book, "redeploy").source == "deploysignal"
+            assert dict(_got(book, "redeploy").metadata) == {"ds_instance_id": "ds-1"}
         counts = worker.detector.counters.events
         await wait_for(lambda: counts["read"] == 2, 10, "the log read by the heartbeat")
         assert counts["undecodable"] == 1

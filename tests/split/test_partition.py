@@ -259,11 +259,13 @@ def test_a_poison_entry_is_rolled_back_and_handed_back(kind: str) -> None:
     is exactly what ingesting the good entries alone gives (nothing half-applied for a checkpoint)."""
     rng = np.random.default_rng(7)
     good = [d for d in _deliveries(rng, 300) if isinstance(d.frames, FrameBlock)]
-    ts = float(good[150].frames.ts[0])
-    poison = Delivery(_poison_block(ts, kind), EntryToken("p", b"999-0", "evil/boot", 1))
+    block = good[150].frames
+    assert isinstance(block, FrameBlock)
+    poison_block = _poison_block(float(block.ts[0]), kind)
+    poison = Delivery(poison_block, EntryToken("p", b"999-0", "evil/boot", 1))
     batch = [*good[:150], poison, *good[150:]]
     with pytest.raises(ValueError):  # the failure is real: the assembler raises on this block
-        _assembler().add_block(poison.frames)
+        _assembler().add_block(poison_block)
 
     work = _work()
     failed: list[tuple[Delivery, str, str]] = []
