@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from tessera_daemon.config import _build
 from tessera_daemon.engine.events import EventBook, from_deploy_event
 from tessera_daemon.errors import CodecError, ConfigError
 from tessera_daemon.model import EVENT_KINDS, ClusterEvent, Topology, TopoNode
 from tessera_daemon.settings.events import EventsConfig, FreezeWindows, Secret
+from tessera_daemon.settings.load import build
 from tests.event_helpers import SHARDS, cfg, event, firing, topology
 
 
@@ -239,7 +239,7 @@ def test_deploy_event_mapping_rejects(payload: object, words: str) -> None:
 
 
 def test_events_config_table_loads_and_validates() -> None:
-    c = _build(
+    c = build(
         EventsConfig,
         {
             "settle_s": 30,
@@ -250,11 +250,11 @@ def test_events_config_table_loads_and_validates() -> None:
     )
     assert c.settle_s == 30.0 and c.windows.firmware_push_s == 60.0 and c.deploysignal.feed_max_attempts == 3
     with pytest.raises(ConfigError, match=r"events.windows.firmware_push_s"):
-        _build(EventsConfig, {"windows": {"firmware_push_s": -1}}, "events")
+        build(EventsConfig, {"windows": {"firmware_push_s": -1}}, "events")
     with pytest.raises(ConfigError, match="not both"):
-        _build(EventsConfig, {"deploysignal": {"token": "a", "token_file": "/x"}}, "events")
+        build(EventsConfig, {"deploysignal": {"token": "a", "token_file": "/x"}}, "events")
     with pytest.raises(ConfigError, match="unknown setting"):
-        _build(EventsConfig, {"windows": {"reboot_s": 1}}, "events")
+        build(EventsConfig, {"windows": {"reboot_s": 1}}, "events")
 
 
 def test_secret_reads_file_and_follows_rotation(tmp_path: Path) -> None:
