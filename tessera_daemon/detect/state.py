@@ -12,6 +12,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 import numpy.typing as npt
 
+from tessera_daemon.detect.kernels import family_a_rearm, family_a_state
 from tessera_daemon.errors import CheckpointError
 
 SCHEMA_VERSION = 1
@@ -35,7 +36,7 @@ class DetectorState:
     fit_log_scale: npt.NDArray[np.float64]  # [S, M] the warm-up's own log innovation scale (NaN: none yet)
     fit_log_scale_se2: npt.NDArray[np.float64]  # [S, M] its sampling variance
     # family A (detect.kernels)
-    w_state: npt.NDArray[np.float64]  # [S, M, 2K] log e-CUSUM values
+    e_state: npt.NDArray[np.float64]  # [S, M, 2K + 1] e-CUSUM values exp(W - L) and log scale L (kernels)
     run_start: npt.NDArray[np.int64]  # [S, M]
     log_m: npt.NDArray[np.float64]  # [S, M] mixture log evidence
     side: npt.NDArray[np.int64]  # [S, M]
@@ -63,7 +64,7 @@ class DetectorState:
             fit_phi_se2=nan.copy(),
             fit_log_scale=nan.copy(),
             fit_log_scale_se2=nan.copy(),
-            w_state=np.zeros((s, m, 2 * n_bets)),
+            e_state=family_a_state((s, m), n_bets),
             run_start=np.zeros((s, m), np.int64),
             log_m=np.zeros((s, m)),
             side=np.zeros((s, m), np.int64),
@@ -85,7 +86,7 @@ class DetectorState:
 
     def rearm(self, rows: npt.NDArray[np.int64], cols: npt.NDArray[np.int64]) -> None:
         """Reset the evidence of the given streams (after a firing resolves)."""
-        self.w_state[rows, cols, :] = 0.0
+        family_a_rearm(self.e_state, (rows, cols))
         self.log_m[rows, cols] = 0.0
 
     def relearn(self, rows: npt.NDArray[np.int64]) -> None:
@@ -96,13 +97,13 @@ class DetectorState:
         self.r_prev[rows] = np.nan
         for fit in (self.fit_phi, self.fit_phi_se2, self.fit_log_scale, self.fit_log_scale_se2):
             fit[rows] = np.nan
-        self.w_state[rows] = 0.0
+        family_a_rearm(self.e_state, rows)
         self.log_m[rows] = 0.0
 
     def take(self, rows: npt.NDArray[np.int64]) -> DetectorState:
         """A new state whose row i is old row ``rows[i]``, or fresh where ``rows[i] < 0``."""
         s, m = len(rows), self.shape[1]
-        fresh = DetectorState.empty(s, m, self.buf.shape[2], self.w_state.shape[2] // 2)
+        fresh = DetectorState.empty(s, m, self.buf.shape[2], (self.e_state.shape[2] - 1) // 2)
         keep = rows >= 0
         for f in fields(self):
             old = getattr(self, f.name)

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from tessera_daemon.detect.kernels import family_a_update
+from tessera_daemon.detect.kernels import family_a_rearm, family_a_state, family_a_update
 from tessera_daemon.detect.state import DetectorState
 from tessera_daemon.model import Topology
 
@@ -125,7 +125,7 @@ class GroupDetector:
         self.var = np.ones((g, m))
         self.n = np.zeros((g, m), np.int64)
         self.ready = np.zeros((g, m), np.bool_)  # variance known: seeded, or online warm-up done
-        self.w_state = np.zeros((g, m, 2 * k))
+        self.e_state = family_a_state((g, m), k)
         self.run_start = np.zeros((g, m), np.int64)
         self.log_m = np.zeros((g, m))
         self.side = np.zeros((g, m), np.int64)
@@ -231,6 +231,7 @@ class GroupDetector:
         learn_below: float,
         per_unit: npt.NDArray[np.float64] | None = None,
         margin: npt.NDArray[np.float64] | None = None,
+        threads: int = 1,
     ) -> GroupResult:
         """One window of the pooled detectors. ``per_unit`` [S, M]: each member innovation's response to a
         unit shift of its residual ((1 - phi) / scale); with it, a group's margin also covers its kind's
@@ -272,11 +273,12 @@ class GroupDetector:
             self.bets,
             GROUP_CLIP * clip,
             window,
-            self.w_state,
+            self.e_state,
             self.run_start,
             self.log_m,
             self.side,
             margin=centre * root_n / np.sqrt(self.var),
+            threads=threads,
         )
         if self.halflife > 0:
             # cumulative during the group's warm-up, then the slow exponential follow, as for shards:
@@ -334,7 +336,7 @@ class GroupDetector:
         wanted = set(rows.tolist())
         for gi, r in enumerate(self.rows):
             hit[gi] = not wanted.isdisjoint(r.tolist())
-        self.w_state[hit] = 0.0
+        family_a_rearm(self.e_state, hit)
         self.log_m[hit] = 0.0
         self.var[hit] = 1.0
         self.n[hit] = 0
@@ -349,5 +351,5 @@ class GroupDetector:
             self.rearm(c, j)
 
     def rearm(self, gi: int, j: int) -> None:
-        self.w_state[gi, j] = 0.0
+        family_a_rearm(self.e_state, (gi, j))
         self.log_m[gi, j] = 0.0

@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tessera_daemon.config import Config
-from tessera_daemon.detect.kernels import family_a_update
+from tessera_daemon.detect.kernels import family_a_update, resolve_threads
 from tessera_daemon.detect.residuals import ResidualOut, ResidualParams, residual_step
 from tessera_daemon.detect.state import DetectorState
 from tessera_daemon.engine.attribution import Candidate, attribute
@@ -206,6 +206,11 @@ class Pipeline:
         )
 
     @property
+    def kernel_threads(self) -> int:
+        """Threads of the Family A kernel (``detector.threads`` resolved against the usable cores)."""
+        return resolve_threads(self.cfg.detector.threads)
+
+    @property
     def window_length_s(self) -> float:
         """The window length in force (measured from the poll cadence when ``window.length_s`` is auto;
         until then, the fallback the assembler reports)."""
@@ -315,11 +320,12 @@ class Pipeline:
             self.bets,
             self.cfg.detector.clip_sigma,
             win.index,
-            st.w_state,
+            st.e_state,
             st.run_start,
             st.log_m,
             st.side,
             margin=res.margin,
+            threads=self.kernel_threads,
         )
 
         views = self.families.update(
@@ -349,6 +355,7 @@ class Pipeline:
             self.cfg.detector.learn_below_log,
             per_unit=per_unit,
             margin=res.margin,
+            threads=self.kernel_threads,
         )
         shard_cross = self._selection(st, stale, thr)
         if self.cfg.detector.selection == "e-d-bh" and len(self.groups):
@@ -767,7 +774,7 @@ class Pipeline:
             self.bets,
             self.cfg.detector.clip_sigma,
             win.index,
-            cs.w_state,
+            cs.e_state,
             cs.run_start,
             cs.log_m,
             cs.side,

@@ -171,7 +171,7 @@ def test_small_consistent_shift_is_found_faster_than_by_family_a() -> None:
     s, m = 200, 7
     delta, v = np.full((s, m), 0.1), np.full((s, m), 1.2)
     st_c = _state(s, m)
-    st_a = [np.zeros((s, m, 2 * K)), np.zeros((s, m), np.int64), np.zeros((s, m)), np.zeros((s, m), np.int64)]
+    st_a = [kernels.family_a_state((s, m), K), np.zeros((s, m), np.int64), np.zeros((s, m)), np.zeros((s, m), np.int64)]
     for t in range(300):  # null: cross moments learned
         x = _correlated(rng, (s, m), 0.0)
         family_c.family_c_update(x, delta, v, BETS, 4.0, t, *st_c)
