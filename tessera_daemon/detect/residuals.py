@@ -333,7 +333,7 @@ def _advance_warmup(
     for n in np.unique(n_of):
         k = n_of == n
         r, c = rows[k], cols[k]
-        f = _fit(state.buf[r, c, :n].astype(np.float64), p.ar_max)
+        f = _fit(state.buf[state.buf_row[r], c, :n].astype(np.float64), p.ar_max)
         phi_up = np.minimum(f.phi + WARMUP_Z * np.sqrt(np.maximum(1.0 - f.phi * f.phi, 0.0) / n), p.ar_max)
         done = np.full(r.size, n >= limit) | (n * (1.0 - phi_up) >= p.persistence)
         if done.any():
@@ -389,7 +389,8 @@ def residual_step(
     learning = observed & ~warm
     if learning.any():
         rows, cols = np.nonzero(learning)
-        state.buf[rows, cols, state.n_warm[rows, cols]] = (x - c)[rows, cols]
+        slot = state.rows_of(rows)  # first: it may grow the pool
+        state.buf[slot, cols, state.n_warm[rows, cols]] = (x - c)[rows, cols]
         state.n_warm[rows, cols] += 1
         _advance_warmup(state, learning, c, p, cohort_of if pool else None)
 

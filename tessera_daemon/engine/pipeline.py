@@ -171,7 +171,8 @@ class Pipeline:
         self.host_of = _hosts(topology, shards)
         self.shards = shards
         self.row = {s: i for i, s in enumerate(shards)}
-        cohorts = sorted({topology.cohort_of(s) for s in shards})
+        cohort_names = [topology.cohort_of(s) for s in shards]  # once: 100k shards x cohorts was seconds
+        cohorts = sorted(set(cohort_names))
         old_c = {c: i for i, c in enumerate(self.cohorts)}
         self.cstate = self.cstate.take(np.array([old_c.get(c, -1) for c in cohorts], np.int64))
         self.cohorts = cohorts
@@ -179,8 +180,10 @@ class Pipeline:
         self.cohort_ring = np.zeros((0, 0, 0))  # [C, M, depth] recent cohort centres (``_cohort_step``)
         self.cohort_ring_at = 0
         cidx = {c: i for i, c in enumerate(cohorts)}
-        self._cohort_members = {c: [s for s in shards if topology.cohort_of(s) == c] for c in cohorts}
-        self.cohort_of = np.array([cidx[topology.cohort_of(s)] for s in shards], np.int64)
+        self._cohort_members: dict[str, list[str]] = {c: [] for c in cohorts}
+        for s, c in zip(shards, cohort_names, strict=True):
+            self._cohort_members[c].append(s)
+        self.cohort_of = np.array([cidx[c] for c in cohort_names], np.int64)
         self.assembler.set_shards(shards)
         if hasattr(self, "events"):
             self.events.set_topology(topology)
