@@ -104,7 +104,12 @@ class GroupDetector:
         bets: npt.NDArray[np.float64],
         warmup: int,
         halflife: float,
+        previous: GroupDetector | None = None,
+        old_row: npt.NDArray[np.int64] | None = None,
     ) -> None:
+        """``previous`` and ``old_row`` (each new shard row's row before a topology change, -1: new):
+        groups whose members are unchanged keep the variance they learnt (as a re-seed would give it;
+        their evidence starts afresh like every group's), so they need no member buffers."""
         members = topology.members()  # cached by the topology
         cohort_name = [topology.cohort_of(s) for s in topology.shards]
         cohort_names = sorted(set(cohort_name))
@@ -171,6 +176,22 @@ class GroupDetector:
         self.wander = np.full((len(self.kind_names), m), np.nan)  # [kinds, M] typical wander (units)
         self.level2 = np.zeros((g, m))  # [G, M] slow mean of (group level^2 - member noise)
         self.wander_obs = np.zeros((g, m), np.int64)
+        if previous is not None and old_row is not None and previous.var.shape[1] == m:
+            self._carry(previous, old_row)
+
+    def _carry(self, previous: GroupDetector, old_row: npt.NDArray[np.int64]) -> None:
+        """Take the learnt variance of every group with the same id and the same members from ``previous``."""
+        for gi, gid in enumerate(self.ids):
+            oi = previous.index.get(gid)
+            if oi is None or previous.rows[oi].size != self.rows[gi].size:
+                continue
+            mapped = np.sort(old_row[self.rows[gi]])
+            if mapped[0] < 0 or not np.array_equal(mapped, previous.rows[oi]):
+                continue
+            self.var[gi] = previous.var[oi]
+            self.n[gi] = previous.n[oi]
+            self.ready[gi] = previous.ready[oi]
+            self.seed_tried[gi] = previous.seed_tried[oi]
 
     def __len__(self) -> int:
         return len(self.ids)

@@ -196,6 +196,8 @@ class Pipeline:
             self.bets,
             d.warmup_windows,
             d.baseline_halflife_windows,
+            previous=getattr(self, "groups", None),
+            old_row=rows,
         )
         self._groups_of_row: dict[int, list[int]] = {}
         for gi, rows in enumerate(self.groups.rows):

@@ -102,3 +102,32 @@ def test_seeding_is_retried_only_when_more_members_are_warm() -> None:
     np.testing.assert_allclose(det.var[host, 0], max(float(np.mean(z * z)), 0.25))
     det.relearn(rows[:1])
     assert not det.ready[host, 0] and det.seed_tried[host, 0] == -1
+
+
+def test_a_topology_change_keeps_the_variance_of_unchanged_groups() -> None:
+    """A rack gains a host (every shard row after it moves): groups with the same members keep their
+    learnt variance without any member buffer; the new host and the groups that grew start over."""
+    grown = build_topology(SimConfig(zones=1, racks_per_zone=2, hosts_per_rack=3, cohorts=2))
+    kept = Topology([n for n in grown.nodes.values() if not n.id.startswith("z0-r00-h02")])
+    before = _detector(kept)
+    before.var[:] = np.arange(len(before))[:, None] + 2.0
+    before.ready[:] = True
+    before.n[:] = 40
+    old = {s: i for i, s in enumerate(kept.shards)}
+    row = {s: i for i, s in enumerate(grown.shards)}
+    old_row = np.array([old.get(s, -1) for s in grown.shards], np.int64)
+    after = GroupDetector(grown, row, 2, KIND_ORDER, BETS, 30, 2000.0, previous=before, old_row=old_row)
+    assert len(kept.shards) < len(grown.shards)
+    for gi, gid in enumerate(after.ids):
+        same = (
+            gid in before.index and sorted(old_row[after.rows[gi]].tolist()) == before.rows[before.index[gid]].tolist()
+        )
+        if same:
+            np.testing.assert_array_equal(after.var[gi], before.var[before.index[gid]])
+            assert after.ready[gi].all()
+        else:
+            assert not after.ready[gi].any() and (after.var[gi] == 1.0).all()
+    carried = [gid for gi, gid in enumerate(after.ids) if after.ready[gi].all()]
+    assert {"z0-r00-h00", "z0-r01-h02"} <= set(carried)
+    assert "z0-r00-h02" in after.index and "z0-r00-h02" not in carried  # the new host
+    assert len(carried) < len(after)
