@@ -198,9 +198,9 @@ def max_threads() -> int:
 
 @functools.cache
 def resolve_threads(setting: int) -> int:
-    """Threads for a ``detector.threads`` setting: 0 is min(usable cores, 2) (two threads take a 10k-shard
-    window's kernel from ~2.5 to ~1.3 ms and leave the other cores to ingest and the web loop); any
-    setting is capped at the cores this process may use and numba's pool."""
+    """Threads for a ``detector.threads`` setting: 0 is min(usable cores, 2) (on idle cores two threads
+    take a 10k-shard window's kernel from ~2.3 to ~1.3 ms; on cores shared with other work they lose);
+    any setting is capped at the cores this process may use and numba's pool."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     want = min(cores, 2) if setting <= 0 else setting
     return max(1, min(want, cores, max_threads()))
