@@ -9,7 +9,7 @@ seeded), then ``--steady`` more windows are timed. Printed per size: constructio
 window during warm-up, first window after it, median (steady) and worst window after it with their
 ratio (target <= 1.5), RSS after construction, at its peak and at the end (VmRSS / VmHWM).
 
-Usage: python bench/scale100k.py [--sizes 10000,100000] [--steady 40] [--threads 0]
+Usage: python bench/scale100k.py [--sizes 10000,100000] [--steady 40] [--threads 1] [--warmup MIN,MAX]
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def rss_mb() -> tuple[float, float]:
     return out["VmRSS"], out["VmHWM"]
 
 
-def run_one(shards: int, steady: int, threads: int) -> dict[str, Any]:
+def run_one(shards: int, steady: int, threads: int, warmup: tuple[int, int] | None) -> dict[str, Any]:
     from tessera_daemon.config import Config, DetectorConfig, SimConfig  # noqa: PLC0415 - child process only
     from tessera_daemon.detect import kernels  # noqa: PLC0415
     from tessera_daemon.engine.families import warm_up  # noqa: PLC0415
@@ -60,7 +60,10 @@ def run_one(shards: int, steady: int, threads: int) -> dict[str, Any]:
         tick_s=10.0,
     )
     cluster = ClusterSim(sim_cfg, "clean")
-    cfg = dataclasses.replace(Config(), detector=DetectorConfig(threads=threads))
+    d = DetectorConfig(threads=threads)
+    if warmup is not None:  # shorter warm-up: the same steady state, reached sooner
+        d = dataclasses.replace(d, warmup_windows=warmup[0], warmup_max_windows=warmup[1])
+    cfg = dataclasses.replace(Config(), detector=d)
     rss0 = rss_mb()[0]
     t0 = time.perf_counter()
     p = Pipeline(cfg, cluster.topology)
@@ -113,6 +116,7 @@ def run_one(shards: int, steady: int, threads: int) -> dict[str, Any]:
         "rss_peak_mb": hwm,
         "rss_end_mb": rss_end,
         "threads": p.kernel_threads,
+        "warmup": f"{cfg.detector.warmup_windows},{cfg.detector.warmup_max_windows}",
     }
 
 
@@ -120,11 +124,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="10000,100000")
     ap.add_argument("--steady", type=int, default=40)
-    ap.add_argument("--threads", type=int, default=0, help="detector.threads (0: auto)")
+    ap.add_argument("--threads", type=int, default=1, help="detector.threads (0: min(cores, 2))")
+    ap.add_argument("--warmup", default="", help="MIN,MAX warm-up windows (default: the configuration's 60,240)")
     ap.add_argument("--child", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(run_one(args.child, args.steady, args.threads)))
+        wu = (int(args.warmup.split(",")[0]), int(args.warmup.split(",")[1])) if args.warmup else None
+        print(json.dumps(run_one(args.child, args.steady, args.threads, wu)))
         return
     print(
         "Pipeline at scale, one process per size; windows: Pipeline.process only (no assembler / transport); "
@@ -132,7 +138,8 @@ def main() -> None:
     )
     print(
         f"{'shards':>7} {'groups':>6} {'build s':>8} {'warm at':>7} {'warm-up ms':>10} {'1st after':>9} "
-        f"{'steady ms':>9} {'worst ms':>8} {'worst/st':>8} {'RSS built':>9} {'RSS peak':>8} {'RSS end':>8} {'thr':>3}"
+        f"{'steady ms':>9} {'worst ms':>8} {'worst/st':>8} {'RSS built':>9} {'RSS peak':>8} {'RSS end':>8} {'thr':>3} "
+        f"{'warm-up':>7}"
     )
     for n in (int(s) for s in args.sizes.split(",")):
         cmd = [
@@ -145,13 +152,14 @@ def main() -> None:
             "--threads",
             str(args.threads),
         ]
+        cmd += ["--warmup", args.warmup] if args.warmup else []
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
         r = json.loads(out)
         print(
             f"{r['shards']:>7} {r['groups']:>6} {r['construct_s']:>8.2f} {r['warm_at']:>7} "
             f"{r['warmup_median_ms']:>10.1f} {r['first_after_ms']:>9.1f} {r['steady_ms']:>9.1f} "
             f"{r['worst_after_ms']:>8.1f} {r['worst_ratio']:>8.2f} {r['rss_built_mb']:>9.0f} "
-            f"{r['rss_peak_mb']:>8.0f} {r['rss_end_mb']:>8.0f} {r['threads']:>3}",
+            f"{r['rss_peak_mb']:>8.0f} {r['rss_end_mb']:>8.0f} {r['threads']:>3} {r['warmup']:>7}",
             flush=True,
         )
 
