@@ -231,6 +231,7 @@ class Topology:
             kids.sort()
         self._shards: list[str] | None = None  # caches: a topology is not changed after construction
         self._members: dict[str, list[str]] | None = None
+        self._ancestors: dict[str, tuple[str, ...]] = {}
 
     def _check_acyclic(self) -> None:
         for start in self.nodes:
@@ -253,12 +254,16 @@ class Topology:
         return node.labels.get("cohort") or f"model:{node.labels.get('model', 'unknown')}"
 
     def ancestors(self, node_id: str) -> list[str]:
-        out: list[str] = []
-        cur = self.nodes[node_id].parent
-        while cur is not None:
-            out.append(cur)
-            cur = self.nodes[cur].parent
-        return out
+        return list(self._chain(node_id))
+
+    def _chain(self, node_id: str) -> tuple[str, ...]:
+        """Ancestors of ``node_id``, nearest first (cached per node: siblings share their parent's)."""
+        got = self._ancestors.get(node_id)
+        if got is None:
+            parent = self.nodes[node_id].parent
+            got = () if parent is None else (parent, *self._chain(parent))
+            self._ancestors[node_id] = got
+        return got
 
     def groups_of(self, shard: str) -> list[str]:
         """Every group node containing ``shard``: parent chain plus label-declared groups."""
