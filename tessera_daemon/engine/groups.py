@@ -41,6 +41,7 @@ import numpy.typing as npt
 
 from tessera_daemon.detect.kernels import family_a_rearm, family_a_state, family_a_update
 from tessera_daemon.detect.state import DetectorState
+from tessera_daemon.engine.group_tree import containment
 from tessera_daemon.model import Topology
 
 KIND_ORDER = ("host", "nvlink_domain", "psu", "rack", "cooling_zone")
@@ -61,49 +62,6 @@ class GroupResult:
 
     def __post_init__(self) -> None:
         self.chosen = frozenset(self.selected)
-
-
-def _containment(rows: list[npt.NDArray[np.int64]]) -> tuple[list[list[int]], list[list[int]], list[list[int]]]:
-    """(parents, children, descendants) of groups given by their member rows (distinct member sets).
-
-    ``parents[i]``: every group whose members strictly contain i's; ``descendants[i]``: every group
-    strictly inside i; ``children[i]``: the descendants with no other descendant of i between them and
-    i. Each list ascending. A superset of i holds i's first member, so only the groups holding that
-    member are tested (a handful: one per topology level), never all pairs: O(sum of group sizes x
-    depth), where pairwise subset tests were O(groups^2) (22 s at 100k shards)."""
-    n = len(rows)
-    if n == 0:
-        return [], [], []
-    sizes = np.array([r.size for r in rows], np.int64)
-    flat = np.concatenate(rows)
-    owner = np.repeat(np.arange(n, dtype=np.int64), sizes)
-    order = np.lexsort((owner, flat))  # by row, then group: the groups holding a row, ascending
-    by_row, by_owner = flat[order], owner[order]
-    firsts = np.array([int(r[0]) if r.size else -1 for r in rows], np.int64)
-    lo = np.searchsorted(by_row, firsts, "left").tolist()
-    hi = np.searchsorted(by_row, firsts, "right").tolist()
-    sets: dict[int, frozenset[int]] = {}  # member sets of the groups tested as supersets only
-    size_l = sizes.tolist()
-    parents: list[list[int]] = []
-    for i in range(n):
-        found = []
-        for j in by_owner[lo[i] : hi[i]].tolist():
-            if size_l[j] > size_l[i]:
-                sj = sets.get(j)
-                if sj is None:
-                    sj = sets[j] = frozenset(rows[j].tolist())
-                if sj.issuperset(rows[i].tolist()):
-                    found.append(j)
-        parents.append(found)
-    descendants: list[list[int]] = [[] for _ in range(n)]
-    for j in range(n):
-        for p in parents[j]:
-            descendants[p].append(j)
-    children: list[list[int]] = []
-    for i in range(n):
-        inside = set(descendants[i])
-        children.append([j for j in descendants[i] if not any(k in inside for k in parents[j])])
-    return parents, children, descendants
 
 
 class GroupDetector:
@@ -166,7 +124,7 @@ class GroupDetector:
         self.index = {g: i for i, g in enumerate(self.ids)}
         self.flat = np.concatenate(rows) if rows else np.zeros(0, np.int64)
         self.starts = np.cumsum([0] + [r.size for r in rows[:-1]]).astype(np.int64) if rows else np.zeros(0, np.int64)
-        self.parents, self.children, self.descendants = _containment(rows)
+        self.parents, self.children, self.descendants = containment(rows)
         g, m, k = len(self.ids), n_metrics, len(bets) + len(GROUP_BET_EXTRA)
         self.bets = np.concatenate([bets, bets.max() * np.asarray(GROUP_BET_EXTRA)])
         self.warmup = warmup
@@ -252,9 +210,8 @@ class GroupDetector:
 
     def _release(self, state: DetectorState) -> None:
         """Give back the buffer rows of shards whose every stream is warm (or never buffered) and whose
-        every group is ready. A group made to re-seed later (``relearn``) seeds from the members that
-        still hold a buffer, or learns online (``warmup`` windows), as groups of members without usable
-        buffers always have; after a topology change the new groups do the same."""
+        every group is ready. A group made to re-seed later (``relearn``, a changed topology) seeds from
+        the members still holding a buffer, or learns online (``warmup`` windows)."""
         if not (state.buf_row >= 0).any():
             return
         done = (state.warm() | (state.n_warm == 0)).all(axis=1) & (state.buf_row >= 0)
