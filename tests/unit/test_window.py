@@ -1,11 +1,14 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
+import pytest
 
-from tessera_daemon.engine.window import WindowAssembler
-from tessera_daemon.model import Frame
+from tessera_daemon.engine.rates import counter_delta, counter_rate
+from tessera_daemon.engine.window import PROBE_MAX_FRAMES, PROBE_MAX_S, WindowAssembler, WindowData, snap_length
+from tessera_daemon.model import Frame, FrameBlock
 from tessera_daemon.transport.codec import decode_entry, encode_host
 
 
@@ -75,11 +78,15 @@ def _random_entries(rng: np.random.Generator, n: int) -> list[dict[bytes, bytes]
             if rng.random() < 0.15:
                 continue
             t = ts - (25.0 if rng.random() < 0.05 else 0.0)  # now and then a late frame
+            if rng.random() < 0.05:
+                t = ts - float(rng.uniform(0.0, 2.0))  # out of order within the open window
             metrics: dict[str, float | None] = {
                 "util": float(rng.normal()),
                 "tx_bytes": float(seq * 1000 + rng.integers(0, 500)),
                 "ecc_dbe": float(seq // 7),
                 "extra": 1.0,
+                "wrap32_bytes": float((4_000_000_000 + seq * 60_000_000) % 2**32),  # wraps every ~70 entries
+                "wrap64_bytes": float((2**64 - 2**60 + seq * 2**56) % 2**64),
             }
             if rng.random() < 0.1:
                 metrics["util"] = None
@@ -87,12 +94,116 @@ def _random_entries(rng: np.random.Generator, n: int) -> list[dict[bytes, bytes]
                 del metrics["extra"]
             if rng.random() < 0.05:
                 metrics["tx_bytes"] = 3.0  # a reset
-            counters = frozenset({"tx_bytes", "ecc_dbe"} if rng.random() < 0.9 else {"ecc_dbe"})
+            if rng.random() < 0.03:
+                metrics["ecc_dbe"] = 0.0  # an ECC counter reset
+            every = {"tx_bytes", "ecc_dbe", "wrap32_bytes", "wrap64_bytes"}
+            counters = frozenset(every if rng.random() < 0.9 else {"ecc_dbe"})
             xid = (79,) if rng.random() < 0.05 else ()
             frames.append(Frame(t, sid, metrics, counters, xid, lost=bool(rng.random() < 0.03)))
         if frames:
             out.append(encode_host(frames, host, "agent/boot", seq))
     return out
+
+
+class FrameByFrame(WindowAssembler):
+    """Reference: the assembler as it added frames before the array path, one frame at a time with a
+    dict of counter samples per (shard, counter) and plain ``counter_rate`` / ``counter_delta``. The
+    window bookkeeping (closing, emitting) is the assembler's own; every frame goes through ``add_one``."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        self.ref_counter: dict[tuple[str, str], tuple[float, float]] = {}
+        super().__init__(*args, **kw)
+
+    def add_block(self, block: FrameBlock) -> None:
+        for f in block.frames():
+            self.add_one(f)
+
+    def add_one(self, frame: Frame) -> None:
+        if not self.resolved:
+            if frame.shard in self._row:
+                self.probe.observe(frame.shard, frame.ts)
+            self._held.append(FrameBlock.from_frames([frame]))
+            self._held_frames += 1
+            self._held_first = min(self._held_first, frame.ts)
+            if (
+                self.probe.ready()
+                or self._held_frames >= PROBE_MAX_FRAMES
+                or frame.ts - self._held_first >= PROBE_MAX_S
+            ):
+                self.resolve(snap_length(self.probe.median_s()))
+            return
+        row = self._row.get(frame.shard)
+        if row is None:
+            self.stats.unknown_shard += 1
+            return
+        k = self.window_of(frame.ts)
+        if self.last_closed is not None and k <= self.last_closed:
+            self.stats.late += 1
+            return
+        self.stats.frames += 1
+        self.watermark = max(self.watermark, frame.ts)
+        acc = self._open.get(k)
+        if acc is None:
+            acc = self._open[k] = self._new_acc()
+        acc.n_frames += 1
+        acc.present[row] = True
+        if frame.xid:
+            acc.xids.setdefault(frame.shard, []).extend(frame.xid)
+        if frame.lost:
+            acc.lost.add(frame.shard)
+            return
+        for name, raw in frame.metrics.items():
+            value = raw
+            if raw is not None and not math.isfinite(raw):
+                value = None  # a non-finite value is no sample (the array path's rule)
+            elif raw is not None and name in frame.counters:
+                value = self.counter(frame.shard, frame.ts, name, raw, acc)
+            j = self._col.get(name)
+            if value is not None and j is not None:
+                acc.sums[row, j] += value
+                acc.counts[row, j] += 1
+
+    def counter(self, shard: str, ts: float, name: str, value: float, acc: Any) -> float | None:
+        prev = self.ref_counter.get((shard, name))
+        if prev is not None and ts <= prev[1]:
+            return None
+        self.ref_counter[(shard, name)] = (value, ts)
+        if prev is None:
+            return None
+        if name == self.ecc_counter:
+            inc = counter_delta(prev[0], value)
+            if inc:
+                acc.ecc[shard] = acc.ecc.get(shard, 0.0) + inc
+            return None if name not in self._col else inc
+        return counter_rate(prev[0], prev[1], value, ts)
+
+
+def counter_samples(a: WindowAssembler) -> dict[tuple[str, str], tuple[float, float]]:
+    out = {}
+    for name, c in a._cnt_col.items():
+        for s, r in a._row.items():
+            if not math.isnan(a._cnt_t[r, c]):
+                out[(s, name)] = (float(a._cnt_v[r, c]), float(a._cnt_t[r, c]))
+    return out
+
+
+def assert_same(ref: FrameByFrame, got: WindowAssembler, wr: list[WindowData], wg: list[WindowData]) -> None:
+    assert len(wr) == len(wg)
+    for a, b in zip(wr, wg, strict=True):
+        assert (a.index, a.n_frames, a.xids, a.ecc_increments, a.lost, a.start_ts) == (
+            b.index,
+            b.n_frames,
+            b.xids,
+            b.ecc_increments,
+            b.lost,
+            b.start_ts,
+        )
+        assert list(a.xids) == list(b.xids) and list(a.ecc_increments) == list(b.ecc_increments)
+        np.testing.assert_array_equal(a.present, b.present)
+        np.testing.assert_array_equal(a.values, b.values)  # bit for bit, NaN where NaN
+    assert ref.stats == got.stats
+    tracked = {k: v for k, v in ref.ref_counter.items() if k[1] in ref._col or k[1] == ref.ecc_counter}
+    assert tracked == counter_samples(got)
 
 
 def test_block_ingest_equals_frame_ingest() -> None:
@@ -123,4 +234,51 @@ def test_block_ingest_equals_frame_ingest() -> None:
         np.testing.assert_array_equal(wf.values, wb.values)  # bit for bit, NaN where NaN
     assert by_frame.stats == by_block.stats
     assert by_frame.stats.late > 0 and by_frame.stats.unknown_shard > 0
-    assert by_frame._last_counter == by_block._last_counter
+    assert counter_samples(by_frame) == counter_samples(by_block)
+
+
+@pytest.mark.parametrize("seed", [3, 4, 5])
+@pytest.mark.parametrize("length_s", [5.0, None])
+def test_array_path_equals_frame_by_frame_reference(seed: int, length_s: float | None) -> None:
+    """Blocks (decoded entries, joined runs of them, and Frame lists converted at the boundary) give
+    exactly what the frame-by-frame reference gives: disorder, resets, 32- and 64-bit wraps, ECC
+    increments, lost devices, unknown shards, late frames, and the auto length resolving mid-block."""
+    rng = np.random.default_rng(seed)
+    shards, metrics = (
+        ["a", "b", "c", "d", "e"],
+        ["util", "tx_bytes", "ecc_dbe", "extra", "wrap32_bytes", "wrap64_bytes"],
+    )
+    ref = FrameByFrame(shards, metrics, length_s=length_s, grace_s=1.0)
+    blocks = WindowAssembler(shards, metrics, length_s=length_s, grace_s=1.0)
+    lists = WindowAssembler(shards, metrics, length_s=length_s, grace_s=1.0)
+    entries = [decode_entry(f).frames for f in _random_entries(rng, 600)]
+    got_r: list[WindowData] = []
+    got_b: list[WindowData] = []
+    got_l: list[WindowData] = []
+    i = 0
+    while i < len(entries):
+        n = int(rng.integers(1, 6))
+        run = entries[i : i + n]
+        i += n
+        for e in run:
+            ref.add_block(e)
+        if all(run[0].joinable(e) for e in run):
+            blocks.add_block(FrameBlock.concat(run))
+        else:
+            for e in run:
+                blocks.add_block(e)
+        lists.add_frames([f for e in run for f in e])
+        got_r += ref.close_ready()
+        got_b += blocks.close_ready()
+        got_l += lists.close_ready()
+        if rng.random() < 0.05:  # a topology change: counter samples follow their shard
+            order = list(rng.permutation(shards))
+            for a in (ref, blocks, lists):
+                a.set_shards(order)
+    got_r += ref.flush()
+    got_b += blocks.flush()
+    got_l += lists.flush()
+    assert len(got_r) > 50 and ref.stats.late > 0 and ref.stats.unknown_shard > 0
+    assert any(w.ecc_increments for w in got_r)
+    assert_same(ref, blocks, got_r, got_b)
+    assert_same(ref, lists, got_r, got_l)
