@@ -140,6 +140,7 @@ def bench_10k(windows: int, warm: int) -> None:
     sim = ClusterSim(cfg.sim, "clean")
     n_shards = len(sim.shard_ids)
     ticks = [sim.step_block()[1] for _ in range(warm + windows + 1)]
+    rss0 = rss_mb()
     pipe = Pipeline(cfg, sim.topology)
     ingest: list[float] = []
     process: list[float] = []
@@ -154,6 +155,7 @@ def bench_10k(windows: int, warm: int) -> None:
         if i > warm:
             ingest.append(t1 - t0)
             process.append(t2 - t1)
+    rss1 = rss_mb()
     obj = Pipeline(cfg, sim.topology)
     as_frames = [list(b) for b in ticks[: min(len(ticks), 8)]]
     obj_ingest = []
@@ -177,6 +179,16 @@ def bench_10k(windows: int, warm: int) -> None:
         f"{'object path ingest: the same tick as Frame objects':<58} {med_o * 1e3:>9.1f} {max(obj_ingest) * 1e3:>8.1f}"
         f"   ({med_o / med_i:.1f}x the block)"
     )
+    print(f"pipeline memory at {n_shards:,} shards: {rss1 - rss0:,.0f} MB of RSS (process RSS {rss1:,.0f} MB)")
+
+
+def rss_mb() -> float:
+    """Resident set size now, MB (Linux /proc; NaN elsewhere)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        return math.nan
+    return pages * os.sysconf("SC_PAGE_SIZE") / 1e6
 
 
 def main() -> None:

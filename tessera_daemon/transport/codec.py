@@ -202,7 +202,7 @@ def _frames_fast(data: bytes) -> tuple[str, FrameBlock] | None:
     if s == 0 or len(p.t) != s * 8 or len(p.x) != s * m * 8 or len(p.x) > _MAX_BIN:
         return None
     tss = np.frombuffer(p.t, dtype=_F8)
-    if not np.isfinite(tss).all() or tss.min() < 0:
+    if not ((tss >= 0.0) & (tss < np.inf)).all():  # finite, non-negative (NaN fails both)
         return None
     absent: np.ndarray | None = None
     if p.a is not msgspec.UNSET:
@@ -216,10 +216,10 @@ def _frames_fast(data: bytes) -> tuple[str, FrameBlock] | None:
         counters = [frozenset(c) for c in p.cf]
     xids: dict[int, tuple[int, ...]] = {}
     for i, codes in p.e:
-        if not 0 <= i < s or len(codes) > _MAX_XIDS or not all(0 <= c <= _MAX_XID for c in codes):
+        if not 0 <= i < s or len(codes) > _MAX_XIDS or (codes and not 0 <= min(codes) <= max(codes) <= _MAX_XID):
             return None
         xids[i] = tuple(codes)
-    if not all(0 <= i < s for i in p.l):
+    if p.l and not 0 <= min(p.l) <= max(p.l) < s:
         return None
     values = np.frombuffer(p.x, dtype=_F8).reshape(s, m)
     return p.h, FrameBlock(p.s, tss, p.m, values, absent, counters, xids, set(p.l))
