@@ -11,7 +11,7 @@ objects). A line the typed decoder refuses, or that breaks a rule it does not ch
 XID range), is handed to :meth:`Frame.from_json`, the contract's own parser: it either accepts the
 line (JSON it allows that the struct does not: ``NaN``, ``1.0`` as the version, an integer beyond
 float range) or gives the dead letter its reason. Either way a line means what ``Frame.from_json``
-says it means (tests/unit/test_replay.py).
+says it means (tests/test_replay_parser.py).
 """
 
 from __future__ import annotations

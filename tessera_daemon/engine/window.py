@@ -305,7 +305,7 @@ class WindowAssembler:
         vectorised, the values go in with one in-order ``np.add.at`` per window, and counters become
         rates / increments per [shard, counter] on arrays (:meth:`_block_counters`). Bit for bit the
         result of adding its frames one by one in order: same sums (each cell receives its values in
-        frame order), counts, stats, counter samples and dict orders (tests/unit/test_window.py
+        frame order), counts, stats, counter samples and dict orders (tests/engine/test_window.py
         checks it against a frame-by-frame reference)."""
         n = len(block.shards)
         if n == 0:

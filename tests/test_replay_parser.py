@@ -20,7 +20,7 @@ from tessera_daemon.errors import CodecError
 from tessera_daemon.model import Frame, FrameBlock, Topology
 from tessera_daemon.replay import BATCH, DeadLine, load_events, read_blocks, replay
 from tessera_daemon.sim.messy import FleetShape, MessySpec, Nuisances, generate
-from tests.unit.test_window import FrameByFrame
+from tests.window_reference import FrameByFrame
 
 EDGE_LINES = [
     '{"v":1,"ts":1767225600.0,"shard":"a","metrics":{"x":1.5,"c":3},"counters":["c"]}',
