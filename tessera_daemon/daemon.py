@@ -31,16 +31,16 @@ from tessera_daemon.outputs.verdict_feed import VerdictFeed, verdict_group_for_e
 from tessera_daemon.runtime import ProcessRuntime, check_all_in_one, serve_http
 from tessera_daemon.sources import build_sources, load_static_topology, merge_topology
 from tessera_daemon.sources.base import Source
+from tessera_daemon.sources.supervise import SourceHealth, supervise_source
 from tessera_daemon.sources.synthetic import SyntheticSource
-from tessera_daemon.status import Status
-from tessera_daemon.supervise import SourceHealth, supervise_source
 from tessera_daemon.transport.memory import MemoryTransport
 from tessera_daemon.web.app import make_app
 from tessera_daemon.web.console import Console
 from tessera_daemon.web.event_api import event_routes
 from tessera_daemon.web.metrics import MetricsRenderer
+from tessera_daemon.web.status import Status
 
-log = get_logger("tessera.daemon")
+log = get_logger(__name__)
 
 
 @dataclass(slots=True)

@@ -40,7 +40,6 @@ from tessera_daemon.log import get_logger
 from tessera_daemon.model import ClusterEvent
 from tessera_daemon.outputs.mqtt import MqttFiringPublisher
 from tessera_daemon.runtime import ProcessRuntime, serve_http
-from tessera_daemon.status import Status
 from tessera_daemon.transport.base import Delivery
 from tessera_daemon.transport.coordinator import Coordinator
 from tessera_daemon.transport.eventlog import FleetBook, LoggedEvent, apply_event
@@ -62,8 +61,9 @@ from tessera_daemon.web.app import make_app
 from tessera_daemon.web.console import Console
 from tessera_daemon.web.event_api import event_routes
 from tessera_daemon.web.metrics import MetricsRenderer
+from tessera_daemon.web.status import Status
 
-log = get_logger("tessera.worker")
+log = get_logger(__name__)
 MAX_UNACKED = 200_000  # entries held pending before a checkpoint is forced (windows may stall on bad clocks)
 
 

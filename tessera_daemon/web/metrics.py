@@ -22,8 +22,8 @@ from prometheus_client.registry import Collector
 from tessera_daemon.buildinfo import build_info_family
 from tessera_daemon.engine.bounds import REASONS as VALUE_REASONS
 from tessera_daemon.model import CLASSIFICATIONS
-from tessera_daemon.status import Status
-from tessera_daemon.supervise import POLL_BUCKETS, SourceHealth
+from tessera_daemon.sources.supervise import POLL_BUCKETS, SourceHealth
+from tessera_daemon.web.status import Status
 
 TOP_N = 10
 EVIDENCE_BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 50.0, 100.0)
