@@ -3,8 +3,10 @@
 Each scenario is simulated on a small fleet and replayed through the real code path
 (``write_simulation`` then ``replay``, what ``tessera-daemon simulate`` and ``replay`` run); the
 SHA-256 of the firings file and the replay summary must equal the digests stored in
-``tests/fixtures/replay/digests.json``, recorded at the pre-renovation commit cd237dc. A refactor
-that changes any firing, any receipt figure or any count fails here.
+``tests/fixtures/replay/digests.json``, recorded at the pre-renovation commit cd237dc and re-recorded
+once for the intended engine change of 415c5ac (messy fleets: one incident per fault; thermal_rack
+opens 2 firings instead of 3, mixed 4 instead of 5). A refactor that changes any firing, any receipt
+figure or any count fails here.
 
 Regenerate only for an intended behaviour change: ``python -m tests.test_replay``.
 """
