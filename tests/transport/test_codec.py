@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from tessera_daemon.engine.window import WindowAssembler
 from tessera_daemon.errors import CodecError
-from tessera_daemon.model import Frame
+from tessera_daemon.model import Frame, FrameBlock
 from tessera_daemon.sim import ClusterSim
 from tessera_daemon.transport.codec import EntryError, decode_entry, encode_host, frame_from_json
 from tessera_daemon.transport.keys import Keys, partition_token
@@ -157,7 +157,7 @@ def test_keys_carry_hash_tags_and_safe_tokens() -> None:
     assert np.all([k.lease("t").startswith("tessera:{t}"), k.checkpoint("t").startswith("tessera:{t}")])
 
 
-def _generic(data: bytes) -> tuple[str, object] | str:
+def _generic(data: bytes) -> tuple[str, FrameBlock] | str:
     """The generic decoder (msgpack + checks in Python): (host, block), or the EntryError's reason."""
     from tessera_daemon.transport.codec import _frames  # noqa: PLC0415
 
@@ -222,11 +222,11 @@ def test_typed_fast_path_accepts_and_gives_exactly_what_the_generic_path_gives()
             continue
         assert not isinstance(slow, str), (obj, slow)
         (h1, b1), (h2, b2) = fast, slow
-        assert h1 == h2 and b1.shards == b2.shards and b1.names == b2.names  # type: ignore[attr-defined]
+        assert h1 == h2 and b1.shards == b2.shards and b1.names == b2.names
         for attr in ("counters", "xids", "lost"):
             assert getattr(b1, attr) == getattr(b2, attr)
-        assert b1.ts.tobytes() == b2.ts.tobytes() and b1.values.tobytes() == b2.values.tobytes()  # type: ignore[attr-defined]
-        a1, a2 = b1.absent, b2.absent  # type: ignore[attr-defined]
-        assert (a1 is None and a2 is None) or np.array_equal(a1, a2)
+        assert b1.ts.tobytes() == b2.ts.tobytes() and b1.values.tobytes() == b2.values.tobytes()
+        a1, a2 = b1.absent, b2.absent
+        assert (a1 is None and a2 is None) or (a1 is not None and a2 is not None and np.array_equal(a1, a2))
         accepted += 1
     assert accepted > 30 and refused > 150

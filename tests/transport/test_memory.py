@@ -75,7 +75,7 @@ async def test_receive_and_overflow_cut_blocks_at_frame_granularity() -> None:
     assert t.stats().dropped_frames == 2 and t.stats().queued_frames == 5
     (d,) = await t.receive(3, 0.1)
     assert [f.shard for f in d.frames] == ["s2", "s3", "s4"]
-    assert d.frames.xids == {2: (79,)}  # s4 opened the second block
+    assert isinstance(d.frames, FrameBlock) and d.frames.xids == {2: (79,)}  # s4 opened the second block
     (d,) = await t.receive(3, 0.1)
     assert [f.shard for f in d.frames] == ["s5", "s6"]
     assert t.stats().queued_frames == 0 and t.stats().delivered_frames == 5
