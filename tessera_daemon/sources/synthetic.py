@@ -1,7 +1,8 @@
 """The built-in simulated cluster as a live source: the embedded default when no source is configured.
 
 Simulated time runs ``sim.speedup`` times faster than the wall clock (1 by default), from
-``sim.start_ts`` (0: the wall clock at open). Each poll returns every simulated tick due by now.
+``sim.start_ts`` (0: the wall clock at open). Each poll returns every simulated tick due by now, as one
+:class:`~tessera_daemon.model.FrameBlock` (arrays, no per-frame objects).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import time
 from collections.abc import Sequence
 
 from tessera_daemon.config import Config
-from tessera_daemon.model import ClusterEvent, Frame
+from tessera_daemon.model import ClusterEvent, Frame, FrameBlock
 from tessera_daemon.sources.base import TopologyPart
 
 MAX_TICKS_PER_POLL = 100_000
@@ -48,18 +49,20 @@ class SyntheticSource:
             target = min(target, self.start_ts + self.cfg.duration_s)
         if self._resume is not None:
             target = min(target, self._resume[1])
-        frames: list[Frame] = []
+        blocks: list[FrameBlock] = []
         for _ in range(MAX_TICKS_PER_POLL):
             if self.sim_ts + self.sim.tick_s > target + 1e-9:
                 break
-            ts, fr = self.sim.step()
+            ts, block = self.sim.step_block()
             self.sim_ts = ts
-            frames.extend(fr)
+            blocks.append(block)
         if self.cfg.duration_s > 0 and self.sim_ts + self.sim.tick_s > self.start_ts + self.cfg.duration_s:
             self.finished = True
         if self._resume is not None and self.sim_ts + self.sim.tick_s > self._resume[1] + 1e-9:
             self.set_speedup(self._resume[0], now)
-        return frames
+        if not blocks:
+            return []
+        return blocks[0] if len(blocks) == 1 else FrameBlock.concat(blocks)
 
     def set_speedup(self, speedup: float, now: float | None = None, *, until_ts: float | None = None) -> None:
         """Run simulated time at ``speedup`` from now on; with ``until_ts``, only up to that simulated
