@@ -146,7 +146,7 @@ async def role_read(url: str, entries: int) -> dict[str, float]:
 
 async def role_worker(url: str, entries: int, group: str) -> dict[str, float]:
     from tessera_daemon.detect.kernels import warm_up  # noqa: PLC0415
-    from tessera_daemon.worker import Detector  # noqa: PLC0415
+    from tessera_daemon.split.worker import Detector  # noqa: PLC0415
 
     warm_up()
     cfg = bench_cfg(url, group=group)

@@ -18,11 +18,11 @@ import pytest
 from tessera_daemon.config import Config
 from tessera_daemon.model import ClusterEvent, Topology
 from tessera_daemon.sim import ClusterSim
-from tessera_daemon.transport.eventlog import EventLog
+from tessera_daemon.split.eventlog import EventLog
+from tessera_daemon.split.worker import DetectorRunning
 from tessera_daemon.transport.keys import Keys
 from tessera_daemon.transport.link import RedisLink
 from tessera_daemon.transport.registry import Router, publish_registry
-from tessera_daemon.worker import DetectorRunning
 from tests.transport.conftest import Server
 from tests.transport.helpers import START_TS, client_for, detector, make_cfg, wait_for
 

@@ -13,7 +13,7 @@ Cluster events (``POST/GET /v1/events``, DeploySignal ``POST /v1/tessera/deploy-
 a worker checks a posted event against the fleet topology (the union of every partition's slice, in
 its fleet-wide event book, which also answers GET), appends it to the fleet event log in Redis before
 it answers 202 (503 when Redis cannot take it), and every worker adds logged events to the books of
-the partitions they concern, within a heartbeat (``transport/eventlog.py``).
+the partitions they concern, within a heartbeat (``split/eventlog.py``).
 
 Shutdown (SIGTERM / SIGINT): mark not ready, stop reading, commit and checkpoint every partition,
 release the leases (the partitions move at once instead of after a lease timeout), stop HTTP.
@@ -40,10 +40,12 @@ from tessera_daemon.log import get_logger
 from tessera_daemon.model import ClusterEvent
 from tessera_daemon.outputs.mqtt import MqttFiringPublisher
 from tessera_daemon.runtime import ProcessRuntime, serve_http
+from tessera_daemon.split.coordinator import Coordinator
+from tessera_daemon.split.eventlog import FleetBook, LoggedEvent, apply_event
+from tessera_daemon.split.partition import Committer, PartitionWork, Poison, WindowRecord
+from tessera_daemon.split.view import PartitionView
 from tessera_daemon.status import Status
 from tessera_daemon.transport.base import Delivery
-from tessera_daemon.transport.coordinator import Coordinator
-from tessera_daemon.transport.eventlog import FleetBook, LoggedEvent, apply_event
 from tessera_daemon.transport.exporter import (
     LinkCollector,
     MqttCollector,
@@ -54,10 +56,8 @@ from tessera_daemon.transport.exporter import (
 from tessera_daemon.transport.keys import Keys
 from tessera_daemon.transport.lease import LeaseKeeper
 from tessera_daemon.transport.link import RedisLink
-from tessera_daemon.transport.partition import Committer, PartitionWork, Poison, WindowRecord
 from tessera_daemon.transport.redis import EntryToken, RedisTransport
 from tessera_daemon.transport.registry import live_workers, unregister_worker
-from tessera_daemon.transport.view import PartitionView
 from tessera_daemon.web.app import make_app
 from tessera_daemon.web.console import Console
 from tessera_daemon.web.event_api import event_routes
