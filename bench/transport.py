@@ -155,7 +155,7 @@ async def role_worker(url: str, entries: int, group: str) -> dict[str, float]:
     heartbeat = asyncio.create_task(det.coordinator.run(stop))  # renews the lease, as in the worker
     while not det.parts:
         await asyncio.sleep(0.01)
-        det.adopt()
+        await det.adopt()
     t0 = time.perf_counter()
     done = 0
     while done < entries and time.perf_counter() - t0 < 600:

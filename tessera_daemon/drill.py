@@ -85,7 +85,7 @@ from tessera_daemon.drill_stack import (
     drill_alertmanager_config,
     prometheus_server,
 )
-from tessera_daemon.engine.pipeline import Pipeline
+from tessera_daemon.engine.snapshot import PipelineSnapshot
 from tessera_daemon.model import Firing
 from tessera_daemon.shipped import shipped_file
 from tessera_daemon.sim import DEFAULT_START_TS, SCENARIOS, FaultSpec, Scenario
@@ -318,13 +318,13 @@ class Observer:
     def wall_of(self, ts: float) -> float:
         return self.wall0 + (ts - self.start_ts) / self.speedup
 
-    def watch_daemon(self, pipeline: Pipeline, now: float) -> None:
-        wm = pipeline.assembler.watermark
+    def watch_daemon(self, snap: PipelineSnapshot, now: float) -> None:
+        wm = snap.stats.watermark
         if math.isfinite(wm):
             self.wall0 = min(self.wall0, now - (wm - self.start_ts) / self.speedup)
-        for f in pipeline.book.active():
+        for f in snap.active:
             self._seen(f, now)
-        for f in pipeline.book.recent:
+        for f in snap.recent:
             seen = self._seen(f, now)
             if seen.resolved_seen_wall is None:
                 seen.resolved_ts, seen.resolved_seen_wall = f.resolved_ts, now
@@ -753,7 +753,7 @@ async def _watch(
     async with aiohttp.ClientSession(timeout=timeout) as session:
         n = 0
         while (now := time.time()) < min(deadline, settle_until):
-            obs.watch_daemon(running.status.pipeline, now)
+            obs.watch_daemon(running.status.snapshot, now)
             try:
                 answer = await _get_json(session, f"{prom}/api/v1/alerts")
                 obs.watch_prometheus(answer["data"]["alerts"], time.time())

@@ -70,8 +70,8 @@ async def test_faults_fire_on_exactly_their_shards_and_metrics_parse() -> None:
             await asyncio.sleep(0.02)
         await asyncio.wait_for(asyncio.shield(task), 60)
     assert saw_ready
-    book = running.status.pipeline.book
-    fired = [f for f in [*book.active(), *book.recent] if f.detector == "A" and f.scope == "shard"]
+    snap = running.status.snapshot
+    fired = [f for f in [*snap.active, *snap.recent] if f.detector == "A" and f.scope == "shard"]
     targets = {f.target for f in fired}
     assert {truth["straggler"], truth["sdc_drift"]} <= targets
     faulty = {s for f in labels for s in f["shards"]}  # the thermal rack starts at tick 1400 of 1500
@@ -89,10 +89,10 @@ async def test_clean_run_fires_nothing_and_serves_api() -> None:
     cfg = cfg_for(TESSERA_SIM__SCENARIO="clean", TESSERA_SIM__SPEEDUP="500", TESSERA_SIM__DURATION_S="1500")
     async with daemon(cfg) as (running, task):
         await asyncio.wait_for(asyncio.shield(task), 60)
-    p = running.status.pipeline
+    p = running.status.snapshot
     assert p.windows_processed * len(p.shards) >= 2_000 + 60 * len(p.shards)
-    assert p.book.active() == [] and list(p.book.recent) == []
-    assert p.book.opened_total == {}
+    assert p.active == () and p.recent == ()
+    assert p.opened_total == {}
 
 
 async def test_http_endpoints() -> None:
@@ -100,7 +100,7 @@ async def test_http_endpoints() -> None:
     async with daemon(cfg) as (running, _task), aiohttp.ClientSession() as s:
         port = running.port
         for _ in range(400):
-            if running.status.pipeline.book.active():
+            if running.status.snapshot.active:
                 break
             await asyncio.sleep(0.05)
         st, body = await get(s, port, "/healthz")
@@ -108,7 +108,7 @@ async def test_http_endpoints() -> None:
         st, body = await get(s, port, "/v1/firings?state=open")
         assert st == 200 and "hard_fault" in body and "rule:" in body
         assert (await get(s, port, "/v1/firings?state=bogus"))[0] == 400
-        shard = running.status.pipeline.shards[0]
+        shard = running.status.snapshot.shards[0]
         st, body = await get(s, port, f"/v1/shards/{shard}")
         assert st == 200 and '"log_evidence"' in body
         assert (await get(s, port, "/v1/shards/nope"))[0] == 404

@@ -144,8 +144,9 @@ async def test_posted_event_freezes_the_shards_of_every_partition_it_concerns(re
 
         # the worker's view (/metrics, the API) joins the partitions' copies back into one event each
         view = worker.status
-        await wait_for(lambda: len(view.pipeline.events) == 2, 10, "the events in the worker's view")
-        assert set(view.pipeline.events.get("fw-rack").shards) == rack["job-0"] | rack["job-1"]
+        await wait_for(lambda: len(view.snapshot.events) == 2, 10, "the events in the worker's view")
+        rec = view.snapshot.events.get("fw-rack")
+        assert rec is not None and set(rec.shards) == rack["job-0"] | rack["job-1"]
         await wait_for(lambda: _is(gauge(http, base, "tessera_cluster_events"), 2.0), 10, "the events gauge")
 
         async with http.get(f"{base}/v1/events") as r:
