@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -158,3 +159,37 @@ def test_sigterm_exits_zero_quickly(tmp_path: Path) -> None:
             proc.wait()
         if proc.stderr is not None:
             proc.stderr.close()
+
+
+async def test_windows_run_on_their_own_thread_and_posted_events_reach_them() -> None:
+    cfg = cfg_for(
+        TESSERA_SIM__SCENARIO="clean",
+        TESSERA_SIM__SPEEDUP="100",
+        TESSERA_EVENTS__ALLOW_UNAUTHENTICATED="true",
+    )
+    async with daemon(cfg) as (running, task), aiohttp.ClientSession() as s:
+        st = running.status
+        for _ in range(600):
+            if st.snapshot.windows_processed >= 5 or task.done():
+                break
+            await asyncio.sleep(0.05)
+        assert st.snapshot.windows_processed >= 5
+        assert any(t.name.startswith("tessera-window") for t in threading.enumerate())
+        before = st.snapshot
+        host = before.topology.nodes[before.shards[0]].parent
+        assert host is not None
+        shards = {x for x in before.shards if before.topology.nodes[x].parent == host}
+        ev = {"v": 1, "id": "fw-1", "kind": "firmware_push", "ts": before.end_ts, "scope": [host]}
+        async with s.post(f"http://127.0.0.1:{running.port}/v1/events", json=ev) as r:
+            assert r.status == 202, await r.text()
+            assert (await r.json())["affected_shards"] == len(shards)
+        async with s.get(f"http://127.0.0.1:{running.port}/v1/events") as r:  # answered from the front book at once
+            assert [e["id"] for e in (await r.json())["events"]] == ["fw-1"]
+        for _ in range(600):  # the window thread takes it before its next batch; the snapshot after shows it
+            if st.snapshot.events.get("fw-1") is not None:
+                break
+            await asyncio.sleep(0.05)
+        after = st.snapshot
+        assert after.events.get("fw-1") is not None and after.version > before.version
+        assert set(after.events.frozen_now) == shards
+        assert before.events.get("fw-1") is None  # an older snapshot never changes
