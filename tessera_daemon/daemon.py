@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import queue
 import time
 from collections import Counter
@@ -228,6 +229,7 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
     )
 
     worker = WindowWorker(pipeline)  # from here on, only the window thread touches the pipeline
+    gc.freeze()  # start-up objects (topology, pipeline, simulator) leave the collector's full passes
     front = EventBook(topology, cfg.events)  # event POSTs are checked and answered here, on the loop
     status = Status(cfg, worker.snapshot, transport, {s.name: SourceHealth(s.name) for s in sources})
     console = Console.of(status)  # web console: history rings and live stream (web/console.py)
