@@ -34,6 +34,7 @@ test: $(STAMP) system-deps
 lint: $(STAMP)
 	$(VENV)/bin/ruff check tessera_daemon tests bench scripts
 	$(VENV)/bin/ruff format --check tessera_daemon tests bench scripts
+	$(VENV)/bin/lint-imports
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy

@@ -30,22 +30,22 @@ from tessera_daemon.config import Config
 from tessera_daemon.daemon import gather_topology, make_sources
 from tessera_daemon.errors import TransportError
 from tessera_daemon.log import get_logger
-from tessera_daemon.outputs.mqtt import MqttHealth
 from tessera_daemon.runtime import ProcessRuntime, serve_http
 from tessera_daemon.sources.base import Source
+from tessera_daemon.sources.supervise import POLL_BUCKETS, SourceHealth, supervise_source
 from tessera_daemon.sources.synthetic import SyntheticSource
-from tessera_daemon.status import LIVENESS_TIMEOUT_S
-from tessera_daemon.supervise import POLL_BUCKETS, SourceHealth, supervise_source
 from tessera_daemon.transport.exporter import LinkCollector, MqttCollector
 from tessera_daemon.transport.keys import Keys
 from tessera_daemon.transport.link import RedisLink
+from tessera_daemon.transport.mqtt import MqttHealth
 from tessera_daemon.transport.producer import StreamProducer, default_agent_id
 from tessera_daemon.transport.redis import RedisTransport
 from tessera_daemon.transport.registry import Router, publish_registry
 from tessera_daemon.web.metrics import source_families
 from tessera_daemon.web.openapi import openapi_route
+from tessera_daemon.web.status import LIVENESS_TIMEOUT_S
 
-log = get_logger("tessera.agent")
+log = get_logger(__name__)
 
 
 @dataclass(slots=True)

@@ -12,7 +12,8 @@ from typing import Any, Literal
 
 import tomli_w
 
-from tessera_daemon.config import ENV_PREFIX, Config
+from tessera_daemon.config import Config
+from tessera_daemon.settings.load import ENV_PREFIX
 
 HEADER = """# Configuration reference
 

@@ -21,15 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import gc
-import queue
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 
 from aiohttp import web
 
@@ -37,25 +33,25 @@ from tessera_daemon.config import Config
 from tessera_daemon.detect.kernels import warm_up
 from tessera_daemon.engine.events import AddResult, EventBook, EventRecord
 from tessera_daemon.engine.families import warm_up as warm_up_families
-from tessera_daemon.engine.pipeline import Pipeline, WindowResult
-from tessera_daemon.engine.snapshot import PipelineSnapshot, with_stats
+from tessera_daemon.engine.pipeline import Pipeline
 from tessera_daemon.errors import TesseraError
 from tessera_daemon.log import get_logger
-from tessera_daemon.model import ClusterEvent, Frame, Topology
-from tessera_daemon.outputs.verdict_feed import VerdictFeed, verdict_group_for_event
+from tessera_daemon.model import ClusterEvent, Topology
+from tessera_daemon.outputs.verdict_feed import VerdictFeed
 from tessera_daemon.runtime import ProcessRuntime, check_all_in_one, serve_http
 from tessera_daemon.sources import build_sources, load_static_topology, merge_topology
 from tessera_daemon.sources.base import Source
+from tessera_daemon.sources.supervise import SourceHealth, supervise_source
 from tessera_daemon.sources.synthetic import SyntheticSource
-from tessera_daemon.status import Status
-from tessera_daemon.supervise import SourceHealth, supervise_source
 from tessera_daemon.transport.memory import MemoryTransport
 from tessera_daemon.web.app import make_app
 from tessera_daemon.web.console import Console
 from tessera_daemon.web.event_api import event_routes
 from tessera_daemon.web.metrics import MetricsRenderer
+from tessera_daemon.web.status import Status
+from tessera_daemon.windows import Batch, WindowWorker
 
-log = get_logger("tessera.daemon")
+log = get_logger(__name__)
 
 
 @dataclass(slots=True)
@@ -72,74 +68,6 @@ class Running:
         """Announce ``event`` to the detector (checked and queued for the window thread, as a POST)."""
         assert self.announce is not None
         return self.announce(event, source)
-
-
-PendingEvent = tuple[ClusterEvent, str, Mapping[str, str]]
-
-
-class WindowWorker:
-    """The one thread that touches the pipeline: every job runs on a single-thread executor, in order.
-
-    ``batch`` hands queued events to the pipeline's book, ingests frames, processes the windows that
-    close and returns one snapshot per window (the last one also when no window closed, with fresh
-    window statistics); ``set_topology`` rebuilds the pipeline's groups. Events reach the pipeline only
-    here, between batches, in the order they were accepted."""
-
-    def __init__(self, pipeline: Pipeline) -> None:
-        self.pipeline = pipeline
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tessera-window")
-        self.events: queue.SimpleQueue[PendingEvent] = queue.SimpleQueue()
-        self.snapshot = pipeline.snapshot()
-
-    async def run(self, fn: Callable[..., Batch], *args: Any, **kwargs: Any) -> Batch:
-        """``fn(*args, **kwargs)`` on the window thread (after the jobs submitted before it)."""
-        return await asyncio.get_running_loop().run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
-
-    def _drain_events(self) -> bool:
-        added = False
-        while True:
-            try:
-                ev, source, metadata = self.events.get_nowait()
-            except queue.Empty:
-                return added
-            res = self.pipeline.events.add(ev, source=source, metadata=metadata)
-            added = added or res.status in ("added", "updated")
-
-    def batch(self, frames: Sequence[Sequence[Frame]], watermark: float | None, *, close: bool = True) -> Batch:
-        p = self.pipeline
-        changed = self._drain_events()
-        for f in frames:
-            p.ingest(f)
-        out = Batch()
-        if close:
-            for w in p.assembler.close_ready(watermark):
-                r = p.process(w)
-                out.results.append(r)
-                for ev, _shards in r.ended_events:
-                    rec = p.events.get(ev.id)
-                    if rec is not None:
-                        out.verdicts.append(verdict_group_for_event(rec, [*p.book.active(), *p.book.recent]))
-                self.snapshot = p.snapshot(self.snapshot)
-                out.snapshots.append(self.snapshot)
-        if not out.snapshots:
-            self.snapshot = p.snapshot(self.snapshot) if changed else with_stats(self.snapshot, p)
-            out.snapshots.append(self.snapshot)
-        return out
-
-    def set_topology(self, topology: Topology) -> Batch:
-        self.pipeline.set_topology(topology)
-        self.snapshot = self.pipeline.snapshot(self.snapshot)
-        return Batch(snapshots=[self.snapshot])
-
-    def close(self) -> None:
-        self.executor.shutdown(wait=True)
-
-
-@dataclass(slots=True)
-class Batch:
-    results: list[WindowResult] = field(default_factory=list)
-    snapshots: list[PipelineSnapshot] = field(default_factory=list)
-    verdicts: list[Any] = field(default_factory=list)  # verdict groups of events that ended
 
 
 def _event_routes(

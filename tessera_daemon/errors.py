@@ -14,7 +14,7 @@ class TesseraError(Exception):
 class ConfigError(TesseraError):
     """A configuration value is missing, unknown, of the wrong type or out of range.
 
-    ``field`` is the dotted path of the offending setting (``detector.window_s``).
+    ``field`` is the dotted path of the offending setting (``window.length_s``).
     """
 
     def __init__(self, field: str, message: str) -> None:

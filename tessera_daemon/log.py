@@ -1,4 +1,7 @@
-"""structlog configuration: human-readable console on a TTY, JSON lines otherwise (systemd, containers)."""
+"""structlog configuration: human-readable console on a TTY, JSON lines otherwise (systemd, containers).
+
+One naming convention: every module that logs has ``log = get_logger(__name__)`` (its dotted module
+path, ``tessera_daemon.sources.nvml``); tests/test_log.py checks it."""
 
 from __future__ import annotations
 

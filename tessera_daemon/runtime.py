@@ -25,14 +25,14 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from tessera_daemon.aio import install_stop_signals
 from tessera_daemon.config import Config
 from tessera_daemon.errors import BindError, ConfigError
 from tessera_daemon.log import get_logger
 from tessera_daemon.notify import sd_notify, watchdog_interval_s
-from tessera_daemon.supervise import install_stop_signals
 from tessera_daemon.web.server import GuardedRunner
 
-log = get_logger("tessera.runtime")
+log = get_logger(__name__)
 
 
 def check_all_in_one(cfg: Config) -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tessera_daemon import drill_stack
-from tessera_daemon.drill_stack import free_port, running, stop, wait_port
+from tessera_daemon import testing
+from tessera_daemon.testing import free_port, running, stop, wait_port
 
 __all__ = ["find_exe", "free_port", "mosquitto_argv", "redis_argv", "running", "stop", "wait_port"]
 
@@ -17,8 +17,8 @@ __all__ = ["find_exe", "free_port", "mosquitto_argv", "redis_argv", "running", "
 def find_exe(name: str, *alternatives: str) -> str:
     """The binary's path; the test is skipped when it is not installed (`make test` installs it)."""
     try:
-        return drill_stack.find_exe(name, *alternatives)
-    except drill_stack.MissingBinaryError:
+        return testing.find_exe(name, *alternatives)
+    except testing.MissingBinaryError:
         pytest.skip(f"{name} is not installed (make test installs it with apt-get)")
 
 

@@ -45,7 +45,7 @@ MAGIC = b"TSCK"
 SCHEMA_VERSION = 2  # 2: detector state holds the warm-up fits (cohort pooling)
 _HEADER = struct.Struct(">4sH32s")
 PACKAGE = "tessera_daemon."
-CONFIG_MODULES = ("tessera_daemon.config", "tessera_daemon.schema")
+CONFIG_MODULES = ("tessera_daemon.config", "tessera_daemon.settings")
 DERIVED = frozenset({"cfg", "params", "bets", "log_cols", "critical_xids", "metrics", "_member_sets"})  # + caches
 _INT64 = (-(2**63), 2**64 - 1)
 
@@ -62,7 +62,7 @@ class CheckpointMeta:
 
 def _is_config(v: Any) -> bool:
     mod = type(v).__module__
-    return dataclasses.is_dataclass(v) and (mod in CONFIG_MODULES or mod.endswith("settings"))
+    return dataclasses.is_dataclass(v) and (mod.startswith(CONFIG_MODULES) or mod.endswith("settings"))
 
 
 def _fields(obj: Any) -> list[str]:

@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from tessera_daemon.errors import CodecError
-from tessera_daemon.events_settings import EventsConfig
 from tessera_daemon.model import EVENT_KINDS, ClusterEvent, Firing, Topology
+from tessera_daemon.settings.events import EventsConfig
 
 FLEET = "fleet"
 STATISTICAL_LABELS = frozenset({"shard_fault", "common_mode", "fleet_event"})

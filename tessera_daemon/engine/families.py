@@ -78,10 +78,13 @@ class Families:
         clip: float,
         window: int,
         material: F64 | None = None,
+        settled: npt.NDArray[np.bool_] | None = None,
     ) -> list[FamilyView]:
         """One window of C, D and E. ``material`` [S, M] (innovation units): E scores only what lies
         beyond each metric's material margin (a conformal p-value is valid for any score), C and D
-        carry it in ``delta``."""
+        carry it in ``delta``. ``settled`` [S, M]: streams whose baseline has a full warm-up's worth of
+        windows behind it; E ranks only those (a shard whose scale is still an early estimate scores
+        high or low against its cohort for that reason alone, and the ranks stop being exchangeable)."""
         out: list[FamilyView] = []
         observed_any = ~np.all(np.isnan(w), axis=1)
         if "C" in self.enabled:
@@ -104,6 +107,8 @@ class Families:
             )
         if "E" in self.enabled:
             we = w if material is None else np.sign(w) * np.maximum(np.abs(w) - material, 0.0)
+            if settled is not None:  # a conformal rank needs exchangeable scores: settled scales only
+                we = np.where(settled, we, np.nan)
             family_e.family_e_update(
                 np.ascontiguousarray(we), cohort_of, n_cohorts, self.kappas, clip, window, self.seed, *self.e
             )

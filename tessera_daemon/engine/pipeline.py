@@ -334,6 +334,7 @@ class Pipeline:
             self.cfg.detector.clip_sigma,
             win.index,
             material=self._step_margin(res, mat_units),
+            settled=st.n_learn >= self.cfg.detector.warmup_max_windows,
         )
         self.groups.seed(st, self.cfg.detector.clip_sigma)
         # pooled detectors are for shifts too small to fire single shards: a member already firing as a
@@ -356,6 +357,7 @@ class Pipeline:
         shard_cross = self._selection(st, stale, thr)
         if self.cfg.detector.selection == "e-d-bh" and len(self.groups):
             gres = self.groups.result(shard_cross[1], thr)
+        gres = self._promote(gres, thr)
         opened: list[Firing] = []
         resolved: list[Firing] = []
         self._merged = resolved
@@ -731,15 +733,89 @@ class Pipeline:
         side = st.side[i, j]
         bar = CHILD_FRACTION * thr
         best, best_n = -1, 0
+        metric = self.metrics[j]
         for gi in self._groups_of_row.get(i, ()):
             rows = g.rows[gi]
-            same = st.side[rows, j] == side
+            # members whose evidence an open incident already holds (a fault that just ended decays
+            # slowly) are that incident's, not a sign that this shift is spread over the group
+            free = np.array(
+                [self.level_out[r, j] or self._group_holder(self.shards[r], metric) is None for r in rows], np.bool_
+            )
+            same = (st.side[rows, j] == side) & free
             up = (st.log_m[rows, j] >= bar) & same
             crossing = int(np.count_nonzero((st.log_m[rows, j] >= thr) & same))
             pooled = g.log_m[gi, j] >= bar and g.side[gi, j] == side
             if up.mean() >= 0.5 and (pooled or crossing >= 2) and rows.size > best_n:
                 best, best_n = int(gi), int(rows.size)
-        return best
+        return best if best < 0 else self._wider(best, j, int(side), bar)
+
+    def _group_holder(self, shard: str, metric: str | None) -> Firing | None:
+        """The open statistical group incident holding ``shard`` on ``metric`` (None: none)."""
+        for f in self._statistical_incidents():
+            if f.scope in ("shard", "cohort"):
+                continue
+            if (metric is None or f.metric == metric or f.scope not in WIDE_SCOPES) and (
+                shard in f.members or shard in self._member_set(f.target)
+            ):
+                return f
+        return None
+
+    def _shift_of(self, gi: int, j: int, side: int) -> float:
+        """Median smoothed peer residual of group ``gi``'s observed members on metric column j, signed so
+        that a shift on ``side`` is positive (NaN: none observed)."""
+        r = self.r_ew[self.groups.rows[gi], j]
+        r = r[~np.isnan(r)]
+        return float(np.median(side * r)) if r.size else math.nan
+
+    def _shifted(self, gi: int, j: int, side: int, ref: float) -> bool:
+        """At least half of group ``gi``'s observed members sit beyond their material margin on metric
+        column j, on ``side``, by at least half of ``ref`` (the crossing group's own shift): the group
+        carries the same shift even where its pooled e-value is still small (a high-persistence member
+        sees a step at only 1 - phi of its size per window)."""
+        rows = self.groups.rows[gi]
+        r = self.r_ew[rows, j]
+        seen = ~np.isnan(r)
+        if not seen.any() or not ref > 0:
+            return False
+        out = self.level_out[rows, j] & (side * np.nan_to_num(r) >= 0.5 * ref)
+        return bool(np.count_nonzero(out) * 2 >= np.count_nonzero(seen))
+
+    def _wider(self, gi: int, j: int, side: int, bar: float) -> int:
+        """The largest parent of group ``gi`` that shows evidence itself (``bar``) on ``side`` and every
+        one of whose sub-groups shows evidence or carries the same shift (``_shifted``); ``gi`` if none."""
+        g = self.groups
+        ref = self._shift_of(gi, j, side)
+        for p in sorted(g.parents[gi], key=lambda q: -g.rows[q].size):
+            if g.log_m[p, j] < bar or int(g.side[p, j]) != side:
+                continue
+            if all(
+                (g.log_m[c, j] >= bar and int(g.side[c, j]) == side) or self._shifted(c, j, side, ref)
+                for c in g.children[p]
+            ):
+                return int(p)
+        return int(gi)
+
+    def _promote(self, gres: GroupResult, thr: float) -> GroupResult:
+        """Name the larger node when a selected group's siblings carry the same material shift.
+
+        The alarm is the selected group's own crossing (its e-process); which node it names is
+        parsimony. A parent that shows some evidence itself, and every one of whose sub-groups either
+        shows evidence (CHILD_FRACTION of the threshold) or has half its members beyond their material
+        margin in the same direction, explains the crossing better than the part that crossed first:
+        a rack thermal fault is the rack, even where one PSU's members (high AR(1) persistence) build
+        evidence more slowly than the other's."""
+        g = self.groups
+        if not gres.selected:
+            return gres
+        bar = CHILD_FRACTION * thr
+        out: list[tuple[int, int]] = []
+        for gi, j in gres.selected:
+            pick = self._wider(gi, j, int(g.side[gi, j]), bar)
+            if (pick, j) not in out:
+                out.append((pick, j))
+        if out == gres.selected:
+            return gres
+        return GroupResult(gres.crossing, out)
 
     def _cohort_streams(
         self,
@@ -917,8 +993,11 @@ class Pipeline:
         over = (st.log_m >= thr) & ~np.isnan(st.last_w)
         for i, j in zip(*np.nonzero(over), strict=True):
             lst = firing_by_metric.setdefault(self.metrics[j], [])
-            if self.shards[i] not in lst:
-                lst.append(self.shards[i])
+            if self.shards[i] in lst:
+                continue
+            if not self.level_out[i, j] and self._group_holder(self.shards[i], self.metrics[j]) is not None:
+                continue  # evidence an incident holds, decaying after its shift ended: not co-firing now
+            lst.append(self.shards[i])
         present: set[Key] = set()
         for metric, shards in sorted(firing_by_metric.items()):
             if len(shards) < 2:
@@ -936,6 +1015,16 @@ class Pipeline:
                 if self._explained_above(c.node, j, gres):
                     continue  # a firing on a larger group already explains these shards
                 key: Key = (c.node, "A", metric)
+                if self.book.get(key) is None:
+                    # a new incident needs two co-firing shards of its own: shards whose evidence an
+                    # open incident on another node holds (its decay after the fault ended) do not
+                    # make one lone new crossing elsewhere a zone-wide common mode
+                    fresh = 0
+                    for s in c.members:
+                        h = self._group_holder(s, metric)
+                        fresh += h is None or h.target == c.node
+                    if fresh < 2:
+                        continue
                 present.add(key)
                 group_e = self._group_log_e(c.node, j)
                 f = self.book.get(key)

@@ -271,7 +271,7 @@ class WindowAssembler:
         values go in with one in-order ``np.add.at`` per window, and only counter values take a Python
         step (rate / increment per (shard, counter), in frame order). Bit for bit the result of adding
         its frames one by one: same sums (each cell receives its values in frame order), counts,
-        stats, counter state and dict orders (tests/unit/test_window.py)."""
+        stats, counter state and dict orders (tests/engine/test_window.py)."""
         n = len(block.shards)
         if n == 0:
             return

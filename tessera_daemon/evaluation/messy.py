@@ -149,7 +149,8 @@ def run_task(task: Task, cfg: Config, keep_dir: Path | None = None) -> dict[str,
         w = summary.window_s or window_s(cfg, cadences)  # the length the replay measured (auto) or was given
         warm_end = rec.truth["start_ts"] + cfg.detector.warmup_max_windows * w
         topo = Topology.from_json(rec.topology_path.read_bytes())
-        groups = {nid: sorted(m) for nid, m in topo.members().items()}
+        groups_all = {nid: sorted(m) for nid, m in topo.members().items()}
+        groups = groups_all
         if keep_dir is not None:
             dest = keep_dir / f"{task.mix}-s{task.seed}-{'faulted' if task.faulted else 'clean'}"
             shutil.copytree(tmp, dest, dirs_exist_ok=True)
@@ -180,6 +181,7 @@ def run_task(task: Task, cfg: Config, keep_dir: Path | None = None) -> dict[str,
         "phases": truth["phases"],
         "groups": {k: v for k, v in groups.items() if k in {f["target"] for f in rec.faults}},
         "group_sets": sorted({tuple(v) for v in groups.values()}),
+        "node_members": {t: groups_all[t] for t in {f["target"] for f in firings} if t in groups_all},
         "replay": summary.to_obj(),
         "elapsed_s": round(time.perf_counter() - t0, 1),
         "generate_s": round(t_gen, 1),
@@ -287,7 +289,6 @@ def score_faulted(run: dict[str, Any], stale_after: int) -> dict[str, Any]:
     w = run["window_s"]
     per_fault = []
     true_ids: set[str] = set()
-    member_sets = {tuple(s) for s in run["group_sets"]}
     for fault in run["faults"]:
         hits = [f for f in fs if _matches(f, fault, run)]
         true_ids.update(f["id"] for f in hits)
@@ -299,11 +300,10 @@ def score_faulted(run: dict[str, Any], stale_after: int) -> dict[str, Any]:
         hard_delay = None if first is None else first["opened_ts"] - ref
         attributed = None
         if fault["kind"] in ATTRIBUTED:
-            same = (
-                tuple(sorted(fault["members"])) in member_sets
-                and first is not None
-                and tuple(sorted(first["members"] or [])) == tuple(sorted(fault["members"]))
-            )
+            # the named node is the fault's node, or a node holding exactly the same GPUs (a host and
+            # its only NVLink domain): compared as topology nodes, not by which members co-fired
+            named = run.get("node_members", {}).get(first["target"]) if first is not None else None
+            same = named is not None and sorted(named) == sorted(fault["members"])
             attributed = first is not None and (first["target"] == fault["target"] or same)
         per_fault.append(
             {

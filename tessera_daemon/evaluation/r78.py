@@ -21,7 +21,7 @@ from typing import Any
 
 from tessera_daemon.config import Config
 from tessera_daemon.evaluation import reference
-from tessera_daemon.evaluation.r72 import attribute_set, sid, two_rack_topology
+from tessera_daemon.evaluation.r72_cases import attribute_set, sid, two_rack_topology
 from tessera_daemon.evaluation.report import Check, MatrixResult, table
 from tessera_daemon.evaluation.tessera_lcg import Lcg
 

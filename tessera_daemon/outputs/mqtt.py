@@ -13,56 +13,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import random
-import socket
-from collections import Counter, OrderedDict
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections import OrderedDict
 from typing import Any
 
 import aiomqtt
 
+from tessera_daemon.aio import wait_any
 from tessera_daemon.log import get_logger
-from tessera_daemon.supervise import wait_any
-from tessera_daemon.transport.settings import MqttSettings
+from tessera_daemon.settings.transport import MqttSettings
+from tessera_daemon.transport.mqtt import MqttHealth, client_kwargs, reconnect_backoff, topic_level
 
-log = get_logger("tessera.mqtt.firings")
-
-
-@dataclass(slots=True)
-class MqttHealth:
-    role: str
-    up: bool = False
-    reconnects: int = 0
-    connects: int = 0
-    messages: Counter[str] = field(default_factory=Counter)  # received / published / rejected / dropped
-    last_error: str = ""
-
-
-def topic_level(text: str) -> str:
-    """A publishable topic fragment: no wildcards, no empty levels."""
-    cleaned = text.replace("+", "_").replace("#", "_")
-    return "/".join(p or "_" for p in cleaned.split("/"))
-
-
-def client_kwargs(s: MqttSettings, role: str) -> dict[str, Any]:
-    password = Path(s.password_file).read_text(encoding="utf-8").strip() if s.password_file else None
-    ident = s.client_id or f"tessera-{role}-{socket.gethostname()}-{os.getpid()}"
-    return {
-        "hostname": s.host,
-        "port": s.port,
-        "username": s.username or None,
-        "password": password,
-        "identifier": ident,
-        "keepalive": s.keepalive_s,
-        "timeout": 10.0,
-    }
-
-
-def reconnect_delay(s: MqttSettings, attempt: int) -> float:
-    ceiling = min(s.backoff_cap_s, s.backoff_base_s * 2.0 ** min(attempt, 30))
-    return ceiling / 2 + random.uniform(0.0, ceiling / 2)
+log = get_logger(__name__)
 
 
 class MqttFiringPublisher:
@@ -97,12 +58,12 @@ class MqttFiringPublisher:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Publish until ``stop`` is set and the queue is empty (or the broker is gone at shutdown)."""
-        attempt = 0
+        backoff = reconnect_backoff(self.settings)
         while not (stop.is_set() and (not self.pending or not self.health.up)):
             try:
                 async with aiomqtt.Client(**client_kwargs(self.settings, "detector")) as client:
                     self._connected()
-                    attempt = 0
+                    backoff.reset()
                     await self._drain(client, stop)
                     return
             except aiomqtt.MqttError as exc:
@@ -110,8 +71,7 @@ class MqttFiringPublisher:
                 self.health.last_error = str(exc)
                 if stop.is_set():
                     return
-                delay = reconnect_delay(self.settings, attempt)
-                attempt += 1
+                delay = backoff.next_delay()
                 log.warning("mqtt publisher disconnected", error=str(exc), retry_in_s=round(delay, 2))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), delay)

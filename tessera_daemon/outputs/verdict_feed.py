@@ -34,13 +34,13 @@ from typing import Any
 
 import aiohttp
 
+from tessera_daemon.backoff import Backoff
 from tessera_daemon.engine.events import EventRecord
-from tessera_daemon.events_settings import DeploySignalSettings, Secret
 from tessera_daemon.log import get_logger
 from tessera_daemon.model import Firing
-from tessera_daemon.supervise import Backoff
+from tessera_daemon.settings.events import DeploySignalSettings, Secret
 
-log = get_logger("tessera.verdict_feed")
+log = get_logger(__name__)
 
 CONTRACT_VERSION = "v1"
 FEED_PATH = "/v1/tessera/verdict-groups"

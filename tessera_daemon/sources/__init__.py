@@ -1,8 +1,10 @@
 """Substrate sources: the registry, the builder and the topology merge.
 
-``SOURCES`` maps a name usable in ``sources.enabled`` to ``"module:Class"``; ``build_sources``
-imports only the modules of the enabled sources (so ``pynvml`` / ``kubernetes`` are loaded only when
-asked for) and constructs each as ``Cls(cfg)``. ``merge_topology`` joins the sources' parts.
+``SOURCES`` (declared with the settings, ``settings/sources.py``, so ``config.py`` validates
+``sources.enabled`` without importing a source) maps a name usable in ``sources.enabled`` to
+``"module:Class"``; ``build_sources`` imports only the modules of the enabled sources (so ``pynvml``
+/ ``kubernetes`` are loaded only when asked for) and constructs each as ``Cls(cfg)``. ``merge_topology``
+joins the sources' parts.
 """
 
 from __future__ import annotations
@@ -11,24 +13,12 @@ import importlib
 from typing import TYPE_CHECKING
 
 from tessera_daemon.errors import ConfigError
+from tessera_daemon.settings.sources import SOURCES
 from tessera_daemon.sources.base import Source, TopologyPart
 from tessera_daemon.sources.merge import load_static_topology, merge_topology
 
 if TYPE_CHECKING:
     from tessera_daemon.config import Config
-
-SOURCES: dict[str, str] = {
-    "nvml": "tessera_daemon.sources.nvml:NvmlSource",
-    "dcgm": "tessera_daemon.sources.dcgm:DcgmSource",
-    "kubernetes": "tessera_daemon.sources.kubernetes:KubernetesSource",
-    "slurm": "tessera_daemon.sources.slurm:SlurmSource",
-    "neuron": "tessera_daemon.sources.neuron:NeuronSource",
-    "tpu": "tessera_daemon.sources.tpu:TpuSource",
-    "prometheus": "tessera_daemon.sources.prometheus:PrometheusSource",
-    # owned by their own modules and tests: application frames over MQTT, the built-in simulator
-    "mqtt": "tessera_daemon.sources.mqtt:MqttSource",
-    "synthetic": "tessera_daemon.sources.synthetic:SyntheticSource",
-}
 
 
 def source_class(name: str) -> type[Source]:

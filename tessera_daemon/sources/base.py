@@ -24,7 +24,7 @@ from tessera_daemon.model import Frame, TopoEdge, TopoNode
 @dataclass(frozen=True, slots=True)
 class TopologyPart:
     """What one source knows of the topology: nodes and edges, possibly referring to nodes that
-    another source contributes (merged by ``engine.topology.merge``)."""
+    another source contributes (merged by ``sources.merge.merge_topology``)."""
 
     source: str
     nodes: Sequence[TopoNode] = ()

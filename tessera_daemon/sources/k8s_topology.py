@@ -20,9 +20,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from tessera_daemon.settings.sources import KubernetesSettings
 from tessera_daemon.sources._util import PartBuilder, parse_pairs, shard_id
 from tessera_daemon.sources.base import TopologyPart
-from tessera_daemon.sources.settings import KubernetesSettings
 
 GPU_COUNT_LABEL = "nvidia.com/gpu.count"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"

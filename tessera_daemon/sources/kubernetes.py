@@ -22,13 +22,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
-import structlog
 from kubernetes.aio import client as kclient
 from kubernetes.aio import config as kconfig
 from kubernetes.aio import watch as kwatch
 from kubernetes.aio.client.exceptions import ApiException
 
 from tessera_daemon.errors import SubstrateFatal, SubstrateUnavailable
+from tessera_daemon.log import get_logger
 from tessera_daemon.model import Frame
 from tessera_daemon.sources.base import TopologyPart
 from tessera_daemon.sources.k8s_topology import build_part
@@ -36,7 +36,7 @@ from tessera_daemon.sources.k8s_topology import build_part
 if TYPE_CHECKING:
     from tessera_daemon.config import Config
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 MAX_RETRY_S = 60.0
 # the client's config loaders and Watch are untyped; call them through Any
 _load_incluster: Any = kconfig.load_incluster_config

@@ -22,11 +22,11 @@ from tessera_daemon.config import Config
 from tessera_daemon.errors import CodecError, SubstrateUnavailable
 from tessera_daemon.log import get_logger
 from tessera_daemon.model import Frame
-from tessera_daemon.outputs.mqtt import MqttHealth, client_kwargs, reconnect_delay, topic_level
 from tessera_daemon.sources.base import TopologyPart
 from tessera_daemon.transport.codec import frame_from_json
+from tessera_daemon.transport.mqtt import MqttHealth, client_kwargs, reconnect_backoff, topic_level
 
-log = get_logger("tessera.sources.mqtt")
+log = get_logger(__name__)
 
 
 class MqttSource:
@@ -84,7 +84,7 @@ class MqttSource:
             self.health.messages["dropped"] += 1
 
     async def _run(self) -> None:
-        attempt = 0
+        backoff = reconnect_backoff(self.settings)
         while True:
             try:
                 async with aiomqtt.Client(**client_kwargs(self.settings, "source"), clean_session=False) as client:
@@ -93,7 +93,7 @@ class MqttSource:
                     h.reconnects += 1 if h.connects else 0
                     h.connects += 1
                     h.up = True
-                    attempt = 0
+                    backoff.reset()
                     self.connected.set()
                     async for message in client.messages:
                         payload = message.payload
@@ -103,7 +103,6 @@ class MqttSource:
                 self.health.up = False
                 self.connected.clear()
                 self.health.last_error = str(exc)[:300]
-                delay = reconnect_delay(self.settings, attempt)
-                attempt += 1
+                delay = backoff.next_delay()
                 log.warning("mqtt source disconnected", error=str(exc), retry_in_s=round(delay, 2))
                 await asyncio.sleep(delay)

@@ -28,9 +28,8 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-import structlog
-
 from tessera_daemon.errors import SubstrateFatal, SubstrateUnavailable
+from tessera_daemon.log import get_logger
 from tessera_daemon.model import Frame
 from tessera_daemon.sources._util import PartBuilder, host_name, kill_group, run_command, shard_id
 from tessera_daemon.sources.base import TopologyPart
@@ -46,7 +45,7 @@ from tessera_daemon.sources.neuron_parse import (
 if TYPE_CHECKING:
     from tessera_daemon.config import Config
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 COUNTERS = frozenset({*HW_COUNTERS, "ecc_sbe", "ecc_dbe", "exec_errors", "exec_completed"})
 MAX_LINE = 64 * 1024 * 1024
 

@@ -21,14 +21,12 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from functools import partial
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from tessera_daemon.errors import SubstrateUnavailable
+from tessera_daemon.log import get_logger
 from tessera_daemon.model import Frame
 from tessera_daemon.sources._util import OffLoop, PartBuilder, host_name, shard_id
 from tessera_daemon.sources.base import TopologyPart
@@ -39,6 +37,7 @@ from tessera_daemon.sources.nvml_fields import (
     Codes,
     DeviceLost,
     FieldSpec,
+    Gpu,
     LibraryGone,
     bus_key,
     error_code,
@@ -50,18 +49,8 @@ from tessera_daemon.sources.nvml_fields import (
 if TYPE_CHECKING:
     from tessera_daemon.config import Config
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 MAX_EVENTS_PER_POLL = 4096
-
-
-@dataclass(slots=True)
-class _Gpu:
-    index: int
-    handle: Any
-    uuid: str = ""
-    model: str = ""
-    bus: str = ""
-    unsupported: set[str] = field(default_factory=set)
 
 
 class NvmlSource:
@@ -74,7 +63,7 @@ class NvmlSource:
         self._module = nvml
         self._lib: ModuleType | None = None
         self._codes: Codes | None = None
-        self._gpus: list[_Gpu] = []
+        self._gpus: list[Gpu] = []
         self._xid_counts: dict[int, dict[int, int]] = {}  # per GPU index, kept across re-initialisation
         self._events: Any = None
         self._initialised = False
@@ -108,7 +97,7 @@ class NvmlSource:
             lib.nvmlInit()
             self._initialised = True
             count = int(lib.nvmlDeviceGetCount())
-            gpus = [_Gpu(i, self._meta(partial(lib.nvmlDeviceGetHandleByIndex, i), None)) for i in range(count)]
+            gpus = [Gpu(i, self._meta(partial(lib.nvmlDeviceGetHandleByIndex, i), None)) for i in range(count)]
             for gpu in gpus:
                 if gpu.handle is None:
                     continue  # this GPU does not even give a handle: reported lost at every poll
@@ -125,7 +114,7 @@ class NvmlSource:
             self._events = self._register_events(lib, gpus)
         self._part = self._build_topology(lib)
 
-    def _register_events(self, lib: ModuleType, gpus: list[_Gpu]) -> Any:
+    def _register_events(self, lib: ModuleType, gpus: list[Gpu]) -> Any:
         try:
             events = lib.nvmlEventSetCreate()
         except self._nvml_error() as exc:
@@ -226,7 +215,7 @@ class NvmlSource:
             raise SubstrateUnavailable(self.name, "pynvml is not loaded")
         return self._codes
 
-    def _get(self, gpu: _Gpu, metric: str, fn: Callable[[], Any]) -> Any:
+    def _get(self, gpu: Gpu, metric: str, fn: Callable[[], Any]) -> Any:
         """One getter: None when unavailable this time; remembered when never supported."""
         if metric in gpu.unsupported:
             return None
@@ -238,7 +227,7 @@ class NvmlSource:
                 gpu.unsupported.add(metric)
             return None
 
-    def _read(self, lib: ModuleType, gpu: _Gpu) -> dict[str, float | None]:
+    def _read(self, lib: ModuleType, gpu: Gpu) -> dict[str, float | None]:
         h = gpu.handle
         m: dict[str, float | None] = self._read_fields(lib, gpu)
         util = self._get(gpu, "gpu_util", lambda: lib.nvmlDeviceGetUtilizationRates(h))
@@ -273,7 +262,7 @@ class NvmlSource:
             getter = lib.nvmlDeviceGetCurrentClocksThrottleReasons
         return getter(h)
 
-    def _read_fields(self, lib: ModuleType, gpu: _Gpu) -> dict[str, float | None]:
+    def _read_fields(self, lib: ModuleType, gpu: Gpu) -> dict[str, float | None]:
         specs = [(s, fid) for s, fid in self._specs if s.metric not in gpu.unsupported]
         if not specs:
             return {}
@@ -380,7 +369,7 @@ class NvmlSource:
         notes = ("no active NVLink found",) if partial else ()
         return TopologyPart(self.name, nodes, edges, partial=partial, notes=notes)
 
-    def _nvlink_peers(self, lib: ModuleType, gpu: _Gpu, by_bus: dict[str, int]) -> list[int | None]:
+    def _nvlink_peers(self, lib: ModuleType, gpu: Gpu, by_bus: dict[str, int]) -> list[int | None]:
         """Local GPU indexes this GPU's active links reach; None for a link to an NVSwitch."""
         peers: list[int | None] = []
         switch = int(getattr(lib, "NVML_NVLINK_DEVICE_TYPE_SWITCH", 2))

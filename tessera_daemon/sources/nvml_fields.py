@@ -8,7 +8,7 @@ clock-event reasons). Metric names match the simulator's where they mean the sam
 from __future__ import annotations
 
 import ctypes
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
@@ -137,3 +137,15 @@ def handle_key(handle: Any) -> object:
     except (TypeError, ctypes.ArgumentError):
         return ("object", id(handle))
     return value if value else ("object", id(handle))
+
+
+@dataclass(slots=True)
+class Gpu:
+    """One GPU as the NVML source knows it: index, handle, identity, and the metrics it does not support."""
+
+    index: int
+    handle: Any
+    uuid: str = ""
+    model: str = ""
+    bus: str = ""
+    unsupported: set[str] = field(default_factory=set)

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
-import structlog
 
 from tessera_daemon.errors import (
     ConfigError,
@@ -30,6 +29,7 @@ from tessera_daemon.errors import (
     SubstrateTimeout,
     SubstrateUnavailable,
 )
+from tessera_daemon.log import get_logger
 from tessera_daemon.model import Frame
 from tessera_daemon.sources._util import PartBuilder, parse_pairs, shard_id
 from tessera_daemon.sources.base import TopologyPart
@@ -37,7 +37,7 @@ from tessera_daemon.sources.base import TopologyPart
 if TYPE_CHECKING:
     from tessera_daemon.config import Config
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 @dataclass(slots=True)

@@ -39,7 +39,7 @@ from tessera_daemon.transport.registry import (
     register_worker,
 )
 
-log = get_logger("tessera.coordinator")
+log = get_logger(__name__)
 
 
 def fleet_threshold(cfg: Config, n_shards: int) -> float:

@@ -39,13 +39,13 @@ from typing import Any
 
 from tessera_daemon.engine.events import AddResult, EventBook
 from tessera_daemon.errors import CodecError, TransportError
-from tessera_daemon.events_settings import EventsConfig
 from tessera_daemon.log import get_logger
 from tessera_daemon.model import ClusterEvent, Topology
+from tessera_daemon.settings.events import EventsConfig
 from tessera_daemon.transport.keys import Keys
 from tessera_daemon.transport.link import RedisLink
 
-log = get_logger("tessera.eventlog")
+log = get_logger(__name__)
 
 # The log keeps LOG_FACTOR x events.history entries: an event book remembers its kept events plus
 # 4 x history evicted ids, so replaying the log never re-adds an event a book already forgot.

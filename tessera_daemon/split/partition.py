@@ -36,7 +36,7 @@ from tessera_daemon.transport.keys import Keys
 from tessera_daemon.transport.lease import Lease
 from tessera_daemon.transport.link import RedisLink
 
-log = get_logger("tessera.partition")
+log = get_logger(__name__)
 
 COMMIT = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
@@ -107,7 +107,7 @@ class PartitionWork:
         """De-duplicate by (src, seq), then hand the frames to the pipeline in delivery order. Runs of
         consecutive host entries that :meth:`FrameBlock.concat` can join (same metric names, same shared
         counter set) go in as one block: one vectorised window update per run instead of per entry,
-        with the same result (``add_block`` follows frame order exactly; tests/unit/test_partition.py).
+        with the same result (``add_block`` follows frame order exactly; tests/split/test_partition.py).
 
         Poison never kills: a run that raises is rolled back (the window assembler is restored to its
         state before the run) and its entries go in again one at a time, each inside the same guard;

@@ -2,7 +2,7 @@
 
 The worker runs one pipeline per partition (windows close per partition, in that partition's event
 time) and takes a ``PipelineSnapshot`` of each after it processed windows. The web layer reads one
-snapshot; ``PartitionView.refresh`` merges the partitions' snapshots (``engine.snapshot.merge_snapshots``)
+snapshot; ``PartitionView.refresh`` merges the partitions' snapshots (``engine.snapshot_merge.merge_snapshots``)
 over the union of their topology slices, caching that union and the joined event book while the
 partitions' topologies and event books stay the same. Nothing here holds or feeds a pipeline.
 """
@@ -16,7 +16,8 @@ from types import MappingProxyType
 
 from tessera_daemon.config import Config
 from tessera_daemon.engine.events import EventBook, EventRecord
-from tessera_daemon.engine.snapshot import EventsSnapshot, PipelineSnapshot, merge_snapshots
+from tessera_daemon.engine.snapshot import EventsSnapshot, PipelineSnapshot
+from tessera_daemon.engine.snapshot_merge import merge_snapshots
 from tessera_daemon.model import Topology
 from tessera_daemon.transport.registry import merge_slices
 

@@ -50,7 +50,6 @@ from tessera_daemon.split.coordinator import Coordinator
 from tessera_daemon.split.eventlog import FleetBook, LoggedEvent, apply_event
 from tessera_daemon.split.partition import Committer, PartitionWork, Poison, WindowRecord
 from tessera_daemon.split.view import PartitionView
-from tessera_daemon.status import Status
 from tessera_daemon.transport.base import Delivery
 from tessera_daemon.transport.exporter import (
     LinkCollector,
@@ -68,8 +67,9 @@ from tessera_daemon.web.app import make_app
 from tessera_daemon.web.console import Console
 from tessera_daemon.web.event_api import event_routes
 from tessera_daemon.web.metrics import MetricsRenderer
+from tessera_daemon.web.status import Status
 
-log = get_logger("tessera.worker")
+log = get_logger(__name__)
 MAX_UNACKED = 200_000  # entries held pending before a checkpoint is forced (windows may stall on bad clocks)
 
 

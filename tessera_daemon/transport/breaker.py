@@ -1,9 +1,10 @@
 """Circuit breaker with exponential backoff and jitter, for the Redis link of agents and workers.
 
 Closed: calls go through; ``failures`` consecutive failures open it. Open: calls are refused without
-touching the network until the cool-off ends; the cool-off doubles with every failed probe (from
-``backoff_base_s`` up to ``backoff_cap_s``) with "equal jitter" (half fixed, half random) so a fleet of
-agents does not reconnect in lock-step after a Redis restart. Half-open: the next call is a probe;
+touching the network until the cool-off ends; the cool-off is the one backoff
+(``tessera_daemon.backoff``: doubling with every failed probe from ``backoff_base_s`` up to
+``backoff_cap_s``, equal jitter) so a fleet of agents does not reconnect in lock-step after a Redis
+restart. Half-open: the next call is a probe;
 success closes the breaker (and resets the backoff), failure opens it again for longer.
 """
 
@@ -15,7 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from tessera_daemon.transport.settings import BreakerSettings
+from tessera_daemon.backoff import Backoff
+from tessera_daemon.settings.transport import BreakerSettings
 
 State = Literal["closed", "open", "half_open"]
 
@@ -27,13 +29,17 @@ class CircuitBreaker:
     rng: random.Random = field(default_factory=random.Random)
     state: State = "closed"
     failures: int = 0
-    attempt: int = 0
     open_until: float = 0.0
     opened_total: int = 0
+    backoff: Backoff = field(init=False)
 
-    def delay(self) -> float:
-        ceiling = min(self.settings.backoff_cap_s, self.settings.backoff_base_s * (2.0 ** min(self.attempt, 60)))
-        return ceiling / 2.0 + self.rng.uniform(0.0, ceiling / 2.0)
+    def __post_init__(self) -> None:
+        self.backoff = Backoff(self.settings.backoff_base_s, self.settings.backoff_cap_s, rng=self.rng)
+
+    @property
+    def attempt(self) -> int:
+        """Failed probes since the breaker last closed (each one doubles the cool-off, up to the cap)."""
+        return self.backoff.attempt
 
     def allow(self) -> bool:
         """May a call go to the network now? Moves open -> half-open when the cool-off is over."""
@@ -53,7 +59,7 @@ class CircuitBreaker:
         recovered = self.state != "closed"
         self.state = "closed"
         self.failures = 0
-        self.attempt = 0
+        self.backoff.reset()
         return recovered
 
     def record_failure(self) -> None:
@@ -62,8 +68,7 @@ class CircuitBreaker:
             if self.state != "open":
                 self.opened_total += 1
             self.state = "open"
-            self.open_until = self.clock() + self.delay()
-            self.attempt += 1
+            self.open_until = self.clock() + self.backoff.next_delay()
 
     @property
     def is_open(self) -> bool:

@@ -27,7 +27,7 @@ from tessera_daemon.transport.keys import Keys
 from tessera_daemon.transport.link import RedisLink
 from tessera_daemon.transport.registry import ensure_group
 
-log = get_logger("tessera.consumer")
+log = get_logger(__name__)
 
 Mode = Literal["claim", "history", "new"]
 RawEntry = tuple[bytes, dict[bytes, bytes] | None]

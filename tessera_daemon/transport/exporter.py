@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from tessera_daemon.outputs.mqtt import MqttHealth
 from tessera_daemon.transport.codec import REASONS
 from tessera_daemon.transport.link import RedisLink
+from tessera_daemon.transport.mqtt import MqttHealth
 
 CHECKPOINT_OUTCOMES = ("written", "write_failed", "restored", "refused", "fenced")
 RELEASE_REASONS = ("rebalance", "lost", "shutdown")

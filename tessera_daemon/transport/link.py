@@ -24,10 +24,10 @@ from redis.backoff import NoBackoff
 
 from tessera_daemon.errors import TransportError
 from tessera_daemon.log import get_logger
+from tessera_daemon.settings.transport import BreakerSettings, RedisSettings
 from tessera_daemon.transport.breaker import CircuitBreaker
-from tessera_daemon.transport.settings import BreakerSettings, RedisSettings
 
-log = get_logger("tessera.redis")
+log = get_logger(__name__)
 T = TypeVar("T")
 
 DOWN_ERRORS: tuple[type[BaseException], ...] = (

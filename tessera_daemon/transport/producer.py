@@ -20,17 +20,17 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
+from tessera_daemon.aio import wait_any
 from tessera_daemon.errors import TransportError
 from tessera_daemon.log import get_logger
 from tessera_daemon.model import Frame
-from tessera_daemon.supervise import wait_any
+from tessera_daemon.settings.transport import TransportConfig
 from tessera_daemon.transport.codec import encode_host
 from tessera_daemon.transport.keys import Keys
 from tessera_daemon.transport.link import RedisLink
 from tessera_daemon.transport.registry import Router
-from tessera_daemon.transport.settings import TransportConfig
 
-log = get_logger("tessera.producer")
+log = get_logger(__name__)
 
 
 @dataclass(slots=True)

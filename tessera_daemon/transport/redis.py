@@ -20,13 +20,13 @@ from typing import Any
 
 from tessera_daemon.errors import TransportError
 from tessera_daemon.model import Frame
+from tessera_daemon.settings.transport import TransportConfig
 from tessera_daemon.transport.base import Delivery, TransportStats
 from tessera_daemon.transport.codec import EntryError, decode_entry
 from tessera_daemon.transport.consumer import PartitionReader, RawEntry
 from tessera_daemon.transport.keys import Keys
 from tessera_daemon.transport.link import RedisLink
 from tessera_daemon.transport.producer import StreamProducer
-from tessera_daemon.transport.settings import TransportConfig
 
 PAYLOAD_LIMIT = 64 * 1024  # bytes of a malformed entry kept in the dead-letter stream
 BadEntry = tuple[bytes, str, str, dict[bytes, bytes] | None]  # (id, reason, error, fields)

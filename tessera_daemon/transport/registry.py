@@ -20,7 +20,7 @@ from tessera_daemon.model import Topology, TopoNode
 from tessera_daemon.transport.keys import Keys, partition_token
 from tessera_daemon.transport.link import RedisLink
 
-log = get_logger("tessera.registry")
+log = get_logger(__name__)
 
 
 def host_of(topology: Topology, shard: str) -> str:

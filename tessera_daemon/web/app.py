@@ -14,9 +14,9 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from tessera_daemon.status import Status
 from tessera_daemon.web.console_api import add_console
 from tessera_daemon.web.openapi import openapi_route
+from tessera_daemon.web.status import Status
 
 STATUS_KEY: web.AppKey[Status] = web.AppKey("status", Status)
 FIRING_STATES = ("open", "resolved", "all")

@@ -25,7 +25,6 @@ import numpy.typing as npt
 from tessera_daemon import __version__
 from tessera_daemon.engine.snapshot import PipelineSnapshot
 from tessera_daemon.model import Firing
-from tessera_daemon.status import Status
 from tessera_daemon.web.fleet import (
     BUILDING_FRACTION,
     STATE_NAMES,
@@ -36,6 +35,7 @@ from tessera_daemon.web.fleet import (
     selectors,
 )
 from tessera_daemon.web.history import History
+from tessera_daemon.web.status import Status
 from tessera_daemon.web.warmup import WarmupTracker
 
 FULL_DIFF_ABOVE = 4096  # changed cells above which a browser refetches /v1/fleet instead of a diff
@@ -315,7 +315,7 @@ class Console:
         if cfg.sources.enabled:
             return None
         if self._scenario is None:
-            from tessera_daemon.demo import scenario_info  # noqa: PLC0415 - the simulator only when it runs
+            from tessera_daemon.sim.catalogue import scenario_info  # noqa: PLC0415 - the simulator only when it runs
 
             self._scenario = scenario_info(cfg.sim.scenario, self.simulator)
         return self._scenario

@@ -16,8 +16,8 @@ from typing import Any
 
 from aiohttp import web
 
-from tessera_daemon.status import Status
 from tessera_daemon.web.console import Console, sse
+from tessera_daemon.web.status import Status
 
 STATIC = Path(__file__).parent / "static"
 CONSOLE_STATUS: web.AppKey[Status] = web.AppKey("console_status", Status)
@@ -94,7 +94,7 @@ async def firing_evidence(request: web.Request) -> web.Response:
 
 
 async def scenarios(request: web.Request) -> web.Response:
-    from tessera_daemon.demo import catalogue  # noqa: PLC0415 - the simulator's catalogue, on demand
+    from tessera_daemon.sim.catalogue import catalogue  # noqa: PLC0415 - the simulator's catalogue, on demand
 
     return _json({"v": 1, "current": _console(request).scenario(), "scenarios": catalogue()}, request)
 

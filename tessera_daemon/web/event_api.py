@@ -16,12 +16,12 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from tessera_daemon.events_settings import EventsConfig, Secret
 from tessera_daemon.log import get_logger
+from tessera_daemon.settings.events import EventsConfig, Secret
 from tessera_daemon.web.deploysignal import DS_EVENTS_PATH, deploysignal_routes
 from tessera_daemon.web.events import BookGetter, OnEvent, PostPolicy, Relay, ScopeLimiter, events_routes
 
-log = get_logger("tessera.events")
+log = get_logger(__name__)
 
 
 def event_routes(

@@ -20,32 +20,22 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-import numpy as np
 from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, disable_created_metrics, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from tessera_daemon.buildinfo import build_info_family
 from tessera_daemon.engine.bounds import REASONS as VALUE_REASONS
 from tessera_daemon.engine.snapshot import PipelineSnapshot
 from tessera_daemon.model import CLASSIFICATIONS
-from tessera_daemon.status import Status
-from tessera_daemon.supervise import POLL_BUCKETS, SourceHealth
+from tessera_daemon.sources.supervise import POLL_BUCKETS, SourceHealth
 from tessera_daemon.transport.base import TransportStats
+from tessera_daemon.web.metrics_evidence import evidence_families, labels_of
+from tessera_daemon.web.status import Status
 
-TOP_N = 10
-EVIDENCE_BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 50.0, 100.0)
 WINDOW_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 MAX_CACHE_S = 5.0  # bytes re-rendered at least this often while a scrape timer asks, even if unchanged
 FEED_OUTCOMES = ("sent", "retried", "failed", "dropped")
-GROUP_KINDS = ("host", "rack", "cooling_zone", "psu", "cohort")
-
-
-def _log_mean_exp(a: np.ndarray, axis: int) -> np.ndarray:
-    m = np.max(a, axis=axis, keepdims=True)
-    m = np.where(np.isfinite(m), m, 0.0)
-    out: np.ndarray = np.squeeze(m, axis) + np.log(np.mean(np.exp(a - m), axis=axis))
-    return out
 
 
 def source_families(health: Mapping[str, SourceHealth]) -> Iterator[Metric]:
@@ -253,7 +243,7 @@ class _StatusCollector(Collector):
             ],
         )
         for f in active:
-            labels = _labels_of(p, f.target)
+            labels = labels_of(p, f.target)
             one.add_metric(
                 [
                     f.id,
@@ -278,7 +268,7 @@ class _StatusCollector(Collector):
         for c, k in sorted(p.resolved_total.items()):
             resolved.add_metric([c], k)
         yield resolved
-        yield from _evidence(p)
+        yield from evidence_families(p)
         yield from _events(p, live, now)
 
 
@@ -295,70 +285,6 @@ def _events(p: PipelineSnapshot, live: LiveView, now: float) -> Iterator[Metric]
     for k, outcome in enumerate(FEED_OUTCOMES):
         out.add_metric([outcome], live.feed[k] if live.feed is not None else 0.0)
     yield out
-
-
-def _labels_of(p: PipelineSnapshot, node_id: str) -> dict[str, str]:
-    """Topology labels of a firing target: a shard's own labels, or for a group node its own id
-    under its kind plus its ancestors (a rack firing carries rack= and cooling_zone=)."""
-    topo = p.topology
-    node = topo.nodes.get(node_id)
-    if node is None:
-        return {"cohort": node_id} if node_id in p.cohorts else {}
-    if node.kind == "shard":
-        out = dict(node.labels)
-        if "host" not in out and node.parent:
-            out["host"] = node.parent
-        return out
-    out = {node.kind: node.id}
-    for anc in topo.ancestors(node_id):
-        out.setdefault(topo.nodes[anc].kind, anc)
-    return out
-
-
-def _evidence(p: PipelineSnapshot) -> Iterator[Metric]:
-    table = p.table
-    hist = HistogramMetricFamily(
-        "tessera_shard_evidence_log", "Distribution over shards of the largest log-evidence of any metric."
-    )
-    top = GaugeMetricFamily(
-        "tessera_top_shard_evidence_log",
-        "Log-evidence of the top shards.",
-        labels=["shard", "metric", "host", "rack"],
-    )
-    group = GaugeMetricFamily(
-        "tessera_group_evidence_log",
-        "Log of the mean of member e-values per topology group.",
-        labels=["kind", "group"],
-    )
-    if table.window >= 0 and table.log_m.size:
-        lm = np.where(table.stale[:, None], -np.inf, table.log_m)
-        best = lm.max(axis=1)
-        finite = best[np.isfinite(best)]
-        clipped = np.maximum(finite, 0.0)
-        buckets = [(str(b), float(np.sum(clipped <= b))) for b in EVIDENCE_BUCKETS]
-        buckets.append(("+Inf", float(clipped.size)))
-        hist.add_metric([], buckets, float(clipped.sum()))
-        order = np.argsort(-np.where(np.isfinite(best), best, -1e300), kind="stable")[:TOP_N]
-        for i in order:
-            if not np.isfinite(best[i]):
-                continue
-            j = int(np.argmax(lm[i]))
-            labels = _labels_of(p, p.shards[i])
-            top.add_metric([p.shards[i], p.metrics[j], labels.get("host", ""), labels.get("rack", "")], float(best[i]))
-        shard_e = _log_mean_exp(np.where(np.isfinite(lm), lm, -50.0), axis=1)  # mean over metrics
-        members = p.members  # once per topology, not per render
-        for gid in sorted(members):
-            node = p.topology.nodes[gid]
-            if node.kind not in GROUP_KINDS:
-                continue
-            rows = [p.row[s] for s in members[gid] if s in p.row]
-            if rows:
-                group.add_metric([node.kind, gid], float(_log_mean_exp(shard_e[rows], axis=0)))
-    else:
-        hist.add_metric([], [(str(b), 0.0) for b in EVIDENCE_BUCKETS] + [("+Inf", 0.0)], 0.0)
-    yield hist
-    yield top
-    yield group
 
 
 class MetricsRenderer:

@@ -8,9 +8,9 @@ from typing import Any
 
 from tessera_daemon.engine.snapshot import PipelineSnapshot
 from tessera_daemon.log import get_logger
-from tessera_daemon.status import READY_WARM_FRACTION
+from tessera_daemon.web.status import READY_WARM_FRACTION
 
-log = get_logger("tessera.console")
+log = get_logger(__name__)
 
 WARMUP_LOG_EVERY_S = 60.0
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pytest
@@ -11,17 +11,21 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from tessera_daemon.detect import family_c, kernels, reference_cde
+from tessera_daemon.detect.kernels import F64, I64
 
 BETS = np.array(family_c.DEFAULT_BETS)
 K = BETS.size
 LOG_THRESHOLD = 18.9  # the production threshold of docs/statistics.md (128 shards x 7 metrics, 5-s windows)
 
 
-def _state(s: int, m: int) -> list[np.ndarray]:
-    return list(family_c.family_c_state(s, m, K))
+CState = tuple[F64, F64, I64, F64, I64, F64, I64]  # family_c_state: (theta, cov, n, w, run_start, log_m, side)
 
 
-def _run(xs: list[np.ndarray], delta: np.ndarray, v: np.ndarray, clip: float = 4.0) -> tuple[list, list]:
+def _state(s: int, m: int) -> CState:
+    return family_c.family_c_state(s, m, K)
+
+
+def _run(xs: list[np.ndarray], delta: np.ndarray, v: np.ndarray, clip: float = 4.0) -> tuple[CState, CState]:
     s, m = xs[0].shape
     a, b = _state(s, m), _state(s, m)
     for t, x in enumerate(xs):
@@ -30,7 +34,7 @@ def _run(xs: list[np.ndarray], delta: np.ndarray, v: np.ndarray, clip: float = 4
     return a, b
 
 
-def _assert_same(a: list, b: list) -> None:
+def _assert_same(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> None:
     for got, want in zip(a, b, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 
@@ -171,7 +175,12 @@ def test_small_consistent_shift_is_found_faster_than_by_family_a() -> None:
     s, m = 200, 7
     delta, v = np.full((s, m), 0.1), np.full((s, m), 1.2)
     st_c = _state(s, m)
-    st_a = [np.zeros((s, m, 2 * K)), np.zeros((s, m), np.int64), np.zeros((s, m)), np.zeros((s, m), np.int64)]
+    st_a: tuple[F64, I64, F64, I64] = (
+        np.zeros((s, m, 2 * K)),
+        np.zeros((s, m), np.int64),
+        np.zeros((s, m)),
+        np.zeros((s, m), np.int64),
+    )
     for t in range(300):  # null: cross moments learned
         x = _correlated(rng, (s, m), 0.0)
         family_c.family_c_update(x, delta, v, BETS, 4.0, t, *st_c)

@@ -25,7 +25,7 @@ def _state(s: int, m: int) -> list[np.ndarray]:
 
 def _run(
     xs: list[np.ndarray], delta: np.ndarray, v: np.ndarray, windows: list[int] | None = None, clip: float = 4.0
-) -> tuple[list, list]:
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
     s, m = xs[0].shape
     a, b = _state(s, m), _state(s, m)
     for t, x in enumerate(xs):
@@ -35,7 +35,7 @@ def _run(
     return a, b
 
 
-def _assert_same(a: list, b: list) -> None:
+def _assert_same(a: list[np.ndarray], b: list[np.ndarray]) -> None:
     for got, want in zip(a, b, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 
@@ -49,7 +49,7 @@ def _stall_innovations(t: int, period: int, height: float, phi: float = 0.8) -> 
     """AR(1)-whitened innovation (innovation sd units) of a spike of ``height`` marginal sigmas every period."""
     cur = height if t % period == 0 else 0.0
     prev = height if (t - 1) % period == 0 else 0.0
-    return (cur - phi * prev) / np.sqrt(1.0 - phi * phi)
+    return float((cur - phi * prev) / np.sqrt(1.0 - phi * phi))
 
 
 # ------------------------------------------------------------------------------------ agreement

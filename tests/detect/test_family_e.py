@@ -24,7 +24,7 @@ def _state(s: int) -> list[np.ndarray]:
 
 def _run(
     xs: list[np.ndarray], cohort: np.ndarray, n_cohorts: int, seed: int = SEED, clip: float = 4.0
-) -> tuple[list, list]:
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
     s = xs[0].shape[0]
     a, b = _state(s), _state(s)
     for t, x in enumerate(xs):
@@ -33,7 +33,7 @@ def _run(
     return a, b
 
 
-def _assert_same(a: list, b: list) -> None:
+def _assert_same(a: list[np.ndarray], b: list[np.ndarray]) -> None:
     for got, want in zip(a, b, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -9,15 +11,19 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from tessera_daemon.detect import kernels, reference
+from tessera_daemon.detect.kernels import F64, I64
 
 BETS = np.array([0.1, 0.25, 0.5, 1.0, 1.5])
 
 
-def _state(s: int, m: int, k: int) -> list[np.ndarray]:
-    return [np.zeros((s, m, 2 * k)), np.zeros((s, m), np.int64), np.zeros((s, m)), np.zeros((s, m), np.int64)]
+AState = tuple[F64, I64, F64, I64]  # Family A: (w_state, run_start, log_m, side)
 
 
-def _run(x_seq: list[np.ndarray], delta: np.ndarray, v: np.ndarray, clip: float = 4.0) -> tuple[list, list]:
+def _state(s: int, m: int, k: int) -> AState:
+    return np.zeros((s, m, 2 * k)), np.zeros((s, m), np.int64), np.zeros((s, m)), np.zeros((s, m), np.int64)
+
+
+def _run(x_seq: list[np.ndarray], delta: np.ndarray, v: np.ndarray, clip: float = 4.0) -> tuple[AState, AState]:
     s, m = x_seq[0].shape
     a, b = _state(s, m, len(BETS)), _state(s, m, len(BETS))
     for w, x in enumerate(x_seq):
@@ -26,7 +32,7 @@ def _run(x_seq: list[np.ndarray], delta: np.ndarray, v: np.ndarray, clip: float 
     return a, b
 
 
-def _assert_same(a: list, b: list) -> None:
+def _assert_same(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> None:
     for got, want in zip(a, b, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 
@@ -88,7 +94,7 @@ def test_evidence_grows_under_a_shift_and_not_under_null() -> None:
 
 
 @pytest.mark.parametrize("fn", [kernels.family_a_update, reference.family_a_update])
-def test_nan_carries_state(fn) -> None:  # type: ignore[no-untyped-def]
+def test_nan_carries_state(fn: Callable[..., None]) -> None:
     st_ = _state(1, 1, len(BETS))
     fn(np.array([[2.0]]), np.zeros((1, 1)), np.ones((1, 1)), BETS, 4.0, 0, *st_)
     before = [a.copy() for a in st_]

@@ -116,7 +116,8 @@ def test_nuisances_are_present(pair: tuple[Recording, Recording]) -> None:
         assert kinds["eval"] and kinds["checkpoint"]
         members = {g for g, h in rec.host_of_shard.items() if truth["hosts"][h]["job"] == job}
         iv = np.array(kinds["eval"])
-        inside, outside = [], []
+        inside: list[float] = []
+        outside: list[float] = []
         for f in frames:
             u = f.metrics.get("gpu_util")
             if f.shard in members and u is not None:
@@ -180,19 +181,21 @@ def test_ground_truth_is_consistent(pair: tuple[Recording, Recording]) -> None:
             assert all(v is None for fr in after for v in fr.metrics.values())
         if f["kind"] == "ecc_dbe":
             before = [fr.metrics["ecc_dbe"] for fr in by_shard[shard] if fr.ts < f["start_ts"] - 10]
-            assert after and all(fr.metrics["ecc_dbe"] == before[-1] + 1 for fr in after)
+            last = before[-1]
+            assert last is not None
+            assert after and all(fr.metrics["ecc_dbe"] == last + 1 for fr in after)
         if f["kind"] == "thermal_rack":
             base = [
-                fr.metrics["temp_c"]
+                t
                 for g in f["members"]
                 for fr in by_shard[g]
-                if f["start_ts"] - 900 < fr.ts < f["start_ts"] and fr.metrics.get("temp_c") is not None
+                if f["start_ts"] - 900 < fr.ts < f["start_ts"] and (t := fr.metrics.get("temp_c")) is not None
             ]
             hot = [
-                fr.metrics["temp_c"]
+                t
                 for g in f["members"]
                 for fr in by_shard[g]
-                if f["start_ts"] + 300 < fr.ts < f["start_ts"] + 1200 and fr.metrics.get("temp_c") is not None
+                if f["start_ts"] + 300 < fr.ts < f["start_ts"] + 1200 and (t := fr.metrics.get("temp_c")) is not None
             ]
             assert np.mean(hot) - np.mean(base) > 2.5  # +4 C, less what the room did meanwhile
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -54,7 +55,7 @@ REGRESSIONS: list[tuple[str, bytes]] = [  # each once raised something other tha
     ("topology", nested(100_000)),
     ("topology", b'{"v":1,"nodes":[],"edges":0.0}'),  # TypeError: edges not a list
 ]
-DECODERS = {
+DECODERS: dict[str, Callable[[str | bytes], object]] = {
     "frame": Frame.from_json,
     "event": ClusterEvent.from_json,
     "topology": Topology.from_json,

@@ -15,12 +15,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tessera_daemon.engine.events import EventBook
-from tessera_daemon.events_settings import DeploySignalSettings
+from tessera_daemon.settings.events import DeploySignalSettings
 from tessera_daemon.web.deploysignal import DS_EVENTS_PATH
 from tessera_daemon.web.event_api import event_routes
-from tests.events.helpers import cfg, topology
-from tests.events.servers import serve_daemon_app
+from tests.event_helpers import cfg, topology
 from tests.fuzz.strategies import JSON, mutated, nested
+from tests.web.servers import serve_daemon_app
 
 NOW = 1_800_000_000.0
 TOKEN = "fuzz-t0ken"

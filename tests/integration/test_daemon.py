@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
@@ -38,7 +39,8 @@ def cfg_for(**env: str) -> Config:
 async def daemon(cfg: Config) -> AsyncIterator[tuple[Running, asyncio.Task[int]]]:
     got: asyncio.Future[Running] = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(run(cfg, on_running=got.set_result, install_signals=False))
-    done, _ = await asyncio.wait({got, task}, timeout=120, return_when=asyncio.FIRST_COMPLETED)
+    started: set[asyncio.Future[Any]] = {got, task}
+    done, _ = await asyncio.wait(started, timeout=120, return_when=asyncio.FIRST_COMPLETED)
     if task in done:
         raise AssertionError(f"daemon exited before serving: {task.result()!r}")
     assert got in done, "daemon did not start serving within 120 s"

@@ -10,11 +10,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from tessera_daemon.config import load_config
 from tessera_daemon.engine.pipeline import Pipeline
 from tessera_daemon.sim import ClusterSim
+from tessera_daemon.sources.supervise import SourceHealth
 from tessera_daemon.sources.synthetic import SyntheticSource
-from tessera_daemon.status import Status
-from tessera_daemon.supervise import SourceHealth
 from tessera_daemon.transport.memory import MemoryTransport
 from tessera_daemon.web.metrics import MetricsRenderer
+from tessera_daemon.web.status import Status
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
 SUFFIX = {"counter": "_total", "histogram": "", "gauge": ""}

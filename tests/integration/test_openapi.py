@@ -11,7 +11,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tessera_daemon.web.openapi import OPENAPI_PATH, OPERATIONS, SERVED_BY
+from tessera_daemon.web.openapi import SERVED_BY
+from tessera_daemon.web.openapi_operations import OPENAPI_PATH, OPERATIONS
 from tests.integration.test_daemon import cfg_for, daemon
 from tests.transport.helpers import agent, detector, make_cfg
 

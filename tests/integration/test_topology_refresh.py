@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tessera_daemon.config import load_config
 from tessera_daemon.daemon import Running, run
-from tessera_daemon.drill_stack import StaticExporter
+from tessera_daemon.testing import StaticExporter
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "dcgm" / "dcgm-exporter-4.x.txt"
 

@@ -14,6 +14,7 @@ test_alert_rules.py fails when the committed files differ from what this module 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,7 @@ def render(template: str, labels: Labels, value: float) -> str:
         expr = m.group(1).strip()
         if expr.startswith("$labels."):
             return labels.get(expr[len("$labels.") :], "")
-        forms = {
+        forms: dict[str, Callable[[float], str]] = {
             "$value": _plain,
             "$value | humanizeDuration": _duration,
             "$value | humanizePercentage": lambda v: f"{v * 100:.4g}%",

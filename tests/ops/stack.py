@@ -1,7 +1,7 @@
 """The monitoring stack as test helpers: real Prometheus and Alertmanager on free loopback ports, a local
 PagerDuty Events API v2 receiver, a static exporter, and rewrites of the shipped configs for drills.
 
-The implementation lives in the package (:mod:`tessera_daemon.drill_stack`, used by ``tessera-daemon drill``);
+The implementation lives in the package (:mod:`tessera_daemon.testing`, used by ``tessera-daemon drill``);
 this module re-exports it for the tests, the only difference being that the servers *skip* the test when
 their binary is missing (the package raises ``MissingBinaryError`` instead)::
 
@@ -23,21 +23,21 @@ import functools
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
-from tessera_daemon import drill_stack
-from tessera_daemon.drill_stack import (
+from tessera_daemon import testing
+from tessera_daemon.testing import (
     ALERT_RULES,
     ALERTMANAGER_YML,
     JSON,
     ROOT,
     PagerDutyReceiver,
     StaticExporter,
-    _seconds,
     drill_alert_rules,
     drill_alertmanager_config,
     http_json,
     promql,
     wait_until,
 )
+from tessera_daemon.testing import seconds as _seconds
 from tests.servers import find_exe
 
 __all__ = [
@@ -75,5 +75,5 @@ def _skip_without(*exes: str) -> Callable[[Callable[P, T]], Callable[P, T]]:
     return wrap
 
 
-prometheus_server = _skip_without("prometheus")(drill_stack.prometheus_server)
-alertmanager_server = _skip_without("prometheus-alertmanager", "alertmanager")(drill_stack.alertmanager_server)
+prometheus_server = _skip_without("prometheus")(testing.prometheus_server)
+alertmanager_server = _skip_without("prometheus-alertmanager", "alertmanager")(testing.alertmanager_server)

@@ -123,7 +123,7 @@ def test_build_context_contains_what_the_dockerfile_copies() -> None:
         for line in (ROOT / ".dockerignore").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     ]
-    copied = []
+    copied: list[str] = []
     for kind, args in _instructions():
         if kind == "COPY" and not args.startswith("--from="):
             copied.extend(a for a in args.split()[:-1] if not a.startswith("--"))

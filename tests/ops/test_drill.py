@@ -1,4 +1,4 @@
-"""The end-to-end alerting drill (tessera_daemon/drill.py, ``tessera-daemon drill``).
+"""The end-to-end alerting drill (tessera_daemon/drill/, ``tessera-daemon drill``).
 
 The marked test runs the whole drill: the daemon on the simulator, a real Prometheus with alert_rules.yml, a
 real Alertmanager with the shipped configuration and a local PagerDuty Events API v2 receiver; a shard fault,

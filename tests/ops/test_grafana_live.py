@@ -10,10 +10,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tessera_daemon.drill_stack import free_port, prometheus_server, promql, wait_port
+from tessera_daemon.testing import free_port, prometheus_server, promql, wait_port
 from tests.ops.catalog import ROOT
 from tests.ops.test_grafana import _VAR, BUILTINS, DASHBOARD_FILES, _expressions, _load
 
@@ -50,7 +51,7 @@ def test_every_run_mode_panel_returns_data(tmp_path: Path) -> None:
         wait_port(port, 60, proc)
         with prometheus_server(tmp_path, [f"127.0.0.1:{port}"]) as base:
             deadline = time.monotonic() + 90
-            top: list[dict[str, dict[str, str]]] = []
+            top: list[dict[str, Any]] = []
             while time.monotonic() < deadline:  # firings, top shards and enough samples for rate()
                 top = promql(base, "topk(1, tessera_top_shard_evidence_log)")["data"]["result"]
                 active = promql(base, "tessera_firing_active")["data"]["result"]

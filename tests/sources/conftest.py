@@ -22,8 +22,8 @@ import pytest
 from aiohttp import web
 
 from tessera_daemon.config import Config
+from tessera_daemon.settings.sources import SourcesConfig
 from tessera_daemon.sources.base import Source
-from tessera_daemon.sources.settings import SourcesConfig
 from tests.servers import find_exe, free_port, stop, wait_port
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"

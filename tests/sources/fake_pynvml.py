@@ -235,9 +235,12 @@ class FakeNvml:
 
         def nvmlDeviceGetNvLinkRemoteDeviceType(h: Any, link: int) -> int:
             kind, _peer = fake._dev(h).links[link]
-            return {"switch": real.NVML_NVLINK_DEVICE_TYPE_SWITCH, "gpu": real.NVML_NVLINK_DEVICE_TYPE_GPU}.get(
-                kind, real.NVML_NVLINK_DEVICE_TYPE_UNKNOWN
-            )
+            types_of: dict[str, int] = {
+                "switch": real.NVML_NVLINK_DEVICE_TYPE_SWITCH,
+                "gpu": real.NVML_NVLINK_DEVICE_TYPE_GPU,
+            }
+            unknown: int = real.NVML_NVLINK_DEVICE_TYPE_UNKNOWN
+            return types_of.get(kind, unknown)
 
         def nvmlDeviceGetNvLinkRemotePciInfo(h: Any, link: int) -> Any:
             _kind, peer = fake._dev(h).links[link]

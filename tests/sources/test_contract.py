@@ -20,8 +20,7 @@ import pytest
 
 from tessera_daemon.errors import SubstrateError
 from tessera_daemon.model import EDGE_KINDS, NODE_KINDS, Frame
-from tessera_daemon.sources import SOURCES, Source, build_sources, merge_topology
-from tessera_daemon.sources.settings import (
+from tessera_daemon.settings.sources import (
     DcgmSettings,
     KubernetesSettings,
     NeuronSettings,
@@ -30,6 +29,7 @@ from tessera_daemon.sources.settings import (
     SlurmSettings,
     TpuSettings,
 )
+from tessera_daemon.sources import SOURCES, Source, build_sources, merge_topology
 from tests.servers import free_port
 from tests.sources.conftest import FIXTURES, TextServer, client_conf_copy, make_config, poll_until_error
 from tests.sources.fake_kube import FakeKubeApi

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tessera_daemon.errors import SubstrateFatal, SubstrateUnavailable
+from tessera_daemon.settings.sources import DcgmSettings
 from tessera_daemon.sources.dcgm import DcgmSource, parse_exposition
-from tessera_daemon.sources.settings import DcgmSettings
 from tests.sources.conftest import FIXTURES, TextServer, make_config
 
 OLD = (FIXTURES / "dcgm" / "dcgm-exporter-3.3.9-3.6.1.txt").read_text()

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from tessera_daemon.errors import SubstrateUnavailable
+from tessera_daemon.settings.sources import KubernetesSettings
 from tessera_daemon.sources.base import TopologyPart
 from tessera_daemon.sources.k8s_topology import build_part
 from tessera_daemon.sources.kubernetes import KubernetesSource
-from tessera_daemon.sources.settings import KubernetesSettings
 from tests.sources.conftest import FIXTURES, make_config, poll_until_error
 from tests.sources.fake_kube import FakeKubeApi
 

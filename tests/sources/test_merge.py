@@ -10,10 +10,10 @@ import pytest
 
 from tessera_daemon.errors import ConfigError
 from tessera_daemon.model import TopoEdge, Topology, TopoNode
+from tessera_daemon.settings.sources import KubernetesSettings
 from tessera_daemon.sources import load_static_topology, merge_topology
 from tessera_daemon.sources.base import TopologyPart
 from tessera_daemon.sources.k8s_topology import build_part as k8s_part
-from tessera_daemon.sources.settings import KubernetesSettings
 from tessera_daemon.sources.slurm import build_part as slurm_part
 from tessera_daemon.sources.slurm_parse import SlurmNode, parse_topology
 from tests.sources.conftest import FIXTURES

@@ -7,13 +7,14 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tessera_daemon.errors import SubstrateFatal, SubstrateUnavailable
+from tessera_daemon.settings.sources import NeuronSettings
 from tessera_daemon.sources.neuron import NeuronSource
 from tessera_daemon.sources.neuron_parse import accelerator_model, parse_monitor_report, parse_neuron_ls
-from tessera_daemon.sources.settings import NeuronSettings
 from tests.sources.conftest import FIXTURES, make_config, poll_until_error
 
 NE = FIXTURES / "neuron"
@@ -30,16 +31,15 @@ def monitor(*extra: str, interval: float = 0.05) -> tuple[str, ...]:
 
 
 def source(timeout_s: float = 2.0, **kw: object) -> NeuronSource:
-    settings = NeuronSettings(
-        **{
-            "ls_command": ls("neuron-ls-trn1.32xlarge.json"),
-            "monitor_command": monitor(),
-            "host": "trn-a",
-            "restart_backoff_s": 0.05,
-            "restart_backoff_max_s": 0.2,
-            **kw,
-        }
-    )
+    fields: dict[str, Any] = {
+        "ls_command": ls("neuron-ls-trn1.32xlarge.json"),
+        "monitor_command": monitor(),
+        "host": "trn-a",
+        "restart_backoff_s": 0.05,
+        "restart_backoff_max_s": 0.2,
+        **kw,
+    }
+    settings = NeuronSettings(**fields)
     return NeuronSource(make_config(timeout_s=timeout_s, neuron=settings))
 
 

@@ -7,13 +7,14 @@ import asyncio
 import threading
 import time
 
+import pynvml as real
 import pytest
 
 from tessera_daemon.errors import SubstrateTimeout, SubstrateUnavailable
+from tessera_daemon.settings.sources import NvmlSettings
 from tessera_daemon.sources.nvml import NvmlSource
-from tessera_daemon.sources.settings import NvmlSettings
 from tests.sources.conftest import FIXTURES, make_config
-from tests.sources.fake_pynvml import FakeNvml, real
+from tests.sources.fake_pynvml import FakeNvml
 
 
 def source(fake: FakeNvml, **kw: object) -> NvmlSource:
@@ -126,7 +127,7 @@ async def test_a_hung_nvml_call_times_out_and_fails_fast_until_it_returns() -> N
         release.wait(5)
         return hung(h)
 
-    fake.module.nvmlDeviceGetUtilizationRates = slow
+    setattr(fake.module, "nvmlDeviceGetUtilizationRates", slow)  # noqa: B010 - a module attribute mypy cannot see
     src = NvmlSource(make_config(timeout_s=0.2, nvml=NvmlSettings(host="n1")), nvml=fake.module)
     await src.open()
     t0 = time.monotonic()
@@ -221,7 +222,7 @@ async def test_a_gpu_lost_before_open_does_not_block_the_others() -> None:
             raise real.NVMLError(real.NVML_ERROR_GPU_IS_LOST)
         return orig(index)
 
-    fake.module.nvmlDeviceGetHandleByIndex = handle
+    setattr(fake.module, "nvmlDeviceGetHandleByIndex", handle)  # noqa: B010
     src = source(fake)
     await src.open()
     frames = await src.poll(1.0)

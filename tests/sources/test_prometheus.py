@@ -7,8 +7,8 @@ import time
 import pytest
 
 from tessera_daemon.errors import SubstrateFatal
+from tessera_daemon.settings.sources import PrometheusSettings
 from tessera_daemon.sources.prometheus import PrometheusSource
-from tessera_daemon.sources.settings import PrometheusSettings
 from tests.sources.conftest import PrometheusServer, make_config
 
 pytestmark = pytest.mark.prometheus

@@ -10,9 +10,9 @@ import pytest
 
 from tessera_daemon.config import load_config
 from tessera_daemon.errors import ConfigError
+from tessera_daemon.settings.sources import PrometheusSettings
 from tessera_daemon.sources import SOURCES, build_sources
 from tessera_daemon.sources.prometheus import PrometheusSource
-from tessera_daemon.sources.settings import PrometheusSettings
 from tests.sources.conftest import make_config
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

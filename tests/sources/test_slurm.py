@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tessera_daemon.errors import SubstrateError, SubstrateUnavailable
-from tessera_daemon.sources.settings import SlurmSettings
+from tessera_daemon.settings.sources import SlurmSettings
 from tessera_daemon.sources.slurm import SlurmSource, build_part
 from tessera_daemon.sources.slurm_parse import (
     check_errors,

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from tessera_daemon.errors import SubstrateFatal, SubstrateUnavailable
+from tessera_daemon.settings.sources import TpuSettings
 from tessera_daemon.sources import merge_topology
-from tessera_daemon.sources.settings import TpuSettings
 from tessera_daemon.sources.tpu import TpuSource
 from tessera_daemon.sources.tpu_parse import parse_slice, parse_tpu_info
 from tests.sources.conftest import FIXTURES, make_config

@@ -9,11 +9,11 @@ import pytest
 
 from tessera_daemon.config import load_config
 from tessera_daemon.errors import ConfigError
+from tessera_daemon.settings.transport import BreakerSettings
 from tessera_daemon.transport.breaker import CircuitBreaker
 from tessera_daemon.transport.keys import Keys
 from tessera_daemon.transport.lease import LeaseKeeper, fair_share
 from tessera_daemon.transport.link import RedisLink
-from tessera_daemon.transport.settings import BreakerSettings
 from tests.transport.conftest import Server
 from tests.transport.helpers import (
     agent,

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import numpy as np
@@ -39,7 +40,8 @@ def cfg_for(**env: str) -> Config:
 async def daemon(cfg: Config) -> AsyncIterator[Running]:
     got: asyncio.Future[Running] = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(run(cfg, on_running=got.set_result, install_signals=False))
-    done, _ = await asyncio.wait({got, task}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
+    started: set[asyncio.Future[Any]] = {got, task}
+    done, _ = await asyncio.wait(started, timeout=60, return_when=asyncio.FIRST_COMPLETED)
     assert got in done, f"daemon did not start: {task.result() if task.done() else 'timeout'}"
     running = got.result()
     try:
@@ -49,10 +51,10 @@ async def daemon(cfg: Config) -> AsyncIterator[Running]:
         await asyncio.wait_for(task, 30)
 
 
-async def get_json(s: aiohttp.ClientSession, port: int, path: str) -> dict:  # type: ignore[type-arg]
+async def get_json(s: aiohttp.ClientSession, port: int, path: str) -> dict[str, Any]:
     async with s.get(f"http://127.0.0.1:{port}{path}") as r:
         assert r.status == 200, (path, r.status, await r.text())
-        body: dict = await r.json()  # type: ignore[type-arg]
+        body: dict[str, Any] = await r.json()
         return body
 
 
@@ -74,7 +76,7 @@ async def test_console_page_api_and_stream_show_the_straggler() -> None:
         # the event stream: a hello, then one diff per batch of windows
         async with s.get(f"http://127.0.0.1:{port}/v1/stream") as r:
             assert r.headers["Content-Type"].startswith("text/event-stream")
-            events: list[tuple[str, dict]] = []  # type: ignore[type-arg]
+            events: list[tuple[str, dict[str, Any]]] = []
             name = ""
             async with asyncio.timeout(30):
                 async for raw in r.content:

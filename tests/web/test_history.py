@@ -12,11 +12,11 @@ from tessera_daemon.config import Config, load_config
 from tessera_daemon.engine.pipeline import Pipeline
 from tessera_daemon.model import ClusterEvent
 from tessera_daemon.sim import ClusterSim
-from tessera_daemon.status import Status
 from tessera_daemon.transport.memory import MemoryTransport
 from tessera_daemon.web.console import Console
 from tessera_daemon.web.console_api import STATIC
 from tessera_daemon.web.fleet import FIRING, FROZEN, HEALTHY, STALE, WARMING, fleet_codes
+from tessera_daemon.web.status import Status
 
 ENV = {
     "TESSERA_SIM__ZONES": "1",
