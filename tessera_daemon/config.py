@@ -215,6 +215,15 @@ class DetectorConfig:
     conformal_seed: int = _f(0, lo=0, hi=2**63 - 1, doc="seed of Family E's deterministic tie-breaking")
     min_cohort: int = _f(3, lo=2, hi=1_000_000, doc="fewest reporting peers for a peer residual")
     recent_resolved: int = _f(500, lo=0, hi=1_000_000, doc="resolved firings kept for /v1/firings")
+    threads: int = _f(
+        1,
+        lo=0,
+        hi=1024,
+        doc="threads the Family A kernel splits a window's shards over (numba, OpenMP; at most the usable "
+        "cores; fleets under 4096 streams stay on one); 0: min(usable cores, 2). One by default: the kernel "
+        "is ~2 ms a window at 10k shards on one core, and on a busy machine a second thread costs more "
+        "than it saves (docs/performance.md)",
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -229,6 +229,9 @@ class Topology:
                 self.children.setdefault(n.parent, []).append(n.id)
         for kids in self.children.values():
             kids.sort()
+        self._shards: list[str] | None = None  # caches: a topology is not changed after construction
+        self._members: dict[str, list[str]] | None = None
+        self._ancestors: dict[str, tuple[str, ...]] = {}
 
     def _check_acyclic(self) -> None:
         for start in self.nodes:
@@ -242,19 +245,25 @@ class Topology:
 
     @property
     def shards(self) -> list[str]:
-        return sorted(n.id for n in self.nodes.values() if n.kind == "shard")
+        if self._shards is None:
+            self._shards = sorted(n.id for n in self.nodes.values() if n.kind == "shard")
+        return list(self._shards)
 
     def cohort_of(self, shard: str) -> str:
         node = self.nodes[shard]
         return node.labels.get("cohort") or f"model:{node.labels.get('model', 'unknown')}"
 
     def ancestors(self, node_id: str) -> list[str]:
-        out: list[str] = []
-        cur = self.nodes[node_id].parent
-        while cur is not None:
-            out.append(cur)
-            cur = self.nodes[cur].parent
-        return out
+        return list(self._chain(node_id))
+
+    def _chain(self, node_id: str) -> tuple[str, ...]:
+        """Ancestors of ``node_id``, nearest first (cached per node: siblings share their parent's)."""
+        got = self._ancestors.get(node_id)
+        if got is None:
+            parent = self.nodes[node_id].parent
+            got = () if parent is None else (parent, *self._chain(parent))
+            self._ancestors[node_id] = got
+        return got
 
     def groups_of(self, shard: str) -> list[str]:
         """Every group node containing ``shard``: parent chain plus label-declared groups."""
@@ -267,12 +276,15 @@ class Topology:
         return out
 
     def members(self) -> dict[str, list[str]]:
-        """Group node id -> sorted shard ids it contains."""
-        out: dict[str, list[str]] = {}
-        for s in self.shards:
-            for g in self.groups_of(s):
-                out.setdefault(g, []).append(s)
-        return out
+        """Group node id -> sorted shard ids it contains. Computed once per topology and shared by every
+        caller (the pipeline, its groups and events, /metrics): read it, never change it."""
+        if self._members is None:
+            out: dict[str, list[str]] = {}
+            for s in self.shards:
+                for g in self.groups_of(s):
+                    out.setdefault(g, []).append(s)
+            self._members = out
+        return self._members
 
     def to_obj(self) -> dict[str, Any]:
         return {

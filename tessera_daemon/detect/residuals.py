@@ -68,6 +68,7 @@ V_AR_CAP = 1.4  # null second-moment bound of an innovation at phi = ar_max (1 a
 WARMUP_Z = 3.0  # the warm-up rule reads phi at this many standard errors above its estimate
 POOL_MIN = 5  # fewest warm-up fits in a cohort (per metric) to pool a stream's phi and scale with
 RESOLUTION = 1e-3  # scale floor relative to the cohort level: quantised counters are not noise-free
+FIT_CHUNK = 1 << 15  # warm-up streams fitted at once (bounds the float64 copies: 32k x 240 x 8 B = 63 MB each)
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,29 +327,32 @@ def _advance_warmup(
         return
     rows, cols = np.nonzero(cand)
     n_of = state.n_warm[rows, cols]
-    done_groups: list[tuple[npt.NDArray[np.intp], npt.NDArray[np.intp], _Fit]] = []
+    done_groups: list[tuple[npt.NDArray[np.intp], npt.NDArray[np.intp], _Fit, int]] = []
     for n in np.unique(n_of):
-        k = n_of == n
-        r, c = rows[k], cols[k]
-        f = _fit(state.buf[r, c, :n].astype(np.float64), p.ar_max)
-        phi_up = np.minimum(f.phi + WARMUP_Z * np.sqrt(np.maximum(1.0 - f.phi * f.phi, 0.0) / n), p.ar_max)
-        done = np.full(r.size, n >= limit) | (n * (1.0 - phi_up) >= p.persistence)
-        if done.any():
-            d = _Fit(f.e[done], f.offset[done], f.phi[done], f.n_pairs[done])
-            done_groups.append((r[done], c[done], d))
-            state.fit_phi[r[done], c[done]] = d.phi
-            state.fit_phi_se2[r[done], c[done]] = (1.0 - d.phi * d.phi) / np.maximum(d.n_pairs, 1)
+        same = np.nonzero(n_of == n)[0]
+        for lo in range(0, same.size, FIT_CHUNK):  # row by row arithmetic: chunks only bound the temporaries
+            k = same[lo : lo + FIT_CHUNK]
+            r, c = rows[k], cols[k]
+            f = _fit(state.buf[state.buf_row[r], c, :n].astype(np.float64), p.ar_max)
+            phi_up = np.minimum(f.phi + WARMUP_Z * np.sqrt(np.maximum(1.0 - f.phi * f.phi, 0.0) / n), p.ar_max)
+            done = np.full(r.size, n >= limit) | (n * (1.0 - phi_up) >= p.persistence)
+            if done.any():  # deviations are not kept: read again from the buffer for the scale
+                d = _Fit(np.zeros((0, 0)), f.offset[done], f.phi[done], f.n_pairs[done])
+                done_groups.append((r[done], c[done], d, int(n)))
+                state.fit_phi[r[done], c[done]] = d.phi
+                state.fit_phi_se2[r[done], c[done]] = (1.0 - d.phi * d.phi) / np.maximum(d.n_pairs, 1)
     min_fits = max(p.min_cohort, POOL_MIN)
     if cohort_of is not None:
-        for r, c, d in done_groups:
+        for r, c, d, _n in done_groups:
             d.phi = np.clip(_pooled(state.fit_phi, state.fit_phi_se2, cohort_of, r, c, min_fits), -0.5, p.ar_max)
     scales = []
-    for r, c, d in done_groups:
-        scale, se2 = _innovation_scale(d.e, d.phi)
+    for r, c, d, n in done_groups:
+        e = state.buf[state.buf_row[r], c, :n].astype(np.float64) - d.offset[:, None]  # as _fit made it
+        scale, se2 = _innovation_scale(e, d.phi)
         scales.append(scale)
         state.fit_log_scale[r, c] = np.log(np.where(scale > 0, scale, np.nan))
         state.fit_log_scale_se2[r, c] = se2
-    for (r, c, d), own in zip(done_groups, scales, strict=True):
+    for (r, c, d, _n), own in zip(done_groups, scales, strict=True):
         scale = own
         if cohort_of is not None:
             ls = _pooled(state.fit_log_scale, state.fit_log_scale_se2, cohort_of, r, c, min_fits)
@@ -386,7 +390,8 @@ def residual_step(
     learning = observed & ~warm
     if learning.any():
         rows, cols = np.nonzero(learning)
-        state.buf[rows, cols, state.n_warm[rows, cols]] = (x - c)[rows, cols]
+        slot = state.rows_of(rows)  # first: it may grow the pool
+        state.buf[slot, cols, state.n_warm[rows, cols]] = (x - c)[rows, cols]
         state.n_warm[rows, cols] += 1
         _advance_warmup(state, learning, c, p, cohort_of if pool else None)
 

@@ -364,12 +364,11 @@ def _check_shapes(p: Pipeline) -> None:
         raise CheckpointError(f"checkpoint: state is {p.state.shape}, the topology needs ({s}, {m})")
     if p.missing_run.shape != (s,):
         raise CheckpointError(f"checkpoint: missing_run has shape {p.missing_run.shape}, expected ({s},)")
-    for name, a in p.state.to_arrays().items():
-        if a.shape[:2] != (s, m):
-            raise CheckpointError(f"checkpoint: state.{name} has shape {a.shape}, expected ({s}, {m}, ...)")
+    for st in (p.state, p.cstate):
+        st.check_shapes()
     depth = p.cfg.detector.warmup_max_windows  # the warm-up buffer holds the longest warm-up
     for st in (p.state, p.cstate):
-        if st.buf.shape[2] != depth or st.w_state.shape[2] != 2 * len(p.bets):
+        if st.buf.shape[2] != depth or st.e_state.shape[2] != 2 * len(p.bets) + 1:
             raise CheckpointError("checkpoint: state depth does not match warm-up (warmup_max_windows) / bets")
     for k, acc in p.assembler._open.items():
         if acc.sums.shape != (s, m) or acc.counts.shape != (s, m) or acc.present.shape != (s,):

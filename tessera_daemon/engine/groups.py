@@ -38,9 +38,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from tessera_daemon.detect.kernels import family_a_update
+from tessera_daemon.detect.kernels import family_a_rearm, family_a_state, family_a_update
 from tessera_daemon.detect.quiet import quiet_runtime_warnings
 from tessera_daemon.detect.state import DetectorState
+from tessera_daemon.engine.group_tree import containment
 from tessera_daemon.model import Topology
 
 KIND_ORDER = ("host", "nvlink_domain", "psu", "rack", "cooling_zone")
@@ -73,34 +74,46 @@ class GroupDetector:
         bets: npt.NDArray[np.float64],
         warmup: int,
         halflife: float,
+        previous: GroupDetector | None = None,
+        old_row: npt.NDArray[np.int64] | None = None,
     ) -> None:
-        members = topology.members()
-        cohort_size: dict[str, int] = {}
-        for s in topology.shards:
-            c = topology.cohort_of(s)
-            cohort_size[c] = cohort_size.get(c, 0) + 1
+        """``previous`` and ``old_row`` (each new shard row's row before a topology change, -1: new):
+        groups whose members are unchanged keep the variance they learnt (as a re-seed would give it;
+        their evidence starts afresh like every group's), so they need no member buffers."""
+        members = topology.members()  # cached by the topology
+        cohort_name = [topology.cohort_of(s) for s in topology.shards]
+        cohort_names = sorted(set(cohort_name))
+        cidx = {c: i for i, c in enumerate(cohort_names)}
+        cohort_of_shard = {s: cidx[c] for s, c in zip(topology.shards, cohort_name, strict=True)}
+        cohort_size = np.bincount([cidx[c] for c in cohort_name], minlength=len(cohort_names))
 
-        def peer_group(gid: str) -> bool:
-            """Peer residuals are centred on the cohort median, so a group holding more than half of a
-            cohort sums to about zero by construction: it cannot be compared with its peers."""
-            inside: dict[str, int] = {}
-            for s in members[gid]:
-                c = topology.cohort_of(s)
-                inside[c] = inside.get(c, 0) + 1
-            return all(k <= cohort_size[c] / 2 for c, k in inside.items())
+        # Peer residuals are centred on the cohort median, so a group holding more than half of a cohort
+        # sums to about zero by construction: it cannot be compared with its peers. One pass over all
+        # (group, member) pairs: count each group's members per cohort, flag any count above half.
+        cand = [g for g in members if topology.nodes[g].kind in kinds]
+        if cand:
+            sizes = np.array([len(members[g]) for g in cand], np.int64)
+            gidx = np.repeat(np.arange(len(cand), dtype=np.int64), sizes)
+            cflat = np.fromiter((cohort_of_shard[s] for g in cand for s in members[g]), np.int64, int(sizes.sum()))
+            pair, counts = np.unique(gidx * max(1, len(cohort_names)) + cflat, return_counts=True)
+            over = counts > cohort_size[pair % max(1, len(cohort_names))] / 2
+            bad = np.zeros(len(cand), np.bool_)
+            bad[pair[over] // max(1, len(cohort_names))] = True
+            peer = [g for g, b in zip(cand, bad.tolist(), strict=True) if not b]
+        else:
+            peer = []
 
-        seen: set[frozenset[str]] = set()
+        seen: set[bytes] = set()
         order = {k: i for i, k in enumerate(KIND_ORDER)}
-        groups = sorted(
-            (g for g in members if topology.nodes[g].kind in kinds and peer_group(g)),
-            key=lambda g: (len(members[g]), order.get(topology.nodes[g].kind, 99), g),
-        )
+        groups = sorted(peer, key=lambda g: (len(members[g]), order.get(topology.nodes[g].kind, 99), g))
         self.ids: list[str] = []
         self.kinds: list[str] = []
         rows: list[npt.NDArray[np.int64]] = []
         for gid in groups:
-            key = frozenset(members[gid])
-            r = np.array(sorted(shard_row[s] for s in members[gid] if s in shard_row), np.int64)
+            r = np.fromiter((shard_row[s] for s in members[gid] if s in shard_row), np.int64)
+            if r.size > 1 and (r[1:] <= r[:-1]).any():  # members come sorted by id, rows usually follow
+                r = np.sort(r)
+            key = r.tobytes()  # the same member set is the same sorted rows
             if key in seen or r.size < 2:
                 continue
             seen.add(key)
@@ -111,13 +124,7 @@ class GroupDetector:
         self.index = {g: i for i, g in enumerate(self.ids)}
         self.flat = np.concatenate(rows) if rows else np.zeros(0, np.int64)
         self.starts = np.cumsum([0] + [r.size for r in rows[:-1]]).astype(np.int64) if rows else np.zeros(0, np.int64)
-        sets = [set(r.tolist()) for r in rows]
-        self.children: list[list[int]] = []
-        for i, si in enumerate(sets):
-            subs = [j for j, sj in enumerate(sets) if j != i and sj < si]
-            self.children.append([j for j in subs if not any(sets[j] < sets[k] for k in subs if k != j)])
-        self.parents = [[j for j, sj in enumerate(sets) if j != i and si < sj] for i, si in enumerate(sets)]
-        self.descendants = [[j for j, sj in enumerate(sets) if j != i and sj < si] for i, si in enumerate(sets)]
+        self.parents, self.children, self.descendants = containment(rows)
         g, m, k = len(self.ids), n_metrics, len(bets) + len(GROUP_BET_EXTRA)
         self.bets = np.concatenate([bets, bets.max() * np.asarray(GROUP_BET_EXTRA)])
         self.warmup = warmup
@@ -125,7 +132,11 @@ class GroupDetector:
         self.var = np.ones((g, m))
         self.n = np.zeros((g, m), np.int64)
         self.ready = np.zeros((g, m), np.bool_)  # variance known: seeded, or online warm-up done
-        self.w_state = np.zeros((g, m, 2 * k))
+        # warm members counted at the last seeding attempt (-1: none): a (group, metric) is tried again
+        # only when that count changes, since a warm member's buffer does not (``seed``)
+        self.seed_tried = np.full((g, m), -1, np.int64)
+        self.size = np.array([r.size for r in rows], np.int64)
+        self.e_state = family_a_state((g, m), k)
         self.run_start = np.zeros((g, m), np.int64)
         self.log_m = np.zeros((g, m))
         self.side = np.zeros((g, m), np.int64)
@@ -137,42 +148,78 @@ class GroupDetector:
         self.wander = np.full((len(self.kind_names), m), np.nan)  # [kinds, M] typical wander (units)
         self.level2 = np.zeros((g, m))  # [G, M] slow mean of (group level^2 - member noise)
         self.wander_obs = np.zeros((g, m), np.int64)
+        if previous is not None and old_row is not None and previous.var.shape[1] == m:
+            self._carry(previous, old_row)
+
+    def _carry(self, previous: GroupDetector, old_row: npt.NDArray[np.int64]) -> None:
+        """Take the learnt variance of every group with the same id and the same members from ``previous``."""
+        for gi, gid in enumerate(self.ids):
+            oi = previous.index.get(gid)
+            if oi is None or previous.rows[oi].size != self.rows[gi].size:
+                continue
+            mapped = np.sort(old_row[self.rows[gi]])
+            if mapped[0] < 0 or not np.array_equal(mapped, previous.rows[oi]):
+                continue
+            self.var[gi] = previous.var[oi]
+            self.n[gi] = previous.n[oi]
+            self.ready[gi] = previous.ready[oi]
+            self.seed_tried[gi] = previous.seed_tried[oi]
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def seed(self, state: DetectorState, clip: float) -> int:
-        """Seed the variance of groups once half their members have finished warm-up, from their buffers.
+        """Seed the variance of groups once half their members have finished warm-up, from their buffers;
+        then give back the warm-up buffers no group needs any more (:meth:`DetectorState.release`).
 
-        For each (group, metric) not yet ready with at least half of its members warm:
-        the members' buffered deviations are whitened exactly as live ones are (offset, phi, scale),
-        winsorised, pooled window by window into z_g, and the group's variance is the mean of z_g^2
-        over the buffered windows (floored). Returns the number of (group, metric) pairs seeded.
+        For each (group, metric) not yet ready with at least half of its members warm (and holding
+        their buffers), and more of them than at its last attempt (one vectorised count per window,
+        Python only where it changed): the members' buffered deviations are whitened exactly as live
+        ones are (offset, phi, scale), winsorised, pooled window by window into z_g, and the group's
+        variance is the mean of z_g^2 over the buffered windows (floored). Returns the number of
+        (group, metric) pairs seeded.
         """
-        if len(self.ids) == 0 or state.shape[0] == 0 or self.ready.all():
-            return 0
-        warm = state.warm()
-        seeded = 0
-        for gi in np.nonzero(~self.ready.all(axis=1))[0]:
-            rows = self.rows[gi]
-            for j in np.nonzero(~self.ready[gi])[0]:
-                w_rows = rows[warm[rows, j]]
-                if w_rows.size < max(2, (rows.size + 1) // 2):
-                    continue  # too few members warm yet (the others join the pool when they are)
-                e = state.buf[w_rows, j, :].astype(np.float64) - state.offset[w_rows, j][:, None]
-                u = e[:, 1:] - state.phi[w_rows, j][:, None] * e[:, :-1]
-                wv = np.clip(u / state.scale[w_rows, j][:, None], -clip, clip)
-                obs = ~np.isnan(wv)
-                cnt = obs.sum(axis=0)
-                ok = cnt >= 2
-                if ok.sum() < MIN_SEED:
-                    continue
-                z = np.where(obs, wv, 0.0).sum(axis=0)[ok] / np.sqrt(cnt[ok])
-                self.var[gi, j] = max(float(np.mean(z * z)), VAR_FLOOR)
-                self.n[gi, j] = int(ok.sum())
-                self.ready[gi, j] = True
-                seeded += 1
+        seeded = self._seed(state, clip) if len(self.ids) and state.shape[0] and not self.ready.all() else 0
+        self._release(state)
         return seeded
+
+    def _seed(self, state: DetectorState, clip: float) -> int:
+        held = state.warm() & (state.buf_row >= 0)[:, None]  # [S, M] warm, buffer still held
+        n_held = np.add.reduceat(held[self.flat].astype(np.int64), self.starts, axis=0)  # [G, M]
+        need = np.maximum(2, (self.size + 1) // 2)[:, None]  # half the members (the others join when warm)
+        todo = ~self.ready & (n_held >= need) & (n_held != self.seed_tried)
+        seeded = 0
+        for gi, j in zip(*np.nonzero(todo), strict=True):
+            self.seed_tried[gi, j] = n_held[gi, j]
+            rows = self.rows[gi]
+            w_rows = rows[held[rows, j]]
+            e = state.buf[state.buf_row[w_rows], j, :].astype(np.float64) - state.offset[w_rows, j][:, None]
+            u = e[:, 1:] - state.phi[w_rows, j][:, None] * e[:, :-1]
+            wv = np.clip(u / state.scale[w_rows, j][:, None], -clip, clip)
+            obs = ~np.isnan(wv)
+            cnt = obs.sum(axis=0)
+            ok = cnt >= 2
+            if ok.sum() < MIN_SEED:
+                continue  # retried once more members are warm
+            z = np.where(obs, wv, 0.0).sum(axis=0)[ok] / np.sqrt(cnt[ok])
+            self.var[gi, j] = max(float(np.mean(z * z)), VAR_FLOOR)
+            self.n[gi, j] = int(ok.sum())
+            self.ready[gi, j] = True
+            seeded += 1
+        return seeded
+
+    def _release(self, state: DetectorState) -> None:
+        """Give back the buffer rows of shards whose every stream is warm (or never buffered) and whose
+        every group is ready. A group made to re-seed later (``relearn``, a changed topology) seeds from
+        the members still holding a buffer, or learns online (``warmup`` windows)."""
+        if not (state.buf_row >= 0).any():
+            return
+        done = (state.warm() | (state.n_warm == 0)).all(axis=1) & (state.buf_row >= 0)
+        if len(self.ids) and not self.ready.all():
+            seeding = np.repeat(~self.ready.all(axis=1), self.size)
+            done[self.flat[seeding]] = False
+        if done.any():
+            state.release(done)
 
     def pooled(
         self, w: npt.NDArray[np.float64], clip: float = math.inf
@@ -230,6 +277,7 @@ class GroupDetector:
         learn_below: float,
         per_unit: npt.NDArray[np.float64] | None = None,
         margin: npt.NDArray[np.float64] | None = None,
+        threads: int = 1,
     ) -> GroupResult:
         """One window of the pooled detectors. ``per_unit`` [S, M]: each member innovation's response to a
         unit shift of its residual ((1 - phi) / scale); with it, a group's margin also covers its kind's
@@ -245,10 +293,8 @@ class GroupDetector:
         x = np.where(warm, z / np.sqrt(self.var), np.nan)
         # practical significance scales with the group (a shift below delta_min per member is null);
         # the members' offset-estimation errors average out in z_g, so that margin does not
-        dmean = np.add.reduceat(np.nan_to_num(delta_min[self.flat]), self.starts, axis=0) / np.maximum(
-            np.add.reduceat(np.ones_like(delta_min[self.flat]), self.starts, axis=0), 1.0
-        )
-        n_mem = np.maximum(np.add.reduceat(np.ones_like(delta_min[self.flat]), self.starts, axis=0), 1.0)
+        n_mem = np.maximum(self.size.astype(np.float64), 1.0)[:, None]  # members per group
+        dmean = np.add.reduceat(np.nan_to_num(delta_min[self.flat]), self.starts, axis=0) / n_mem
         centre = np.zeros_like(dmean)  # the material / wander margin the pooled bets are centred on
         if margin is not None:
             centre = np.add.reduceat(np.nan_to_num(margin[self.flat]), self.starts, axis=0) / n_mem
@@ -271,11 +317,12 @@ class GroupDetector:
             self.bets,
             GROUP_CLIP * clip,
             window,
-            self.w_state,
+            self.e_state,
             self.run_start,
             self.log_m,
             self.side,
             margin=centre * root_n / np.sqrt(self.var),
+            threads=threads,
         )
         if self.halflife > 0:
             # cumulative during the group's warm-up, then the slow exponential follow, as for shards:
@@ -329,15 +376,15 @@ class GroupDetector:
         """Members re-learn their baselines (an announced event ended): every group holding one of them
         forgets its evidence and variance and re-seeds once half its members are warm again, so
         evidence gathered while the event moved them never outlives it."""
-        hit = np.zeros(self.var.shape[0], np.bool_)
-        wanted = set(rows.tolist())
-        for gi, r in enumerate(self.rows):
-            hit[gi] = not wanted.isdisjoint(r.tolist())
-        self.w_state[hit] = 0.0
+        if self.var.shape[0] == 0:
+            return
+        hit = np.add.reduceat(np.isin(self.flat, rows).astype(np.int64), self.starts) > 0
+        family_a_rearm(self.e_state, hit)
         self.log_m[hit] = 0.0
         self.var[hit] = 1.0
         self.n[hit] = 0
         self.ready[hit] = False
+        self.seed_tried[hit] = -1
         self.last_z[hit] = np.nan
         self.last_x[hit] = np.nan
 
@@ -348,5 +395,5 @@ class GroupDetector:
             self.rearm(c, j)
 
     def rearm(self, gi: int, j: int) -> None:
-        self.w_state[gi, j] = 0.0
+        family_a_rearm(self.e_state, (gi, j))
         self.log_m[gi, j] = 0.0

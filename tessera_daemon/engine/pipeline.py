@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tessera_daemon.config import Config
-from tessera_daemon.detect.kernels import family_a_update
+from tessera_daemon.detect.kernels import family_a_update, resolve_threads
 from tessera_daemon.detect.quiet import quiet_runtime_warnings
 from tessera_daemon.detect.residuals import ResidualOut, ResidualParams, residual_step
 from tessera_daemon.detect.state import DetectorState
@@ -174,7 +174,8 @@ class Pipeline:
         self.host_of = _hosts(topology, shards)
         self.shards = shards
         self.row = {s: i for i, s in enumerate(shards)}
-        cohorts = sorted({topology.cohort_of(s) for s in shards})
+        cohort_names = [topology.cohort_of(s) for s in shards]  # once: 100k shards x cohorts was seconds
+        cohorts = sorted(set(cohort_names))
         old_c = {c: i for i, c in enumerate(self.cohorts)}
         self.cstate = self.cstate.take(np.array([old_c.get(c, -1) for c in cohorts], np.int64))
         self.cohorts = cohorts
@@ -182,8 +183,10 @@ class Pipeline:
         self.cohort_ring = np.zeros((0, 0, 0))  # [C, M, depth] recent cohort centres (``_cohort_step``)
         self.cohort_ring_at = 0
         cidx = {c: i for i, c in enumerate(cohorts)}
-        self._cohort_members = {c: [s for s in shards if topology.cohort_of(s) == c] for c in cohorts}
-        self.cohort_of = np.array([cidx[topology.cohort_of(s)] for s in shards], np.int64)
+        self._cohort_members: dict[str, list[str]] = {c: [] for c in cohorts}
+        for s, c in zip(shards, cohort_names, strict=True):
+            self._cohort_members[c].append(s)
+        self.cohort_of = np.array([cidx[c] for c in cohort_names], np.int64)
         self.assembler.set_shards(shards)
         if hasattr(self, "events"):
             self.events.set_topology(topology)
@@ -196,6 +199,8 @@ class Pipeline:
             self.bets,
             d.warmup_windows,
             d.baseline_halflife_windows,
+            previous=getattr(self, "groups", None),
+            old_row=rows,
         )
         self._groups_of_row: dict[int, list[int]] = {}
         for gi, rows in enumerate(self.groups.rows):
@@ -207,6 +212,11 @@ class Pipeline:
             (len(shards) + len(self.groups) + len(cohorts)) * len(self.metrics)
             + len(shards) * self.families.n_streams_per_shard,
         )
+
+    @property
+    def kernel_threads(self) -> int:
+        """Threads of the Family A kernel (``detector.threads`` resolved against the usable cores)."""
+        return resolve_threads(self.cfg.detector.threads)
 
     @property
     def window_length_s(self) -> float:
@@ -318,11 +328,12 @@ class Pipeline:
             self.bets,
             self.cfg.detector.clip_sigma,
             win.index,
-            st.w_state,
+            st.e_state,
             st.run_start,
             st.log_m,
             st.side,
             margin=res.margin,
+            threads=self.kernel_threads,
         )
 
         views = self.families.update(
@@ -353,6 +364,7 @@ class Pipeline:
             self.cfg.detector.learn_below_log,
             per_unit=per_unit,
             margin=res.margin,
+            threads=self.kernel_threads,
         )
         shard_cross = self._selection(st, stale, thr)
         if self.cfg.detector.selection == "e-d-bh" and len(self.groups):
@@ -846,7 +858,7 @@ class Pipeline:
             self.bets,
             self.cfg.detector.clip_sigma,
             win.index,
-            cs.w_state,
+            cs.e_state,
             cs.run_start,
             cs.log_m,
             cs.side,

@@ -220,7 +220,7 @@ def take_snapshot(p: Pipeline, previous: PipelineSnapshot | None = None) -> Pipe
         phi=frozen_array(st.phi, np.float64),
         scale=frozen_array(st.scale, np.float64),
         n_warm=frozen_array(st.n_warm, np.int64),
-        depth=int(st.buf.shape[2]) if st.buf.ndim == 3 else 0,
+        depth=st.depth,
         missing_run=frozen_array(p.missing_run, np.int64),
     )
     stats = window_stats(p)

@@ -34,7 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tessera_daemon.config import Config
-from tessera_daemon.detect.kernels import family_a_update
+from tessera_daemon.detect.kernels import family_a_state, family_a_update
 from tessera_daemon.detect.residuals import ResidualParams, residual_step
 from tessera_daemon.detect.state import DetectorState
 
@@ -81,7 +81,7 @@ def oracle_ville(x: F64, s: OurSettings) -> F64:
     n, n_w = x.shape
     bets = np.asarray(s.bets, np.float64)
     k = len(bets)
-    w_state = np.zeros((n, 1, 2 * k))
+    e_state = family_a_state((n, 1), k)
     run_start = np.zeros((n, 1), np.int64)
     log_m = np.zeros((n, 1))
     side = np.zeros((n, 1), np.int64)
@@ -90,7 +90,7 @@ def oracle_ville(x: F64, s: OurSettings) -> F64:
     out = np.empty((n, n_w))
     for w in range(n_w):
         xw = np.ascontiguousarray(x[:, w : w + 1])
-        family_a_update(xw, delta, v, bets, s.clip, w, w_state, run_start, log_m, side, floor=VILLE_FLOOR)
+        family_a_update(xw, delta, v, bets, s.clip, w, e_state, run_start, log_m, side, floor=VILLE_FLOOR)
         out[:, w] = log_m[:, 0]
     return out
 
@@ -133,7 +133,7 @@ def _residual_ville(x: F64, s: OurSettings, *, centre_zero: bool, test_from: int
     cusum = np.empty((n_s, n_c, n_w))
     warm_at = np.full((n_s, n_c), -1, np.int64)
     started = np.zeros((n_s, n_c))  # tests started so far (windows with an innovation since ``start``)
-    st.w_state[:] = -math.inf
+    st.e_state[:] = family_a_state((n_s, n_c), len(bets), -math.inf)
     for w in range(n_w):
         xw = np.ascontiguousarray(x[:, :, w])
         frozen = gate.log_m >= s.learn_below_log
@@ -147,7 +147,7 @@ def _residual_ville(x: F64, s: OurSettings, *, centre_zero: bool, test_from: int
                 bets,
                 s.clip,
                 w,
-                st.w_state,
+                st.e_state,
                 st.run_start,
                 st.log_m,
                 st.side,
@@ -165,7 +165,7 @@ def _residual_ville(x: F64, s: OurSettings, *, centre_zero: bool, test_from: int
             bets,
             s.clip,
             w,
-            gate.w_state,
+            gate.e_state,
             gate.run_start,
             gate.log_m,
             gate.side,

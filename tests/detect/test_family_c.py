@@ -176,7 +176,7 @@ def test_small_consistent_shift_is_found_faster_than_by_family_a() -> None:
     delta, v = np.full((s, m), 0.1), np.full((s, m), 1.2)
     st_c = _state(s, m)
     st_a: tuple[F64, I64, F64, I64] = (
-        np.zeros((s, m, 2 * K)),
+        kernels.family_a_state((s, m), K),
         np.zeros((s, m), np.int64),
         np.zeros((s, m)),
         np.zeros((s, m), np.int64),

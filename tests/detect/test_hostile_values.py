@@ -158,7 +158,7 @@ def test_family_a_and_families_c_d_e_stay_finite_under_hostile_standardised_resi
             w[0] = HOSTILE[t % len(HOSTILE)]
             w[1, t % m] = HOSTILE[(t + 3) % len(HOSTILE)]
         delta, v = np.full((s, m), 0.1), np.full((s, m), 1.2)
-        family_a_update(w, delta, v, bets, 4.0, t, st.w_state, st.run_start, st.log_m, st.side)
+        family_a_update(w, delta, v, bets, 4.0, t, st.e_state, st.run_start, st.log_m, st.side)
         fam.update(w, delta, v, cohort, 1, 4.0, t)
         trace.append(np.concatenate([st.log_m[:2].ravel(), fam.c[5][:2], fam.d[4][:2].ravel(), fam.e[2][:2]]))
     assert no_infinity(fam) == [] and no_infinity(st) == []
