@@ -44,6 +44,8 @@ check: lint typecheck
 bench: $(STAMP)
 	$(PY) bench/detector.py
 	$(PY) bench/transport.py
+	$(PY) bench/replay.py
+	$(PY) bench/scale.py
 
 ## dist: build the sdist and the wheel (with the alert rules, dashboards, deploy files and examples) into dist/
 dist: $(STAMP)

@@ -531,6 +531,65 @@ class FrameBlock(Sequence[Frame]):
             )
         return cls(shards, ts, list(first.names), values, absent, first.counters, xids, lost)
 
+    @classmethod
+    def from_frames(cls, frames: Sequence[Frame]) -> FrameBlock:
+        """The block of ``frames`` (in order): the object path's boundary into the array path. Metric
+        names in order of first appearance; a null or non-finite value is NaN (neither is a sample);
+        ``absent`` marks a name a frame does not carry. One shared counter set when every frame has the
+        same, else one per frame."""
+        if isinstance(frames, FrameBlock):
+            return frames
+        n = len(frames)
+        col: dict[str, int] = {}
+        layout: tuple[str, ...] | None = None
+        same = True
+        for f in frames:
+            keys = tuple(f.metrics)
+            if keys != layout:
+                if layout is not None:
+                    same = False
+                layout = keys
+                for k in keys:
+                    col.setdefault(k, len(col))
+        names = list(col)
+        absent: np.ndarray | None = None
+        if same and n:
+            values = np.array([list(f.metrics.values()) for f in frames], np.float64).reshape(n, len(names))
+        else:
+            nan = math.nan
+            values = np.array([[f.metrics.get(k, nan) for k in names] for f in frames], np.float64)
+            values = values.reshape(n, len(names))
+            absent = np.array([[k not in f.metrics for k in names] for f in frames], np.bool_).reshape(values.shape)
+            if not absent.any():
+                absent = None
+        if not np.isfinite(values).all():
+            values[~np.isfinite(values)] = np.nan
+        first = frames[0].counters if n else frozenset()
+        counters: frozenset[str] | list[frozenset[str]] = first
+        if any(f.counters != first for f in frames):
+            counters = [f.counters for f in frames]
+        xids = {i: f.xid for i, f in enumerate(frames) if f.xid}
+        lost = {i for i, f in enumerate(frames) if f.lost}
+        ts = np.array([f.ts for f in frames], np.float64)
+        return cls([f.shard for f in frames], ts, names, values, absent, counters, xids, lost)
+
+    def take(self, start: int, stop: int) -> FrameBlock:
+        """The frames ``start:stop`` as a block of their own (frame indices of ``xids`` and ``lost`` shifted)."""
+        n = len(self.shards)
+        start, stop = max(0, min(start, n)), max(0, min(stop, n))
+        stop = max(start, stop)
+        c = self.counters
+        return FrameBlock(
+            self.shards[start:stop],
+            self.ts[start:stop],
+            self.names,
+            self.values[start:stop],
+            None if self.absent is None else self.absent[start:stop],
+            c if isinstance(c, frozenset) else c[start:stop],
+            {i - start: x for i, x in self.xids.items() if start <= i < stop},
+            {i - start for i in self.lost if start <= i < stop},
+        )
+
     @property
     def n_values(self) -> int:
         """Values carried, nulls included (what the frames' metric maps hold), without building frames."""

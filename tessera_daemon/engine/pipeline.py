@@ -255,11 +255,9 @@ class Pipeline:
     # ------------------------------------------------------------------------------ ingest
 
     def ingest(self, frames: Iterable[Frame]) -> None:
-        if isinstance(frames, FrameBlock):  # a decoded host entry: its arrays, no Frame objects
-            self.assembler.add_block(frames)
-            return
-        for f in frames:
-            self.assembler.add(f)
+        """Frames into the window assembler: a :class:`FrameBlock` as it is, anything else converted to
+        one block at this boundary (``WindowAssembler.add_frames``)."""
+        self.assembler.add_frames(frames if isinstance(frames, FrameBlock) else list(frames))
 
     def advance(self, watermark: float | None = None) -> list[WindowResult]:
         return [self.process(w) for w in self.assembler.close_ready(watermark)]

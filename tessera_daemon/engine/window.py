@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 
-from tessera_daemon.engine.rates import counter_delta, counter_rate
+from tessera_daemon.engine.rates import WRAP_WIDTHS, WRAP_ZONE, counter_delta, counter_rate
 from tessera_daemon.model import Frame, FrameBlock
 
 MAX_GAP_WINDOWS = 10_000  # a watermark jump larger than this skips empty windows instead of emitting them
@@ -66,6 +67,21 @@ def snap_length(seconds: float) -> float:
     return min(NICE_LENGTHS, key=lambda n: abs(math.log(n / seconds)))
 
 
+def _deltas(prev: npt.NDArray[np.float64], cur: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """:func:`counter_delta` elementwise, the same float operations: NaN where it gives None (a reset)."""
+    d = cur - prev
+    down = cur < prev
+    if down.any():
+        p, c = prev[down], cur[down]
+        got = np.full(p.shape, np.nan)
+        for bits in reversed(WRAP_WIDTHS):  # the narrowest width that fits wins, as in counter_delta
+            top = float(2**bits)
+            fits = (WRAP_ZONE * top < p) & (p < top * (1 + 1e-9)) & (c < top)
+            got = np.where(fits, (top - p) + c, got)
+        d[down] = got
+    return d
+
+
 class CadenceProbe:
     """Per-shard sample intervals (event time), kept short: the median cadence of the fleet."""
 
@@ -73,6 +89,7 @@ class CadenceProbe:
         self.keep = keep
         self.last: dict[str, float] = {}
         self.intervals: dict[str, list[float]] = {}
+        self.n_ready = 0  # shards with PROBE_INTERVALS intervals (a list never shrinks below ``keep``)
 
     def observe(self, shard: str, ts: float) -> None:
         prev = self.last.get(shard)
@@ -81,13 +98,19 @@ class CadenceProbe:
         if prev is not None and ts > prev:
             iv = self.intervals.setdefault(shard, [])
             iv.append(ts - prev)
+            if len(iv) == PROBE_INTERVALS:
+                self.n_ready += 1
             if len(iv) > self.keep:
                 del iv[0]
 
     def ready(self, min_intervals: int = PROBE_INTERVALS) -> bool:
+        """Half the shards seen (at least one) have ``min_intervals`` intervals; O(1) for the default."""
         if not self.last:
             return False
-        n_ok = sum(1 for v in self.intervals.values() if len(v) >= min_intervals)
+        if min_intervals == PROBE_INTERVALS and self.keep >= PROBE_INTERVALS:
+            n_ok = self.n_ready
+        else:
+            n_ok = sum(1 for v in self.intervals.values() if len(v) >= min_intervals)
         return n_ok >= max(1, len(self.last) // 2)
 
     def median_s(self) -> float:
@@ -145,14 +168,19 @@ class WindowAssembler:
         self.length_s = AUTO_FALLBACK_S if self.auto else float(length_s)  # type: ignore[arg-type]
         self.resolved = not self.auto
         self.probe = CadenceProbe()
-        self._held: list[Frame | FrameBlock] = []
+        self._held: list[FrameBlock] = []
         self._held_frames = 0
         self._held_first = math.inf
         self.grace_s = grace_s
         self.ecc_counter = ecc_counter
         self.stats = AssemblerStats()
         self._open: dict[int, _Acc] = {}
-        self._last_counter: dict[tuple[str, str], tuple[float, float]] = {}
+        # counter samples for rates: the last value and time per [row, counter] (NaN time: none yet),
+        # counters numbered in order of first use; a shard leaving the topology parks its row
+        self._cnt_col: dict[str, int] = {}
+        self._cnt_v: npt.NDArray[np.float64] = np.empty((0, 0))
+        self._cnt_t: npt.NDArray[np.float64] = np.empty((0, 0))
+        self._cnt_parked: dict[str, tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]] = {}
         self.last_closed: int | None = None
         self.watermark = -math.inf
         # future-skew guard (live modes only: replay leaves it at inf): a frame more than ``max_future_s``
@@ -164,7 +192,8 @@ class WindowAssembler:
         self.set_shards(shards)
 
     def set_shards(self, shards: list[str]) -> None:
-        """Re-index (topology changed). Open windows are re-mapped by shard id."""
+        """Re-index (topology changed). Open windows and counter samples are re-mapped by shard id; a
+        shard that leaves keeps its counter samples (parked) in case it comes back."""
         old_rows = getattr(self, "_row", {})
         self.shards = list(shards)
         self._row = {s: i for i, s in enumerate(self.shards)}
@@ -176,6 +205,36 @@ class WindowAssembler:
                     fresh.sums[j], fresh.counts[j], fresh.present[j] = acc.sums[i], acc.counts[i], acc.present[i]
             fresh.xids, fresh.ecc, fresh.lost, fresh.n_frames = acc.xids, acc.ecc, acc.lost, acc.n_frames
             self._open[k] = fresh
+        self._remap_counters(old_rows)
+
+    def _remap_counters(self, old_rows: dict[str, int]) -> None:
+        c = len(self._cnt_col)
+        old_v, old_t = self._cnt_v, self._cnt_t
+        v = np.full((len(self.shards), c), np.nan)
+        t = np.full((len(self.shards), c), np.nan)
+        parked = self._cnt_parked
+        for s, i in old_rows.items():
+            j = self._row.get(s)
+            if j is not None:
+                v[j], t[j] = old_v[i], old_t[i]
+            elif not np.isnan(old_t[i]).all():
+                parked[s] = (old_v[i].copy(), old_t[i].copy())
+        if parked:
+            for s in [s for s in parked if s in self._row]:
+                pv, pt = parked.pop(s)
+                j = self._row[s]
+                v[j, : pv.size], t[j, : pt.size] = pv, pt
+        self._cnt_v, self._cnt_t = v, t
+
+    def _counter_id(self, name: str) -> int:
+        """The counter-state column of ``name`` (a new column of "no sample yet" on first use)."""
+        c = self._cnt_col.get(name)
+        if c is None:
+            c = self._cnt_col[name] = len(self._cnt_col)
+            pad = np.full((len(self.shards), 1), np.nan)
+            self._cnt_v = np.hstack([self._cnt_v.reshape(len(self.shards), -1), pad])
+            self._cnt_t = np.hstack([self._cnt_t.reshape(len(self.shards), -1), pad])
+        return c
 
     def _new_acc(self) -> _Acc:
         s, m = len(self.shards), len(self.metrics)
@@ -183,17 +242,6 @@ class WindowAssembler:
 
     def window_of(self, ts: float) -> int:
         return math.floor(ts / self.length_s)
-
-    def _hold(self, item: Frame | FrameBlock, n: int, ts_min: float, ts_max: float) -> bool:
-        """While the auto length is unknown: keep ``item``; True when it was kept (not added yet)."""
-        if self.resolved:
-            return False
-        self._held.append(item)
-        self._held_frames += n
-        self._held_first = min(self._held_first, ts_min)
-        if self.probe.ready() or self._held_frames >= PROBE_MAX_FRAMES or ts_max - self._held_first >= PROBE_MAX_S:
-            self.resolve(snap_length(self.probe.median_s()))
-        return True
 
     def _drop_future(self, block: FrameBlock, valid: npt.NDArray[np.bool_], n_known: int) -> int:
         """Quarantine the frames of ``block`` too far ahead of the receiver's clock (``valid`` updated in
@@ -206,11 +254,27 @@ class WindowAssembler:
         valid &= ~ahead
         return int(np.count_nonzero(valid))
 
-    def _hold_block(self, block: FrameBlock) -> bool:
-        for s_id, t in zip(block.shards, block.ts.tolist(), strict=True):
-            if s_id in self._row:
-                self.probe.observe(s_id, t)
-        return self._hold(block, len(block.shards), float(block.ts.min()), float(block.ts.max()))
+    def _hold_block(self, block: FrameBlock) -> None:
+        """While the auto length is unknown: hold the frames of ``block`` up to the one after which the
+        length is known (frame by frame, exactly where adding its frames one at a time would resolve
+        it: the cadence probe, :data:`PROBE_MAX_FRAMES`, :data:`PROBE_MAX_S`); then add what was held
+        and the rest of the block."""
+        shards, tss = block.shards, block.ts.tolist()
+        known, probe = self._row, self.probe
+        n = len(shards)
+        for i in range(n):
+            t = tss[i]
+            if shards[i] in known:
+                probe.observe(shards[i], t)
+            self._held_frames += 1
+            self._held_first = min(self._held_first, t)
+            if probe.ready() or self._held_frames >= PROBE_MAX_FRAMES or t - self._held_first >= PROBE_MAX_S:
+                self._held.append(block if i == n - 1 else block.take(0, i + 1))
+                self.resolve(snap_length(probe.median_s()))
+                if i + 1 < n:
+                    self.add_block(block.take(i + 1, n))
+                return
+        self._held.append(block)
 
     def resolve(self, length_s: float) -> None:
         """Fix the window length (auto) and add what was held while it was unknown."""
@@ -219,65 +283,37 @@ class WindowAssembler:
         self.length_s = float(length_s)
         self.resolved = True
         held, self._held, self._held_frames = self._held, [], 0
-        for item in held:
-            if isinstance(item, FrameBlock):
-                self.add_block(item)
-            else:
-                self.add(item)
+        for block in held:
+            self.add_block(block)
 
     def add(self, frame: Frame) -> None:
-        if not self.resolved and frame.shard in self._row:
-            self.probe.observe(frame.shard, frame.ts)
-        if self._hold(frame, 1, frame.ts, frame.ts):
-            return
-        row = self._row.get(frame.shard)
-        if row is None:
-            self.stats.unknown_shard += 1
-            return
-        if frame.ts > self._future_limit():
-            self._quarantine(frame.shard, frame.ts)
-            return
-        k = self.window_of(frame.ts)
-        if self.last_closed is not None and k <= self.last_closed:
-            self.stats.late += 1
-            return
-        self.stats.frames += 1
-        self.watermark = max(self.watermark, frame.ts)
-        acc = self._open.get(k)
-        if acc is None:
-            acc = self._open[k] = self._new_acc()
-        acc.n_frames += 1
-        acc.present[row] = True
-        if frame.xid:
-            acc.xids.setdefault(frame.shard, []).extend(frame.xid)
-        if frame.lost:
-            acc.lost.add(frame.shard)
-            return
-        for name, raw in frame.metrics.items():
-            if raw is not None and name in frame.counters:
-                value = self._counter(frame.shard, frame.ts, name, raw, acc)
-            else:
-                value = raw
-            if value is None:
-                continue
-            j = self._col.get(name)
-            if j is not None:
-                acc.sums[row, j] += value
-                acc.counts[row, j] += 1
+        """One frame (the object path): a block of one; :meth:`add_frames` for many."""
+        self.add_block(FrameBlock.from_frames([frame]))
+
+    def add_frames(self, frames: Sequence[Frame]) -> None:
+        """Frames as a source or a file delivers them: a :class:`FrameBlock` goes in as it is, a list of
+        :class:`Frame` is converted at this boundary (:meth:`FrameBlock.from_frames`) and goes in as
+        one block. Bit for bit the result of adding the frames one by one."""
+        if isinstance(frames, FrameBlock):
+            self.add_block(frames)
+        elif frames:
+            self.add_block(FrameBlock.from_frames(frames))
 
     def add_block(self, block: FrameBlock) -> None:
-        """:meth:`add` for every frame of a block (a decoded host entry, or several concatenated with
-        :meth:`FrameBlock.concat`), reading its arrays: the per-frame bookkeeping is vectorised, the
-        values go in with one in-order ``np.add.at`` per window, and only counter values take a Python
-        step (rate / increment per (shard, counter), in frame order). Bit for bit the result of adding
-        its frames one by one: same sums (each cell receives its values in frame order), counts,
-        stats, counter state and dict orders (tests/engine/test_window.py)."""
+        """Every frame of a block (a decoded host entry, a simulator tick, a replay batch, several
+        concatenated with :meth:`FrameBlock.concat`), reading its arrays: the per-frame bookkeeping is
+        vectorised, the values go in with one in-order ``np.add.at`` per window, and counters become
+        rates / increments per [shard, counter] on arrays (:meth:`_block_counters`). Bit for bit the
+        result of adding its frames one by one in order: same sums (each cell receives its values in
+        frame order), counts, stats, counter samples and dict orders (tests/engine/test_window.py
+        checks it against a frame-by-frame reference)."""
         n = len(block.shards)
         if n == 0:
             return
         shards = block.shards
         row_get = self._row.get
-        if not self.resolved and self._hold_block(block):
+        if not self.resolved:
+            self._hold_block(block)
             return
         rows = np.fromiter((row_get(s, -1) for s in shards), np.intp, n)
         ks = np.floor(block.ts / self.length_s).astype(np.int64)  # window_of, for every frame
@@ -361,7 +397,8 @@ class WindowAssembler:
                 if counter_cols:
                     cmask = np.zeros(len(names), np.bool_)
                     cmask[counter_cols] = True
-                    sub, take = self._block_counters(block, sub, take, idx, ks, accs, np.broadcast_to(cmask, sub.shape))
+                    cm_all = np.broadcast_to(cmask, sub.shape)
+                    sub, take = self._block_counters(block, sub, take, idx, rows, ks, accs, cm_all)
         else:
             masks: dict[frozenset[str], npt.NDArray[np.bool_]] = {}
             frame_ids = range(len(block.shards)) if idx is None else idx.tolist()
@@ -373,7 +410,7 @@ class WindowAssembler:
                     row = masks[cs] = np.asarray([nm in cs for nm in names], np.bool_)
                 cm[r] = row
             if cm.any():
-                sub, take = self._block_counters(block, sub, take, idx, ks, accs, cm)
+                sub, take = self._block_counters(block, sub, take, idx, rows, ks, accs, cm)
         cols = [self._col.get(nm) for nm in names]
         known = [j for j, c in enumerate(cols) if c is not None]
         if not known:
@@ -407,43 +444,99 @@ class WindowAssembler:
         sub: npt.NDArray[np.float64],
         take: npt.NDArray[np.bool_],
         idx: npt.NDArray[np.intp] | None,
+        rows: npt.NDArray[np.intp],
         ks: npt.NDArray[np.int64],
         accs: dict[int, _Acc],
         cmask: npt.NDArray[np.bool_],
     ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
-        """Counter cells (``cmask``) of the used frames ``sub``: rate / increment per (shard, counter) in
-        frame order (the order ``add`` sees them), written back as the value to add, or not taken."""
-        names, shards, tss = block.names, block.shards, block.ts
+        """Counter cells (``cmask``) of the used frames ``sub``: the rate (or, for the ECC counter, the
+        increment) since the shard's previous sample of that counter, written back as the value to add,
+        or not taken. A sample not later than the previous one is ignored (the counter only moves
+        forward); the first sample of a [shard, counter] only sets it. Vectorised per [shard, counter]
+        sequence (cells sorted by key, stable: frame order within each); a sequence with a sample out
+        of order takes the step-by-step path. Counters that are not metrics, ECC aside, are not tracked
+        (their rates would be dropped)."""
+        names, shards = block.names, block.shards
         out, took = sub.copy(), take & ~cmask
-        r_idx, j_idx = np.nonzero(cmask & take)  # row-major: frame order, then the frame's metric order
-        if r_idx.size == 0:
+        col, ecc = self._col, self.ecc_counter
+        tracked = [j for j, nm in enumerate(names) if nm in col or nm == ecc]
+        if not tracked:
             return out, took
-        frame_ids = (r_idx if idx is None else idx[r_idx]).tolist()
-        raws = sub[r_idx, j_idx].tolist()
-        tsl, kl = tss[frame_ids].tolist(), ks[frame_ids].tolist()
-        col = self._col
-        for r, j, i, raw, ts, k in zip(r_idx.tolist(), j_idx.tolist(), frame_ids, raws, tsl, kl, strict=True):
-            name = names[j]
-            v = self._counter(shards[i], ts, name, raw, accs[k])
-            if v is not None and name in col:
-                out[r, j] = v
-                took[r, j] = True
+        want = np.zeros(len(names), np.bool_)
+        want[tracked] = True
+        r_idx, j_idx = np.nonzero(cmask & take & want[None, :])  # row-major: frame order, then metric order
+        n = r_idx.size
+        if n == 0:
+            return out, took
+        cid = np.full(len(names), -1, np.int64)
+        for j in np.unique(j_idx).tolist():
+            cid[j] = self._counter_id(names[j])
+        c_n = len(self._cnt_col)
+        frame_ids = r_idx if idx is None else idx[r_idx]
+        cell_c = cid[j_idx]
+        key = rows[frame_ids].astype(np.int64) * c_n + cell_c
+        order = np.argsort(key, kind="stable")
+        sk = key[order]
+        st = block.ts[frame_ids][order]
+        sv = sub[r_idx, j_idx][order]
+        start = np.empty(n, np.bool_)
+        start[0] = True
+        np.not_equal(sk[1:], sk[:-1], out=start[1:])
+        g_r, g_c = np.divmod(sk[start], c_n)
+        last_v, last_t = self._cnt_v, self._cnt_t
+        prev_t = np.empty(n)
+        prev_v = np.empty(n)
+        prev_t[1:], prev_v[1:] = st[:-1], sv[:-1]
+        prev_t[start], prev_v[start] = last_t[g_r, g_c], last_v[g_r, g_c]
+        has = ~np.isnan(prev_t)
+        disordered = has & ~(st > prev_t)
+        ecc_c = self._cnt_col.get(ecc, -1)
+        is_ecc = (cell_c == ecc_c)[order]
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            delta = _deltas(prev_v, sv)
+            res = np.where(is_ecc, delta, delta / (st - prev_t))
+        ok = has & ~np.isnan(res)
+        end = np.empty(n, np.bool_)
+        end[-1] = True
+        end[:-1] = start[1:]
+        slow: npt.NDArray[np.bool_] | None = None
+        if disordered.any():  # whole sequences with a sample out of order go step by step
+            gid = np.cumsum(start) - 1
+            bad = np.zeros(int(gid[-1]) + 1, np.bool_)
+            bad[gid[disordered]] = True
+            slow = bad[gid]
+            end &= ~slow
+        e_r, e_c = np.divmod(sk[end], c_n)
+        last_v[e_r, e_c], last_t[e_r, e_c] = sv[end], st[end]
+        if slow is not None:
+            ecc_col = ecc_c
+            for q in np.flatnonzero(slow).tolist():
+                r, c = divmod(int(sk[q]), c_n)
+                t, v = float(st[q]), float(sv[q])
+                pt = float(last_t[r, c])
+                ok[q] = False
+                if not math.isnan(pt) and t <= pt:  # a sample not after the previous one: ignored
+                    continue
+                pv = float(last_v[r, c])
+                last_v[r, c], last_t[r, c] = v, t
+                if math.isnan(pt):  # the first sample
+                    continue
+                got = counter_delta(pv, v) if c == ecc_col else counter_rate(pv, pt, v, t)
+                if got is not None:
+                    res[q], ok[q] = got, True
+        res_f = np.empty(n)
+        ok_f = np.empty(n, np.bool_)
+        res_f[order], ok_f[order] = res, ok
+        if ecc_c >= 0:
+            inc_cells = np.flatnonzero(ok_f & (cell_c == ecc_c) & (res_f != 0.0))
+            for q in inc_cells.tolist():  # frame order: each shard's increments add up as ``add`` adds them
+                i, inc = int(frame_ids[q]), float(res_f[q])
+                acc = accs[int(ks[i])]
+                acc.ecc[shards[i]] = acc.ecc.get(shards[i], 0.0) + inc
+        keep = ok_f & np.array([nm in col for nm in names], np.bool_)[j_idx]
+        out[r_idx[keep], j_idx[keep]] = res_f[keep]
+        took[r_idx[keep], j_idx[keep]] = True
         return out, took
-
-    def _counter(self, shard: str, ts: float, name: str, value: float, acc: _Acc) -> float | None:
-        key = (shard, name)
-        prev = self._last_counter.get(key)
-        if prev is not None and ts <= prev[1]:
-            return None  # out of order or duplicate: the counter only moves forward
-        self._last_counter[key] = (value, ts)
-        if prev is None:
-            return None
-        if name == self.ecc_counter:
-            inc = counter_delta(prev[0], value)
-            if inc:
-                acc.ecc[shard] = acc.ecc.get(shard, 0.0) + inc
-            return None if name not in self._col else inc
-        return counter_rate(prev[0], prev[1], value, ts)
 
     def close_ready(self, watermark: float | None = None) -> list[WindowData]:
         """Close every window whose end + grace is at or before the watermark."""

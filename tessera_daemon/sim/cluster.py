@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from tessera_daemon.config import SimConfig
-from tessera_daemon.model import CONTRACT_VERSION, ClusterEvent, Frame, Topology
+from tessera_daemon.model import CONTRACT_VERSION, ClusterEvent, Frame, FrameBlock, Topology
 from tessera_daemon.sim.injection import FaultPlan, Injection
 from tessera_daemon.sim.metrics import (
     COUNTER_WRAP,
@@ -108,6 +108,29 @@ class ClusterSim:
         values[status.lost | ~status.reporting] = np.nan
         self.tick = t + 1
         return SimTick(ts, values, status.reporting, status.lost, status.xid)
+
+    def step_block(self) -> tuple[float, FrameBlock]:
+        """Advance one tick; the frames of the shards that reported (shard order) as one block of arrays,
+        equal frame for frame to what :meth:`step` gives, without building a :class:`Frame`."""
+        tick = self.step_arrays()
+        if tick.reporting.all():
+            shards, values = self.shard_ids, tick.values
+            pos: dict[int, int] | None = None
+            lost_rows = np.flatnonzero(tick.lost)
+        else:
+            rows = np.flatnonzero(tick.reporting)
+            shards, values = [self.shard_ids[i] for i in rows.tolist()], tick.values[rows]
+            pos = {r: k for k, r in enumerate(rows.tolist())}
+            lost_rows = np.flatnonzero(tick.lost & tick.reporting)
+        if pos is None:
+            xids = dict(tick.xid)
+            lost = set(lost_rows.tolist())
+        else:
+            xids = {pos[i]: x for i, x in tick.xid.items() if i in pos}
+            lost = {pos[i] for i in lost_rows.tolist()}
+        n = len(shards)
+        ts = np.full(n, tick.ts)
+        return tick.ts, FrameBlock(shards, ts, self.metric_names, values, None, _COUNTER_SET, xids, lost)
 
     def step(self) -> tuple[float, list[Frame]]:
         """Advance one tick; the frames of the shards that reported (shard order)."""

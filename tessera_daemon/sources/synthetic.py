@@ -1,7 +1,8 @@
 """The built-in simulated cluster as a live source: the embedded default when no source is configured.
 
 Simulated time runs ``sim.speedup`` times faster than the wall clock (1 by default), from
-``sim.start_ts`` (0: the wall clock at open). Each poll returns every simulated tick due by now.
+``sim.start_ts`` (0: the wall clock at open). Each poll returns every simulated tick due by now, as one
+:class:`~tessera_daemon.model.FrameBlock` (arrays, no per-frame objects).
 
 The ticks are generated in a worker thread (at 10k shards one costs 0.1 to 0.2 s), one poll's worth
 at a time, so the event loop keeps answering HTTP meanwhile. Generated frames wait in a queue until a
@@ -17,7 +18,7 @@ from collections import deque
 from collections.abc import Sequence
 
 from tessera_daemon.config import Config
-from tessera_daemon.model import ClusterEvent, Frame
+from tessera_daemon.model import ClusterEvent, Frame, FrameBlock
 from tessera_daemon.sources.base import TopologyPart
 
 MAX_TICKS_PER_POLL = 100_000
@@ -39,7 +40,7 @@ class SyntheticSource:
         self._resume: tuple[float, float] | None = None  # (speed, simulated ts) to slow down at
         self.finished = False
         self._lock = threading.Lock()  # one generating thread at a time
-        self._ready: deque[list[Frame]] = deque()  # generated, not yet returned by a poll
+        self._ready: deque[FrameBlock] = deque()  # generated, not yet returned by a poll
 
     @property
     def events(self) -> list[ClusterEvent]:
@@ -53,34 +54,40 @@ class SyntheticSource:
         if self._wall_start is None:
             self._wall_start = now
         await asyncio.shield(asyncio.to_thread(self._generate, now))
-        frames: list[Frame] = []
+        blocks: list[FrameBlock] = []
         while self._ready:
-            frames.extend(self._ready.popleft())
-        return frames
+            blocks.append(self._ready.popleft())
+        if not blocks:
+            return []
+        return blocks[0] if len(blocks) == 1 else FrameBlock.concat(blocks)
 
     def _generate(self, now: float) -> None:
         with self._lock:
-            self._ready.append(self._ticks(now))
+            got = self._ticks(now)
+            if isinstance(got, FrameBlock):
+                self._ready.append(got)
 
-    def _ticks(self, now: float) -> list[Frame]:
+    def _ticks(self, now: float) -> FrameBlock | list[Frame]:
         assert self._wall_start is not None
         target = self._anchor_sim + (now - self._wall_start) * self.speedup
         if self.cfg.duration_s > 0:
             target = min(target, self.start_ts + self.cfg.duration_s)
         if self._resume is not None:
             target = min(target, self._resume[1])
-        frames: list[Frame] = []
+        blocks: list[FrameBlock] = []
         for _ in range(MAX_TICKS_PER_POLL):
             if self.sim_ts + self.sim.tick_s > target + 1e-9:
                 break
-            ts, fr = self.sim.step()
+            ts, block = self.sim.step_block()
             self.sim_ts = ts
-            frames.extend(fr)
+            blocks.append(block)
         if self.cfg.duration_s > 0 and self.sim_ts + self.sim.tick_s > self.start_ts + self.cfg.duration_s:
             self.finished = True
         if self._resume is not None and self.sim_ts + self.sim.tick_s > self._resume[1] + 1e-9:
             self.set_speedup(self._resume[0], now)
-        return frames
+        if not blocks:
+            return []
+        return blocks[0] if len(blocks) == 1 else FrameBlock.concat(blocks)
 
     def set_speedup(self, speedup: float, now: float | None = None, *, until_ts: float | None = None) -> None:
         """Run simulated time at ``speedup`` from now on; with ``until_ts``, only up to that simulated

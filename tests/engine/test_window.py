@@ -3,10 +3,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 
-from tessera_daemon.engine.window import WindowAssembler
-from tessera_daemon.model import Frame
+from tessera_daemon.engine.window import WindowAssembler, WindowData
+from tessera_daemon.model import Frame, FrameBlock
 from tessera_daemon.transport.codec import decode_entry, encode_host
+from tests.window_reference import FrameByFrame, assert_same, counter_samples
 
 
 def mk(ts: float, shard: str, **metrics: float) -> Frame:
@@ -75,11 +77,15 @@ def _random_entries(rng: np.random.Generator, n: int) -> list[dict[bytes, bytes]
             if rng.random() < 0.15:
                 continue
             t = ts - (25.0 if rng.random() < 0.05 else 0.0)  # now and then a late frame
+            if rng.random() < 0.05:
+                t = ts - float(rng.uniform(0.0, 2.0))  # out of order within the open window
             metrics: dict[str, float | None] = {
                 "util": float(rng.normal()),
                 "tx_bytes": float(seq * 1000 + rng.integers(0, 500)),
                 "ecc_dbe": float(seq // 7),
                 "extra": 1.0,
+                "wrap32_bytes": float((4_000_000_000 + seq * 60_000_000) % 2**32),  # wraps every ~70 entries
+                "wrap64_bytes": float((2**64 - 2**60 + seq * 2**56) % 2**64),
             }
             if rng.random() < 0.1:
                 metrics["util"] = None
@@ -87,7 +93,10 @@ def _random_entries(rng: np.random.Generator, n: int) -> list[dict[bytes, bytes]
                 del metrics["extra"]
             if rng.random() < 0.05:
                 metrics["tx_bytes"] = 3.0  # a reset
-            counters = frozenset({"tx_bytes", "ecc_dbe"} if rng.random() < 0.9 else {"ecc_dbe"})
+            if rng.random() < 0.03:
+                metrics["ecc_dbe"] = 0.0  # an ECC counter reset
+            every = {"tx_bytes", "ecc_dbe", "wrap32_bytes", "wrap64_bytes"}
+            counters = frozenset(every if rng.random() < 0.9 else {"ecc_dbe"})
             xid = (79,) if rng.random() < 0.05 else ()
             frames.append(Frame(t, sid, metrics, counters, xid, lost=bool(rng.random() < 0.03)))
         if frames:
@@ -123,4 +132,51 @@ def test_block_ingest_equals_frame_ingest() -> None:
         np.testing.assert_array_equal(wf.values, wb.values)  # bit for bit, NaN where NaN
     assert by_frame.stats == by_block.stats
     assert by_frame.stats.late > 0 and by_frame.stats.unknown_shard > 0
-    assert by_frame._last_counter == by_block._last_counter
+    assert counter_samples(by_frame) == counter_samples(by_block)
+
+
+@pytest.mark.parametrize("seed", [3, 4, 5])
+@pytest.mark.parametrize("length_s", [5.0, None])
+def test_array_path_equals_frame_by_frame_reference(seed: int, length_s: float | None) -> None:
+    """Blocks (decoded entries, joined runs of them, and Frame lists converted at the boundary) give
+    exactly what the frame-by-frame reference gives: disorder, resets, 32- and 64-bit wraps, ECC
+    increments, lost devices, unknown shards, late frames, and the auto length resolving mid-block."""
+    rng = np.random.default_rng(seed)
+    shards, metrics = (
+        ["a", "b", "c", "d", "e"],
+        ["util", "tx_bytes", "ecc_dbe", "extra", "wrap32_bytes", "wrap64_bytes"],
+    )
+    ref = FrameByFrame(shards, metrics, length_s=length_s, grace_s=1.0)
+    blocks = WindowAssembler(shards, metrics, length_s=length_s, grace_s=1.0)
+    lists = WindowAssembler(shards, metrics, length_s=length_s, grace_s=1.0)
+    entries = [decode_entry(f).frames for f in _random_entries(rng, 600)]
+    got_r: list[WindowData] = []
+    got_b: list[WindowData] = []
+    got_l: list[WindowData] = []
+    i = 0
+    while i < len(entries):
+        n = int(rng.integers(1, 6))
+        run = entries[i : i + n]
+        i += n
+        for e in run:
+            ref.add_block(e)
+        if all(run[0].joinable(e) for e in run):
+            blocks.add_block(FrameBlock.concat(run))
+        else:
+            for e in run:
+                blocks.add_block(e)
+        lists.add_frames([f for e in run for f in e])
+        got_r += ref.close_ready()
+        got_b += blocks.close_ready()
+        got_l += lists.close_ready()
+        if rng.random() < 0.05:  # a topology change: counter samples follow their shard
+            order = list(rng.permutation(shards))
+            for a in (ref, blocks, lists):
+                a.set_shards(order)
+    got_r += ref.flush()
+    got_b += blocks.flush()
+    got_l += lists.flush()
+    assert len(got_r) > 50 and ref.stats.late > 0 and ref.stats.unknown_shard > 0
+    assert any(w.ecc_increments for w in got_r)
+    assert_same(ref, blocks, got_r, got_b)
+    assert_same(ref, lists, got_r, got_l)

@@ -74,13 +74,16 @@ async def test_faults_fire_on_exactly_their_shards_and_metrics_parse() -> None:
         await asyncio.wait_for(asyncio.shield(task), 60)
     assert saw_ready
     snap = running.status.snapshot
-    fired = [f for f in [*snap.active, *snap.recent] if f.detector == "A" and f.scope == "shard"]
+    # one incident per fault: a fault's first statistical firing holds it (Family A on the metric, or E
+    # when its multivariate novelty crosses first, which depends on where the windows fall)
+    fired = [f for f in [*snap.active, *snap.recent] if f.detector in ("A", "C", "E") and f.scope == "shard"]
     targets = {f.target for f in fired}
     assert {truth["straggler"], truth["sdc_drift"]} <= targets
     faulty = {s for f in labels for s in f["shards"]}  # the thermal rack starts at tick 1400 of 1500
     assert targets <= faulty, f"fired on healthy shards: {targets - faulty}"
     sdc = [f for f in fired if f.target == truth["sdc_drift"]]
-    assert {f.metric for f in sdc} == {"power_w"}
+    assert {f.metric for f in sdc if f.detector == "A"} <= {"power_w"}
+    assert all(f.metric is None for f in sdc if f.detector != "A")
     families = {m.name: m for m in text_string_to_metric_families(running.status.metrics_bytes.decode())}
     assert families["tessera_windows_processed"].samples[0].value >= 290
     assert "tessera_firings_opened" in families and "tessera_shard_evidence_log" in families

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from tessera_daemon.engine.window import WindowAssembler
 from tessera_daemon.errors import CodecError
-from tessera_daemon.model import Frame
+from tessera_daemon.model import Frame, FrameBlock
 from tessera_daemon.sim import ClusterSim
 from tessera_daemon.transport.codec import EntryError, decode_entry, encode_host, frame_from_json
 from tessera_daemon.transport.keys import Keys, partition_token
@@ -155,3 +155,78 @@ def test_keys_carry_hash_tags_and_safe_tokens() -> None:
     odd = partition_token("team {a}/job 1")
     assert odd.startswith("h-") and "{" not in odd and odd == partition_token("team {a}/job 1")
     assert np.all([k.lease("t").startswith("tessera:{t}"), k.checkpoint("t").startswith("tessera:{t}")])
+
+
+def _generic(data: bytes) -> tuple[str, FrameBlock] | str:
+    """The generic decoder (msgpack + checks in Python): (host, block), or the EntryError's reason."""
+    from tessera_daemon.transport.codec import _frames  # noqa: PLC0415
+
+    try:
+        obj = msgpack.unpackb(data, raw=False, strict_map_key=True, max_bin_len=1 << 28)
+        if not isinstance(obj, dict):
+            return "undecodable"
+        return _frames(obj)
+    except EntryError as exc:
+        return str(exc)
+    except Exception:
+        return "undecodable"
+
+
+def _mutations(rng: np.random.Generator) -> list[dict[str, object]]:
+    s, m = 3, 4
+    good: dict[str, object] = {
+        "h": "h0",
+        "s": ["a", "b", "c"],
+        "t": np.array([1.0, 2.0, 3.0]).tobytes(),
+        "m": ["w", "x", "y", "z"],
+        "x": rng.standard_normal(s * m).tobytes(),
+        "c": ["x"],
+        "e": [[1, [79, 13]]],
+        "l": [2],
+    }
+    odd: list[object] = [None, True, 0, -1, 3, 2**31, 2**64 - 1, 1.5, "", "q", b"", b"\x00" * 8, [], [""], [True], {}]
+    out = [good, {**good, "a": np.packbits(rng.random(s * m) < 0.3).tobytes()}, {**good, "cf": [["x"], [], ["w", "x"]]}]
+    for _ in range(400):
+        bad = dict(good)
+        key = str(rng.choice(["h", "s", "t", "m", "x", "a", "c", "cf", "e", "l", "zz"]))
+        kind = int(rng.integers(0, 4))
+        if kind == 0:
+            bad.pop(key, None)
+        elif kind == 1:
+            bad[key] = odd[int(rng.integers(0, len(odd)))]
+        elif kind == 2 and key in ("e",):
+            bad[key] = [[int(rng.integers(-1, 5)), [int(rng.integers(-2, 2**31 + 2))]]]
+        elif kind == 2 and key in ("l",):
+            bad[key] = [int(rng.integers(-1, 5))]
+        elif kind == 2 and key in ("s", "m", "c"):
+            bad[key] = [*list(bad.get(key, [])), odd[int(rng.integers(0, len(odd)))]]  # type: ignore[call-overload]
+        else:
+            bad[key] = np.array([math.nan if rng.random() < 0.5 else -1.0] * s).tobytes()
+        out.append(bad)
+    return out
+
+
+def test_typed_fast_path_accepts_and_gives_exactly_what_the_generic_path_gives() -> None:
+    """Every payload the msgspec struct accepts, the generic decoder accepts with the same block; every
+    payload the generic decoder accepts, the struct accepts (so real traffic never takes the slow path)."""
+    from tessera_daemon.transport.codec import _frames_fast  # noqa: PLC0415
+
+    rng = np.random.default_rng(5)
+    accepted = refused = 0
+    for obj in _mutations(rng):
+        data = msgpack.packb(obj, use_bin_type=True)
+        fast, slow = _frames_fast(data), _generic(data)
+        if fast is None:
+            assert isinstance(slow, str), obj
+            refused += 1
+            continue
+        assert not isinstance(slow, str), (obj, slow)
+        (h1, b1), (h2, b2) = fast, slow
+        assert h1 == h2 and b1.shards == b2.shards and b1.names == b2.names
+        for attr in ("counters", "xids", "lost"):
+            assert getattr(b1, attr) == getattr(b2, attr)
+        assert b1.ts.tobytes() == b2.ts.tobytes() and b1.values.tobytes() == b2.values.tobytes()
+        a1, a2 = b1.absent, b2.absent
+        assert (a1 is None and a2 is None) or (a1 is not None and a2 is not None and np.array_equal(a1, a2))
+        accepted += 1
+    assert accepted > 30 and refused > 150

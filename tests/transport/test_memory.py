@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import asyncio
 
-from tessera_daemon.model import Frame
+import numpy as np
+
+from tessera_daemon.model import Frame, FrameBlock
 from tessera_daemon.transport.base import Transport
 from tessera_daemon.transport.memory import MemoryTransport
 
@@ -39,3 +41,41 @@ async def test_closed_transport_counts_publishes_as_dropped() -> None:
     await t.close()
     await t.publish(frames(2))
     assert t.stats().dropped_frames == 2
+
+
+def block(n: int, start: int = 0, names: tuple[str, ...] = ("x",)) -> FrameBlock:
+    shards = [f"s{i}" for i in range(start, start + n)]
+    ts = np.arange(start, start + n, dtype=np.float64)
+    values = np.arange(start, start + n, dtype=np.float64)[:, None].repeat(len(names), axis=1)
+    return FrameBlock(shards, ts, list(names), values, None, frozenset(), {0: (79,)} if n else {}, set())
+
+
+async def test_blocks_are_handed_over_as_arrays_and_joined() -> None:
+    t = MemoryTransport(capacity=100)
+    first = block(3)
+    await t.publish(first)
+    await t.publish(frames(2, start=3))  # a Frame list: converted once, at publish
+    await t.publish(block(2, start=5))
+    await t.publish(block(2, start=7, names=("y",)))  # other metric names: a delivery of its own
+    d1, d2 = await t.receive(100, 0.1)
+    assert isinstance(d1.frames, FrameBlock) and isinstance(d2.frames, FrameBlock)
+    assert [f.shard for f in d1.frames] == [f"s{i}" for i in range(7)]
+    assert d1.frames.xids == {0: (79,), 5: (79,)}  # frame indices follow the join
+    assert d2.frames.names == ["y"] and len(d2.frames) == 2
+    assert t.stats().delivered_frames == 9 and t.stats().queued_frames == 0
+    await t.publish(first)
+    (d,) = await t.receive(100, 0.1)
+    assert d.frames is first  # a lone block goes through untouched
+
+
+async def test_receive_and_overflow_cut_blocks_at_frame_granularity() -> None:
+    t = MemoryTransport(capacity=5)
+    await t.publish(block(4))
+    await t.publish(block(3, start=4))  # 7 > 5: the two oldest frames go, inside the first block
+    assert t.stats().dropped_frames == 2 and t.stats().queued_frames == 5
+    (d,) = await t.receive(3, 0.1)
+    assert [f.shard for f in d.frames] == ["s2", "s3", "s4"]
+    assert isinstance(d.frames, FrameBlock) and d.frames.xids == {2: (79,)}  # s4 opened the second block
+    (d,) = await t.receive(3, 0.1)
+    assert [f.shard for f in d.frames] == ["s5", "s6"]
+    assert t.stats().queued_frames == 0 and t.stats().delivered_frames == 5
