@@ -121,7 +121,7 @@ async def role_agent(url: str, hosts: int, partitions: int, ticks: int) -> dict[
 async def role_worker(url: str, name: str, share: int, entries_per_partition: int) -> dict[str, float]:
     from tessera_daemon.detect.kernels import warm_up  # noqa: PLC0415
     from tessera_daemon.engine.families import warm_up as warm_up_families  # noqa: PLC0415
-    from tessera_daemon.worker import Detector  # noqa: PLC0415
+    from tessera_daemon.split.worker import Detector  # noqa: PLC0415
 
     warm_up()
     warm_up_families()

@@ -147,7 +147,7 @@ async def role_read(url: str, entries: int) -> dict[str, float]:
 async def role_worker(url: str, entries: int, group: str) -> dict[str, float]:
     from tessera_daemon.detect.kernels import warm_up  # noqa: PLC0415
     from tessera_daemon.engine.families import warm_up as warm_up_families  # noqa: PLC0415
-    from tessera_daemon.worker import Detector  # noqa: PLC0415
+    from tessera_daemon.split.worker import Detector  # noqa: PLC0415
 
     warm_up()  # every kernel compiled (or loaded from the cache) before the timed loop: A, then C/D/E
     warm_up_families()
@@ -157,7 +157,7 @@ async def role_worker(url: str, entries: int, group: str) -> dict[str, float]:
     heartbeat = asyncio.create_task(det.coordinator.run(stop))  # renews the lease, as in the worker
     while not det.parts:
         await asyncio.sleep(0.01)
-        det.adopt()
+        await det.adopt()
     t0 = time.perf_counter()
     done = 0
     while done < entries and time.perf_counter() - t0 < 600:

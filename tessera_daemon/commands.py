@@ -65,7 +65,7 @@ def cmd_demo(cfg: Config, args: argparse.Namespace) -> int:
 def _split(cfg: Config, command: str) -> int:
     """The agent / detector split over Redis Streams (``tessera_daemon.agent`` / ``.worker``)."""
     module, func = (
-        ("tessera_daemon.agent", "run_agent") if command == "agent" else ("tessera_daemon.worker", "run_detector")
+        ("tessera_daemon.agent", "run_agent") if command == "agent" else ("tessera_daemon.split.worker", "run_detector")
     )
     try:
         entry = getattr(importlib.import_module(module), func)

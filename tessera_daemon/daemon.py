@@ -1,9 +1,18 @@
 """``run(cfg)``: the all-in-one daemon. One TaskGroup, a stop Event, and a fixed shutdown order.
 
 Start-up: sources and topology, detector kernels compiled (before readiness), HTTP server, then the
-TaskGroup of supervised pollers, the detector loop and housekeeping. Signals, READY / WATCHDOG /
-STOPPING: :class:`tessera_daemon.runtime.ProcessRuntime` (SIGTERM / SIGINT only set the stop event; a
-second one forces exit). Shutdown: mark not ready, stop the pollers, let the detector
+TaskGroup of supervised pollers, the detector loop and housekeeping.
+
+Windows run off the event loop: the pipeline is touched by one worker thread only (a single-thread
+executor: ingest, windows, topology changes, event hand-over, one job at a time, in submission order),
+which publishes an immutable ``PipelineSnapshot`` after each batch; the HTTP layer, the console and
+``/metrics`` (rendered in a thread too) read snapshots only, so a scrape, ``/healthz`` or an event POST
+is answered while a window is being processed. Event POSTs are checked against a front event book on
+the loop (which answers them and ``GET /v1/events``) and handed to the window thread through a queue it
+drains before each batch, so an event lands between the same windows it would have on the loop.
+
+Signals, READY / WATCHDOG / STOPPING: :class:`tessera_daemon.runtime.ProcessRuntime` (SIGTERM / SIGINT
+only set the stop event; a second one forces exit). Shutdown: mark not ready, stop the pollers, let the detector
 drain the transport and finish the windows that can close, render /metrics a last time, stop HTTP,
 log one summary line.
 """
@@ -12,22 +21,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from aiohttp import web
 
 from tessera_daemon.config import Config
 from tessera_daemon.detect.kernels import warm_up
-from tessera_daemon.engine.events import EventRecord
+from tessera_daemon.engine.events import AddResult, EventBook, EventRecord
 from tessera_daemon.engine.families import warm_up as warm_up_families
-from tessera_daemon.engine.pipeline import Pipeline, WindowResult
+from tessera_daemon.engine.pipeline import Pipeline
 from tessera_daemon.errors import TesseraError
 from tessera_daemon.log import get_logger
-from tessera_daemon.model import Topology
-from tessera_daemon.outputs.verdict_feed import VerdictFeed, verdict_group_for_event
+from tessera_daemon.model import ClusterEvent, Topology
+from tessera_daemon.outputs.verdict_feed import VerdictFeed
 from tessera_daemon.runtime import ProcessRuntime, check_all_in_one, serve_http
 from tessera_daemon.sources import build_sources, load_static_topology, merge_topology
 from tessera_daemon.sources.base import Source
@@ -39,6 +49,7 @@ from tessera_daemon.web.console import Console
 from tessera_daemon.web.event_api import event_routes
 from tessera_daemon.web.metrics import MetricsRenderer
 from tessera_daemon.web.status import Status
+from tessera_daemon.windows import Batch, WindowWorker
 
 log = get_logger(__name__)
 
@@ -51,13 +62,26 @@ class Running:
     port: int
     stop: asyncio.Event
     sources: list[Source] = field(default_factory=list)
+    announce: Callable[[ClusterEvent, str], AddResult] | None = None  # add an event as a POST would
+
+    def add_event(self, event: ClusterEvent, source: str) -> AddResult:
+        """Announce ``event`` to the detector (checked and queued for the window thread, as a POST)."""
+        assert self.announce is not None
+        return self.announce(event, source)
 
 
-def _event_routes(cfg: Config, pipeline: Pipeline, counts: Counter[tuple[str, str]]) -> list[web.RouteDef]:
-    """POST/GET /v1/events and the DeploySignal v1 inbound route, when enabled."""
+def _event_routes(
+    cfg: Config, status: Status, front: EventBook, worker: WindowWorker, counts: Counter[tuple[str, str]]
+) -> list[web.RouteDef]:
+    """POST/GET /v1/events and the DeploySignal v1 inbound route, when enabled: checked against and
+    answered from ``front`` (on the loop), relayed to the window thread's queue."""
 
     def now() -> float:  # the daemon's event time: the end of the last processed window
-        return pipeline.table.end_ts if pipeline.windows_processed else time.time()
+        return status.snapshot.event_now(time.time())
+
+    async def relay(events: Sequence[ClusterEvent], source: str, metadata: Mapping[str, str]) -> None:
+        for ev in events:
+            worker.events.put((ev, source, dict(metadata)))
 
     def on_event(rec: EventRecord) -> None:
         log.info(
@@ -69,7 +93,7 @@ def _event_routes(cfg: Config, pipeline: Pipeline, counts: Counter[tuple[str, st
             source=rec.source,
         )
 
-    return event_routes(cfg.events, lambda: pipeline.events, now=now, on_event=on_event, counts=counts)
+    return event_routes(cfg.events, lambda: front, now=now, on_event=on_event, relay=relay, counts=counts)
 
 
 def make_sources(cfg: Config) -> tuple[list[Source], bool]:
@@ -118,7 +142,7 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
         log.info("starting sources", sources=[s.name for s in sources])
     topology = await gather_topology(sources, cfg)
     transport = MemoryTransport(cfg.transport.capacity)
-    pipeline = Pipeline(cfg, topology)
+    pipeline = await asyncio.to_thread(Pipeline, cfg, topology)  # group construction is costly at scale
     if not simulated:  # the simulator keeps its own (sped-up) clock; replay never arms the guard
         pipeline.assembler.guard_future(cfg.window.max_future_skew_s)
     t0 = time.perf_counter()
@@ -132,7 +156,10 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
         threshold_log=round(pipeline.threshold_log, 3),
     )
 
-    status = Status(cfg, pipeline, transport, {s.name: SourceHealth(s.name) for s in sources})
+    worker = WindowWorker(pipeline)  # from here on, only the window thread touches the pipeline
+    gc.freeze()  # start-up objects (topology, pipeline, simulator) leave the collector's full passes
+    front = EventBook(topology, cfg.events)  # event POSTs are checked and answered here, on the loop
+    status = Status(cfg, worker.snapshot, transport, {s.name: SourceHealth(s.name) for s in sources})
     console = Console.of(status)  # web console: history rings and live stream (web/console.py)
     if simulated and isinstance(sources[0], SyntheticSource):
         console.simulator = sources[0].sim
@@ -141,7 +168,7 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
 
     feed = VerdictFeed.from_settings(cfg.events.deploysignal, cluster=cfg.daemon.cluster)
     status.feed = feed
-    app = make_app(status, extra_routes=_event_routes(cfg, pipeline, status.event_requests))
+    app = make_app(status, extra_routes=_event_routes(cfg, status, front, worker, status.event_requests))
     runner, port = await serve_http(app, cfg)
     log.info(
         "serving",
@@ -156,22 +183,34 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
     if feed is not None:
         await feed.start()
     runtime.ready()
+
+    def announce(ev: ClusterEvent, source: str) -> AddResult:
+        res = front.add(ev, source=source)
+        if res.status in ("added", "updated"):
+            worker.events.put((ev, source, {}))
+        return res
+
     if on_running:
-        on_running(Running(status, port, stop, sources))
+        on_running(Running(status, port, stop, sources, announce))
 
     totals = {"windows": 0, "opened": 0, "resolved": 0}
     warned_cadence: list[bool] = []  # the window-shorter-than-cadence warning, logged once
     speed = cfg.sim.speedup if simulated else 1.0
 
-    def handle(results: list[WindowResult]) -> None:
+    async def handle(batch: Batch) -> None:
+        """On the loop, after the window thread finished a batch: publish its snapshots (the console
+        records each window's), log the firings, feed DeploySignal, render /metrics in a thread."""
+        status.snapshot = batch.snapshots[-1]
+        results = batch.results
+        for snap in batch.snapshots if results else ():
+            console.record(snap)
+        if results:
+            console.flush()  # the browsers' diff goes out before /metrics is rendered
+        for group in batch.verdicts:
+            if feed is not None and group.firing_family_count > 0:
+                feed.submit(group)
         for r in results:
             totals["windows"] += 1
-            for ev, _shards in r.ended_events:
-                rec = pipeline.events.get(ev.id)
-                if feed is not None and rec is not None:
-                    group = verdict_group_for_event(rec, [*pipeline.book.active(), *pipeline.book.recent])
-                    if group.firing_family_count > 0:
-                        feed.submit(group)
             renderer.window_duration.observe(r.duration_s)
             for f in r.opened:
                 totals["opened"] += 1
@@ -196,58 +235,53 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
                     window=r.index,
                     reason=f.receipt.get("resolved_reason"),
                 )
-        if results and not warned_cadence and pipeline.window_too_short():
+        snap = status.snapshot
+        if results and not warned_cadence and snap.window_too_short:
             warned_cadence.append(True)
             log.warning(
                 "window shorter than the sources' cadence: most windows hold no sample",
-                window_s=pipeline.window_length_s,
-                sample_interval_s=round(pipeline.observed_cadence_s(), 3),
+                window_s=snap.window_length_s,
+                sample_interval_s=round(snap.observed_cadence_s, 3),
                 setting="window.length_s",
                 hint='set window.length_s = "auto"',
             )
         if results:
-            renderer.render()
-
-    def advance(watermark: float | None = None) -> list[WindowResult]:
-        """``Pipeline.advance``, with the web console's history recorded after each window."""
-        out = []
-        for w in pipeline.assembler.close_ready(watermark):
-            out.append(pipeline.process(w))
-            console.record()
-        console.flush()  # the browsers' diff goes out before /metrics is rendered
-        return out
+            await renderer.render_async()
 
     async def detector_loop() -> None:
         last_frame_wall = time.monotonic()
         # event time only moves with data; if sources go quiet for longer than a window plus grace
         # (and longer than two poll intervals), close windows on the clock so staleness shows up
         while True:
-            idle_after = max(pipeline.window_length_s + cfg.window.grace_s, 2 * cfg.sources.poll_interval_s * speed)
+            snap = status.snapshot
+            idle_after = max(snap.window_length_s + cfg.window.grace_s, 2 * cfg.sources.poll_interval_s * speed)
             stopping = stop.is_set()
             deliveries = await transport.receive(cfg.transport.batch_max, 0.0 if stopping else 0.1)
-            for d in deliveries:
-                pipeline.ingest(d.frames)
             if deliveries:
                 last_frame_wall = time.monotonic()
-                handle(advance())
+                frames = [d.frames for d in deliveries]
+                await handle(await worker.run(worker.batch, frames, None))
                 await transport.ack(deliveries)
             else:
                 idle = (time.monotonic() - last_frame_wall) * speed
-                if idle > idle_after and pipeline.assembler.watermark > float("-inf"):
-                    handle(advance(pipeline.assembler.watermark + idle))
+                wm = snap.stats.watermark
+                if idle > idle_after and wm > float("-inf"):
+                    await handle(await worker.run(worker.batch, (), wm + idle))
+                elif not worker.events.empty():  # events posted while no data flows reach the book now
+                    await handle(await worker.run(worker.batch, (), None, close=False))
                 if stopping:
                     return
             if not stopping:
                 await asyncio.sleep(0)
 
     async def housekeeping() -> None:
-        interval = min(1.0, pipeline.window_length_s)
+        interval = min(1.0, status.snapshot.window_length_s)
         last_render = 0.0
         while True:
             status.beat()
             now = time.monotonic()
-            if now - last_render >= pipeline.window_length_s:
-                renderer.render()
+            if now - last_render >= status.snapshot.window_length_s:
+                await renderer.render_async()
                 last_render = now
             if simulated and isinstance(sources[0], SyntheticSource) and sources[0].finished:
                 if not stop.is_set():
@@ -258,7 +292,7 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
     async def topology_refresh() -> None:
         """Sources learn about shards over time (a GPU that comes back, a new Kubernetes node, a Slurm
         job): re-read topology every sources.topology_refresh_s and adopt it when it changed."""
-        current = pipeline.topology.content_hash()
+        current = topology.content_hash()
         while True:
             await asyncio.sleep(cfg.sources.topology_refresh_s)
             try:
@@ -268,7 +302,8 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
                 continue
             digest = fresh.content_hash()
             if digest != current and fresh.shards:
-                pipeline.set_topology(fresh)
+                await handle(await worker.run(worker.set_topology, fresh))  # groups rebuilt off the loop
+                front.set_topology(fresh)
                 current = digest
                 log.info("topology changed", shards=len(fresh.shards), hash=digest[:12])
 
@@ -309,6 +344,8 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
     finally:
         if feed is not None:
             await feed.close(cfg.events.deploysignal.feed_close_deadline_s)
+        await asyncio.to_thread(worker.close)  # the window in progress (if any) finishes first
+        status.snapshot = worker.snapshot
         renderer.render()
         with contextlib.suppress(Exception):
             await runner.cleanup()
@@ -320,8 +357,8 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
         windows=totals["windows"],
         firings_opened=totals["opened"],
         firings_resolved=totals["resolved"],
-        frames=pipeline.assembler.stats.frames,
+        frames=status.snapshot.stats.frames,
         dropped=tstats.dropped_frames,
-        active_firings=len(pipeline.book.active()),
+        active_firings=len(status.snapshot.active),
     )
     return exit_code

@@ -87,7 +87,7 @@ async def run_demo(cfg: Config, *, speed: float, fast_forward: float, open_brows
         src = next((s for s in r.sources if isinstance(s, SyntheticSource)), None)
         if src is not None and announce:  # the scenario's announced events (a firmware push), as a change calendar
             for ev in src.events:
-                res = r.status.pipeline.events.add(ev, source="simulator")
+                res = r.add_event(ev, "simulator")
                 log.info("demo: event announced", id=ev.id, kind=ev.kind, status=res.status, reason=res.reason)
         if src is not None:
             task = asyncio.get_running_loop().create_task(schedule(src))

@@ -23,7 +23,7 @@ OVER_LIMIT = {
     "engine/pipeline.py",
     "engine/window.py",
     "detect/residuals.py",
-    "worker.py",
+    "split/worker.py",
     "web/console.py",
     "sim/messy.py",
     "evaluation/messy.py",

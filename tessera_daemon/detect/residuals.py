@@ -42,13 +42,13 @@ uncorrelated stream's innovation is its own residual and needs none.
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
+from tessera_daemon.detect.quiet import quiet_runtime_warnings
 from tessera_daemon.detect.state import DetectorState
 
 if TYPE_CHECKING:
@@ -141,8 +141,7 @@ class ResidualOut:
 
 
 def _nanmedian(a: F64, axis: int) -> F64:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
+    with quiet_runtime_warnings():
         return np.asarray(np.nanmedian(a, axis=axis), dtype=np.float64)
 
 
@@ -241,13 +240,11 @@ def _innovation_scale(e: F64, phi: F64) -> tuple[F64, F64]:
     mad = MAD_TO_SD * _median(np.abs(u - u_med[:, None]))
     # quantised readings (integer degrees, 15 MHz clock bins) make most innovations 0 and the MAD tiny:
     # never winsorise below WINSOR_RMS x the plain RMS, or the scale misses the steps that are the noise
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
+    with quiet_runtime_warnings():
         rms = np.sqrt(np.nan_to_num(np.nanmean(u * u, axis=1), nan=0.0))
     cap = np.maximum(WINSOR * np.maximum(mad, 1e-12), WINSOR_RMS * rms) ** 2
     uw = np.minimum(u * u, cap[:, None])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a stream with a single window has no pair
+    with quiet_runtime_warnings():  # a stream with a single window has no pair
         m2 = np.nanmean(uw, axis=1)
         n = np.sum(~np.isnan(uw), axis=1)
         se2 = np.nanvar(uw, axis=1) / (4.0 * np.maximum(n, 1) * np.maximum(m2 * m2, 1e-300))

@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass, field
 
 from tessera_daemon.drill.scenario import JSON, PD_SUMMARY
-from tessera_daemon.engine.pipeline import Pipeline
+from tessera_daemon.engine.snapshot import PipelineSnapshot
 from tessera_daemon.model import Firing
 
 # ------------------------------------------------------------------------------------------ observations
@@ -81,13 +81,13 @@ class Observer:
     def wall_of(self, ts: float) -> float:
         return self.wall0 + (ts - self.start_ts) / self.speedup
 
-    def watch_daemon(self, pipeline: Pipeline, now: float) -> None:
-        wm = pipeline.assembler.watermark
+    def watch_daemon(self, snap: PipelineSnapshot, now: float) -> None:
+        wm = snap.stats.watermark
         if math.isfinite(wm):
             self.wall0 = min(self.wall0, now - (wm - self.start_ts) / self.speedup)
-        for f in pipeline.book.active():
+        for f in snap.active:
             self._seen(f, now)
-        for f in pipeline.book.recent:
+        for f in snap.recent:
             seen = self._seen(f, now)
             if seen.resolved_seen_wall is None:
                 seen.resolved_ts, seen.resolved_seen_wall = f.resolved_ts, now

@@ -66,7 +66,7 @@ async def _watch(
     async with aiohttp.ClientSession(timeout=timeout) as session:
         n = 0
         while (now := time.time()) < min(deadline, settle_until):
-            obs.watch_daemon(running.status.pipeline, now)
+            obs.watch_daemon(running.status.snapshot, now)
             try:
                 answer = await _get_json(session, f"{prom}/api/v1/alerts")
                 obs.watch_prometheus(answer["data"]["alerts"], time.time())

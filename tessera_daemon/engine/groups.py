@@ -33,13 +33,13 @@ each host, and without waiting for each host to cross on its own.
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 
 from tessera_daemon.detect.kernels import family_a_rearm, family_a_state, family_a_update
+from tessera_daemon.detect.quiet import quiet_runtime_warnings
 from tessera_daemon.detect.state import DetectorState
 from tessera_daemon.engine.group_tree import containment
 from tessera_daemon.model import Topology
@@ -262,8 +262,7 @@ class GroupDetector:
             if rows.sum() < 3:
                 continue  # too few groups of this kind to say what is normal between them
             known = self.wander_obs[rows] >= MIN_SEED
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # metrics with no known group yet
+            with quiet_runtime_warnings():  # metrics with no known group yet
                 med = np.nanmedian(np.where(known, g_wander[rows], np.nan), axis=0)
             self.wander[k] = np.where(known.sum(axis=0) >= 3, med, np.nan)
 

@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from tessera_daemon.config import Config
 from tessera_daemon.detect.kernels import family_a_update, resolve_threads
+from tessera_daemon.detect.quiet import quiet_runtime_warnings
 from tessera_daemon.detect.residuals import ResidualOut, ResidualParams, residual_step
 from tessera_daemon.detect.state import DetectorState
 from tessera_daemon.engine.attribution import Candidate, attribute
@@ -30,6 +30,9 @@ from tessera_daemon.engine.groups import CHILD_FRACTION, GroupDetector, GroupRes
 from tessera_daemon.engine.rules import RuleHit, evaluate_rules
 from tessera_daemon.engine.window import WindowAssembler, WindowData
 from tessera_daemon.model import ClusterEvent, Firing, Frame, FrameBlock, Topology, firing_id
+
+if TYPE_CHECKING:
+    from tessera_daemon.engine.snapshot import PipelineSnapshot
 
 V_INFLATION = 1.2  # null second-moment bound of a group's pooled z (plus estimation slack)
 FAMILY_NAMES = {"C": "multivariate", "D": "oscillation", "E": "conformal novelty"}
@@ -937,8 +940,7 @@ class Pipeline:
             return np.zeros((n_c, m), np.bool_)
         order = (np.arange(depth) + self.cohort_ring_at) % depth  # oldest first
         ring = self.cohort_ring[:, :, order]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
+        with quiet_runtime_warnings():
             old = np.nanmean(ring[:, :, :STEP_SMOOTH], axis=2)
             new = np.nanmean(ring[:, :, -STEP_SMOOTH:], axis=2)
         mat = self.params.material_units(old)
@@ -1367,3 +1369,12 @@ class Pipeline:
                 continue
             if win.index - self.book.last_hit(key) >= clear:
                 resolved.append(self.book.resolve(key, ts=win.end_ts, window=win.index, reason="cleared"))
+
+    # ------------------------------------------------------------------------------ read side
+
+    def snapshot(self, previous: PipelineSnapshot | None = None) -> PipelineSnapshot:
+        """An immutable copy of what the web layer reads (``engine/snapshot.py``); ``previous`` (this
+        pipeline's last snapshot) lends what has not changed since."""
+        from tessera_daemon.engine.snapshot import take_snapshot  # noqa: PLC0415 - snapshot imports this module
+
+        return take_snapshot(self, previous)

@@ -2,7 +2,7 @@
 
 Entry fields: ``partition`` (token), ``window`` (index of the window that produced the change),
 ``id`` (firing id), ``state`` (``open`` or ``resolved``), ``firing`` (the contract-4 JSON object as
-of that window). The detector appends them inside its window commit (see ``transport/partition.py``):
+of that window). The detector appends them inside its window commit (see ``split/partition.py``):
 exactly once with a standalone Redis, at least once under Redis Cluster (consumers dedupe by
 ``(id, state)``). :func:`read_firings` is the consumer side used by tools and tests.
 """

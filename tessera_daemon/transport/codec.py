@@ -20,7 +20,7 @@ Never pickle: msgpack and raw little-endian float64 only. Anything the decoder c
 ``invalid``: the detector dead-letters it with that reason. Integers are real integers (a msgpack
 ``true`` is not the index 1), indices lie inside the entry, timestamps are finite and non-negative.
 An entry that decodes but then fails in the window assembler is dead-lettered as ``unprocessable``
-(``transport/partition.py``).
+(``split/partition.py``).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """aiohttp application: /metrics, /healthz, /readyz, /v1/firings, /v1/shards/{id}, /v1/openapi.json, and the
 web console (``/``).
 
-Handlers read the daemon ``Status`` only; they never call a source or run the detector.
+Handlers read the daemon ``Status`` only (the detector as an immutable ``PipelineSnapshot``); they never
+call a source, run the detector or touch a live pipeline.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     st = request.app[STATUS_KEY]
     reasons = st.not_ready_reasons()
-    p = st.pipeline
+    p = st.snapshot
     body: dict[str, Any] = {
         "ready": not reasons,
         "reasons": reasons,
@@ -59,12 +60,12 @@ async def firings(request: web.Request) -> web.Response:
     state = request.query.get("state", "all")
     if state not in FIRING_STATES:
         raise web.HTTPBadRequest(text=f"state must be one of {', '.join(FIRING_STATES)}")
-    book = st.pipeline.book
+    p = st.snapshot
     out: list[dict[str, Any]] = []
     if state in ("open", "all"):
-        out.extend(f.to_obj() for f in book.active())
+        out.extend(f.to_obj() for f in p.active)
     if state in ("resolved", "all"):
-        out.extend(f.to_obj() for f in reversed(book.recent))
+        out.extend(f.to_obj() for f in reversed(p.recent))
     return web.json_response({"v": 1, "state": state, "count": len(out), "firings": out})
 
 
@@ -74,7 +75,7 @@ def _num(v: float) -> float | None:
 
 async def shard(request: web.Request) -> web.Response:
     st = request.app[STATUS_KEY]
-    p = st.pipeline
+    p = st.snapshot
     sid = request.match_info["shard_id"]
     i = p.row.get(sid)
     if i is None:
@@ -90,7 +91,7 @@ async def shard(request: web.Request) -> web.Response:
                 "warm": bool(t.warm[i, j]),
             }
     node = p.topology.nodes[sid]
-    active = [f.to_obj() for f in p.book.active() if sid in f.members]
+    active = [f.to_obj() for f in p.active if sid in f.members]
     body = {
         "v": 1,
         "shard": sid,
@@ -104,7 +105,7 @@ async def shard(request: web.Request) -> web.Response:
         "active_firings": active,
     }
     if st.console is not None:  # the web console's history: recent values, cohort band, baseline, events
-        body.update(st.console.shard_extra(sid, i))
+        body.update(st.console.shard_extra(p, sid, i))
     return web.json_response(body)
 
 

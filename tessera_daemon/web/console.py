@@ -1,9 +1,10 @@
 """What the web console reads: the daemon summary, incidents, evidence, and the live stream.
 
 ``Console`` sits beside the daemon's ``Status`` (``Status.console``) and builds the JSON of the
-console's public API (``web/console_api.py`` serves it). The daemon calls :meth:`Console.record` after
-each window; the console copies what it needs into bounded rings (``web/history.py``) and, once per
-batch of windows, pushes a small diff to the browsers on ``/v1/stream`` (Server-Sent Events). The
+console's public API (``web/console_api.py`` serves it) from the detector's immutable snapshots
+(``engine/snapshot.py``). The daemon calls :meth:`Console.record` with each window's snapshot; the
+console copies what it needs into bounded rings (``web/history.py``) and, once per batch of windows,
+pushes a small diff to the browsers on ``/v1/stream`` (Server-Sent Events). The
 fleet map's layout and state codes are ``web/fleet.py``; the warm-up estimate ``web/warmup.py``.
 """
 
@@ -22,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tessera_daemon import __version__
-from tessera_daemon.engine.pipeline import Pipeline
+from tessera_daemon.engine.snapshot import PipelineSnapshot
 from tessera_daemon.model import Firing
 from tessera_daemon.web.fleet import (
     BUILDING_FRACTION,
@@ -30,7 +31,6 @@ from tessera_daemon.web.fleet import (
     Layout,
     build_layout,
     codes_str,
-    family_log_m,
     fleet_codes,
     selectors,
 )
@@ -133,14 +133,15 @@ class Console:
         return c
 
     @property
-    def p(self) -> Pipeline:
-        return self.status.pipeline
+    def p(self) -> PipelineSnapshot:
+        return self.status.snapshot
 
     # ------------------------------------------------------------------------------ feeding
 
-    def record(self) -> None:
-        """After a window: copy it into the rings; one diff per batch of windows goes to the browsers."""
-        if not self.history.record(self.p):
+    def record(self, snap: PipelineSnapshot | None = None) -> None:
+        """After a window: copy its snapshot (default: the status's) into the rings; one diff per batch
+        of windows goes to the browsers."""
+        if not self.history.record(snap if snap is not None else self.p):
             return
         self._recorded_ms = time.time() * 1000.0  # the live-update latency the browser reports starts here
         self.layout()  # built once per topology, before a browser asks for it
@@ -196,10 +197,10 @@ class Console:
                 body["fleet_full"] = True
             else:
                 body["fleet"] = changes
-        ids = tuple((f.id, f.state) for f in [*p.book.active(), *list(p.book.recent)[-RECENT_INCIDENTS:]])
+        ids = tuple((f.id, f.state) for f in [*p.active, *p.recent[-RECENT_INCIDENTS:]])
         body["incidents_changed"] = ids != self._incident_ids
         self._incident_ids = ids
-        body["evidence"] = {f.id: _num(self.history.evidence_now(p, f)) for f in p.book.active()}
+        body["evidence"] = {f.id: _num(self.history.evidence_now(p, f)) for f in p.active}
         body["summary"] = self.summary()
         return body
 
@@ -208,13 +209,13 @@ class Console:
     def layout(self) -> Layout:
         p = self.p
         if self._layout is None or self._layout_for != id(p.topology) or len(self._layout.shards) != len(p.shards):
-            self._layout = build_layout(p.topology, p.shards)
+            self._layout = build_layout(p.topology, list(p.shards))
             self._layout_for = id(p.topology)
         return self._layout
 
     def codes(self) -> dict[str, npt.NDArray[np.uint8]]:
         p = self.p
-        key = (p.table.window, self.layout().key + f":{p.table.end_ts}:{len(p.book.active())}:{p.events.version}")
+        key = (p.table.window, self.layout().key + f":{p.table.end_ts}:{len(p.active)}:{p.events.version}")
         if self._codes is None or key != self._codes_key:
             self._codes = fleet_codes(p)
             self._codes_key = key
@@ -254,17 +255,17 @@ class Console:
         now = time.time()
         t = p.table
         lag = 0.0
-        if t.window >= 0 and math.isfinite(p.assembler.watermark):
-            lag = max(0.0, p.assembler.watermark - t.end_ts - cfg.window.grace_s)
+        if t.window >= 0 and math.isfinite(p.stats.watermark):
+            lag = max(0.0, p.stats.watermark - t.end_ts - cfg.window.grace_s)
         tstats = st.transport.stats()
-        active = p.book.active()
+        active = p.active
         by_sev: dict[str, int] = {}
         by_class: dict[str, int] = {}
         for f in active:
             sev = alert_of(f)[1]
             by_sev[sev] = by_sev.get(sev, 0) + 1
             by_class[f.classification] = by_class.get(f.classification, 0) + 1
-        frozen_now = p.events.frozen(t.end_ts) if t.window >= 0 else {}
+        frozen_now = p.events.frozen_now if t.window >= 0 else {}
         events = [{**r.to_obj(t.end_ts), "shards": r.shards[:20]} for r in p.events.recent(50)]
         body: dict[str, Any] = {
             "v": 1,
@@ -296,8 +297,8 @@ class Console:
                 }
                 for n, h in sorted(st.health.items())
             ],
-            "frames": p.assembler.stats.frames,
-            "late_frames": p.assembler.stats.late,
+            "frames": p.stats.frames,
+            "late_frames": p.stats.late,
             "dropped_frames": tstats.dropped_frames,
             "dead_letters": tstats.dead_lettered,
             "incidents": {"active": len(active), "by_severity": by_sev, "by_classification": by_class},
@@ -354,8 +355,8 @@ class Console:
 
     def incidents_obj(self) -> dict[str, Any]:
         p = self.p
-        active = p.book.active()
-        recent = list(p.book.recent)[-RECENT_INCIDENTS:][::-1]
+        active = p.active
+        recent = list(p.recent)[-RECENT_INCIDENTS:][::-1]
         groups: dict[str, dict[str, Any]] = {}
         for f in [*active, *recent]:
             inc = self.incident(f)
@@ -378,14 +379,7 @@ class Console:
         return {"v": 1, "window": p.table.window, "active": len(active), "groups": ordered}
 
     def find(self, firing_id: str) -> Firing | None:
-        p = self.p
-        for f in p.book.active():
-            if f.id == firing_id:
-                return f
-        for f in reversed(p.book.recent):
-            if f.id == firing_id:
-                return f
-        return None
+        return self.p.find(firing_id)
 
     def evidence_obj(self, f: Firing) -> dict[str, Any]:
         curve = self.history.curve(f.id)
@@ -401,19 +395,18 @@ class Console:
             "receipt": f.receipt,
         }
 
-    def shard_extra(self, sid: str, i: int) -> dict[str, Any]:
+    def shard_extra(self, p: PipelineSnapshot, sid: str, i: int) -> dict[str, Any]:
         """What /v1/shards/<id> adds for the console: recent values, cohort centre, baseline, band and
         evidence per metric; warm-up per metric; family evidence; events that touched the shard."""
-        p = self.p
-        st = p.state
-        depth = int(st.buf.shape[2]) if st.buf.ndim == 3 else 0
+        st = p.states
+        depth = st.depth
         warm = {}
         if i < st.n_warm.shape[0]:
             warm = {
                 m: round(min(1.0, float(st.n_warm[i, j]) / depth), 3) if depth else 1.0 for j, m in enumerate(p.metrics)
             }
-        families = {k: _num(float(v[i])) for k, v in family_log_m(p).items() if i < v.size}
-        events = [r.to_obj(p.table.end_ts) for r in p.events.records() if sid in r.shard_set][-20:]
+        families = {k: _num(float(v[i])) for k, v in p.family_log_m.items() if i < v.size}
+        events = [r.to_obj(p.table.end_ts) for r in p.events.records if sid in r.shard_set][-20:]
         for e in events:
             e.pop("shards", None)
         return {
@@ -423,7 +416,7 @@ class Console:
             "family_log_evidence": families,
             "events": events,
             "history": self.history.shard_series(p, i),
-            "recent_firings": [f.to_obj() for f in list(p.book.recent)[-200:] if sid in f.members][-10:],
+            "recent_firings": [f.to_obj() for f in p.recent[-200:] if sid in f.members][-10:],
         }
 
     # ------------------------------------------------------------------------------ housekeeping

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from tessera_daemon.engine.pipeline import Pipeline
+from tessera_daemon.engine.snapshot import PipelineSnapshot
 from tessera_daemon.model import Topology
 
 WARMING, HEALTHY, BUILDING, FIRING, FROZEN, STALE, NODATA = range(7)
@@ -106,12 +106,12 @@ def build_layout(topology: Topology, shards: list[str]) -> Layout:
 # ------------------------------------------------------------------------------------------ state codes
 
 
-def selectors(p: Pipeline) -> list[str]:
+def selectors(p: PipelineSnapshot) -> list[str]:
     fam = [f for f in ("C", "D", "E") if f in p.cfg.detector.families]
     return ["any", *p.metrics, *fam]
 
 
-def fleet_codes(p: Pipeline) -> dict[str, npt.NDArray[np.uint8]]:
+def fleet_codes(p: PipelineSnapshot) -> dict[str, npt.NDArray[np.uint8]]:
     """State code per shard (pipeline row order) for every selector, from the last window (array code;
     Python loops only over active firings and active events)."""
     t = p.table
@@ -130,11 +130,11 @@ def fleet_codes(p: Pipeline) -> dict[str, npt.NDArray[np.uint8]]:
     if t.lost:
         stale[[p.row[x] for x in t.lost if x in p.row]] = True
     frozen = np.zeros(s, np.bool_)
-    frozen_rows = [p.row[x] for x in p.events.frozen(t.end_ts) if x in p.row]
+    frozen_rows = [p.row[x] for x in p.events.frozen_now if x in p.row]
     if frozen_rows:
         frozen[frozen_rows] = True
     firing = {k: np.zeros(s, np.bool_) for k in sels}
-    for f in p.book.active():
+    for f in p.active:
         rows = [p.row[x] for x in f.members if x in p.row]
         if f.target in p.row:
             rows.append(p.row[f.target])
@@ -149,7 +149,7 @@ def fleet_codes(p: Pipeline) -> dict[str, npt.NDArray[np.uint8]]:
         if sel in firing:
             firing[sel][rows] = True
     out: dict[str, npt.NDArray[np.uint8]] = {}
-    fam_lm = family_log_m(p)
+    fam_lm = p.family_log_m
     any_warm = warm.any(axis=1)
     for k in sels:
         if k in p.metrics:
@@ -166,24 +166,6 @@ def fleet_codes(p: Pipeline) -> dict[str, npt.NDArray[np.uint8]]:
         code[stale] = STALE
         code[firing[k]] = FIRING
         out[k] = code
-    return out
-
-
-def family_log_m(p: Pipeline) -> dict[str, npt.NDArray[np.float64]]:
-    """Each family's current log-evidence per shard (D: the largest over its metrics), when the
-    pipeline holds the families' state (a split-mode view does not)."""
-    fam: Any = getattr(p, "families", None)
-    s = len(p.shards)
-    out: dict[str, npt.NDArray[np.float64]] = {}
-    try:
-        if "C" in fam.enabled and fam.c[5].shape[:1] == (s,):
-            out["C"] = np.asarray(fam.c[5], np.float64).reshape(s)
-        if "D" in fam.enabled and fam.d[4].shape[:1] == (s,) and fam.d[4].size:
-            out["D"] = np.asarray(fam.d[4], np.float64).reshape(s, -1).max(axis=1)
-        if "E" in fam.enabled and fam.e[2].shape[:1] == (s,):
-            out["E"] = np.asarray(fam.e[2], np.float64).reshape(s)
-    except (AttributeError, IndexError, TypeError, ValueError):
-        return {}
     return out
 
 

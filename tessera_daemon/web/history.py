@@ -2,7 +2,7 @@
 
 The detector keeps only the current window's state; the console needs the last few minutes to draw
 a shard's values against its cohort and an incident's evidence climbing to its threshold. ``History``
-copies what it needs out of the pipeline after each window into fixed-size rings, with array code
+copies what it needs out of each window's ``PipelineSnapshot`` into fixed-size rings, with array code
 only (one copy of the [shards, metrics] table per window; no Python loop over shards):
 
 - ``x`` / ``log_m`` [depth, shards, metrics] (float32): window values (on the detector's scale; log
@@ -21,7 +21,6 @@ windows is 34 MB. The rings reset when the shard set changes (a topology change)
 from __future__ import annotations
 
 import math
-import warnings
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,7 +28,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from tessera_daemon.engine.pipeline import Pipeline
+from tessera_daemon.detect.quiet import quiet_runtime_warnings
+from tessera_daemon.engine.snapshot import PipelineSnapshot
 from tessera_daemon.model import Firing
 
 DEPTH = 60  # windows per stream ring (5 min at 5 s windows)
@@ -97,17 +97,16 @@ class History:
 
     # ------------------------------------------------------------------------------ recording
 
-    def record(self, p: Pipeline) -> bool:
-        """Copy the pipeline's last window into the rings; False when it was already recorded."""
+    def record(self, p: PipelineSnapshot) -> bool:
+        """Copy the snapshot's window into the rings; False when it was already recorded."""
         t = p.table
         if t.window < 0 or (t.window, t.end_ts) == self.last:
             return False
         s, m = len(p.shards), len(p.metrics)
         if t.log_m.shape != (s, m):
             return False
-        groups = getattr(p, "groups", None)
-        g_lm = getattr(groups, "log_m", None)
-        g = int(g_lm.shape[0]) if isinstance(g_lm, np.ndarray) and g_lm.ndim == 2 and g_lm.shape[1] == m else 0
+        g_lm = p.group_log_m
+        g = int(g_lm.shape[0]) if g_lm.ndim == 2 and g_lm.shape[1] == m else 0
         key = (id(p.topology), s, g)
         if key != self._key:
             self._key = key
@@ -126,14 +125,13 @@ class History:
         self._curves(p)
         return True
 
-    def _centres(self, p: Pipeline) -> F32:
+    def _centres(self, p: PipelineSnapshot) -> F32:
         """Cohort centre per metric: median of warm members' offset-adjusted values."""
         t = p.table
-        off = p.state.offset if p.state.offset.shape == t.last_x.shape else 0.0
+        off = p.states.offset if p.states.offset.shape == t.last_x.shape else 0.0
         adj = np.where(t.warm, t.last_x - off, np.nan)
         out = np.full((len(self._cohort_rows), adj.shape[1]), np.nan, np.float32)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # a cohort with no warm member: NaN
+        with quiet_runtime_warnings():  # a cohort with no warm member: NaN
             for c, rows in enumerate(self._cohort_rows):
                 if rows.size:
                     out[c] = np.nanmedian(adj[rows], axis=0)
@@ -147,9 +145,9 @@ class History:
 
     # ------------------------------------------------------------------------------ firings
 
-    def _curves(self, p: Pipeline) -> None:
+    def _curves(self, p: PipelineSnapshot) -> None:
         t = p.table
-        active = p.book.active()
+        active = p.active
         for f in active:
             c = self.curves.get(f.id)
             if c is None:
@@ -163,7 +161,7 @@ class History:
         while len(self.curves) > max(FIRINGS_KEPT, len(active)):
             self.curves.popitem(last=False)
 
-    def _stream(self, p: Pipeline, f: Firing) -> tuple[str, Any]:
+    def _stream(self, p: PipelineSnapshot, f: Firing) -> tuple[str, Any]:
         """Where a firing's evidence lives: ("shard", (i, j)), ("group", (gi, j)), ("members", (rows, j)),
         ("family", None) or ("rule", None)."""
         if f.detector.startswith("rule:"):
@@ -174,20 +172,20 @@ class History:
         i = p.row.get(f.target)
         if i is not None:
             return "shard", (i, j)
-        gi = getattr(p.groups, "index", {}).get(f.target) if f.receipt.get("pooled") else None
+        gi = p.group_index.get(f.target) if f.receipt.get("pooled") else None
         if gi is not None and self.group_log_m.shape[1] > gi:
             return "group", (gi, j)
         rows = np.array([p.row[s] for s in f.members if s in p.row], np.int64)
         return "members", (rows, j)
 
-    def evidence_now(self, p: Pipeline, f: Firing) -> float:
+    def evidence_now(self, p: PipelineSnapshot, f: Firing) -> float:
         """The current log-evidence of the statistic that opened ``f``."""
         kind, where = self._stream(p, f)
         t = p.table
         if kind == "shard":
             return float(t.log_m[where])
         if kind == "group":
-            return float(p.groups.log_m[where])
+            return float(p.group_log_m[where])
         if kind == "members":
             rows, j = where
             return float(_log_mean_exp(t.log_m[rows, j], 0)) if rows.size else f.log_evidence
@@ -195,24 +193,21 @@ class History:
             return f.threshold_log
         return self._family_now(p, f)
 
-    def _family_now(self, p: Pipeline, f: Firing) -> float:
-        fam = getattr(p, "families", None)
+    def _family_now(self, p: PipelineSnapshot, f: Firing) -> float:
         i = p.row.get(f.target)
-        if fam is None or i is None:
+        if i is None:
             return f.log_evidence
         try:
-            if f.detector == "C":
-                return float(fam.c[5][i])
-            if f.detector == "E":
-                return float(fam.e[2][i])
+            if f.detector in ("C", "E") and f.detector in p.family_log_m:
+                return float(p.family_log_m[f.detector][i])
             if f.detector == "D" and f.metric in p.metrics:
-                col = int(np.nonzero(fam.d_cols == p.metrics.index(f.metric))[0][0])
-                return float(fam.d[4][i, col])
-        except (AttributeError, IndexError, TypeError):  # a family's state as the view or a newer engine holds it
+                col = int(np.nonzero(p.family_d_cols == p.metrics.index(f.metric))[0][0])
+                return float(p.family_d[i, col])
+        except IndexError:  # no such column or row in this snapshot
             pass
         return f.log_evidence
 
-    def _seed(self, p: Pipeline, f: Firing, c: Curve) -> None:
+    def _seed(self, p: PipelineSnapshot, f: Firing, c: Curve) -> None:
         """The climb before the firing opened, from the rings (the current window is added after)."""
         kind, where = self._stream(p, f)
         slots = self.order()[:-1]  # the last slot is this window
@@ -236,14 +231,14 @@ class History:
     def curve(self, firing_id: str) -> Curve | None:
         return self.curves.get(firing_id)
 
-    def shard_series(self, p: Pipeline, i: int) -> dict[str, Any]:
+    def shard_series(self, p: PipelineSnapshot, i: int) -> dict[str, Any]:
         """Recent values per metric of shard row ``i`` with its cohort centre, baseline and band, and
         its Family A evidence (values back on the metric's own scale)."""
         slots = self.order()
         out: dict[str, Any] = {"ts": [_num(v) for v in self.ts[slots].tolist()], "metrics": {}}
         if i >= self.x.shape[1]:
             return out
-        st = p.state
+        st = p.states
         same = st.offset.shape == (self.x.shape[1], self.x.shape[2])
         cohort = int(p.cohort_of[i]) if i < p.cohort_of.size else -1
         log_cols = set(np.asarray(p.log_cols).tolist())
@@ -255,7 +250,7 @@ class History:
                 else np.full(slots.size, np.nan)
             )
             offset = float(st.offset[i, j]) if same else 0.0
-            band = float(_marginal(st, i, j)) if same else math.nan
+            band = st.marginal_sd(i, j) if same else math.nan
             base = centre + offset
             lo, hi = base - band, base + band
             if j in log_cols:
@@ -271,7 +266,7 @@ class History:
             }
         return out
 
-    def members_series(self, p: Pipeline, f: Firing, limit: int = 12) -> dict[str, Any] | None:
+    def members_series(self, p: PipelineSnapshot, f: Firing, limit: int = 12) -> dict[str, Any] | None:
         """For a shard or group firing on a metric: its members' recent values against their cohort
         centre and each member's baseline, with the material margin (``delta_min_sigma``) around it."""
         if f.metric is None or f.metric not in p.metrics:
@@ -291,7 +286,7 @@ class History:
             if cohort < self.centre.shape[1]
             else np.full(slots.size, np.nan)
         )
-        st = p.state
+        st = p.states
         same = st.offset.shape == p.table.log_m.shape
         delta = float(p.cfg.detector.delta_min_sigma)
         members = []
@@ -299,7 +294,7 @@ class History:
             x = self.x[slots, i, j].astype(np.float64) if i < self.x.shape[1] else np.full(slots.size, np.nan)
             offset = float(st.offset[i, j]) if same else 0.0
             base = centre + offset
-            margin = _margin(p, j, base, delta * float(_marginal(st, i, j)) if same else math.nan)
+            margin = _margin(p, j, base, delta * st.marginal_sd(i, j) if same else math.nan)
             lo, hi = base - margin, base + margin
             if log_scale:
                 x, base, lo, hi = (np.exp(a) for a in (x, base, lo, hi))
@@ -324,21 +319,13 @@ class History:
         }
 
 
-def _margin(p: Pipeline, j: int, base: npt.NDArray[np.float64], sigma_margin: float) -> npt.NDArray[np.float64]:
+def _margin(p: PipelineSnapshot, j: int, base: npt.NDArray[np.float64], sigma_margin: float) -> npt.NDArray[np.float64]:
     """The material margin around a baseline (analysed units, per window): the metric's material effect
     size at that level, or ``delta_min`` marginal sigmas when larger (as the pipeline's level tracking)."""
     out = np.full(base.shape, sigma_margin)
-    units = getattr(getattr(p, "params", None), "material_units", None)
-    if units is not None:
-        level = np.full((base.size, len(p.metrics)), np.nan)
-        level[:, j] = base
-        mat = units(np.nan_to_num(level))
-        if mat is not None:
-            out = np.fmax(out, np.where(np.isnan(base), np.nan, mat[:, j]))
+    level = np.full((base.size, len(p.metrics)), np.nan)
+    level[:, j] = base
+    mat = p.params.material_units(np.nan_to_num(level))
+    if mat is not None:
+        out = np.fmax(out, np.where(np.isnan(base), np.nan, mat[:, j]))
     return out
-
-
-def _marginal(st: Any, i: int, j: int) -> float:
-    """The stream's marginal sd on the detector's scale: innovation scale / sqrt(1 - phi^2)."""
-    phi = float(st.phi[i, j])
-    return float(st.scale[i, j]) / math.sqrt(max(1.0 - phi * phi, 1e-3))

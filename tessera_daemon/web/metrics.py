@@ -1,41 +1,41 @@
-"""/metrics: self-metrics and detector output rendered once per window into bytes.
+"""/metrics: self-metrics and detector output rendered once per snapshot into bytes.
 
 A private ``CollectorRegistry`` (never the global one) holds the instrumented histograms and one
-custom collector that reads the daemon ``Status``. ``render()`` is called by the daemon after each
-window (and on a timer when no windows close); a scrape only returns the cached bytes, so its cost
-does not depend on the fleet or on any substrate. Per-shard series exist only for shards with an
-active firing or in the top-N by evidence; fleet histograms and per-group series always exist.
+custom collector that reads the daemon ``Status``: the detector's immutable ``PipelineSnapshot`` and
+a ``LiveView`` of what the event loop owns (source health, transport counters, event requests,
+readiness), copied on the loop. ``render_async()`` takes that copy on the loop and renders in a worker
+thread, once per (snapshot version, live view): the daemons call it after each batch of windows and
+on a timer; a scrape only returns the cached bytes, so its cost does not depend on the fleet, on a
+window in progress or on any substrate. ``render()`` does the same synchronously (start-up, shutdown,
+tests). Per-shard series exist only for shards with an active firing or in the top-N by evidence;
+fleet histograms and per-group series always exist.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
+import threading
 import time
 from collections.abc import Iterator, Mapping
-from typing import Any
+from dataclasses import dataclass
 
-import numpy as np
 from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, disable_created_metrics, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from tessera_daemon.buildinfo import build_info_family
 from tessera_daemon.engine.bounds import REASONS as VALUE_REASONS
+from tessera_daemon.engine.snapshot import PipelineSnapshot
 from tessera_daemon.model import CLASSIFICATIONS
 from tessera_daemon.sources.supervise import POLL_BUCKETS, SourceHealth
+from tessera_daemon.transport.base import TransportStats
+from tessera_daemon.web.metrics_evidence import evidence_families, labels_of
 from tessera_daemon.web.status import Status
 
-TOP_N = 10
-EVIDENCE_BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 50.0, 100.0)
 WINDOW_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
-GROUP_KINDS = ("host", "rack", "cooling_zone", "psu", "cohort")
-
-
-def _log_mean_exp(a: np.ndarray, axis: int) -> np.ndarray:
-    m = np.max(a, axis=axis, keepdims=True)
-    m = np.where(np.isfinite(m), m, 0.0)
-    out: np.ndarray = np.squeeze(m, axis) + np.log(np.mean(np.exp(a - m), axis=axis))
-    return out
+MAX_CACHE_S = 5.0  # bytes re-rendered at least this often while a scrape timer asks, even if unchanged
+FEED_OUTCOMES = ("sent", "retried", "failed", "dropped")
 
 
 def source_families(health: Mapping[str, SourceHealth]) -> Iterator[Metric]:
@@ -61,7 +61,7 @@ SKEW_SERIES = 50  # at most this many (source, host) series: the largest skews
 SKEW_HORIZON_WINDOWS = 12  # a host counts as currently skewed for this many window lengths after its last frame
 
 
-def clock_skew(p: Any, now: float) -> Metric:
+def clock_skew(p: PipelineSnapshot, now: float) -> Metric:
     """``tessera_clock_skew_seconds{source,host}``: how far ahead of this receiver's clock the newest
     quarantined frame of each currently skewed host was (only hosts seen skewed recently, capped)."""
     g = GaugeMetricFamily(
@@ -73,7 +73,7 @@ def clock_skew(p: Any, now: float) -> Metric:
     horizon = max(60.0, SKEW_HORIZON_WINDOWS * p.cfg.window.length_s)
     worst: dict[tuple[str, str], float] = {}
     nodes = p.topology.nodes
-    for shard, (skew, seen, source) in list(p.assembler.skewed.items()):
+    for shard, (skew, seen, source) in list(p.stats.skewed.items()):
         if now - seen > horizon:
             continue
         host = shard
@@ -90,27 +90,56 @@ def clock_skew(p: Any, now: float) -> Metric:
     return g
 
 
+@dataclass(frozen=True, slots=True)
+class LiveView:
+    """What the event loop owns, copied on the loop for one render (the render runs in a thread)."""
+
+    ready: bool
+    health: tuple[SourceHealth, ...]
+    transport: TransportStats
+    event_requests: tuple[tuple[tuple[str, str], int], ...]
+    feed: tuple[float, float, float, float] | None  # sent, retried, failed, dropped
+
+    @classmethod
+    def of(cls, st: Status, now: float) -> LiveView:
+        health = tuple(
+            SourceHealth(h.name, h.up, dict(h.polls), h.last_success_ts, h.last_error, [], h.frames)
+            for _n, h in sorted(st.health.items())
+        )
+        feed = st.feed
+        counts = None
+        if feed is not None:
+            sent, retried, failed, dropped = (float(getattr(feed, k, 0)) for k in FEED_OUTCOMES)
+            counts = (sent, retried, failed, dropped)
+        return cls(
+            ready=not st.not_ready_reasons(now),
+            health=health,
+            transport=st.transport.stats(),
+            event_requests=tuple(sorted(st.event_requests.items())),
+            feed=counts,
+        )
+
+
 class _StatusCollector(Collector):
     def __init__(self, status: Status) -> None:
         self.status = status
+        self.frame: tuple[PipelineSnapshot, LiveView] | None = None  # what the render in progress reads
 
     def collect(self) -> Iterator[Metric]:
         st = self.status
-        p = st.pipeline
-        asm = p.assembler.stats
         now = time.time()
+        p, live = self.frame if self.frame is not None else (st.snapshot, LiveView.of(st, now))
+        asm = p.stats
 
         yield build_info_family()
-        yield GaugeMetricFamily(
-            "tessera_ready", "1 when /readyz answers 200.", value=0.0 if st.not_ready_reasons(now) else 1.0
-        )
+        yield GaugeMetricFamily("tessera_ready", "1 when /readyz answers 200.", value=1.0 if live.ready else 0.0)
         yield CounterMetricFamily("tessera_windows_processed", "Detector windows processed.", value=p.windows_processed)
         yield GaugeMetricFamily(
             "tessera_window_index", "Index of the last processed window.", value=float(p.table.window)
         )
         lag = 0.0
-        if p.table.window >= 0 and math.isfinite(p.assembler.watermark):
-            lag = max(0.0, p.assembler.watermark - p.table.end_ts - p.cfg.window.grace_s)
+        if p.table.window >= 0 and math.isfinite(asm.watermark):
+            lag = max(0.0, asm.watermark - p.table.end_ts - p.cfg.window.grace_s)
         yield GaugeMetricFamily(
             "tessera_window_lag_seconds",
             "Event time between the newest frame and the end of the last processed window, beyond the lateness grace.",
@@ -121,7 +150,7 @@ class _StatusCollector(Collector):
             "Detector window length in force (measured from the poll cadence when auto).",
             value=p.window_length_s,
         )
-        cad = p.observed_cadence_s()
+        cad = p.observed_cadence_s
         yield GaugeMetricFamily(
             "tessera_sample_interval_seconds",
             "Median over shards of each shard's own sample interval.",
@@ -131,13 +160,13 @@ class _StatusCollector(Collector):
             "tessera_window_shorter_than_cadence",
             "1 when the configured window is shorter than the sources' cadence "
             '(most windows hold no sample; set window.length_s = "auto").',
-            value=1.0 if p.window_too_short() else 0.0,
+            value=1.0 if p.window_too_short else 0.0,
         )
         yield CounterMetricFamily("tessera_frames_ingested", "Frames accepted into a window.", value=asm.frames)
         yield CounterMetricFamily(
             "tessera_frames_late", "Frames that arrived after their window closed.", value=asm.late
         )
-        tstats = st.transport.stats()
+        tstats = live.transport
         dropped = CounterMetricFamily("tessera_frames_dropped", "Frames dropped, by reason.", labels=["reason"])
         dropped.add_metric(["transport_full"], tstats.dropped_frames)
         dropped.add_metric(["unknown_shard"], asm.unknown_shard)
@@ -150,7 +179,7 @@ class _StatusCollector(Collector):
             "Event POST requests answered, by route and status code (every refusal counted).",
             labels=["route", "code"],
         )
-        for (route, code), n in sorted(st.event_requests.items()):
+        for (route, code), n in live.event_requests:
             requests.add_metric([route, code], n)
         yield requests
         rejected = CounterMetricFamily(
@@ -159,14 +188,14 @@ class _StatusCollector(Collector):
             labels=["reason"],
         )
         for reason in VALUE_REASONS:
-            rejected.add_metric([reason], p.bounds.rejected.get(reason, 0))
+            rejected.add_metric([reason], p.stats.rejected.get(reason, 0))
         yield rejected
         yield CounterMetricFamily("tessera_samples_missing", "Shard-windows with no sample.", value=asm.missing_samples)
         yield GaugeMetricFamily(
             "tessera_transport_queued_frames", "Frames waiting in the transport.", value=tstats.queued_frames
         )
 
-        yield from source_families(st.health)
+        yield from source_families({h.name: h for h in live.health})
 
         t = p.table
         shards = GaugeMetricFamily("tessera_shards", "Shards by state.", labels=["state"])
@@ -187,7 +216,7 @@ class _StatusCollector(Collector):
             "tessera_threshold_log", "Log-evidence threshold of the shard detectors.", value=p.threshold_log
         )
 
-        active = p.book.active()
+        active = p.active
         by_cls = GaugeMetricFamily("tessera_firings_active", "Active firings.", labels=["classification", "scope"])
         counts: dict[tuple[str, str], int] = {}
         for f in active:
@@ -214,7 +243,7 @@ class _StatusCollector(Collector):
             ],
         )
         for f in active:
-            labels = self._labels_of(f.target)
+            labels = labels_of(p, f.target)
             one.add_metric(
                 [
                     f.id,
@@ -232,99 +261,30 @@ class _StatusCollector(Collector):
             )
         yield one
         opened = CounterMetricFamily("tessera_firings_opened", "Firings opened.", labels=["classification", "detector"])
-        for (c, d), k in sorted(p.book.opened_total.items()):
+        for (c, d), k in sorted(p.opened_total.items()):
             opened.add_metric([c, d], k)
         yield opened
         resolved = CounterMetricFamily("tessera_firings_resolved", "Firings resolved.", labels=["classification"])
-        for c, k in sorted(p.book.resolved_total.items()):
+        for c, k in sorted(p.resolved_total.items()):
             resolved.add_metric([c], k)
         yield resolved
-        yield from self._evidence(t)
-        yield from self._events()
+        yield from evidence_families(p)
+        yield from _events(p, live, now)
 
-    def _events(self) -> Iterator[Metric]:
-        p = self.status.pipeline
-        end = p.table.end_ts if p.windows_processed else time.time()
-        yield GaugeMetricFamily(
-            "tessera_cluster_events", "Announced cluster events held in the event book.", value=float(len(p.events))
-        )
-        yield GaugeMetricFamily(
-            "tessera_event_frozen_shards",
-            "Shards inside an announced event's freeze window (baselines frozen).",
-            value=float(len(p.events.frozen(end))),
-        )
-        feed = self.status.feed
-        out = CounterMetricFamily(
-            "tessera_verdict_feed", "DeploySignal verdict-group feed outcomes.", labels=["outcome"]
-        )
-        for outcome in ("sent", "retried", "failed", "dropped"):
-            out.add_metric([outcome], float(getattr(feed, outcome, 0)) if feed is not None else 0.0)
-        yield out
 
-    def _labels_of(self, node_id: str) -> dict[str, str]:
-        """Topology labels of a firing target: a shard's own labels, or for a group node its own id
-        under its kind plus its ancestors (a rack firing carries rack= and cooling_zone=)."""
-        topo = self.status.pipeline.topology
-        node = topo.nodes.get(node_id)
-        if node is None:
-            return {"cohort": node_id} if node_id in self.status.pipeline.cohorts else {}
-        if node.kind == "shard":
-            out = dict(node.labels)
-            if "host" not in out and node.parent:
-                out["host"] = node.parent
-            return out
-        out = {node.kind: node.id}
-        for anc in topo.ancestors(node_id):
-            out.setdefault(topo.nodes[anc].kind, anc)
-        return out
-
-    def _evidence(self, t: object) -> Iterator[Metric]:
-        p = self.status.pipeline
-        table = p.table
-        hist = HistogramMetricFamily(
-            "tessera_shard_evidence_log", "Distribution over shards of the largest log-evidence of any metric."
-        )
-        top = GaugeMetricFamily(
-            "tessera_top_shard_evidence_log",
-            "Log-evidence of the top shards.",
-            labels=["shard", "metric", "host", "rack"],
-        )
-        group = GaugeMetricFamily(
-            "tessera_group_evidence_log",
-            "Log of the mean of member e-values per topology group.",
-            labels=["kind", "group"],
-        )
-        if table.window >= 0 and table.log_m.size:
-            lm = np.where(table.stale[:, None], -np.inf, table.log_m)
-            best = lm.max(axis=1)
-            finite = best[np.isfinite(best)]
-            clipped = np.maximum(finite, 0.0)
-            buckets = [(str(b), float(np.sum(clipped <= b))) for b in EVIDENCE_BUCKETS]
-            buckets.append(("+Inf", float(clipped.size)))
-            hist.add_metric([], buckets, float(clipped.sum()))
-            order = np.argsort(-np.where(np.isfinite(best), best, -1e300), kind="stable")[:TOP_N]
-            for i in order:
-                if not np.isfinite(best[i]):
-                    continue
-                j = int(np.argmax(lm[i]))
-                labels = self._labels_of(p.shards[i])
-                top.add_metric(
-                    [p.shards[i], p.metrics[j], labels.get("host", ""), labels.get("rack", "")], float(best[i])
-                )
-            shard_e = _log_mean_exp(np.where(np.isfinite(lm), lm, -50.0), axis=1)  # mean over metrics
-            members = p.topology.members()
-            for gid in sorted(members):
-                node = p.topology.nodes[gid]
-                if node.kind not in GROUP_KINDS:
-                    continue
-                rows = [p.row[s] for s in members[gid] if s in p.row]
-                if rows:
-                    group.add_metric([node.kind, gid], float(_log_mean_exp(shard_e[rows], axis=0)))
-        else:
-            hist.add_metric([], [(str(b), 0.0) for b in EVIDENCE_BUCKETS] + [("+Inf", 0.0)], 0.0)
-        yield hist
-        yield top
-        yield group
+def _events(p: PipelineSnapshot, live: LiveView, now: float) -> Iterator[Metric]:
+    yield GaugeMetricFamily(
+        "tessera_cluster_events", "Announced cluster events held in the event book.", value=float(len(p.events))
+    )
+    yield GaugeMetricFamily(
+        "tessera_event_frozen_shards",
+        "Shards inside an announced event's freeze window (baselines frozen).",
+        value=float(len(p.events.frozen_now)),
+    )
+    out = CounterMetricFamily("tessera_verdict_feed", "DeploySignal verdict-group feed outcomes.", labels=["outcome"])
+    for k, outcome in enumerate(FEED_OUTCOMES):
+        out.add_metric([outcome], live.feed[k] if live.feed is not None else 0.0)
+    yield out
 
 
 class MetricsRenderer:
@@ -344,16 +304,45 @@ class MetricsRenderer:
             buckets=POLL_BUCKETS,
             registry=self.registry,
         )
-        self.registry.register(_StatusCollector(status))
+        self._collector = _StatusCollector(status)
+        self.registry.register(self._collector)
+        self._lock = threading.Lock()
+        self._key: tuple[int, LiveView] | None = None
+        self._rendered_at = -math.inf
         ProcessCollector(registry=self.registry)  # process_* series: memory, CPU, file descriptors
         self.status = status
 
     def render(self) -> bytes:
+        """Render now, on the calling thread (start-up, shutdown, tests)."""
+        self._drain_polls()
+        now = time.time()
+        return self._render(self.status.snapshot, LiveView.of(self.status, now))
+
+    async def render_async(self) -> bytes:
+        """Copy the loop-owned parts on the loop, render in a worker thread; skipped (the cached bytes
+        returned) when neither the snapshot nor the live view changed since the last render."""
+        self._drain_polls()
+        snap, live = self.status.snapshot, LiveView.of(self.status, time.time())
+        fresh = time.monotonic() - self._rendered_at < MAX_CACHE_S  # other collectors' counters age too
+        if fresh and self._key == (snap.version, live) and self.status.metrics_bytes:
+            return self.status.metrics_bytes
+        return await asyncio.to_thread(self._render, snap, live)
+
+    def _drain_polls(self) -> None:
         for name, h in self.status.health.items():
             child = self.poll_duration.labels(name)
             for d in h.durations:
                 child.observe(d)
             h.durations.clear()
-        data = generate_latest(self.registry)
-        self.status.metrics_bytes = data
+
+    def _render(self, snap: PipelineSnapshot, live: LiveView) -> bytes:
+        with self._lock:  # one render at a time: the collector reads one (snapshot, live view) pair
+            self._collector.frame = (snap, live)
+            try:
+                data = generate_latest(self.registry)
+            finally:
+                self._collector.frame = None
+            self._key = (snap.version, live)
+            self._rendered_at = time.monotonic()
+            self.status.metrics_bytes = data
         return data

@@ -1,5 +1,8 @@
 """What the web layer reads: one mutable holder the daemon updates and handlers only read.
 
+The detector's state is there as an immutable ``PipelineSnapshot`` (``engine/snapshot.py``), replaced
+whole after each batch of windows: handlers never read a live pipeline.
+
 Readiness: the detector has finished warm-up for most fresh shards, at least one window has been
 processed, no configured source is stale, and windows complete while frames arrive (``StallWatch``).
 Liveness: the main loop ticked recently.
@@ -14,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tessera_daemon.config import Config
-from tessera_daemon.engine.pipeline import Pipeline
+from tessera_daemon.engine.snapshot import PipelineSnapshot
 from tessera_daemon.sources.supervise import SourceHealth
 from tessera_daemon.transport.base import Transport
 
@@ -50,7 +53,7 @@ class StallWatch:
 @dataclass(slots=True)
 class Status:
     cfg: Config
-    pipeline: Pipeline
+    snapshot: PipelineSnapshot
     transport: Transport
     health: dict[str, SourceHealth] = field(default_factory=dict)
     started_ts: float = field(default_factory=time.time)
@@ -64,7 +67,7 @@ class Status:
     event_requests: Counter[tuple[str, str]] = field(default_factory=Counter)  # (route, code) -> event POSTs
 
     def __post_init__(self) -> None:
-        self.stall = StallWatch(self.cfg.window.stall_windows * self.pipeline.window_length_s)
+        self.stall = StallWatch(self.cfg.window.stall_windows * self.snapshot.window_length_s)
 
     def beat(self) -> None:
         self.heartbeat_ts = time.time()
@@ -78,7 +81,7 @@ class Status:
         reasons: list[str] = []
         if self.stopping:
             reasons.append("shutting down")
-        p = self.pipeline
+        p = self.snapshot
         if p.windows_processed == 0:
             reasons.append("no window processed yet")
         warm = p.warm_fraction()
@@ -93,7 +96,7 @@ class Status:
                 reasons.append(f"source {name}: no successful poll yet")
             elif h.stale(now, stale_after):
                 reasons.append(f"source {name}: stale ({now - h.last_success_ts:.0f}s since last success)")
-        a = p.assembler.stats
+        a = p.stats
         self.stall.after_s = self.cfg.window.stall_windows * p.window_length_s  # an auto window resolves late
         stalled = self.stall.check(a.frames + a.late + a.future + a.unknown_shard, p.windows_processed)
         if stalled:

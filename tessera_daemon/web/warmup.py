@@ -6,7 +6,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from tessera_daemon.engine.pipeline import Pipeline
+from tessera_daemon.engine.snapshot import PipelineSnapshot
 from tessera_daemon.log import get_logger
 from tessera_daemon.web.status import READY_WARM_FRACTION
 
@@ -26,15 +26,15 @@ class WarmupTracker:
     last_log: float = 0.0
     done_logged: bool = False
 
-    def sample(self, p: Pipeline, now: float) -> None:
+    def sample(self, p: PipelineSnapshot, now: float) -> None:
         if p.windows_processed and (not self.samples or now - self.samples[-1][0] >= 1.0):
             self.samples.append((now, p.table.end_ts, p.warm_fraction()))
 
-    def progress(self, p: Pipeline, length_s: float) -> dict[str, Any]:
+    def progress(self, p: PipelineSnapshot, length_s: float) -> dict[str, Any]:
         frac = p.warm_fraction() if p.windows_processed else 0.0
-        st = p.state
-        depth = int(st.buf.shape[2]) if st.buf.ndim == 3 else 0
-        fresh = p.missing_run == 0
+        st = p.states
+        depth = st.depth
+        fresh = st.missing_run == 0
         learning = fresh[:, None] & (st.n_warm > 0) & (st.n_warm < depth) if st.n_warm.shape[0] == fresh.size else None
         left = int((depth - st.n_warm[learning]).max()) if learning is not None and learning.any() else 0
         eta: float | None = None
@@ -68,7 +68,7 @@ class WarmupTracker:
         (w0, _, f0), (w1, _, f1) = self.samples[max(0, len(self.samples) - 30)], self.samples[-1]
         return (f1 - f0) / (w1 - w0) if w1 > w0 else None
 
-    def maybe_log(self, p: Pipeline, length_s: float, now: float) -> None:
+    def maybe_log(self, p: PipelineSnapshot, length_s: float, now: float) -> None:
         if not p.windows_processed or self.done_logged:
             return
         prog = self.progress(p, length_s)

@@ -75,7 +75,7 @@ def test_run_mode_pipeline_keeps_committing_exports_the_skew_and_stays_ready() -
     sim = ClusterSim(cfg.sim, scenario="clean", seed=3, start_ts=math.floor(time.time() / 60) * 60 - 1200.0)
     p = Pipeline(cfg, sim.topology)
     p.assembler.guard_future(cfg.window.max_future_skew_s)  # as `run` does with live sources
-    status = Status(cfg, p, MemoryTransport(16))
+    status = Status(cfg, p.snapshot(), MemoryTransport(16))
     bad = sim.topology.shards[3]
     host = sim.topology.nodes[bad].parent
     assert host is not None and sim.topology.nodes[host].kind == "host"
@@ -89,12 +89,16 @@ def test_run_mode_pipeline_keeps_committing_exports_the_skew_and_stays_ready() -
     assert p.assembler.stats.future == 1 and p.assembler.stats.late == 0
     assert windows == list(range(windows[0], windows[0] + len(windows))) and len(windows) > 20
     assert windows[-1] >= p.assembler.window_of(ts) - 2  # committing up to the newest frame, not stalled
+    status.snapshot = p.snapshot()
     assert not [r for r in status.not_ready_reasons() if "stalled" in r]
     text = MetricsRenderer(status).render().decode()
     assert f'tessera_clock_skew_seconds{{host="{host}",source="local"}} 8' in text  # ~86,400 s minus the lag
     assert 'tessera_frames_dropped_total{reason="clock_skew"} 1.0' in text
-    later = clock_skew(p, time.time() + 3600.0)  # an hour on, nothing newer: no longer reported
-    assert later.samples == [] and clock_skew(p, time.time()).samples[0].labels == {"source": "local", "host": host}
+    later = clock_skew(status.snapshot, time.time() + 3600.0)  # an hour on, nothing newer: no longer reported
+    assert later.samples == [] and clock_skew(status.snapshot, time.time()).samples[0].labels == {
+        "source": "local",
+        "host": host,
+    }
 
 
 def test_stall_watch_flags_frames_without_windows() -> None:
@@ -123,10 +127,11 @@ def test_stall_shows_in_readiness() -> None:
     )
     sim = ClusterSim(cfg.sim, scenario="clean", seed=3)
     p = Pipeline(cfg, sim.topology)
-    status = Status(cfg, p, MemoryTransport(16))
+    status = Status(cfg, p.snapshot(), MemoryTransport(16))
     assert status.stall.after_s == cfg.window.stall_windows * p.window_length_s
     status.stall.check(0, 0, now=0.0)
     p.assembler.stats.late = 500  # frames keep arriving, all late; no window completes
+    status.snapshot = p.snapshot()
     status.stall.frames_mono = float(np.float64(1e12))  # (as if just now)
     status.stall.windows_mono = -1e12
     assert any("stalled" in r for r in status.not_ready_reasons())

@@ -18,9 +18,9 @@ from tessera_daemon.engine.pipeline import Pipeline
 from tessera_daemon.errors import CodecError
 from tessera_daemon.model import Frame
 from tessera_daemon.sim import ClusterSim
+from tessera_daemon.split.partition import PartitionWork
 from tessera_daemon.transport.base import Delivery
 from tessera_daemon.transport.codec import REASONS, EntryError, decode_entry, encode_host
-from tessera_daemon.transport.partition import PartitionWork
 from tessera_daemon.transport.redis import EntryToken
 from tests.detect.test_hostile_values import no_infinity
 from tests.fuzz.strategies import EDGE_FLOATS, JSON

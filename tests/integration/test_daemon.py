@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -72,10 +73,10 @@ async def test_faults_fire_on_exactly_their_shards_and_metrics_parse() -> None:
             await asyncio.sleep(0.02)
         await asyncio.wait_for(asyncio.shield(task), 60)
     assert saw_ready
-    book = running.status.pipeline.book
+    snap = running.status.snapshot
     # one incident per fault: a fault's first statistical firing holds it (Family A on the metric, or E
     # when its multivariate novelty crosses first, which depends on where the windows fall)
-    fired = [f for f in [*book.active(), *book.recent] if f.detector in ("A", "C", "E") and f.scope == "shard"]
+    fired = [f for f in [*snap.active, *snap.recent] if f.detector in ("A", "C", "E") and f.scope == "shard"]
     targets = {f.target for f in fired}
     assert {truth["straggler"], truth["sdc_drift"]} <= targets
     faulty = {s for f in labels for s in f["shards"]}  # the thermal rack starts at tick 1400 of 1500
@@ -94,10 +95,10 @@ async def test_clean_run_fires_nothing_and_serves_api() -> None:
     cfg = cfg_for(TESSERA_SIM__SCENARIO="clean", TESSERA_SIM__SPEEDUP="500", TESSERA_SIM__DURATION_S="1500")
     async with daemon(cfg) as (running, task):
         await asyncio.wait_for(asyncio.shield(task), 60)
-    p = running.status.pipeline
+    p = running.status.snapshot
     assert p.windows_processed * len(p.shards) >= 2_000 + 60 * len(p.shards)
-    assert p.book.active() == [] and list(p.book.recent) == []
-    assert p.book.opened_total == {}
+    assert p.active == () and p.recent == ()
+    assert p.opened_total == {}
 
 
 async def test_http_endpoints() -> None:
@@ -105,7 +106,7 @@ async def test_http_endpoints() -> None:
     async with daemon(cfg) as (running, _task), aiohttp.ClientSession() as s:
         port = running.port
         for _ in range(400):
-            if running.status.pipeline.book.active():
+            if running.status.snapshot.active:
                 break
             await asyncio.sleep(0.05)
         st, body = await get(s, port, "/healthz")
@@ -113,7 +114,7 @@ async def test_http_endpoints() -> None:
         st, body = await get(s, port, "/v1/firings?state=open")
         assert st == 200 and "hard_fault" in body and "rule:" in body
         assert (await get(s, port, "/v1/firings?state=bogus"))[0] == 400
-        shard = running.status.pipeline.shards[0]
+        shard = running.status.snapshot.shards[0]
         st, body = await get(s, port, f"/v1/shards/{shard}")
         assert st == 200 and '"log_evidence"' in body
         assert (await get(s, port, "/v1/shards/nope"))[0] == 404
@@ -163,3 +164,37 @@ def test_sigterm_exits_zero_quickly(tmp_path: Path) -> None:
             proc.wait()
         if proc.stderr is not None:
             proc.stderr.close()
+
+
+async def test_windows_run_on_their_own_thread_and_posted_events_reach_them() -> None:
+    cfg = cfg_for(
+        TESSERA_SIM__SCENARIO="clean",
+        TESSERA_SIM__SPEEDUP="100",
+        TESSERA_EVENTS__ALLOW_UNAUTHENTICATED="true",
+    )
+    async with daemon(cfg) as (running, task), aiohttp.ClientSession() as s:
+        st = running.status
+        for _ in range(600):
+            if st.snapshot.windows_processed >= 5 or task.done():
+                break
+            await asyncio.sleep(0.05)
+        assert st.snapshot.windows_processed >= 5
+        assert any(t.name.startswith("tessera-window") for t in threading.enumerate())
+        before = st.snapshot
+        host = before.topology.nodes[before.shards[0]].parent
+        assert host is not None
+        shards = {x for x in before.shards if before.topology.nodes[x].parent == host}
+        ev = {"v": 1, "id": "fw-1", "kind": "firmware_push", "ts": before.end_ts, "scope": [host]}
+        async with s.post(f"http://127.0.0.1:{running.port}/v1/events", json=ev) as r:
+            assert r.status == 202, await r.text()
+            assert (await r.json())["affected_shards"] == len(shards)
+        async with s.get(f"http://127.0.0.1:{running.port}/v1/events") as r:  # answered from the front book at once
+            assert [e["id"] for e in (await r.json())["events"]] == ["fw-1"]
+        for _ in range(600):  # the window thread takes it before its next batch; the snapshot after shows it
+            if st.snapshot.events.get("fw-1") is not None:
+                break
+            await asyncio.sleep(0.05)
+        after = st.snapshot
+        assert after.events.get("fw-1") is not None and after.version > before.version
+        assert set(after.events.frozen_now) == shards
+        assert before.events.get("fw-1") is None  # an older snapshot never changes

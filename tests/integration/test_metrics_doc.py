@@ -44,7 +44,7 @@ def test_registry_matches_docs() -> None:
     for _ in range(700):
         p.ingest(sim.step()[1])
         p.advance()
-    status = Status(cfg, p, MemoryTransport(10), {SyntheticSource.name: SourceHealth(SyntheticSource.name)})
+    status = Status(cfg, p.snapshot(), MemoryTransport(10), {SyntheticSource.name: SourceHealth(SyntheticSource.name)})
     text = MetricsRenderer(status).render().decode()
     exported = set()
     for fam in text_string_to_metric_families(text):

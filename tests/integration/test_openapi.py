@@ -79,7 +79,7 @@ async def test_run_serves_a_complete_openapi_document() -> None:
         doc = await _document(running.port)
         served = _operations(doc)
         assert {("get", "/v1/firings"), ("post", "/v1/events"), ("get", OPENAPI_PATH)} <= served
-        await _probe(running.port, doc, running.status.pipeline.shards[0])
+        await _probe(running.port, doc, running.status.snapshot.shards[0])
 
 
 @pytest.mark.redis

@@ -38,15 +38,15 @@ async def test_a_gpu_that_appears_later_joins_the_topology() -> None:
         task = asyncio.create_task(run(cfg, on_running=got.set_result, install_signals=False))
         running = await asyncio.wait_for(got, 60)
         try:
-            p = running.status.pipeline
-            assert len(p.shards) == 2
+            assert len(running.status.snapshot.shards) == 2
             exporter.text = full
             for _ in range(100):
-                if len(p.shards) == 4:
+                if len(running.status.snapshot.shards) == 4:
                     break
                 await asyncio.sleep(0.1)
+            p = running.status.snapshot  # the groups were rebuilt on the window thread, then published
             assert len(p.shards) == 4
-            assert p.state.shape[0] == 4
+            assert p.states.offset.shape[0] == 4 and p.states.missing_run.shape == (4,)
         finally:
             running.stop.set()
             assert await asyncio.wait_for(task, 30) == 0

@@ -41,10 +41,10 @@ async def test_runbook_commands_run_against_a_daemon() -> None:
     cfg = cfg_for(TESSERA_SIM__SCENARIO="xid79", TESSERA_SIM__SPEEDUP="400")
     async with daemon(cfg) as (running, _task):
         for _ in range(600):
-            if running.status.pipeline.book.active():
+            if running.status.snapshot.active:
                 break
             await asyncio.sleep(0.05)
-        (firing, *_) = running.status.pipeline.book.active()
+        (firing, *_) = running.status.snapshot.active
         base = f"http://127.0.0.1:{running.port}"
         for command in runbook_commands():
             line = command.replace("$D", base)

@@ -19,11 +19,11 @@ from tessera_daemon.config import Config
 from tessera_daemon.engine.events import EventBook, EventRecord
 from tessera_daemon.model import ClusterEvent, Topology
 from tessera_daemon.sim import ClusterSim
-from tessera_daemon.transport.eventlog import EventLog
+from tessera_daemon.split.eventlog import EventLog
+from tessera_daemon.split.worker import DetectorRunning
 from tessera_daemon.transport.keys import Keys
 from tessera_daemon.transport.link import RedisLink
 from tessera_daemon.transport.registry import Router, publish_registry
-from tessera_daemon.worker import DetectorRunning
 from tests.transport.conftest import Server
 from tests.transport.helpers import START_TS, client_for, detector, make_cfg, wait_for
 
@@ -152,8 +152,9 @@ async def test_posted_event_freezes_the_shards_of_every_partition_it_concerns(re
 
         # the worker's view (/metrics, the API) joins the partitions' copies back into one event each
         view = worker.status
-        await wait_for(lambda: len(view.pipeline.events) == 2, 10, "the events in the worker's view")
-        assert set(_got(view.pipeline.events, "fw-rack").shards) == rack["job-0"] | rack["job-1"]
+        await wait_for(lambda: len(view.snapshot.events) == 2, 10, "the events in the worker's view")
+        rec = view.snapshot.events.get("fw-rack")
+        assert rec is not None and set(rec.shards) == rack["job-0"] | rack["job-1"]
         await wait_for(lambda: _is(gauge(http, base, "tessera_cluster_events"), 2.0), 10, "the events gauge")
 
         async with http.get(f"{base}/v1/events") as r:

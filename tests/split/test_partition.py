@@ -11,9 +11,9 @@ import pytest
 
 from tessera_daemon.engine.window import WindowAssembler, WindowData
 from tessera_daemon.model import Frame, FrameBlock
+from tessera_daemon.split.partition import PartitionWork
 from tessera_daemon.transport.base import Delivery
 from tessera_daemon.transport.codec import decode_entry, encode_host
-from tessera_daemon.transport.partition import PartitionWork
 from tessera_daemon.transport.redis import EntryToken
 
 SHARDS = ["a", "b", "c", "d", "e", "f"]

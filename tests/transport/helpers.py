@@ -25,11 +25,11 @@ from tessera_daemon.engine.pipeline import Pipeline
 from tessera_daemon.model import Frame
 from tessera_daemon.outputs.stream import read_firings
 from tessera_daemon.sim import ClusterSim
-from tessera_daemon.transport.coordinator import fleet_threshold
+from tessera_daemon.split.coordinator import fleet_threshold
+from tessera_daemon.split.partition import open_view
+from tessera_daemon.split.worker import DetectorRunning, run_detector
 from tessera_daemon.transport.keys import Keys
-from tessera_daemon.transport.partition import open_view
 from tessera_daemon.transport.registry import Router
-from tessera_daemon.worker import DetectorRunning, run_detector
 
 START_TS = 1_767_225_600.0
 SIM = {

@@ -33,6 +33,6 @@ async def serve_app(app: web.Application) -> AsyncIterator[str]:
 async def serve_daemon_app(routes: list[web.RouteDef]) -> AsyncIterator[str]:
     """The daemon's own application (make_app) with ``routes`` added, as the daemon will mount them."""
     cfg = load_config(None, {})
-    status = Status(cfg, Pipeline(cfg, topology()), MemoryTransport(16))
+    status = Status(cfg, Pipeline(cfg, topology()).snapshot(), MemoryTransport(16))
     async with serve_app(make_app(status, extra_routes=routes)) as url:
         yield url

@@ -185,7 +185,7 @@ async def test_re_learns_are_rate_limited_per_scope() -> None:
 @contextlib.asynccontextmanager
 async def guarded(http: HttpConfig) -> AsyncIterator[tuple[int, GuardedRunner]]:
     c = load_config(None, {})
-    status = Status(c, Pipeline(c, topology()), MemoryTransport(16))
+    status = Status(c, Pipeline(c, topology()).snapshot(), MemoryTransport(16))
     runner = GuardedRunner(make_app(status), http)
     await runner.setup()
     port = free_port()

@@ -23,12 +23,12 @@ from tessera_daemon.engine.pipeline import Pipeline, threshold_log
 from tessera_daemon.errors import CheckpointError, TransportError
 from tessera_daemon.log import get_logger
 from tessera_daemon.model import Topology
-from tessera_daemon.transport.eventlog import EventLog, LoggedEvent, apply_event
+from tessera_daemon.split.eventlog import EventLog, LoggedEvent, apply_event
+from tessera_daemon.split.partition import Committer, PartitionWork
 from tessera_daemon.transport.exporter import WorkerCounters
 from tessera_daemon.transport.keys import Keys
 from tessera_daemon.transport.lease import Lease, LeaseKeeper, fair_share
 from tessera_daemon.transport.link import RedisLink
-from tessera_daemon.transport.partition import Committer, PartitionWork
 from tessera_daemon.transport.redis import RedisTransport
 from tessera_daemon.transport.registry import (
     fleet_shards,

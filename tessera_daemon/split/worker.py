@@ -13,7 +13,12 @@ Cluster events (``POST/GET /v1/events``, DeploySignal ``POST /v1/tessera/deploy-
 a worker checks a posted event against the fleet topology (the union of every partition's slice, in
 its fleet-wide event book, which also answers GET), appends it to the fleet event log in Redis before
 it answers 202 (503 when Redis cannot take it), and every worker adds logged events to the books of
-the partitions they concern, within a heartbeat (``transport/eventlog.py``).
+the partitions they concern, within a heartbeat (``split/eventlog.py``).
+
+Windows run off the event loop: each round's ingest, windows and idle closes (and topology changes)
+run in a worker thread, which takes a ``PipelineSnapshot`` of each partition it touched; the merged
+snapshot (``split/view.py``) is what the HTTP API, the console and ``/metrics`` (rendered in a thread)
+read. Logged events are applied between rounds, so they stay ordered relative to windows.
 
 Shutdown (SIGTERM / SIGINT): mark not ready, stop reading, commit and checkpoint every partition,
 release the leases (the partitions move at once instead of after a lease timeout), stop HTTP.
@@ -35,14 +40,17 @@ from aiohttp import web
 from tessera_daemon.config import Config
 from tessera_daemon.detect.kernels import warm_up
 from tessera_daemon.engine.events import EventRecord
+from tessera_daemon.engine.snapshot import PipelineSnapshot, empty_snapshot
 from tessera_daemon.errors import TransportError
 from tessera_daemon.log import get_logger
-from tessera_daemon.model import ClusterEvent
+from tessera_daemon.model import ClusterEvent, Topology
 from tessera_daemon.outputs.mqtt import MqttFiringPublisher
 from tessera_daemon.runtime import ProcessRuntime, serve_http
+from tessera_daemon.split.coordinator import Coordinator
+from tessera_daemon.split.eventlog import FleetBook, LoggedEvent, apply_event
+from tessera_daemon.split.partition import Committer, PartitionWork, Poison, WindowRecord
+from tessera_daemon.split.view import PartitionView
 from tessera_daemon.transport.base import Delivery
-from tessera_daemon.transport.coordinator import Coordinator
-from tessera_daemon.transport.eventlog import FleetBook, LoggedEvent, apply_event
 from tessera_daemon.transport.exporter import (
     LinkCollector,
     MqttCollector,
@@ -53,10 +61,8 @@ from tessera_daemon.transport.exporter import (
 from tessera_daemon.transport.keys import Keys
 from tessera_daemon.transport.lease import LeaseKeeper
 from tessera_daemon.transport.link import RedisLink
-from tessera_daemon.transport.partition import Committer, PartitionWork, Poison, WindowRecord
 from tessera_daemon.transport.redis import EntryToken, RedisTransport
 from tessera_daemon.transport.registry import live_workers, unregister_worker
-from tessera_daemon.transport.view import PartitionView
 from tessera_daemon.web.app import make_app
 from tessera_daemon.web.console import Console
 from tessera_daemon.web.event_api import event_routes
@@ -99,13 +105,15 @@ class Detector:
         self.parts: dict[str, PartitionWork] = {}
         self.backlog: dict[str, list[WindowRecord]] = {}
         self.view = PartitionView(cfg)
+        self.snaps: dict[str, PipelineSnapshot] = {}  # partition -> its latest snapshot
+        self.snapshot = empty_snapshot(cfg)  # the merged snapshot the web layer reads
         self.publisher = MqttFiringPublisher(t.mqtt, cfg.daemon.cluster) if t.mqtt.publish_firings else None
         self.changed = True
         self.fleet = FleetBook(cfg.events)  # validates posted events, answers GET /v1/events
 
     # ------------------------------------------------------------------------------- partitions
 
-    def adopt(self) -> None:
+    async def adopt(self) -> None:
         inbox, lost, release, topologies = self.coordinator.take()
         for work in inbox:
             work.pipeline.assembler.guard_future(self.cfg.window.max_future_skew_s)
@@ -114,15 +122,17 @@ class Detector:
             self.transport.attach(work.token, work.position)
             self.counters.acquisitions += 1
             self.changed = True
+        if inbox:
+            await asyncio.to_thread(self._snap, [w.token for w in inbox])
         for token in lost:
             self.drop(token, "lost")
         for token in release:
             if token in self.parts:
                 self.parts[token].release = "rebalance"
-        for token, topo in topologies:  # shards kept by id; new shards start warming up
-            if token in self.parts:
-                self.parts[token].pipeline.set_topology(topo)
-                self.changed = True
+        moved = [(token, topo) for token, topo in topologies if token in self.parts]
+        if moved:  # shards kept by id; new shards start warming up; groups rebuilt off the loop
+            await asyncio.to_thread(self._set_topologies, moved)
+            self.changed = True
         threshold = self.coordinator.threshold_log
         if threshold is not None:
             for w in self.parts.values():
@@ -132,12 +142,16 @@ class Detector:
             self.fleet.set_topology(fleet_topology)
         if events:
             self.fleet.apply(events)
-            self.apply_events(events)
+            touched = self.apply_events(events)
+            if touched:
+                await asyncio.to_thread(self._snap, touched)
 
-    def apply_events(self, items: list[LoggedEvent]) -> None:
+    def apply_events(self, items: list[LoggedEvent]) -> list[str]:
         """Add logged events to every held partition's book (here, between batches: never while a
         checkpoint thread walks a pipeline). Entries a partition replayed when it was loaded are
-        skipped, so an older entry of an updated event never goes over the newer one."""
+        skipped, so an older entry of an updated event never goes over the newer one. Returns the
+        partitions whose book changed."""
+        touched: list[str] = []
         for work in self.parts.values():
             applied = 0
             for item in items:
@@ -149,6 +163,8 @@ class Detector:
                 self.counters.events["applied"] += applied
                 work.changed = True
                 self.changed = True
+                touched.append(work.token)
+        return touched
 
     async def relay(self, events: Sequence[ClusterEvent], source: str, metadata: Mapping[str, str]) -> None:
         """Make accepted events durable in the fleet event log (the event routes' ``relay``);
@@ -159,7 +175,20 @@ class Detector:
         ids = await eventlog.append([(ev, source, metadata) for ev in events])
         self.fleet.remember(LoggedEvent(i, ev, source, dict(metadata)) for i, ev in zip(ids, events, strict=True))
 
+    def _set_topologies(self, moved: list[tuple[str, Topology]]) -> None:
+        for token, topo in moved:
+            self.parts[token].pipeline.set_topology(topo)
+        self._snap([t for t, _ in moved])
+
+    def _snap(self, tokens: Sequence[str]) -> None:
+        """Take a snapshot of each partition in ``tokens`` (on the window thread, after its windows)."""
+        for t in tokens:
+            work = self.parts.get(t)
+            if work is not None:
+                self.snaps[t] = work.pipeline.snapshot(self.snaps.get(t))
+
     def drop(self, token: str, reason: str) -> None:
+        self.snaps.pop(token, None)
         if self.parts.pop(token, None) is not None:
             self.counters.releases[reason] += 1
             self.changed = True
@@ -181,36 +210,20 @@ class Detector:
 
     async def step(self, timeout_s: float) -> int:
         """One receive / process / commit / checkpoint round; the number of entries handled."""
-        self.adopt()
+        await self.adopt()
         for work in [w for w in self.parts.values() if w.release]:
             await self.release(work, work.release)
         deliveries = await self.transport.receive(self.cfg.transport.batch_max, timeout_s)
-        targets = self.publisher is not None
         by_part: dict[str, list[Delivery]] = {}
         for d in deliveries:
             tok = d.token
             if isinstance(tok, EntryToken):
                 by_part.setdefault(tok.partition, []).append(d)
-        for token, ds in by_part.items():
-            owner = self.parts.get(token)
-            if owner is not None:
-                dup = owner.duplicates
-                poison = owner.ingest(ds)
-                self.counters.duplicates += owner.duplicates - dup
-                if poison:
-                    await self.dead_letter(token, poison)
-                errs = owner.window_errors
-                recs = owner.advance(targets=targets)
-                self.counters.window_errors += owner.window_errors - errs
-                self.backlog[token].extend(recs)
-                self.changed = self.changed or bool(recs)
-        idle_s = self.cfg.transport.detector.idle_close_s
+        poisoned, closed_by = await asyncio.to_thread(self._process, by_part)  # windows off the event loop
+        for token, poison in poisoned:
+            await self.dead_letter(token, poison)
         for work in list(self.parts.values()):
-            errs = work.window_errors
-            closed = work.idle_close(idle_s, targets=targets)
-            self.counters.window_errors += work.window_errors - errs
-            self.backlog[work.token].extend(closed)
-            self.changed = self.changed or bool(closed)
+            closed = closed_by.get(work.token, False)
             await self.flush_commits(work)
             due = (
                 work.since_checkpoint >= self.cfg.transport.detector.checkpoint_windows
@@ -219,6 +232,41 @@ class Detector:
             if work.token in self.parts and (closed or due):
                 await self.checkpoint(work)
         return len(deliveries)
+
+    def _process(self, by_part: dict[str, list[Delivery]]) -> tuple[list[tuple[str, list[Poison]]], dict[str, bool]]:
+        """Ingest, close windows (and idle-close) for every partition, then snapshot the ones that moved:
+        on the window thread. Returns the entries to dead-letter and, per partition, whether an idle
+        close committed windows."""
+        targets = self.publisher is not None
+        poisoned: list[tuple[str, list[Poison]]] = []
+        moved: set[str] = set()
+        for token, ds in by_part.items():
+            owner = self.parts.get(token)
+            if owner is not None:
+                dup = owner.duplicates
+                poison = owner.ingest(ds)
+                self.counters.duplicates += owner.duplicates - dup
+                if poison:
+                    poisoned.append((token, poison))
+                errs = owner.window_errors
+                recs = owner.advance(targets=targets)
+                self.counters.window_errors += owner.window_errors - errs
+                self.backlog[token].extend(recs)
+                self.changed = self.changed or bool(recs)
+                moved.add(token)
+        idle_s = self.cfg.transport.detector.idle_close_s
+        closed_by: dict[str, bool] = {}
+        for work in list(self.parts.values()):
+            errs = work.window_errors
+            closed = work.idle_close(idle_s, targets=targets)
+            self.counters.window_errors += work.window_errors - errs
+            self.backlog[work.token].extend(closed)
+            self.changed = self.changed or bool(closed)
+            closed_by[work.token] = bool(closed)
+            if closed:
+                moved.add(work.token)
+        self._snap(sorted(moved | {t for t in self.parts if t not in self.snaps}))
+        return poisoned, closed_by
 
     async def dead_letter(self, token: str, poison: list[Poison]) -> None:
         """Entries ``PartitionWork.ingest`` handed back (they failed to process and were rolled back, or
@@ -303,9 +351,12 @@ class Detector:
 
     # ------------------------------------------------------------------------------- read side
 
-    def refresh_view(self) -> None:
-        self.view.refresh({t: w.pipeline for t, w in self.parts.items()}, self.coordinator.threshold_log)
+    def refresh_view(self) -> PipelineSnapshot:
+        """Merge the owned partitions' latest snapshots into ``self.snapshot`` (and return it)."""
+        parts = {t: s for t, s in self.snaps.items() if t in self.parts}
+        self.snapshot = self.view.refresh(parts, self.coordinator.threshold_log)
         self.changed = False
+        return self.snapshot
 
     def levels(self) -> list[StreamLevels]:
         return [StreamLevels(r.stream, r.lag, r.pending) for r in self.transport.readers.values()]
@@ -335,7 +386,7 @@ class Detector:
                     "epoch": w.lease.epoch,
                     "committed_window": w.committed,
                     "position": w.position.decode(),
-                    "shards": len(w.pipeline.shards),
+                    "shards": len(self.snaps[t].shards) if t in self.snaps else 0,
                     "lag_entries": r.lag if r else None,
                     "pending_entries": r.pending if r else None,
                     "mode": r.mode if r else None,
@@ -368,7 +419,7 @@ async def run_detector(
     )
 
     det.refresh_view()
-    status = Status(cfg, det.view.pipeline, det.transport, {})
+    status = Status(cfg, det.snapshot, det.transport, {})
     status.extra_ready_checks.append(det.not_ready)
     renderer = MetricsRenderer(status)
     renderer.registry.register(LinkCollector(det.link))
@@ -392,8 +443,7 @@ async def run_detector(
         return web.json_response({"v": 1, "worker": wid, "partitions": det.partitions_json()})
 
     def event_now() -> float:  # the worker's event time: the end of the newest window processed
-        p = det.view.pipeline
-        return p.table.end_ts if p.windows_processed else time.time()
+        return status.snapshot.event_now(time.time())
 
     def on_event(rec: EventRecord) -> None:
         log.info(
@@ -436,11 +486,10 @@ async def run_detector(
             await det.step(cfg.transport.detector.block_ms / 1000.0)
             now = time.monotonic()
             if det.changed or now - last_render >= 1.0:
-                det.refresh_view()
-                status.pipeline = det.view.pipeline
+                status.snapshot = await asyncio.to_thread(det.refresh_view)  # the merge, off the loop
                 console.record()  # web console: history, and the browsers' diff before /metrics renders
                 console.flush()
-                renderer.render()
+                await renderer.render_async()
                 last_render = now
 
     async def housekeeping() -> None:
@@ -472,7 +521,7 @@ async def run_detector(
                 except TimeoutError:
                     pub.cancel()
     finally:
-        det.refresh_view()
+        status.snapshot = det.refresh_view()
         renderer.render()
         with contextlib.suppress(Exception):
             await runner.cleanup()
