@@ -81,7 +81,20 @@ def parse_material(entries: tuple[str, ...], path: str = "detector.material") ->
 @dataclass(frozen=True, slots=True)
 class DaemonConfig:
     cluster: str = _f("default", doc="cluster name, used in MQTT topics and labels")
-    state_dir: str = _f("", doc="directory for local state; empty: none")
+    state_dir: str = _f(
+        "",
+        doc="directory for local state: `run` checkpoints its detector here and resumes from it on restart; "
+        "empty: none",
+    )
+    checkpoint_windows: int = _f(
+        10, lo=1, hi=1_000_000, doc="`run` writes a checkpoint to state_dir every this many closed windows"
+    )
+    state_max_age_s: float = _f(
+        1800.0,
+        lo=1.0,
+        hi=30 * 86400.0,
+        doc="a checkpoint older than this (wall clock) is refused as stale at start and the detector starts fresh",
+    )
     shutdown_grace_s: float = _f(5.0, lo=0.1, hi=300.0, doc="time allowed to finish the current window")
 
 

@@ -25,6 +25,7 @@ from tessera_daemon.engine.events import EventRecord
 from tessera_daemon.engine.families import warm_up as warm_up_families
 from tessera_daemon.engine.pipeline import Pipeline, WindowResult
 from tessera_daemon.errors import TesseraError
+from tessera_daemon.localstate import LocalState, resume_pipeline
 from tessera_daemon.log import get_logger
 from tessera_daemon.model import Topology
 from tessera_daemon.outputs.verdict_feed import VerdictFeed, verdict_group_for_event
@@ -118,7 +119,8 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
         log.info("starting sources", sources=[s.name for s in sources])
     topology = await gather_topology(sources, cfg)
     transport = MemoryTransport(cfg.transport.capacity)
-    pipeline = Pipeline(cfg, topology)
+    local = LocalState.of(cfg)  # daemon.state_dir: checkpoints, resumed from here (localstate.py)
+    pipeline = resume_pipeline(local, cfg, topology, sources[0] if simulated else None)
     if not simulated:  # the simulator keeps its own (sped-up) clock; replay never arms the guard
         pipeline.assembler.guard_future(cfg.window.max_future_skew_s)
     t0 = time.perf_counter()
@@ -137,6 +139,8 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
     if simulated and isinstance(sources[0], SyntheticSource):
         console.simulator = sources[0].sim
     renderer = MetricsRenderer(status)
+    if local is not None:
+        renderer.registry.register(local)  # tessera_checkpoints_total, last success
     renderer.render()
 
     feed = VerdictFeed.from_settings(cfg.events.deploysignal, cluster=cfg.daemon.cluster)
@@ -227,10 +231,15 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
             deliveries = await transport.receive(cfg.transport.batch_max, 0.0 if stopping else 0.1)
             for d in deliveries:
                 pipeline.ingest(d.frames)
+                if local is not None and d.frames:
+                    local.last_frame_ts = d.frames[-1].ts
             if deliveries:
                 last_frame_wall = time.monotonic()
-                handle(advance())
+                closed = advance()
+                handle(closed)
                 await transport.ack(deliveries)
+                if local is not None and local.due(len(closed)):
+                    await local.checkpoint(pipeline, reason="periodic")
             else:
                 idle = (time.monotonic() - last_frame_wall) * speed
                 if idle > idle_after and pipeline.assembler.watermark > float("-inf"):
@@ -306,6 +315,8 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
             except TimeoutError:
                 detector.cancel(msg="shutdown grace exceeded")
                 log.warning("detector did not finish within the grace period", grace_s=cfg.daemon.shutdown_grace_s)
+            if local is not None and detector.done() and not detector.cancelled():
+                await local.checkpoint(pipeline, reason="shutdown")  # with the open (partial) windows
     finally:
         if feed is not None:
             await feed.close(cfg.events.deploysignal.feed_close_deadline_s)

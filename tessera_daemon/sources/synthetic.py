@@ -61,6 +61,16 @@ class SyntheticSource:
             self.set_speedup(self._resume[0], now)
         return frames
 
+    def skip_to(self, ts: float) -> int:
+        """Fast-forward past simulated time ``ts`` without emitting (a restarted daemon resuming from its
+        checkpoint); the number of ticks skipped."""
+        n = 0
+        while self.sim.ts_of(self.sim.tick) <= ts + 1e-9:
+            self.sim_ts = self.sim.step_arrays().ts
+            n += 1
+        self._anchor_sim = self.sim_ts
+        return n
+
     def set_speedup(self, speedup: float, now: float | None = None, *, until_ts: float | None = None) -> None:
         """Run simulated time at ``speedup`` from now on; with ``until_ts``, only up to that simulated
         time, then back at the current speed (``tessera-daemon demo`` fast-forwards the warm-up so)."""
