@@ -188,6 +188,12 @@ class DetectorConfig:
         doc="metrics the statistical detectors watch (counters become rates)",
     )
     log_metrics: tuple[str, ...] = _f(("step_time_ms",), doc="heavy-tailed metrics analysed on log scale")
+    backend: Literal["auto", "numba", "numpy"] = _f(
+        "auto",
+        doc="detector kernels: numba (compiled; the start fails if they do not compile), numpy (the NumPy twins, "
+        "slower, same results), auto: numba, falling back to the twins (logged, tessera_kernel_backend) when "
+        "compiling or the start-up self-check against the twins fails",
+    )
     warmup_windows: int = _f(
         60, lo=5, hi=100_000, doc="fewest windows used to learn offsets, scales and AR(1) (the warm-up minimum)"
     )

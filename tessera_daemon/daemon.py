@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from tessera_daemon.config import Config
-from tessera_daemon.detect.kernels import warm_up
+from tessera_daemon.detect.backend import BackendCollector
+from tessera_daemon.detect.backend import select as select_backend
 from tessera_daemon.engine.events import EventRecord
-from tessera_daemon.engine.families import warm_up as warm_up_families
 from tessera_daemon.engine.pipeline import Pipeline, WindowResult
 from tessera_daemon.errors import TesseraError
 from tessera_daemon.localstate import LocalState, resume_pipeline
@@ -124,11 +124,11 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
     if not simulated:  # the simulator keeps its own (sped-up) clock; replay never arms the guard
         pipeline.assembler.guard_future(cfg.window.max_future_skew_s)
     t0 = time.perf_counter()
-    await asyncio.to_thread(warm_up)
-    await asyncio.to_thread(warm_up_families)
+    kernel_backend = await asyncio.to_thread(select_backend, cfg.detector.backend)  # detect/backend.py
     log.info(
         "detector kernels ready",
         compile_s=round(time.perf_counter() - t0, 3),
+        backend=kernel_backend.backend,
         shards=len(pipeline.shards),
         metrics=pipeline.metrics,
         threshold_log=round(pipeline.threshold_log, 3),
@@ -139,6 +139,7 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
     if simulated and isinstance(sources[0], SyntheticSource):
         console.simulator = sources[0].sim
     renderer = MetricsRenderer(status)
+    renderer.registry.register(BackendCollector(kernel_backend))
     if local is not None:
         renderer.registry.register(local)  # tessera_checkpoints_total, last success
     renderer.render()
