@@ -23,7 +23,7 @@ from pathlib import Path
 
 from tessera_daemon import __version__
 from tessera_daemon.config import Config, dump_toml, load_config
-from tessera_daemon.errors import BindError, CodecError, ConfigError, ConfigErrors
+from tessera_daemon.errors import BindError, CheckpointError, CodecError, ConfigError, ConfigErrors
 from tessera_daemon.log import configure_logging
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
@@ -152,6 +152,16 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--topology", type=Path, required=True, help="topology JSON (topology contract)")
     rp.add_argument("--events", type=Path, default=None, help="cluster events, JSON lines (default: none)")
     rp.add_argument("--out", type=Path, required=True, help="firings output, JSON lines")
+
+    st = add_command(
+        sub,
+        "state",
+        "back up or restore detector state: checkpoints and the event log (daemon.state_dir or Redis)",
+        Command(cmd_state),
+    )
+    st.add_argument("action", choices=["export", "import"], help="export to FILE, or import from FILE")
+    st.add_argument("file", type=Path, metavar="FILE", help="the archive (.tar.gz)")
+    st.add_argument("--replace", action="store_true", help="import over existing state")
 
     dr = add_command(
         sub,
@@ -323,6 +333,19 @@ def cmd_replay(cfg: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_state(cfg: Config, args: argparse.Namespace) -> int:
+    from tessera_daemon.statebackup import export_state, import_state  # noqa: PLC0415
+
+    if args.action == "export":
+        summary = export_state(cfg, args.file)
+    else:
+        if not args.file.exists():
+            raise ConfigError("FILE", f"file not found: {args.file}")
+        summary = import_state(cfg, args.file, replace=args.replace)
+    print(json.dumps({"action": args.action, **summary.to_obj()}, sort_keys=True))
+    return EXIT_OK
+
+
 def cmd_drill(cfg: Config, args: argparse.Namespace) -> int:
     drill = importlib.import_module("tessera_daemon.drill")
     rc: int = asyncio.run(drill.run_drill(cfg, out=args.out, speedup=args.speedup))
@@ -410,6 +433,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except CodecError as exc:
         print(f"tessera-daemon: invalid input: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    except CheckpointError as exc:
+        print(f"tessera-daemon: invalid state: {exc}", file=sys.stderr)
         return EXIT_FAIL
     except KeyboardInterrupt:
         return EXIT_OK
