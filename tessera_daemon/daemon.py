@@ -30,6 +30,7 @@ from tessera_daemon.log import get_logger
 from tessera_daemon.model import Topology
 from tessera_daemon.outputs.verdict_feed import VerdictFeed, verdict_group_for_event
 from tessera_daemon.runtime import ProcessRuntime, check_all_in_one, serve_http
+from tessera_daemon.selfwatch import LoopLag
 from tessera_daemon.sources import build_sources, load_static_topology, merge_topology
 from tessera_daemon.sources.base import Source
 from tessera_daemon.sources.synthetic import SyntheticSource
@@ -140,6 +141,7 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
         console.simulator = sources[0].sim
     renderer = MetricsRenderer(status)
     renderer.registry.register(BackendCollector(kernel_backend))
+    loop_lag = LoopLag(renderer.registry)  # tessera_event_loop_lag_seconds (selfwatch.py)
     if local is not None:
         renderer.registry.register(local)  # tessera_checkpoints_total, last success
     renderer.render()
@@ -301,6 +303,7 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
             ]
             detector = tg.create_task(detector_loop(), name="detector")
             hk = tg.create_task(housekeeping(), name="housekeeping")
+            lag_task = tg.create_task(loop_lag.run(), name="loop-lag")
             topo_task = None if simulated else tg.create_task(topology_refresh(), name="topology")
             await stop.wait()
             status.stopping = True
@@ -308,6 +311,7 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
             for t in pollers:
                 t.cancel()
             hk.cancel()
+            lag_task.cancel()
             if topo_task is not None:
                 topo_task.cancel()
             try:

@@ -69,12 +69,10 @@ async def _firings(env: dict[str, str]) -> tuple[list[tuple[str, str, str, int]]
     await asyncio.wait_for(task, 120)
     book = running.status.pipeline.book
     fired = sorted((f.id, f.target, f.metric, f.window) for f in [*book.active(), *book.recent])
-    metrics = {
-        s.labels["backend"]: s.value
-        for m in text_string_to_metric_families(running.status.metrics_bytes.decode())
-        if m.name == "tessera_kernel_backend"
-        for s in m.samples
-    }
+    families = {m.name: m for m in text_string_to_metric_families(running.status.metrics_bytes.decode())}
+    metrics = {s.labels["backend"]: s.value for s in families["tessera_kernel_backend"].samples}
+    lag = {s.name: s.value for s in families["tessera_event_loop_lag_seconds"].samples if not s.labels.get("le")}
+    assert lag["tessera_event_loop_lag_seconds_count"] > 0  # sampled while the daemon ran (selfwatch.py)
     return fired, metrics
 
 
