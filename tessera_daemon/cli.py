@@ -148,8 +148,15 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--list", action="store_true", help="list the scenarios and exit")
 
     rp = add_command(sub, "replay", "run the detector pipeline offline over recorded frames", Command(cmd_replay))
-    rp.add_argument("--frames", type=Path, required=True, help="frames, JSON lines (frame contract)")
-    rp.add_argument("--topology", type=Path, required=True, help="topology JSON (topology contract)")
+    rp.add_argument("--frames", type=Path, default=None, help="frames, JSON lines (frame contract)")
+    rp.add_argument("--topology", type=Path, default=None, help="topology JSON (topology contract)")
+    rp.add_argument(
+        "--capture",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="a capture of run (daemon.capture_path) instead of --frames/--topology/--events: the same firings",
+    )
     rp.add_argument("--events", type=Path, default=None, help="cluster events, JSON lines (default: none)")
     rp.add_argument("--out", type=Path, required=True, help="firings output, JSON lines")
 
@@ -324,6 +331,16 @@ def cmd_simulate(cfg: Config, args: argparse.Namespace) -> int:
 def cmd_replay(cfg: Config, args: argparse.Namespace) -> int:
     from tessera_daemon.replay import replay  # noqa: PLC0415
 
+    if args.capture is not None:
+        from tessera_daemon.capture import replay_capture  # noqa: PLC0415
+
+        fired, _ = replay_capture(cfg, args.capture)
+        with args.out.open("w", encoding="utf-8") as out:
+            out.writelines(f.to_json() + "\n" for f in fired)
+        print(json.dumps({"firings": len(fired), "out": str(args.out)}, sort_keys=True))
+        return EXIT_OK
+    if args.frames is None or args.topology is None:
+        raise ConfigError("--frames", "--frames and --topology are required (or --capture)")
     for name in ("frames", "topology", "events"):
         path = getattr(args, name)
         if path is not None and not path.exists():

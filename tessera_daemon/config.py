@@ -89,6 +89,15 @@ class DaemonConfig:
     checkpoint_windows: int = _f(
         10, lo=1, hi=1_000_000, doc="`run` writes a checkpoint to state_dir every this many closed windows"
     )
+    capture_path: str = _f(
+        "",
+        doc="capture every frame delivery, window close, topology and event `run` sees to gzip JSON-lines "
+        "segments PATH.NNNNNN.jsonl.gz (`tessera-daemon replay --capture PATH` recomputes the firings); "
+        "empty: no capture",
+    )
+    capture_rotate_bytes: int = _f(
+        64 * 1024 * 1024, lo=4096, hi=1 << 40, doc="start a new capture segment past this many bytes of JSON"
+    )
     state_max_age_s: float = _f(
         1800.0,
         lo=1.0,

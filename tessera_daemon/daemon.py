@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from tessera_daemon.capture import CaptureWriter, open_capture
 from tessera_daemon.config import Config
 from tessera_daemon.detect.backend import BackendCollector
 from tessera_daemon.detect.backend import select as select_backend
@@ -55,13 +56,17 @@ class Running:
     sources: list[Source] = field(default_factory=list)
 
 
-def _event_routes(cfg: Config, pipeline: Pipeline, counts: Counter[tuple[str, str]]) -> list[web.RouteDef]:
+def _event_routes(
+    cfg: Config, pipeline: Pipeline, counts: Counter[tuple[str, str]], capture: CaptureWriter | None = None
+) -> list[web.RouteDef]:
     """POST/GET /v1/events and the DeploySignal v1 inbound route, when enabled."""
 
     def now() -> float:  # the daemon's event time: the end of the last processed window
         return pipeline.table.end_ts if pipeline.windows_processed else time.time()
 
     def on_event(rec: EventRecord) -> None:
+        if capture is not None:
+            capture.event(rec)
         log.info(
             "cluster event",
             id=rec.id,
@@ -122,6 +127,7 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
     transport = MemoryTransport(cfg.transport.capacity)
     local = LocalState.of(cfg)  # daemon.state_dir: checkpoints, resumed from here (localstate.py)
     pipeline = resume_pipeline(local, cfg, topology, sources[0] if simulated else None)
+    capture = open_capture(cfg, pipeline)  # daemon.capture_path (capture.py)
     if not simulated:  # the simulator keeps its own (sped-up) clock; replay never arms the guard
         pipeline.assembler.guard_future(cfg.window.max_future_skew_s)
     t0 = time.perf_counter()
@@ -148,7 +154,7 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
 
     feed = VerdictFeed.from_settings(cfg.events.deploysignal, cluster=cfg.daemon.cluster)
     status.feed = feed
-    app = make_app(status, extra_routes=_event_routes(cfg, pipeline, status.event_requests))
+    app = make_app(status, extra_routes=_event_routes(cfg, pipeline, status.event_requests, capture))
     runner, port = await serve_http(app, cfg)
     log.info(
         "serving",
@@ -218,6 +224,8 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
     def advance(watermark: float | None = None) -> list[WindowResult]:
         """``Pipeline.advance``, with the web console's history recorded after each window."""
         out = []
+        if capture is not None:
+            capture.advance(watermark)
         for w in pipeline.assembler.close_ready(watermark):
             out.append(pipeline.process(w))
             console.record()
@@ -234,6 +242,8 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
             deliveries = await transport.receive(cfg.transport.batch_max, 0.0 if stopping else 0.1)
             for d in deliveries:
                 pipeline.ingest(d.frames)
+                if capture is not None:
+                    capture.frames(d.frames)
                 if local is not None and d.frames:
                     local.last_frame_ts = d.frames[-1].ts
             if deliveries:
@@ -281,6 +291,8 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
             digest = fresh.content_hash()
             if digest != current and fresh.shards:
                 pipeline.set_topology(fresh)
+                if capture is not None:
+                    capture.topology(fresh)
                 current = digest
                 log.info("topology changed", shards=len(fresh.shards), hash=digest[:12])
 
@@ -330,6 +342,8 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
             await runner.cleanup()
         await transport.close()
         await runtime.close()
+        if capture is not None:
+            capture.close()
     tstats = transport.stats()
     log.info(
         "shutdown complete",
