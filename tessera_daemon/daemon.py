@@ -332,7 +332,9 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
             except TimeoutError:
                 detector.cancel(msg="shutdown grace exceeded")
                 log.warning("detector did not finish within the grace period", grace_s=cfg.daemon.shutdown_grace_s)
-            if local is not None and detector.done() and not detector.cancelled():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await detector  # cancelled at an await: the pipeline is between two calls, consistent
+            if local is not None:
                 await local.checkpoint(pipeline, reason="shutdown")  # with the open (partial) windows
     finally:
         if feed is not None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -80,6 +81,7 @@ class LocalState:
         self.last_write_s = 0.0
         self.last_success_ts = 0.0
         self.restored = 0
+        self._lock = threading.Lock()
         self.refused = ""  # why the checkpoint at start was refused ("" when none was)
         self.resumed_window = -1  # last closed window of the checkpoint resumed from; -1: fresh start
         self.last_frame_ts = float("-inf")  # time stamp of the last frame ingested (the input position)
@@ -148,6 +150,10 @@ class LocalState:
 
     def save(self, pipeline: Pipeline, extra: dict[str, Any]) -> int:
         """Serialise and write (blocking: call it in a thread); the checkpoint's size in bytes."""
+        with self._lock:  # a periodic write cancelled at shutdown may still run in its thread
+            return self._save(pipeline, extra)
+
+    def _save(self, pipeline: Pipeline, extra: dict[str, Any]) -> int:
         t0 = time.perf_counter()
         last = pipeline.assembler.last_closed
         blob = snapshot(pipeline, partition=PARTITION, position=str(-1 if last is None else last), extra=extra)
