@@ -151,6 +151,7 @@ def soak(
         with open(log, "wb") as fh:
             proc = subprocess.Popen([sys.executable, "-m", "tessera_daemon", "run"], env=env, cwd=ROOT, stderr=fh)
         started = time.monotonic()
+        serving = 0.0
         finished = False
         while proc.poll() is None:
             time.sleep(sample_every_s)
@@ -169,7 +170,8 @@ def soak(
                     run,
                 )
             )
-            if time.monotonic() - started >= restart_every_s and proc.poll() is None:
+            serving = serving or time.monotonic()  # the restart clock starts once it serves
+            if time.monotonic() - serving >= restart_every_s and proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
                 break
         res.exit_codes.append(proc.wait(120))

@@ -23,7 +23,7 @@ def _bench() -> ModuleType:
 
 def test_short_soak_loses_nothing_and_does_not_grow(tmp_path: Path) -> None:
     soak = _bench()
-    res = soak.soak(1800.0, 300.0, 2.5, workdir=tmp_path)
+    res = soak.soak(1800.0, 300.0, 2.0, workdir=tmp_path)
     assert set(res.exit_codes) == {0}
     assert res.restarts >= 2, "the soak must restart the daemon"
     assert res.windows_lost == 0 and res.windows_twice == 0, res.table()
