@@ -33,9 +33,10 @@ from tessera_daemon.commands import (
     cmd_replay,
     cmd_run,
     cmd_simulate,
+    cmd_state,
 )
 from tessera_daemon.config import Config, load_config
-from tessera_daemon.errors import BindError, CodecError, ConfigError, ConfigErrors
+from tessera_daemon.errors import BindError, CheckpointError, CodecError, ConfigError, ConfigErrors
 from tessera_daemon.log import configure_logging
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -159,10 +160,27 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--list", action="store_true", help="list the scenarios and exit")
 
     rp = add_command(sub, "replay", "run the detector pipeline offline over recorded frames", Command(cmd_replay))
-    rp.add_argument("--frames", type=Path, required=True, help="frames, JSON lines (frame contract)")
-    rp.add_argument("--topology", type=Path, required=True, help="topology JSON (topology contract)")
+    rp.add_argument("--frames", type=Path, default=None, help="frames, JSON lines (frame contract)")
+    rp.add_argument("--topology", type=Path, default=None, help="topology JSON (topology contract)")
+    rp.add_argument(
+        "--capture",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="a capture of run (daemon.capture_path) instead of --frames/--topology/--events: the same firings",
+    )
     rp.add_argument("--events", type=Path, default=None, help="cluster events, JSON lines (default: none)")
     rp.add_argument("--out", type=Path, required=True, help="firings output, JSON lines")
+
+    st = add_command(
+        sub,
+        "state",
+        "back up or restore detector state: checkpoints and the event log (daemon.state_dir or Redis)",
+        Command(cmd_state),
+    )
+    st.add_argument("action", choices=["export", "import"], help="export to FILE, or import from FILE")
+    st.add_argument("file", type=Path, metavar="FILE", help="the archive (.tar.gz)")
+    st.add_argument("--replace", action="store_true", help="import over existing state")
 
     dr = add_command(
         sub,
@@ -274,6 +292,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except CodecError as exc:
         print(f"tessera-daemon: invalid input: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    except CheckpointError as exc:
+        print(f"tessera-daemon: invalid state: {exc}", file=sys.stderr)
         return EXIT_FAIL
     except KeyboardInterrupt:
         return EXIT_OK

@@ -103,12 +103,35 @@ def cmd_simulate(cfg: Config, args: argparse.Namespace) -> int:
 def cmd_replay(cfg: Config, args: argparse.Namespace) -> int:
     from tessera_daemon.replay import replay  # noqa: PLC0415
 
+    if args.capture is not None:
+        from tessera_daemon.capture import replay_capture  # noqa: PLC0415
+
+        fired, _ = replay_capture(cfg, args.capture)
+        with args.out.open("w", encoding="utf-8") as out:
+            out.writelines(f.to_json() + "\n" for f in fired)
+        print(json.dumps({"firings": len(fired), "out": str(args.out)}, sort_keys=True))
+        return EXIT_OK
+    if args.frames is None or args.topology is None:
+        raise ConfigError("--frames", "--frames and --topology are required (or --capture)")
     for name in ("frames", "topology", "events"):
         path = getattr(args, name)
         if path is not None and not path.exists():
             raise ConfigError(f"--{name}", f"file not found: {path}")
     summary = replay(cfg, args.frames, args.topology, args.out, args.events)
     print(json.dumps(summary.to_obj(), sort_keys=True))
+    return EXIT_OK
+
+
+def cmd_state(cfg: Config, args: argparse.Namespace) -> int:
+    from tessera_daemon.statebackup import export_state, import_state  # noqa: PLC0415
+
+    if args.action == "export":
+        summary = export_state(cfg, args.file)
+    else:
+        if not args.file.exists():
+            raise ConfigError("FILE", f"file not found: {args.file}")
+        summary = import_state(cfg, args.file, replace=args.replace)
+    print(json.dumps({"action": args.action, **summary.to_obj()}, sort_keys=True))
     return EXIT_OK
 
 

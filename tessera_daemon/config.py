@@ -54,7 +54,29 @@ DEFAULT_MATERIAL: tuple[str, ...] = (
 @dataclass(frozen=True, slots=True)
 class DaemonConfig:
     cluster: str = _f("default", doc="cluster name, used in MQTT topics and labels")
-    state_dir: str = _f("", doc="directory for local state; empty: none")
+    state_dir: str = _f(
+        "",
+        doc="directory for local state: `run` checkpoints its detector here and resumes from it on restart; "
+        "empty: none",
+    )
+    checkpoint_windows: int = _f(
+        10, lo=1, hi=1_000_000, doc="`run` writes a checkpoint to state_dir every this many closed windows"
+    )
+    capture_path: str = _f(
+        "",
+        doc="capture every frame delivery, window close, topology and event `run` sees to gzip JSON-lines "
+        "segments PATH.NNNNNN.jsonl.gz (`tessera-daemon replay --capture PATH` recomputes the firings); "
+        "empty: no capture",
+    )
+    capture_rotate_bytes: int = _f(
+        64 * 1024 * 1024, lo=4096, hi=1 << 40, doc="start a new capture segment past this many bytes of JSON"
+    )
+    state_max_age_s: float = _f(
+        1800.0,
+        lo=1.0,
+        hi=30 * 86400.0,
+        doc="a checkpoint older than this (wall clock) is refused as stale at start and the detector starts fresh",
+    )
     shutdown_grace_s: float = _f(5.0, lo=0.1, hi=300.0, doc="time allowed to finish the current window")
 
 
@@ -148,6 +170,12 @@ class DetectorConfig:
         doc="metrics the statistical detectors watch (counters become rates)",
     )
     log_metrics: tuple[str, ...] = _f(("step_time_ms",), doc="heavy-tailed metrics analysed on log scale")
+    backend: Literal["auto", "numba", "numpy"] = _f(
+        "auto",
+        doc="detector kernels: numba (compiled; the start fails if they do not compile), numpy (the NumPy twins, "
+        "slower, same results), auto: numba, falling back to the twins (logged, tessera_kernel_backend) when "
+        "compiling or the start-up self-check against the twins fails",
+    )
     warmup_windows: int = _f(
         60, lo=5, hi=100_000, doc="fewest windows used to learn offsets, scales and AR(1) (the warm-up minimum)"
     )

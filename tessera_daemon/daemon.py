@@ -29,16 +29,18 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from tessera_daemon.capture import open_capture
 from tessera_daemon.config import Config
-from tessera_daemon.detect.kernels import warm_up
+from tessera_daemon.detect.backend import BackendCollector
+from tessera_daemon.detect.backend import select as select_backend
 from tessera_daemon.engine.events import AddResult, EventBook, EventRecord
-from tessera_daemon.engine.families import warm_up as warm_up_families
-from tessera_daemon.engine.pipeline import Pipeline
 from tessera_daemon.errors import TesseraError
+from tessera_daemon.localstate import LocalState, resume_pipeline
 from tessera_daemon.log import get_logger
 from tessera_daemon.model import ClusterEvent, Topology
 from tessera_daemon.outputs.verdict_feed import VerdictFeed
 from tessera_daemon.runtime import ProcessRuntime, check_all_in_one, serve_http
+from tessera_daemon.selfwatch import LoopLag
 from tessera_daemon.sources import build_sources, load_static_topology, merge_topology
 from tessera_daemon.sources.base import Source
 from tessera_daemon.sources.supervise import SourceHealth, supervise_source
@@ -74,7 +76,8 @@ def _event_routes(
     cfg: Config, status: Status, front: EventBook, worker: WindowWorker, counts: Counter[tuple[str, str]]
 ) -> list[web.RouteDef]:
     """POST/GET /v1/events and the DeploySignal v1 inbound route, when enabled: checked against and
-    answered from ``front`` (on the loop), relayed to the window thread's queue."""
+    answered from ``front`` (on the loop), relayed to the window thread's queue (which captures them
+    when ``daemon.capture_path`` is set, in the order the pipeline sees them)."""
 
     def now() -> float:  # the daemon's event time: the end of the last processed window
         return status.snapshot.event_now(time.time())
@@ -142,21 +145,25 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
         log.info("starting sources", sources=[s.name for s in sources])
     topology = await gather_topology(sources, cfg)
     transport = MemoryTransport(cfg.transport.capacity)
-    pipeline = await asyncio.to_thread(Pipeline, cfg, topology)  # group construction is costly at scale
+    local = LocalState.of(cfg)  # daemon.state_dir: checkpoints, resumed from here (localstate.py)
+    # group construction is costly at scale: off the loop
+    pipeline = await asyncio.to_thread(resume_pipeline, local, cfg, topology, sources[0] if simulated else None)
+    capture = open_capture(cfg, pipeline)  # daemon.capture_path (capture.py)
     if not simulated:  # the simulator keeps its own (sped-up) clock; replay never arms the guard
         pipeline.assembler.guard_future(cfg.window.max_future_skew_s)
     t0 = time.perf_counter()
-    await asyncio.to_thread(warm_up)
-    await asyncio.to_thread(warm_up_families)
+    kernel_backend = await asyncio.to_thread(select_backend, cfg.detector.backend)  # detect/backend.py
     log.info(
         "detector kernels ready",
         compile_s=round(time.perf_counter() - t0, 3),
+        backend=kernel_backend.backend,
         shards=len(pipeline.shards),
         metrics=pipeline.metrics,
         threshold_log=round(pipeline.threshold_log, 3),
     )
 
-    worker = WindowWorker(pipeline)  # from here on, only the window thread touches the pipeline
+    # from here on, only the window thread touches the pipeline (and writes the capture)
+    worker = WindowWorker(pipeline, capture=capture, local=local)
     gc.freeze()  # start-up objects (topology, pipeline, simulator) leave the collector's full passes
     front = EventBook(topology, cfg.events)  # event POSTs are checked and answered here, on the loop
     status = Status(cfg, worker.snapshot, transport, {s.name: SourceHealth(s.name) for s in sources})
@@ -164,6 +171,10 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
     if simulated and isinstance(sources[0], SyntheticSource):
         console.simulator = sources[0].sim
     renderer = MetricsRenderer(status)
+    renderer.registry.register(BackendCollector(kernel_backend))
+    loop_lag = LoopLag(renderer.registry)  # tessera_event_loop_lag_seconds (selfwatch.py)
+    if local is not None:
+        renderer.registry.register(local)  # tessera_checkpoints_total, last success
     renderer.render()
 
     feed = VerdictFeed.from_settings(cfg.events.deploysignal, cluster=cfg.daemon.cluster)
@@ -260,8 +271,11 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
             if deliveries:
                 last_frame_wall = time.monotonic()
                 frames = [d.frames for d in deliveries]
-                await handle(await worker.run(worker.batch, frames, None))
+                batch = await worker.run(worker.batch, frames, None)
+                await handle(batch)
                 await transport.ack(deliveries)
+                if local is not None and local.due(len(batch.results)):
+                    await local.checkpoint(pipeline, reason="periodic", run=worker.call)
             else:
                 idle = (time.monotonic() - last_frame_wall) * speed
                 wm = snap.stats.watermark
@@ -326,6 +340,7 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
             ]
             detector = tg.create_task(detector_loop(), name="detector")
             hk = tg.create_task(housekeeping(), name="housekeeping")
+            lag_task = tg.create_task(loop_lag.run(), name="loop-lag")
             topo_task = None if simulated else tg.create_task(topology_refresh(), name="topology")
             await stop.wait()
             status.stopping = True
@@ -333,6 +348,7 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
             for t in pollers:
                 t.cancel()
             hk.cancel()
+            lag_task.cancel()
             if topo_task is not None:
                 topo_task.cancel()
             try:
@@ -341,6 +357,10 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
             except TimeoutError:
                 detector.cancel(msg="shutdown grace exceeded")
                 log.warning("detector did not finish within the grace period", grace_s=cfg.daemon.shutdown_grace_s)
+                with contextlib.suppress(asyncio.CancelledError):
+                    await detector  # cancelled at an await: the pipeline is between two calls, consistent
+            if local is not None:  # with the open (partial) windows, after every window job already queued
+                await local.checkpoint(pipeline, reason="shutdown", run=worker.call)
     finally:
         if feed is not None:
             await feed.close(cfg.events.deploysignal.feed_close_deadline_s)
@@ -351,6 +371,8 @@ async def run(  # noqa: C901 - start-up and shutdown order read best in one plac
             await runner.cleanup()
         await transport.close()
         await runtime.close()
+        if capture is not None:
+            capture.close()
     tstats = transport.stats()
     log.info(
         "shutdown complete",

@@ -97,3 +97,7 @@ class CheckpointError(TesseraError):
 
 class DetectorError(TesseraError):
     """The detector was fed something inconsistent with its state (shape mismatch, bad topology)."""
+
+
+class KernelError(TesseraError):
+    """The compiled detector kernels are unusable (compilation failed, or they disagree with their NumPy twins)."""

@@ -89,6 +89,16 @@ class SyntheticSource:
             return []
         return blocks[0] if len(blocks) == 1 else FrameBlock.concat(blocks)
 
+    def skip_to(self, ts: float) -> int:
+        """Fast-forward past simulated time ``ts`` without emitting (a restarted daemon resuming from its
+        checkpoint); the number of ticks skipped."""
+        n = 0
+        while self.sim.ts_of(self.sim.tick) <= ts + 1e-9:
+            self.sim_ts = self.sim.step_arrays().ts
+            n += 1
+        self._anchor_sim = self.sim_ts
+        return n
+
     def set_speedup(self, speedup: float, now: float | None = None, *, until_ts: float | None = None) -> None:
         """Run simulated time at ``speedup`` from now on; with ``until_ts``, only up to that simulated
         time, then back at the current speed (``tessera-daemon demo`` fast-forwards the warm-up so)."""

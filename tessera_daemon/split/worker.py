@@ -38,7 +38,8 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from tessera_daemon.config import Config
-from tessera_daemon.detect.kernels import warm_up
+from tessera_daemon.detect.backend import BackendCollector
+from tessera_daemon.detect.backend import select as select_backend
 from tessera_daemon.engine.events import EventRecord
 from tessera_daemon.engine.snapshot import PipelineSnapshot, empty_snapshot
 from tessera_daemon.errors import TransportError
@@ -408,7 +409,7 @@ async def run_detector(
     wid = worker_id(cfg)
     det = Detector(cfg, wid)
     t0 = time.perf_counter()
-    await asyncio.to_thread(warm_up)
+    kernel_backend = await asyncio.to_thread(select_backend, cfg.detector.backend)
     log.info(
         "detector worker starting",
         worker=wid,
@@ -423,6 +424,7 @@ async def run_detector(
     status.extra_ready_checks.append(det.not_ready)
     renderer = MetricsRenderer(status)
     renderer.registry.register(LinkCollector(det.link))
+    renderer.registry.register(BackendCollector(kernel_backend))
     renderer.registry.register(
         WorkerCollector(
             det.counters,

@@ -40,6 +40,9 @@ def parse_id(entry_id: bytes | str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
+LAG_COUNT_CAP = 10_000  # entries counted exactly when Redis reports no group lag
+
+
 def _b(v: Any) -> bytes:
     return v if isinstance(v, bytes) else str(v).encode()
 
@@ -162,12 +165,20 @@ class PartitionReader:
             if _b(g.get("name", b"")) == self.group.encode():
                 self.pending = int(g.get("pending") or 0)
                 lag = g.get("lag")
-                if lag is None:  # unknown after deletions / trimming: XLEN is an upper bound
-                    n: Any = await self.link.call(lambda c: c.xlen(self.stream))
-                    self.lag = int(n)
-                else:
-                    self.lag = int(lag)
+                self.lag = int(lag) if lag is not None else await self._count_undelivered(g)
                 return
+
+    async def _count_undelivered(self, group: dict[str, Any]) -> int:
+        """Redis reports no lag once the group's read counter is invalid (deletions, trimming, takeovers):
+        count the entries after the group's last-delivered id instead (0 when it is the stream's last;
+        XLEN, an upper bound, beyond LAG_COUNT_CAP entries)."""
+        last = _b(group.get("last-delivered-id") or b"0-0")
+        after = b"(" + last
+        res: Any = await self.link.call(lambda c: c.xrange(self.stream, min=after, max="+", count=LAG_COUNT_CAP))
+        if len(res) < LAG_COUNT_CAP:
+            return len(res)
+        n: Any = await self.link.call(lambda c: c.xlen(self.stream))
+        return int(n)
 
 
 def _entries(res: Any) -> list[RawEntry]:

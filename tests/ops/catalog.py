@@ -44,6 +44,7 @@ GAUGES = {
     "tessera_stream_pending_entries",
     "tessera_breaker_open",
     "tessera_checkpoint_last_success_timestamp_seconds",
+    "tessera_kernel_backend",
     "tessera_clock_skew_seconds",
 }
 HISTOGRAMS = {
