@@ -38,7 +38,7 @@ from tessera_daemon.model import Topology
 from tessera_daemon.sources.base import Source
 from tessera_daemon.sources.synthetic import SyntheticSource
 
-log = get_logger("tessera.localstate")
+log = get_logger(__name__)
 
 FILENAME = "run.ckpt"
 PARTITION = "run"

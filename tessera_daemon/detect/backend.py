@@ -30,7 +30,7 @@ from tessera_daemon.detect import family_c, family_d, family_e, kernels, referen
 from tessera_daemon.errors import KernelError
 from tessera_daemon.log import get_logger
 
-log = get_logger("tessera.backend")
+log = get_logger(__name__)
 
 BACKENDS = ("numba", "numpy", "auto")
 FAULT_ENV = "TESSERA_KERNEL_FAULT"
