@@ -101,7 +101,7 @@ class PartitionWork:
     dedupe: OrderedDict[str, int] = field(default_factory=OrderedDict)
     unacked: list[bytes] = field(default_factory=list)
     since_checkpoint: int = 0
-    fed: bool = False  # entries ingested since the last idle check
+    fed: bool = False  # entries ingested (or its reader catching up) since the last idle check
     quiet_since: float = field(default_factory=time.monotonic)  # the idle check after its last entries
     checked_at: float = field(default_factory=time.monotonic)  # the previous idle check
     duplicates: int = 0
