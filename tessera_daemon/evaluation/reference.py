@@ -2,7 +2,8 @@
 
 Looked up in order: ``$TESSERA_REFERENCE_DIR``; ``../shared/data/tessera`` from the working
 directory; the same path next to the repository that holds this package. When none exists, a
-matrix still runs and reports Tessera's columns as "not available".
+matrix still runs and reports Tessera's columns as "not available". The test suite points
+``$TESSERA_REFERENCE_DIR`` at the copy vendored in ``tests/fixtures/tessera`` (README and licence there).
 """
 
 from __future__ import annotations

@@ -2,11 +2,11 @@
 
 Windows are idempotent by index. ``<p>:{t}:committed`` holds the last window whose results were
 committed; a window at or below it (re-computed after a takeover, to rebuild state) produces no
-output again. A window commit is one Lua script, fenced by the lease: set the mark, append to the
-partition's window log and, with a standalone Redis, append the firings to ``tessera:firings`` in the
-same atomic step (exactly once). Under Redis Cluster the firings stream lives in another slot: they
-are appended just before the script, so a crash in between can repeat them (at least once; dedupe
-by firing id and state), never lose them.
+output again. A window commit is one Lua script, fenced by the lease (``lease.HOLD``): set the mark,
+append to the partition's window log and, with a standalone Redis, append the firings to
+``tessera:firings`` in the same atomic step (exactly once). Under Redis Cluster the firings stream
+lives in another slot: they are appended just before the script, so a crash in between can repeat them
+(at least once; dedupe by firing id and state), never lose them.
 
 Firings are serialised as each window is processed (not at commit time), so what is published does
 not depend on how entries were batched: a firing opened in window w is published with its state and
@@ -33,32 +33,40 @@ from tessera_daemon.log import get_logger
 from tessera_daemon.model import Firing, FrameBlock
 from tessera_daemon.transport.base import Delivery
 from tessera_daemon.transport.keys import Keys
-from tessera_daemon.transport.lease import Lease
+from tessera_daemon.transport.lease import HOLD, Lease
 from tessera_daemon.transport.link import RedisLink
 
 log = get_logger(__name__)
 
-COMMIT = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
-local done = tonumber(redis.call('GET', KEYS[2]) or '-1')
-if done >= tonumber(ARGV[2]) then return 0 end
-redis.call('SET', KEYS[2], ARGV[2])
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', 'window', ARGV[2], 'frames', ARGV[3],
-           'worker', ARGV[4], 'firings', ARGV[7])
-if #KEYS >= 4 then
-  for i = 9, #ARGV, 3 do
-    redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[6], '*', 'partition', ARGV[8], 'window', ARGV[2],
+# Fenced by the lease (``HOLD``): KEYS[1..2] lease and epoch, ARGV[1..3] its value, epoch and time to live.
+COMMIT = (
+    HOLD
+    + """
+local held = hold()
+if held == 0 then return -1 end
+local done = tonumber(redis.call('GET', KEYS[3]) or '-1')
+if done >= tonumber(ARGV[4]) then return 10 + held end
+redis.call('SET', KEYS[3], ARGV[4])
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[7], '*', 'window', ARGV[4], 'frames', ARGV[5],
+           'worker', ARGV[6], 'firings', ARGV[9])
+if #KEYS >= 5 then
+  for i = 11, #ARGV, 3 do
+    redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[8], '*', 'partition', ARGV[10], 'window', ARGV[4],
                'id', ARGV[i], 'state', ARGV[i + 1], 'firing', ARGV[i + 2])
   end
 end
-return 1
+return held
 """
+)
 
-SAVE = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[2], ARGV[2])
-return 1
+SAVE = (
+    HOLD
+    + """
+local held = hold()
+if held > 0 then redis.call('SET', KEYS[3], ARGV[4]) end
+return held
 """
+)
 
 
 def open_view(f: Firing) -> dict[str, Any]:
@@ -93,7 +101,9 @@ class PartitionWork:
     dedupe: OrderedDict[str, int] = field(default_factory=OrderedDict)
     unacked: list[bytes] = field(default_factory=list)
     since_checkpoint: int = 0
-    last_entry_mono: float = field(default_factory=time.monotonic)
+    fed: bool = False  # entries ingested (or its reader catching up) since the last idle check
+    quiet_since: float = field(default_factory=time.monotonic)  # the idle check after its last entries
+    checked_at: float = field(default_factory=time.monotonic)  # the previous idle check
     duplicates: int = 0
     max_sources: int = 4096
     release: str = ""  # reason a release was requested ("rebalance", "shutdown")
@@ -141,7 +151,7 @@ class PartitionWork:
         if run:
             failed += self._ingest_run(run)
         if deliveries:
-            self.last_entry_mono = time.monotonic()
+            self.fed = True
             self.changed = True
         return failed
 
@@ -234,9 +244,21 @@ class PartitionWork:
         return out
 
     def idle_close(self, idle_s: float, *, targets: bool = False) -> list[WindowRecord]:
-        """Close every open window once the partition has been silent for ``idle_s`` wall seconds."""
+        """Close every open window once the partition has been silent for ``idle_s`` wall seconds.
+
+        Called once per consumer round, after its receive. Silence runs from the check that followed
+        the last entries (once they were processed) to the previous check: this round's receive came
+        after that one and brought nothing, so the stream was quiet at least that long. The worker's own
+        stalls (a long batch of another partition, a loaded machine) never pass for the partition's
+        silence, which would close windows early with frames still unread in the stream."""
+        now = time.monotonic()
+        previous, self.checked_at = self.checked_at, now
+        if self.fed:
+            self.fed = False
+            self.quiet_since = now
+            return []
         asm = self.pipeline.assembler
-        if idle_s <= 0 or not asm._open or time.monotonic() - self.last_entry_mono < idle_s:
+        if idle_s <= 0 or not asm._open or previous - self.quiet_since < idle_s:
             return []
         cfg = self.pipeline.cfg.window
         if not asm.resolved:  # auto window: a partition gone quiet before its cadence was measured
@@ -324,9 +346,10 @@ class Committer:
         r = self.cfg.transport.redis
         k = self.keys
         t = work.token
-        keys = [k.lease(t), k.committed(t), k.windows(t)]
+        ttl_ms = self.cfg.transport.detector.lease_ms
+        keys = [k.lease(t), k.epoch(t), k.committed(t), k.windows(t)]
         args: list[Any] = [
-            work.lease.value,
+            *work.lease.hold_args(ttl_ms),
             rec.index,
             rec.frames,
             self.worker,
@@ -343,12 +366,16 @@ class Committer:
             for fid, state, text in rec.firings:
                 args.extend([fid, state, text])
         script = self.link.script("commit_window", COMMIT)
+        started = time.monotonic()
         res: Any = await self.link.call(lambda c: script(keys=keys, args=args, client=c))
         out = int(res)
-        if out > 0:
-            work.committed = rec.index
-            return "committed"
-        return "skipped" if out == 0 else "lost"
+        if out < 0:
+            return "lost"
+        work.lease.held(out % 10, started, ttl_ms)
+        if out >= 10:
+            return "skipped"
+        work.committed = rec.index
+        return "committed"
 
     async def _append_firings(self, token: str, rec: WindowRecord) -> None:
         maxlen = self.cfg.transport.redis.firings_maxlen
@@ -369,6 +396,12 @@ class Committer:
     async def save(self, work: PartitionWork, blob: bytes) -> bool:
         """Write a checkpoint if the lease still holds; False when it does not (lease lost)."""
         script = self.link.script("save_checkpoint", SAVE)
-        keys = [self.keys.lease(work.token), self.keys.checkpoint(work.token)]
-        res: Any = await self.link.call(lambda c: script(keys=keys, args=[work.lease.value, blob], client=c))
-        return bool(int(res))
+        t = work.token
+        ttl_ms = self.cfg.transport.detector.lease_ms
+        keys = [self.keys.lease(t), self.keys.epoch(t), self.keys.checkpoint(t)]
+        started = time.monotonic()
+        res: Any = await self.link.call(
+            lambda c: script(keys=keys, args=[*work.lease.hold_args(ttl_ms), blob], client=c)
+        )
+        work.lease.held(int(res), started, ttl_ms)
+        return int(res) > 0

@@ -258,6 +258,9 @@ class Detector:
         idle_s = self.cfg.transport.detector.idle_close_s
         closed_by: dict[str, bool] = {}
         for work in list(self.parts.values()):
+            reader = self.transport.readers.get(work.token)
+            if reader is not None and reader.mode != "new":  # catching up (a takeover, a failed read): not silent
+                work.fed = True
             errs = work.window_errors
             closed = work.idle_close(idle_s, targets=targets)
             self.counters.window_errors += work.window_errors - errs

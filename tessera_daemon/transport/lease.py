@@ -3,8 +3,11 @@
 Acquiring a lease increments the partition's epoch and stores ``<worker>|<epoch>`` with a time to
 live; every write a worker makes for a partition (window commits, checkpoints) runs in a Lua script
 that first checks the lease still holds that exact value, so a worker that lost its lease (paused,
-partitioned away) can never overwrite the work of its successor. Renewal also re-takes a lease that
-expired while Redis was away, but only when nobody acquired it in between (the epoch is unchanged).
+partitioned away) can never overwrite the work of its successor. Renewal, window commits and
+checkpoints also re-take a lease that expired (Redis away, or the worker stalled past the time to live:
+a long batch, a loaded machine) but only when nobody acquired it in between: the epoch is unchanged,
+so no successor exists and the write is still the newest (``HOLD``). Without that a lone worker whose
+every batch outlasts the lease would drop and re-acquire its partition forever, never committing.
 
 Locally a lease is trusted only until ``renewed_at + 0.8 x ttl`` (monotonic clock), so a worker
 stops reading a partition before Redis could give it to another worker.
@@ -34,18 +37,29 @@ redis.call('SET', KEYS[1], ARGV[1] .. '|' .. epoch, 'PX', ARGV[2])
 return epoch
 """
 
-RENEW = """
-local v = redis.call('GET', KEYS[1])
-if v == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
+# Lua prelude of every fenced write: KEYS[1] the lease, KEYS[2] the epoch counter; ARGV[1] the held
+# value "<worker>|<epoch>", ARGV[2] the epoch, ARGV[3] the time to live (ms). hold() is 1 when the lease
+# is still ours, 2 when it had expired with the epoch unchanged and is re-taken now, 0 when fenced.
+HOLD = """
+local function hold()
+  local v = redis.call('GET', KEYS[1])
+  if v == ARGV[1] then return 1 end
+  if not v and redis.call('GET', KEYS[2]) == ARGV[2] then
+    redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+    return 2
+  end
+  return 0
 end
-if not v and redis.call('GET', KEYS[2]) == ARGV[3] then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 2
-end
-return 0
 """
+
+RENEW = (
+    HOLD
+    + """
+local held = hold()
+if held == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
+return held
+"""
+)
 
 RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -62,6 +76,20 @@ class Lease:
 
     def valid(self, now: float | None = None) -> bool:
         return (time.monotonic() if now is None else now) < self.valid_until
+
+    def hold_args(self, ttl_ms: int) -> list[str | int]:
+        """ARGV[1..3] of a script that starts with ``HOLD``."""
+        return [self.value, str(self.epoch), ttl_ms]
+
+    def held(self, outcome: int, started: float, ttl_ms: int) -> None:
+        """After a fenced write that began at ``started`` (monotonic) found the lease ours (1) or re-took
+        it (2): trust it locally again as a renewal would."""
+        if outcome == 2:
+            self.valid_until = max(self.valid_until, trust_until(started, ttl_ms))
+
+
+def trust_until(started: float, ttl_ms: int) -> float:
+    return started + TRUST * ttl_ms / 1000.0
 
 
 def rendezvous(worker: str, token: str) -> int:
@@ -86,7 +114,7 @@ class LeaseKeeper:
         return lease is not None and lease.valid()
 
     def _trust_until(self, started: float) -> float:
-        return started + TRUST * self.ttl_ms / 1000.0
+        return trust_until(started, self.ttl_ms)
 
     async def acquire(self, token: str) -> Lease | None:
         started = time.monotonic()
@@ -111,7 +139,7 @@ class LeaseKeeper:
         ok: Any = await self.link.call(
             lambda c: script(
                 keys=[self.keys.lease(token), self.keys.epoch(token)],
-                args=[lease.value, self.ttl_ms, str(lease.epoch)],
+                args=lease.hold_args(self.ttl_ms),
                 client=c,
             )
         )

@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import tests
 from tessera_daemon.config import Config, load_config
 from tessera_daemon.evaluation import reference, run_matrix
+
+VENDORED = Path(tests.__file__).resolve().parent / "fixtures" / "tessera"  # see its README.md (licence)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _reference_data() -> Iterator[None]:
+    """Tessera's figures from the copy vendored in tests/ unless $TESSERA_REFERENCE_DIR names another."""
+    with pytest.MonkeyPatch.context() as mp:
+        if not os.environ.get(reference.ENV):
+            mp.setenv(reference.ENV, str(VENDORED))
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -19,8 +33,7 @@ def cfg() -> Config:
 @pytest.fixture(scope="session")
 def ref_dir() -> Path:
     d = reference.reference_dir()
-    if d is None:
-        pytest.skip("Tessera reference data (../shared/data/tessera) not found; set TESSERA_REFERENCE_DIR")
+    assert d is not None, f"Tessera reference data not found: ${reference.ENV}={os.environ.get(reference.ENV)!r}"
     return d
 
 

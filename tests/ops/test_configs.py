@@ -3,25 +3,19 @@ TESSERA_* environment its deployment sets (unit Environment=, pod env, image ENV
 
 from __future__ import annotations
 
-import importlib
-import json
 import re
 import tempfile
 import tomllib
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
 from tessera_daemon.config import Config, load_config
-from tessera_daemon.errors import ConfigError
+from tessera_daemon.sources import SOURCES
 from tests.ops.catalog import ROOT
 
 DEPLOY = ROOT / "deploy"
-# Settings of the Redis transport the deployments use; before the transport lands in the config schema
-# the cases that need it are expected failures (everything else in them must still load).
-PENDING = {"transport.redis"}
 
 
 def _image_env() -> dict[str, str]:
@@ -65,35 +59,6 @@ def _load_text(toml_text: str, env: dict[str, str]) -> Config:
         return load_config(path, env)
 
 
-def _toml(table: dict[str, Any], prefix: str = "") -> str:
-    """A minimal TOML writer for what the shipped configs contain (scalars, lists, nested tables)."""
-    flat = {k: v for k, v in table.items() if not isinstance(v, dict)}
-    lines = [f"[{prefix}]"] if prefix and flat else []
-    lines += [f"{k} = {json.dumps(v)}" for k, v in flat.items()]
-    for k, v in table.items():
-        if isinstance(v, dict):
-            lines.append(_toml(v, f"{prefix}.{k}" if prefix else k))
-    return "\n".join(lines)
-
-
-def _load(toml_text: str, env: dict[str, str]) -> Config:
-    try:
-        return _load_text(toml_text, env)
-    except ConfigError as exc:
-        pending = next((p for p in PENDING if exc.field == p or exc.field.startswith(p + ".")), None)
-        if pending is None:
-            raise
-        # Everything else must still load: drop the pending table and try again before giving up.
-        data = tomllib.loads(toml_text)
-        *parents, leaf = pending.split(".")
-        node = data
-        for key in parents:
-            node = node[key]
-        node.pop(leaf, None)
-        _load_text(_toml(data), env)
-        pytest.xfail(f"{exc.field} is not in tessera_daemon.config yet")
-
-
 SYSTEMD, K8S, COMPOSE = DEPLOY / "systemd", DEPLOY / "kubernetes", DEPLOY / "compose"
 
 
@@ -130,7 +95,7 @@ CASES = [
 @pytest.mark.parametrize("case", CASES)
 def test_shipped_config_loads(case: str) -> None:
     text, env, transport = _case(case)
-    cfg = _load(text, env)
+    cfg = _load_text(text, env)
     assert cfg.transport.kind == transport
     if case.startswith(("kubernetes", "compose")):
         assert cfg.http.host == "0.0.0.0"
@@ -142,12 +107,9 @@ def test_shipped_config_loads(case: str) -> None:
 
 @pytest.mark.parametrize("case", CASES)
 def test_enabled_sources_exist(case: str) -> None:
-    registry = getattr(importlib.import_module("tessera_daemon.sources"), "SOURCES", None)
-    if registry is None:
-        pytest.skip("tessera_daemon.sources has no SOURCES registry")
     enabled = tomllib.loads(_case(case)[0]).get("sources", {}).get("enabled", [])
-    unknown = set(enabled) - set(registry)
-    assert not unknown, f"{case}: unknown sources {unknown} (known: {sorted(registry)})"
+    unknown = set(enabled) - set(SOURCES)
+    assert not unknown, f"{case}: unknown sources {unknown} (known: {sorted(SOURCES)})"
 
 
 def test_image_env_is_valid_on_its_own() -> None:

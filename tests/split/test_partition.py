@@ -3,14 +3,18 @@ poison entry (one the window assembler raises on) is rolled back and handed back
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pytest
 
+from tessera_daemon.config import load_config
+from tessera_daemon.engine.pipeline import Pipeline
 from tessera_daemon.engine.window import WindowAssembler, WindowData
 from tessera_daemon.model import Frame, FrameBlock
+from tessera_daemon.sim import ClusterSim
 from tessera_daemon.split.partition import PartitionWork
 from tessera_daemon.transport.base import Delivery
 from tessera_daemon.transport.codec import decode_entry, encode_host
@@ -287,3 +291,32 @@ def test_a_poison_entry_is_rolled_back_and_handed_back(kind: str) -> None:
     ref += clean.pipeline.assembler.flush()
     _assert_same(work.pipeline.assembler, clean.pipeline.assembler, got, ref)
     assert poison.token.id in work.unacked and work.position == batch[-1].token.id
+
+
+def test_idle_close_counts_silence_from_the_stream_not_the_workers_own_stalls() -> None:
+    """A partition's open windows close after ``idle_s`` of silence, measured between idle checks (one per
+    consumer round, after its receive); time the worker spent busy after the last entries, before its next
+    receive, is not silence (it closed windows early, with frames still unread, on a loaded machine)."""
+    cfg = load_config(None, {"TESSERA_WINDOW__LENGTH_S": "10", "TESSERA_SIM__COHORTS": "1"})
+    sim = ClusterSim(cfg.sim, start_ts=1_767_225_600.0)
+    work = PartitionWork("p", "cohort", Pipeline(cfg, sim.topology), lease=None, committed=-1)  # type: ignore[arg-type]
+    seq = 0
+
+    def feed() -> None:
+        nonlocal seq
+        _ts, frames = sim.step()
+        seq += 1
+        work.ingest([Delivery(frames, EntryToken("p", f"{seq}-0".encode(), "agent/1", seq))])
+
+    feed()
+    assert work.pipeline.assembler._open
+    idle_s = 0.05
+    time.sleep(2 * idle_s)  # busy after the entries, before the round's idle check: not silence
+    assert work.idle_close(idle_s) == [] and not work.fed  # the round that processed them: silence starts
+    time.sleep(2 * idle_s)  # busy again (a long round elsewhere) before the next receive
+    assert work.idle_close(idle_s) == []  # the receive came early in that round: only ~0 s of silence seen
+    assert (closed := work.idle_close(idle_s)) and all(r.frames > 0 for r in closed)  # silent a full round
+    assert not work.pipeline.assembler._open
+    feed()
+    time.sleep(2 * idle_s)
+    assert work.idle_close(idle_s) == []  # entries again: silence starts over

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tessera_daemon.config import Config
 from tessera_daemon.sim import ClusterSim
 from tessera_daemon.transport.base import Transport
 from tessera_daemon.transport.keys import Keys
@@ -16,6 +18,7 @@ from tessera_daemon.transport.redis import RedisTransport
 from tessera_daemon.transport.registry import Router, publish_registry
 from tests.transport.conftest import Server
 from tests.transport.helpers import (
+    Reference,
     agent,
     all_committed,
     assert_exact,
@@ -59,6 +62,14 @@ async def test_single_worker_matches_reference_and_dead_letters_garbage(redis_se
     ref = reference(cfg)
     keys = Keys(cfg.transport.redis.prefix)
     client = client_for(redis_server.url)
+    try:
+        await _single_worker(cfg, ref, keys, client)
+    finally:
+        await client.aclose()
+
+
+async def _single_worker(cfg: Config, ref: Reference, keys: Keys, client: Any) -> None:
+    committed = sum(len(w) for w in ref.windows.values())
     async with detector(cfg) as (worker, _wt), aiohttp.ClientSession() as http:
         base = f"http://127.0.0.1:{worker.port}"
         async with agent(cfg) as (_ag, at):
@@ -81,9 +92,15 @@ async def test_single_worker_matches_reference_and_dead_letters_garbage(redis_se
             console = await r.json()
         async with http.get(f"{base}/v1/fleet") as r:
             fleet = await r.json()
-        await asyncio.sleep(1.2)  # one render after the last window
-        async with http.get(f"{base}/metrics") as r:
-            metrics = samples(await r.text())
+        metrics: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+
+        async def rendered() -> bool:  # /metrics is rendered after windows, not per request: the last one
+            async with http.get(f"{base}/metrics") as r:
+                metrics.clear()
+                metrics.update(samples(await r.text()))
+            return metrics.get(("tessera_windows_committed_total", (("outcome", "committed"),))) == committed
+
+        await wait_for(rendered, 30, "a /metrics render after the last window")
     out = await read_outputs(client, cfg, ["job-0", "job-1"])
     assert_exact(out, ref)
     assert ready["ready"], ready["reasons"]
@@ -103,15 +120,12 @@ async def test_single_worker_matches_reference_and_dead_letters_garbage(redis_se
     assert metrics[("tessera_redis_up", ())] == 1
     assert metrics[("tessera_partitions_owned", ())] == 2
     assert metrics[("tessera_checkpoints_total", (("outcome", "written"),))] >= 2
-    assert metrics[("tessera_windows_committed_total", (("outcome", "committed"),))] == sum(
-        len(w) for w in ref.windows.values()
-    )
+    assert metrics[("tessera_windows_committed_total", (("outcome", "committed"),))] == committed
     assert ("tessera_stream_lag_entries", (("stream", keys.stream("job-0")),)) in metrics
     # acknowledged only what the final checkpoint covers: nothing left pending after shutdown
     for token in ("job-0", "job-1"):
         pending = await client.xpending(keys.stream(token), cfg.transport.redis.group)
         assert pending["pending"] == 0
-    await client.aclose()
 
 
 async def test_worker_follows_a_partition_topology_change(redis_server: Server) -> None:

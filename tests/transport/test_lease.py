@@ -8,8 +8,11 @@ import random
 import pytest
 
 from tessera_daemon.config import load_config
+from tessera_daemon.engine.pipeline import Pipeline
 from tessera_daemon.errors import ConfigError
 from tessera_daemon.settings.transport import BreakerSettings
+from tessera_daemon.sim import ClusterSim
+from tessera_daemon.split.partition import Committer, PartitionWork, WindowRecord
 from tessera_daemon.transport.breaker import CircuitBreaker
 from tessera_daemon.transport.keys import Keys
 from tessera_daemon.transport.lease import LeaseKeeper, fair_share
@@ -92,6 +95,51 @@ async def test_lease_is_exclusive_fenced_and_retaken_only_if_nobody_took_it(redi
         assert not await ka.renew("p") and "p" not in ka.held  # fenced: epoch moved on
         await kb.release("p")
         assert await b.client.get(keys.lease("p")) is None
+    finally:
+        await a.close()
+        await b.close()
+
+
+@pytest.mark.redis
+async def test_a_stalled_worker_commits_if_nobody_took_its_lapsed_lease_and_is_fenced_if_one_did(
+    redis_server: Server,
+) -> None:
+    """A worker that stalled past its lease (a long batch on a loaded machine) while no other worker
+    acquired the partition still commits and checkpoints, re-taking the lease; once another worker has
+    acquired it (the epoch moved on) every write of the stalled one is refused, even after that lapses too."""
+    cfg = make_cfg(redis_server.url)
+    keys = Keys(cfg.transport.redis.prefix)
+    ttl = cfg.transport.detector.lease_ms
+    a = RedisLink(cfg.transport.redis, cfg.transport.breaker, role="a")
+    b = RedisLink(cfg.transport.redis, cfg.transport.breaker, role="b")
+    try:
+        ka, kb = LeaseKeeper(a, keys, "wa", ttl), LeaseKeeper(b, keys, "wb", ttl)
+        lease = await ka.acquire("job-0")
+        assert lease is not None
+        work = PartitionWork("job-0", "job-0", Pipeline(cfg, ClusterSim(cfg.sim).topology), lease, -1)
+        committer = Committer(a, cfg, "wa")
+        await a.client.delete(keys.lease("job-0"))  # lapsed while the worker was busy; nobody took it
+        lease.valid_until = 0.0
+        assert await committer.commit(work, WindowRecord(5, 0.0, 8, [], {})) == "committed"
+        assert work.committed == 5 and lease.valid()  # trusted again, as after a renewal
+        assert await a.client.get(keys.lease("job-0")) == b"wa|1"
+        assert 0 < await a.client.pttl(keys.lease("job-0")) <= ttl
+        assert await committer.commit(work, WindowRecord(5, 0.0, 8, [], {})) == "skipped"  # idempotent
+        await a.client.delete(keys.lease("job-0"))
+        assert await committer.save(work, b"checkpoint-1")  # a checkpoint re-takes it the same way
+        assert await a.client.get(keys.checkpoint("job-0")) == b"checkpoint-1"
+        await a.client.delete(keys.lease("job-0"))
+        assert (lb := await kb.acquire("job-0")) is not None and lb.epoch == 2  # a successor
+        assert await committer.commit(work, WindowRecord(6, 0.0, 8, [], {})) == "lost"
+        assert not await committer.save(work, b"stale")
+        await b.client.delete(keys.lease("job-0"))  # the successor's lease lapses too: still fenced
+        assert await committer.commit(work, WindowRecord(6, 0.0, 8, [], {})) == "lost"
+        assert not await committer.save(work, b"stale")
+        assert await a.client.get(keys.lease("job-0")) is None  # not re-taken under a newer epoch
+        assert await a.client.get(keys.checkpoint("job-0")) == b"checkpoint-1"
+        rows = await a.client.xrange(keys.windows("job-0"))
+        assert [int(f[b"window"]) for _i, f in rows or [] if f is not None] == [5]
+        assert await a.client.get(keys.committed("job-0")) == b"5"
     finally:
         await a.close()
         await b.close()
