@@ -31,42 +31,13 @@ from tessera_daemon.engine.pipeline import Pipeline
 from tessera_daemon.engine.window import WindowAssembler, snap_length
 from tessera_daemon.log import get_logger
 from tessera_daemon.model import Firing, FrameBlock
+from tessera_daemon.split.scripts import COMMIT, SAVE
 from tessera_daemon.transport.base import Delivery
 from tessera_daemon.transport.keys import Keys
-from tessera_daemon.transport.lease import HOLD, Lease
+from tessera_daemon.transport.lease import Lease
 from tessera_daemon.transport.link import RedisLink
 
 log = get_logger(__name__)
-
-# Fenced by the lease (``HOLD``): KEYS[1..2] lease and epoch, ARGV[1..3] its value, epoch and time to live.
-COMMIT = (
-    HOLD
-    + """
-local held = hold()
-if held == 0 then return -1 end
-local done = tonumber(redis.call('GET', KEYS[3]) or '-1')
-if done >= tonumber(ARGV[4]) then return 10 + held end
-redis.call('SET', KEYS[3], ARGV[4])
-redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[7], '*', 'window', ARGV[4], 'frames', ARGV[5],
-           'worker', ARGV[6], 'firings', ARGV[9])
-if #KEYS >= 5 then
-  for i = 11, #ARGV, 3 do
-    redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[8], '*', 'partition', ARGV[10], 'window', ARGV[4],
-               'id', ARGV[i], 'state', ARGV[i + 1], 'firing', ARGV[i + 2])
-  end
-end
-return held
-"""
-)
-
-SAVE = (
-    HOLD
-    + """
-local held = hold()
-if held > 0 then redis.call('SET', KEYS[3], ARGV[4]) end
-return held
-"""
-)
 
 
 def open_view(f: Firing) -> dict[str, Any]:
