@@ -572,11 +572,7 @@ class Pipeline:
         best: Firing | None = None
         for f in self._statistical_incidents():
             own = f.target == shard
-            group = (
-                f.scope not in ("shard", "cohort")
-                and (metric is None or f.metric == metric or (f.scope not in WIDE_SCOPES))
-                and (shard in f.members or shard in self._member_set(f.target))
-            )
+            group = self._group_holds(f, shard, metric)
             if (own or group) and (best is None or (best.scope == "shard" and f.scope != "shard")):
                 best = f
         return best
@@ -761,14 +757,17 @@ class Pipeline:
 
     def _group_holder(self, shard: str, metric: str | None) -> Firing | None:
         """The open statistical group incident holding ``shard`` on ``metric`` (None: none)."""
-        for f in self._statistical_incidents():
-            if f.scope in ("shard", "cohort"):
-                continue
-            if (metric is None or f.metric == metric or f.scope not in WIDE_SCOPES) and (
-                shard in f.members or shard in self._member_set(f.target)
-            ):
-                return f
-        return None
+        return next((f for f in self._statistical_incidents() if self._group_holds(f, shard, metric)), None)
+
+    def _group_holds(self, f: Firing, shard: str, metric: str | None) -> bool:
+        """Group incident ``f`` holds ``shard`` on ``metric``: its node or member list has the shard, and
+        it is on that metric (a cooling zone or wider holds only its own metric; a multivariate or
+        novelty firing, metric None, is held by any)."""
+        return (
+            f.scope not in ("shard", "cohort")
+            and (metric is None or f.metric == metric or f.scope not in WIDE_SCOPES)
+            and (shard in f.members or shard in self._member_set(f.target))
+        )
 
     def _shift_of(self, gi: int, j: int, side: int) -> float:
         """Median smoothed peer residual of group ``gi``'s observed members on metric column j, signed so
